@@ -1,0 +1,59 @@
+# tsalign — build, test, demo and benchmark entry points.
+# `make test` works on a fresh Debian 12 machine: apt packages when root, a venv with pip.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+CACHE       ?= /var/cache/tsalign
+# Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf
+APT_PACKAGES := pahole bpftool trace-cmd linux-perf
+OUT         ?= out
+
+.PHONY: help deps venv test test-unit demo bench lint clean
+
+help:
+	@echo "make demo   - run the main job end to end (see README)"
+	@echo "make test   - install what the tests need and run the whole suite"
+	@echo "make bench  - throughput benchmarks"
+	@echo "make lint   - ruff + mypy"
+
+# Debian packages: installed only when running as root and something is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "warning: not root; missing Debian packages:$$missing (tests needing them will say so)"; \
+	  fi; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: deps venv
+	$(BIN)/python -m pytest tests
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+demo: venv
+	$(BIN)/python -m tsalign demo --out $(OUT)/demo
+
+bench: venv
+	$(BIN)/python benchmarks/bench_clock.py
+
+lint: venv
+	$(BIN)/ruff check tsalign tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .hypothesis

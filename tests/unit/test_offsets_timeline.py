@@ -1,0 +1,106 @@
+"""OffsetTimeline: segments from snapshots and kvm_write_tsc_offset events; issues reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tsalign.clock.kvm import TscParams
+from tsalign.errors import InconsistentData
+from tsalign.offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
+
+SEED = 0xFFEE6ABA03ECCAAC
+
+
+def snap(t: int, vcpu: int, off: int, source: str = "debugfs") -> OffsetSnapshot:
+    return OffsetSnapshot(t, vcpu, TscParams(offset=off), source)
+
+
+def kinds(tl: OffsetTimeline) -> list:
+    return [i.kind for i in tl.issues]
+
+
+def test_constant_offset_from_two_snapshots() -> None:
+    tl = OffsetTimeline.build([snap(100, 0, SEED), snap(900, 0, SEED), snap(100, 1, SEED), snap(900, 1, SEED)])
+    assert tl.issues == []
+    assert tl.params_at(0, 50).offset == SEED  # before the start snapshot: same value assumed
+    assert tl.host_to_guest(1, 5_000_000_000_000_000) == 5_000_000_000_000_000 - 4_949_202_418_480_468
+
+
+def test_write_event_explained_by_end_snapshot() -> None:
+    tl = OffsetTimeline.build(
+        [snap(100, 0, 0), snap(900, 0, 1000)],
+        [OffsetWrite(500, 0, prev=0, next=1000)],
+    )
+    assert tl.issues == []
+    assert tl.params_at(0, 499).offset == 0
+    assert tl.params_at(0, 500).offset == 1000
+    assert [s.source for s in tl.segments[0]] == ["debugfs", "kvm_write_tsc_offset"]
+
+
+def test_write_not_applied_is_reported_and_snapshot_trusted() -> None:
+    # what PVM does here: the tracepoint says next=1000, debugfs keeps reading 0
+    tl = OffsetTimeline.build(
+        [snap(100, 0, 0), snap(900, 0, 0)],
+        [OffsetWrite(500, 0, prev=0, next=1000)],
+    )
+    assert kinds(tl) == ["write_not_applied"]
+    assert tl.params_at(0, 700).offset == 0
+    assert len(tl.segments[0]) == 1
+
+
+def test_prev_mismatch() -> None:
+    tl = OffsetTimeline.build([snap(100, 0, 5), snap(900, 0, 1000)], [OffsetWrite(500, 0, prev=7, next=1000)])
+    assert kinds(tl) == ["prev_mismatch"]
+    assert "prev=0x7" in tl.issues[0].message
+
+
+def test_unexplained_change_marks_interval() -> None:
+    tl = OffsetTimeline.build([snap(100, 0, 5), snap(900, 0, 6)])
+    (issue,) = tl.issues
+    assert issue.kind == "unexplained_change"
+    assert (issue.host_tsc, issue.until_host_tsc) == (100, 900)
+    assert tl.params_at(0, 899).offset == 5 and tl.params_at(0, 900).offset == 6
+
+
+def test_vcpus_disagree() -> None:
+    tl = OffsetTimeline.build([snap(100, 0, 5), snap(100, 1, 6)])
+    assert kinds(tl) == ["vcpus_disagree"]
+    with pytest.raises(InconsistentData, match="disagree"):
+        tl.vm_params_at(200)
+
+
+def test_writes_only_uses_prev_as_initial() -> None:
+    tl = OffsetTimeline.build([], [OffsetWrite(500, 2, prev=3, next=4)])
+    assert tl.params_at(2, 0).offset == 3 and tl.params_at(2, 600).offset == 4
+
+
+def test_unknown_vcpu_is_an_error() -> None:
+    tl = OffsetTimeline.build([snap(100, 0, 5)])
+    with pytest.raises(InconsistentData, match="vcpu3"):
+        tl.params_at(3, 0)
+    with pytest.raises(InconsistentData, match=r"\[3\]"):
+        tl.host_to_guest_many([0, 3], [1, 2])
+
+
+def test_vectorised_lookup_matches_scalar() -> None:
+    tl = OffsetTimeline.build(
+        [snap(100, 0, 0), snap(900, 0, 1000), OffsetSnapshot(100, 1, TscParams(SEED, 3 << 47, 48))],
+        [OffsetWrite(500, 0, prev=0, next=1000)],
+    )
+    rng = np.random.default_rng(1)
+    vcpus = rng.integers(0, 2, 1000)
+    host = rng.integers(0, 1000, 1000).astype(np.uint64)
+    got = tl.host_to_guest_many(vcpus, host)
+    want = [tl.host_to_guest(int(v), int(h)) for v, h in zip(vcpus, host)]
+    assert [int(x) for x in got] == want
+
+
+def test_no_source() -> None:
+    assert kinds(OffsetTimeline.build([])) == ["no_source"]
+
+
+def test_to_dict_has_signed_and_hex() -> None:
+    d = OffsetTimeline.build([snap(1, 0, SEED)]).to_dict()
+    seg = d["vcpus"]["0"][0]
+    assert seg["offset_hex"] == "0xffee6aba03eccaac" and seg["offset_signed"] == -4949202418480468

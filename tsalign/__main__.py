@@ -1,0 +1,7 @@
+"""``python -m tsalign``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""``tsalign <verb>``: thin command line over the library.
+
+Each verb lives in its own module and registers itself with :func:`register`; errors become named
+exit codes (:mod:`tsalign.exitcodes`), ``--json`` writes one JSON document to stdout, logs go to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from .. import __version__, exitcodes
+from ..errors import InconsistentData, InvalidParameter, MissingParameter, TsalignError, Unavailable
+
+__all__ = ["build_parser", "emit", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def emit(args: argparse.Namespace, document: dict[str, Any], text_lines: list[str]) -> None:
+    """Write ``document`` as JSON (with --json) or ``text_lines`` as plain text to stdout."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    else:
+        for line in text_lines:
+            sys.stdout.write(line + "\n")
+
+
+def _exit_code(err: TsalignError) -> int:
+    if isinstance(err, (InvalidParameter, MissingParameter)):
+        return exitcodes.INVALID_INPUT
+    if isinstance(err, Unavailable):
+        return exitcodes.UNAVAILABLE
+    if isinstance(err, InconsistentData):
+        return exitcodes.INCONSISTENT
+    return exitcodes.INVALID_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every verb registered."""
+    from . import convert as _convert
+    from . import demo as _demo
+
+    parser = argparse.ArgumentParser(
+        prog="tsalign",
+        description="Align KVM host and guest trace timestamps on the guest TSC axis.",
+    )
+    parser.add_argument("--version", action="version", version=f"tsalign {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for module in (_convert, _demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tsalign`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except TsalignError as err:
+        code = _exit_code(err)
+        if getattr(args, "json", False):
+            sys.stdout.write(json.dumps({"error": str(err), "kind": type(err).__name__, "exit_code": code}) + "\n")
+        sys.stderr.write(f"tsalign {args.verb}: error: {err}\n")
+        return code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"tsalign {args.verb}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return exitcodes.OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

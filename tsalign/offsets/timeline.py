@@ -1,0 +1,251 @@
+"""OffsetTimeline: per vCPU, piecewise-constant TSC parameters valid from a host TSC onwards.
+
+Built from *snapshots* (debugfs / kprobe / memory reads at known host TSCs, e.g. capture start and
+end) and from ``kvm:kvm_write_tsc_offset`` *writes* (vcpu, prev, next). Snapshots are trusted over
+the tracepoint: on some hypervisors (PVM, nested) KVM emits the tracepoint for an offset it never
+applies, and a later snapshot is how that is seen. Every contradiction is kept as an Issue.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..clock.kvm import TscParams, host_to_guest_tsc
+from ..errors import InconsistentData
+from ..numbers import to_signed64
+
+__all__ = ["Issue", "OffsetSnapshot", "OffsetTimeline", "OffsetWrite", "Segment"]
+
+
+@dataclass(frozen=True)
+class OffsetSnapshot:
+    """The parameters of one vCPU read at host TSC ``host_tsc`` (cycles) from ``source``
+    (``debugfs``, ``kprobe``, ``memory``, ``beacons``...)."""
+
+    host_tsc: int
+    vcpu: int
+    params: TscParams
+    source: str = "debugfs"
+
+
+@dataclass(frozen=True)
+class OffsetWrite:
+    """A ``kvm:kvm_write_tsc_offset`` event: at host TSC ``host_tsc`` vCPU ``vcpu``'s offset
+    changed from ``prev`` to ``next`` (unsigned 64-bit cycles, as the tracepoint prints them)."""
+
+    host_tsc: int
+    vcpu: int
+    prev: int
+    next: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Parameters in force for one vCPU from ``start`` (host TSC cycles) until the next segment."""
+
+    start: int
+    params: TscParams
+    source: str
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An inconsistency found while building a timeline.
+
+    kind: ``prev_mismatch`` (a write whose prev is not the known offset), ``write_not_applied``
+      (a later snapshot still shows the offset from before the write), ``unexplained_change``
+      (two snapshots differ and no write explains it; the change lies somewhere between them),
+      ``vcpus_disagree`` (vCPUs of one VM have different parameters), ``no_source``.
+    """
+
+    kind: str
+    message: str
+    vcpu: int | None = None
+    host_tsc: int | None = None
+    until_host_tsc: int | None = None
+
+
+@dataclass
+class _Builder:
+    vcpu: int
+    segments: list[Segment] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    last_snapshot: OffsetSnapshot | None = None
+    writes_since_snapshot: list[tuple[OffsetWrite, int]] = field(default_factory=list)
+
+    @property
+    def current(self) -> TscParams | None:
+        return self.segments[-1].params if self.segments else None
+
+    def add_write(self, w: OffsetWrite) -> None:
+        cur = self.current
+        if cur is None:
+            base = TscParams(offset=w.prev)
+            self.segments.append(Segment(0, base, "kvm_write_tsc_offset.prev"))
+            cur = base
+        elif cur.offset != w.prev & ((1 << 64) - 1):
+            self.issues.append(Issue(
+                "prev_mismatch",
+                f"vcpu{self.vcpu}: kvm_write_tsc_offset at host TSC {w.host_tsc} says prev="
+                f"{w.prev:#x} but the known offset is {cur.offset:#x} ({cur.signed_offset})",
+                self.vcpu, w.host_tsc))
+        self.writes_since_snapshot.append((w, len(self.segments)))
+        self.segments.append(Segment(w.host_tsc, replace(cur, offset=w.next), "kvm_write_tsc_offset"))
+
+    def add_snapshot(self, s: OffsetSnapshot) -> None:
+        cur = self.current
+        if cur is None:
+            self.segments.append(Segment(0, s.params, s.source))
+        elif cur != s.params:
+            prev_snap = self.last_snapshot
+            if self.writes_since_snapshot:
+                first_write, first_idx = self.writes_since_snapshot[0]
+                before = self.segments[first_idx - 1].params
+                kind = "write_not_applied" if before == s.params else "unexplained_change"
+                self.issues.append(Issue(
+                    kind,
+                    f"vcpu{self.vcpu}: {len(self.writes_since_snapshot)} kvm_write_tsc_offset "
+                    f"event(s) from host TSC {first_write.host_tsc} set offset "
+                    f"{cur.offset:#x}, but {s.source} at host TSC {s.host_tsc} reads "
+                    f"{s.params.offset:#x} ({s.params.signed_offset}); trusting {s.source}",
+                    self.vcpu, first_write.host_tsc, s.host_tsc))
+                # Drop the tentative segments: the snapshot value holds since before the writes.
+                del self.segments[first_idx:]
+                if self.segments[-1].params != s.params:
+                    self.segments.append(Segment(first_write.host_tsc, s.params, s.source))
+            else:
+                since = prev_snap.host_tsc if prev_snap else 0
+                self.issues.append(Issue(
+                    "unexplained_change",
+                    f"vcpu{self.vcpu}: offset changed from {cur.offset:#x} to {s.params.offset:#x} "
+                    f"between host TSC {since} and {s.host_tsc} with no kvm_write_tsc_offset event; "
+                    "events in that interval are uncertain (record kvm:kvm_write_tsc_offset)",
+                    self.vcpu, since, s.host_tsc))
+                self.segments.append(Segment(s.host_tsc, s.params, s.source))
+        self.last_snapshot = s
+        self.writes_since_snapshot = []
+
+
+class OffsetTimeline:
+    """Per-vCPU piecewise-constant TSC parameters, with the issues found building them."""
+
+    def __init__(self, segments: dict[int, list[Segment]], issues: list[Issue]) -> None:
+        self.segments = segments
+        self.issues = issues
+        self._starts = {v: [s.start for s in segs] for v, segs in segments.items()}
+
+    @classmethod
+    def build(cls, snapshots: Iterable[OffsetSnapshot], writes: Iterable[OffsetWrite] = ()) -> OffsetTimeline:
+        """Build from snapshots and write events (any order); see the module doc for trust."""
+        items: list[tuple[int, int, int, Any]] = []
+        for s in snapshots:
+            items.append((s.vcpu, s.host_tsc, 1, s))
+        for w in writes:
+            items.append((w.vcpu, w.host_tsc, 0, w))
+        items.sort(key=lambda t: (t[0], t[1], t[2]))
+        builders: dict[int, _Builder] = {}
+        for vcpu, _, _, item in items:
+            b = builders.setdefault(vcpu, _Builder(vcpu))
+            if isinstance(item, OffsetSnapshot):
+                b.add_snapshot(item)
+            else:
+                b.add_write(item)
+        issues = [i for b in builders.values() for i in b.issues]
+        segments = {v: b.segments for v, b in sorted(builders.items())}
+        firsts = {v: segs[0].params for v, segs in segments.items()}
+        if len(set(firsts.values())) > 1:
+            desc = ", ".join(f"vcpu{v}={p.signed_offset}" for v, p in firsts.items())
+            issues.append(Issue(
+                "vcpus_disagree",
+                f"vCPUs of one VM start with different TSC parameters ({desc}); each event is "
+                "converted with its own vCPU's parameters", None, None))
+        if not segments:
+            issues.append(Issue("no_source", "no offset snapshot and no kvm_write_tsc_offset event"))
+        return cls(segments, issues)
+
+    @property
+    def vcpus(self) -> list[int]:
+        return list(self.segments)
+
+    def params_at(self, vcpu: int, host_tsc: int) -> TscParams:
+        """The parameters in force for ``vcpu`` at ``host_tsc`` (cycles)."""
+        starts = self._starts.get(vcpu)
+        if starts is None:
+            raise InconsistentData(
+                f"no TSC offset known for vcpu{vcpu} (known: {self.vcpus}); capture offsets for "
+                "every vCPU of the VM"
+            )
+        i = max(bisect.bisect_right(starts, host_tsc) - 1, 0)
+        return self.segments[vcpu][i].params
+
+    def vm_params_at(self, host_tsc: int) -> TscParams:
+        """Parameters for an event not tied to one vCPU: all vCPUs must agree at ``host_tsc``."""
+        found = {self.params_at(v, host_tsc) for v in self.vcpus}
+        if len(found) != 1:
+            raise InconsistentData(
+                f"vCPUs disagree on TSC parameters at host TSC {host_tsc}: "
+                + ", ".join(str(p.signed_offset) for p in found)
+            )
+        return found.pop()
+
+    def host_to_guest(self, vcpu: int, host_tsc: int) -> int:
+        """Scalar conversion of one host TSC of ``vcpu`` to guest TSC cycles."""
+        return host_to_guest_tsc(host_tsc, self.params_at(vcpu, host_tsc))
+
+    def host_to_guest_many(self, vcpus: Any, host_tsc: Any) -> Any:
+        """Vectorised conversion (numpy arrays of vcpu ids and host TSCs -> uint64 guest TSCs).
+
+        Segment lookup is a gather from a flat table: each event starts at its vCPU's first
+        segment and moves one segment on for every later boundary its host TSC has passed.
+        """
+        import numpy as np
+
+        from ..clock import vec
+
+        vcpus = np.asarray(vcpus, dtype=np.int64)
+        host = np.asarray(host_tsc, dtype=np.uint64)
+        known = np.asarray(self.vcpus, dtype=np.int64)
+        dense = np.searchsorted(known, vcpus).clip(0, max(len(known) - 1, 0))
+        bad = (known[dense] != vcpus) if len(known) else np.ones(vcpus.shape, dtype=bool)
+        if bad.any():
+            missing = sorted(set(vcpus[bad].tolist()))
+            raise InconsistentData(f"no TSC offset known for vcpu(s) {missing} (known: {self.vcpus})")
+        segs = [s for v in self.vcpus for s in self.segments[v]]
+        base = np.cumsum([0] + [len(self.segments[v]) for v in self.vcpus])[:-1]
+        idx = base[dense]
+        for k, v in enumerate(self.vcpus):
+            for s in self.segments[v][1:]:
+                idx += (dense == k) & (host >= np.uint64(s.start))
+        params = [s.params for s in segs]
+        offset = np.asarray([p.offset for p in params], dtype=np.uint64)[idx]
+        if not any(p.scaled for p in params):
+            return host + offset
+        if len(set(params)) == 1:
+            return vec.host_to_guest_tsc(host, params[0])
+        ratio = np.asarray([p.ratio for p in params], dtype=np.uint64)[idx]
+        frac = np.asarray([p.frac_bits for p in params], dtype=np.uint64)[idx]
+        return vec.host_to_guest_tsc_arrays(host, offset, ratio, frac)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: offsets both unsigned (hex) and signed, issues as dicts."""
+        return {
+            "vcpus": {
+                str(v): [
+                    {
+                        "start_host_tsc": s.start,
+                        "offset": s.params.offset,
+                        "offset_hex": f"{s.params.offset:#x}",
+                        "offset_signed": to_signed64(s.params.offset),
+                        "ratio": s.params.ratio,
+                        "frac_bits": s.params.frac_bits,
+                        "source": s.source,
+                    }
+                    for s in segs
+                ]
+                for v, segs in self.segments.items()
+            },
+            "issues": [asdict(i) for i in self.issues],
+        }
