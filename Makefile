@@ -6,10 +6,10 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 CACHE       ?= /var/cache/tsalign
 # Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf
-APT_PACKAGES := pahole bpftool trace-cmd linux-perf
+APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils
 OUT         ?= out
 
-.PHONY: help deps venv test test-unit demo bench lint clean
+.PHONY: help deps venv fixtures test test-unit demo bench lint clean
 
 help:
 	@echo "make demo   - run the main job end to end (see README)"
@@ -39,8 +39,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: deps venv
-	$(BIN)/python -m pytest tests
+# Real split BTF of a Debian kernel (kvm.ko + vmlinux), cached by package version.
+fixtures: deps
+	@if [ "$$(id -u)" = 0 ] || [ -w "$(CACHE)" ]; then mkdir -p $(CACHE) && scripts/fetch-split-btf.sh $(CACHE) >/dev/null; \
+	else echo "warning: cannot write $(CACHE); split-BTF tests will say so"; fi
+
+test: deps venv fixtures
+	TSALIGN_CACHE=$(CACHE) $(BIN)/python -m pytest tests
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit
@@ -50,6 +55,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_clock.py
+	$(BIN)/python benchmarks/bench_precheck.py
 
 lint: venv
 	$(BIN)/ruff check tsalign tests benchmarks

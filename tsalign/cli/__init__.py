@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every verb registered."""
     from . import convert as _convert
     from . import demo as _demo
+    from . import node as _node
 
     parser = argparse.ArgumentParser(
         prog="tsalign",
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsalign {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (_convert, _demo):
+    for module in (_convert, _demo, _node):
         module.register(sub)
     return parser
 

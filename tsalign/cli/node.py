@@ -1,0 +1,131 @@
+"""Node verbs: ``tsalign precheck``, ``tsalign offsets``, ``tsalign btf offsetof``, ``tsalign kprobe``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import exitcodes
+from ..errors import InvalidParameter, Unavailable
+from ..kernel import btf as btfmod
+from ..kernel import kprobe
+from ..node import checks, kvmvms
+from ..node.fs import Root
+from . import emit
+
+__all__ = ["register"]
+
+_MARK = {"ok": "OK  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("precheck", help="check this machine (host or guest) for tsalign",
+                       description="Run the node prechecks; exit 0 ok, 6 warn, 1 fail.")
+    p.add_argument("--role", choices=("host", "guest", "auto"), default="auto")
+    p.add_argument("--mount", action="store_true", help="mount tracefs/debugfs when absent")
+    p.add_argument("--root", default="/", help="probe a recorded tree of another machine")
+    p.add_argument("--btf", help="BTF file (default /sys/kernel/btf/vmlinux, or kvm's split BTF)")
+    p.add_argument("--btf-base", help="base BTF of a split --btf (vmlinux's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_precheck)
+
+    p = sub.add_parser("offsets", help="per-vCPU TSC offsets of the VMs on this host")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--vm", help="libvirt/QEMU domain name")
+    g.add_argument("--pid", type=int, help="VM process id")
+    p.add_argument("--root", default="/", help="probe a recorded tree of another machine")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_offsets)
+
+    p = sub.add_parser("btf", help="struct member offsets from BTF")
+    bsub = p.add_subparsers(dest="btf_verb", metavar="SUBVERB")
+    bsub.required = True
+    q = bsub.add_parser("offsetof", help="offsetof(struct STRUCT, MEMBER.PATH)")
+    q.add_argument("struct")
+    q.add_argument("member")
+    q.add_argument("--btf", default="/sys/kernel/btf/vmlinux")
+    q.add_argument("--btf-base", help="base BTF of a split --btf (vmlinux's)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=run_btf_offsetof)
+
+    p = sub.add_parser("kprobe", help="the kprobe route to vcpu->arch.tsc_offset")
+    p.add_argument("action", choices=("render", "register", "unregister"))
+    p.add_argument("--function", help="kprobe this function (default: chosen from BTF and kallsyms)")
+    p.add_argument("--btf", help="BTF file holding struct kvm_vcpu")
+    p.add_argument("--btf-base", help="base BTF of a split --btf")
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_kprobe)
+
+
+def run_precheck(args: argparse.Namespace) -> int:
+    report = checks.run_checks(Root(args.root), args.role, args.mount, args.btf, args.btf_base)
+    lines: list[str] = [f"tsalign precheck: role={report.role} kernel={report.kernel} tsc_khz={report.tsc_khz}"]
+    for ch in report.checks:
+        lines.append(f"  {_MARK[ch.status]} {ch.id:22s} {ch.evidence}")
+        if ch.fix and ch.status in ("warn", "fail"):
+            lines.append(f"       {'':22s} fix: {ch.fix}")
+    lines.append(f"verdict: {report.verdict} ({report.elapsed_ms} ms)")
+    emit(args, report.to_dict(), lines)
+    return {"ok": exitcodes.OK, "warn": exitcodes.VERDICT_WARN}.get(report.verdict, exitcodes.VERDICT_FAIL)
+
+
+def run_offsets(args: argparse.Namespace) -> int:
+    root = Root(args.root)
+    vms = kvmvms.discover_vms(root, args.pid)
+    if args.vm is not None:
+        named = [vm for vm in vms if vm.name == args.vm]
+        if not named:
+            known = ", ".join(sorted({vm.name or f"pid {vm.pid}" for vm in vms})) or "none running"
+            raise InvalidParameter("--vm", args.vm, f"the name of a running VM (known: {known})")
+        vms = named
+    if args.pid is not None and not vms:
+        raise Unavailable(f"no KVM VM found for pid {args.pid} (is it a VM process? is debugfs mounted?)")
+    lines: list[str] = []
+    for vm in vms:
+        lines.append(f"VM pid {vm.pid} fd {vm.vm_fd} name={vm.name or '-'} uuid={vm.uuid or '-'} "
+                     f"debugfs={vm.debugfs_dir or '-'}")
+        for v in vm.vcpus:
+            hexo = "-" if v.tsc_offset is None else f"{v.tsc_offset & ((1 << 64) - 1):#x}"
+            scale = "" if v.tsc_scaling_ratio is None else f" ratio={v.tsc_scaling_ratio}/2^{v.tsc_scaling_ratio_frac_bits}"
+            lines.append(f"  vcpu{v.id} tid={v.tid or '-'} tsc_offset={v.tsc_offset} ({hexo}){scale}")
+        if not vm.offsets_agree:
+            lines.append("  WARNING: vCPUs disagree on the TSC offset")
+        lines.extend(f"  note: {n}" for n in vm.notes)
+    if not vms:
+        lines.append("no KVM VMs found")
+    emit(args, {"vms": [vm.to_dict() for vm in vms]}, lines)
+    return exitcodes.OK
+
+
+def run_btf_offsetof(args: argparse.Namespace) -> int:
+    b = btfmod.load(args.btf, args.btf_base)
+    m = b.offsetof(args.struct, args.member)
+    doc = {"struct": m.struct, "member": m.path, "offset": m.offset, "offset_hex": f"{m.offset:#x}",
+           "bit_offset": m.bit_offset, "size": m.size, "type": m.type_name, "btf": b.source}
+    emit(args, doc, [(f"offsetof(struct {m.struct}, {m.path}) = {m.offset} ({m.offset:#x}); "
+                     f"{m.type_name}, {m.size} bytes")])
+    return exitcodes.OK
+
+
+def run_kprobe(args: argparse.Namespace) -> int:
+    root = Root(args.root)
+    ctx = checks.Context(root, "host", False, args.btf, args.btf_base)
+    plan: dict[str, Any] = checks.kprobe_plan(ctx, args.function)
+    doc: dict[str, Any] = {"action": args.action, **plan}
+    if args.action == "render":
+        emit(args, doc, [plan["kprobe"]])
+        return exitcodes.OK
+    try:
+        if args.action == "register":
+            doc["changed"] = kprobe.register(ctx.tracefs, plan["kprobe"])
+        else:
+            doc["changed"] = kprobe.unregister(ctx.tracefs, plan["function"])
+        doc["status"] = "registered" if args.action == "register" else "unregistered"
+    except Unavailable as e:
+        doc.update(status="unavailable", changed=False, reason=str(e))
+    except OSError as e:
+        raise Unavailable(f"writing kprobe_events failed: {e.strerror}; run as root") from None
+    text = doc["status"] + (f": {doc['reason']}" if "reason" in doc else f" {plan['kprobe']}")
+    emit(args, doc, [text])
+    return exitcodes.OK

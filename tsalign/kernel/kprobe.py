@@ -1,0 +1,134 @@
+"""The kprobe route to each vCPU's ``arch.tsc_offset`` (the perf-prof note's method, automated):
+choose a traceable function whose first argument is ``struct kvm_vcpu *``, render
+``p:tsalign/<fn> <fn> tsc_offset=+0x<off>(%di):u64`` (x86-64: first argument in %di) and
+register/unregister it idempotently through tracefs ``kprobe_events``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..errors import InvalidParameter, Unavailable
+
+__all__ = [
+    "PREFERRED",
+    "InvalidParameter",
+    "KprobeChoice",
+    "choose_function",
+    "event_name",
+    "parse_symbol_list",
+    "register",
+    "render",
+    "unregister",
+]
+
+GROUP = "tsalign"
+# Called often and early for every vCPU. kvm_vcpu_kick is the note's choice but is not a symbol on
+# every kernel; kvm_arch_vcpu_load runs on every vcpu_load() (each KVM_RUN).
+PREFERRED = ("kvm_vcpu_kick", "kvm_arch_vcpu_load", "kvm_arch_vcpu_put", "kvm_arch_vcpu_ioctl_run",
+             "kvm_vcpu_block", "kvm_vcpu_halt")
+
+
+@dataclass(frozen=True)
+class KprobeChoice:
+    """The function chosen and why; ``verified_by`` names the list that shows it is traceable."""
+
+    function: str
+    verified_by: str
+    candidates: int
+
+
+def parse_symbol_list(text: str) -> set[str]:
+    """Function names from available_filter_functions (``name [mod]``) or kallsyms (``addr t name [mod]``)."""
+    out = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) >= 3 and len(parts[0]) >= 8 and all(c in "0123456789abcdef" for c in parts[0]):
+            if parts[1].lower() in ("t", "w"):
+                out.add(parts[2])
+        else:
+            out.add(parts[0])
+    return out
+
+
+def choose_function(candidates: Iterable[str], traceable: set[str] | None, kallsyms: set[str] | None) -> KprobeChoice:
+    """Pick from BTF ``candidates`` (first arg ``struct kvm_vcpu *``): preferred names first, each
+    confirmed by available_filter_functions (``traceable``) or else /proc/kallsyms."""
+    cands = set(candidates)
+    if not cands:
+        raise Unavailable("no function with a 'struct kvm_vcpu *' first argument in BTF: is KVM's BTF loaded "
+                          "(vmlinux when built in, /sys/kernel/btf/kvm when a module)?")
+    for listing, label in ((traceable, "available_filter_functions"), (kallsyms, "kallsyms")):
+        if listing is None:
+            continue
+        ok = cands & listing
+        for name in PREFERRED:
+            if name in ok:
+                return KprobeChoice(name, label, len(cands))
+        if ok:
+            return KprobeChoice(min(ok), label, len(cands))
+    raise Unavailable(f"none of the {len(cands)} BTF candidates is in available_filter_functions or kallsyms "
+                      "(all inlined or notrace on this kernel)")
+
+
+def event_name(function: str) -> str:
+    return f"{GROUP}/{function}"
+
+
+def render(function: str, member_offset: int) -> str:
+    """The kprobe_events line fetching the u64 at ``member_offset`` bytes from the first argument."""
+    if not function or any(c.isspace() for c in function):
+        raise InvalidParameter("function", function, "a kernel function name such as kvm_arch_vcpu_load")
+    if member_offset < 0:
+        raise InvalidParameter("member offset", member_offset, "a non-negative byte offset")
+    return f"p:{event_name(function)} {function} tsc_offset=+{member_offset:#x}(%di):u64"
+
+
+def _kprobe_events(tracefs: str | None) -> str:
+    if tracefs is None:
+        raise Unavailable("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing "
+                          "(or tsalign precheck --mount)")
+    path = os.path.join(tracefs, "kprobe_events")
+    if not os.path.exists(path):
+        raise Unavailable(f"{path} does not exist: this kernel has no kprobe events (CONFIG_KPROBE_EVENTS=n); "
+                          "use the debugfs route instead (tsalign offsets reads kvm/<pid>-<fd>/vcpuN/tsc-offset)")
+    return path
+
+
+def _defined(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _same(existing: str, definition: str) -> bool:
+    # the kernel prints "p:tsalign/fn fn tsc_offset=+0x...(%di):u64" back (spacing normalised)
+    return existing.split() == definition.split()
+
+
+def register(tracefs: str | None, definition: str) -> bool:
+    """Add ``definition`` to kprobe_events; True when something changed (idempotent)."""
+    path = _kprobe_events(tracefs)
+    name = definition.split()[0].split(":", 1)[1]
+    current = [d for d in _defined(path) if d.split()[0].split(":", 1)[-1] == name]
+    if any(_same(d, definition) for d in current):
+        return False
+    with open(path, "a", encoding="utf-8") as f:
+        if current:
+            f.write(f"-:{name}\n")
+            f.flush()
+        f.write(definition + "\n")
+    return True
+
+
+def unregister(tracefs: str | None, function: str) -> bool:
+    """Remove tsalign's kprobe on ``function``; True when it existed."""
+    path = _kprobe_events(tracefs)
+    name = event_name(function)
+    if not any(d.split()[0].split(":", 1)[-1] == name for d in _defined(path)):
+        return False
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"-:{name}\n")
+    return True

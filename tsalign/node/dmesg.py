@@ -1,0 +1,61 @@
+"""The kernel log, and the clock facts tsalign reads from it."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .fs import Root
+
+__all__ = ["read_kernel_log", "sched_clock_from_log", "tsc_khz_from_log"]
+
+_TSC_MHZ = re.compile(r"tsc: (?:Refined TSC clocksource calibration|Detected): (\d+)\.(\d{3}) MHz")
+_TSC_MHZ_DETECTED = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz")
+
+
+def read_kernel_log(root: Root) -> str | None:
+    """The kernel log: /dev/kmsg on the live machine (root only), ``/var/log/dmesg`` in a recorded
+    tree (or when /dev/kmsg is unreadable). None when neither can be read."""
+    if root.is_live:
+        try:
+            fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            lines = []
+            try:
+                while True:
+                    try:
+                        rec = os.read(fd, 8192)
+                    except BlockingIOError:
+                        break
+                    except OSError:  # EPIPE: a record was overwritten while reading; go on
+                        continue
+                    if not rec:
+                        break
+                    text = rec.decode("utf-8", "replace")
+                    lines.append(text.split(";", 1)[-1].split("\n", 1)[0])
+            finally:
+                os.close(fd)
+            return "\n".join(lines)
+    return root.read("/var/log/dmesg")
+
+
+def tsc_khz_from_log(log: str) -> int | None:
+    """TSC frequency in kHz: the refined calibration when present, else the detected one."""
+    best = None
+    for m in re.finditer(r"tsc: Refined TSC clocksource calibration: (\d+)\.(\d{3}) MHz", log):
+        best = int(m.group(1)) * 1000 + int(m.group(2))
+    if best is None:
+        m2 = _TSC_MHZ_DETECTED.search(log)
+        if m2:
+            best = int(m2.group(1)) * 1000 + int(m2.group(2))
+    return best
+
+
+def sched_clock_from_log(log: str) -> str | None:
+    """``kvm-clock`` when the guest kernel put sched_clock on kvmclock ("kvm-clock: using sched
+    offset of ..."), else None (the log does not say)."""
+    if "kvm-clock: using sched offset" in log:
+        return "kvm-clock"
+    return None

@@ -1,0 +1,55 @@
+"""Where tracefs and debugfs are mounted, and mounting them on explicit request."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from .fs import Root
+
+__all__ = ["debugfs_dir", "mount", "mount_point", "tracefs_dir"]
+
+TRACEFS_DEFAULT = "/sys/kernel/tracing"
+DEBUGFS_DEFAULT = "/sys/kernel/debug"
+
+
+def mount_point(root: Root, fstype: str) -> str | None:
+    """The first mount point of ``fstype`` in /proc/mounts, or None."""
+    text = root.read("/proc/mounts") or ""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == fstype:
+            return parts[1].replace("\\040", " ")
+    return None
+
+
+def tracefs_dir(root: Root) -> str | None:
+    """The tracefs directory: its own mount, or debugfs/tracing (older kernels auto-mount it there)."""
+    mp = mount_point(root, "tracefs")
+    if mp:
+        return mp
+    dbg = mount_point(root, "debugfs")
+    if dbg and root.exists(os.path.join(dbg, "tracing", "trace_clock")):
+        return os.path.join(dbg, "tracing")
+    if not root.is_live and root.exists(TRACEFS_DEFAULT + "/trace_clock"):
+        return TRACEFS_DEFAULT  # recorded trees have no /proc/mounts of their own
+    return None
+
+
+def debugfs_dir(root: Root) -> str | None:
+    mp = mount_point(root, "debugfs")
+    if mp:
+        return mp
+    if not root.is_live and root.exists(DEBUGFS_DEFAULT + "/kvm"):
+        return DEBUGFS_DEFAULT
+    return None
+
+
+def mount(fstype: str, target: str) -> str | None:
+    """mount -t ``fstype`` nodev ``target``; returns None on success, else the error text."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(b"nodev", target.encode(), fstype.encode(), 0, None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        return f"mount -t {fstype} nodev {target}: {os.strerror(err)}"
+    return None
