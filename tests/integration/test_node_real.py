@@ -250,3 +250,27 @@ def test_precheck_on_a_recorded_tree_of_this_machine(tmp_path) -> None:
     assert {k: v for k, v in rv.items() if k != "btf"} == {k: v for k, v in lv.items() if k != "btf"}
     assert rec.check("perf_tsc_conversion").status == "skip"  # needs the live machine
     assert rec.tsc_khz == live.tsc_khz
+
+
+def _oldest_python() -> str | None:
+    for cand in ("python3.9", os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python")):
+        path = shutil.which(cand) or (cand if os.path.exists(cand) else None)
+        if path:
+            return path
+    return None
+
+
+def test_target_side_code_is_stdlib_only_on_python39() -> None:
+    """tsalign.node / kernel / clock (scalar) / offsets run on managed nodes: Python 3.9, no numpy."""
+    py = _oldest_python()
+    need(py, "no Python 3.9 interpreter here (pyenv or python3.9)")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from tsalign.node.checks import run_checks; from tsalign.kernel import btf, kprobe; "
+        "from tsalign.clock import kvm, perf, pvclock; from tsalign.offsets import OffsetTimeline; "
+        "from tsalign.capture import microvm, tracefs; "
+        "r = run_checks(); assert 'numpy' not in sys.modules, 'numpy imported'; print(sys.version_info[:2], r.verdict)"
+    )
+    r = subprocess.run([py, "-I", "-c", code, os.getcwd()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("(3, 9)")

@@ -21,8 +21,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from typing_extensions import Self
-
 from ..errors import Unavailable
 
 __all__ = ["BEACON_PORT_LO", "GUEST_IRQ", "IRQ_PORT_LO", "Beacon", "MicroVM", "RunResult"]
@@ -212,10 +210,12 @@ class MicroVM:
         assert self._run is not None
         res = RunResult()
         self.vcpu_tid = threading.get_native_id()
+        old_name = _get_thread_name()
         _set_thread_name(self.thread_name)
         stop = threading.Event()
 
         def injector() -> None:
+            _set_thread_name("tsalign-irq")
             for _ in range(irqs):
                 if stop.wait(irq_interval_s):
                     return
@@ -256,6 +256,7 @@ class MicroVM:
             if irqs:
                 t.join()
             res.wall_s = time.monotonic() - t0
+            _set_thread_name(old_name)
         return res
 
     def close(self) -> None:
@@ -273,11 +274,19 @@ class MicroVM:
                 os.close(fd)
                 setattr(self, attr, -1)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> MicroVM:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _get_thread_name() -> str:
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return "python"
 
 
 def _set_thread_name(name: str) -> None:

@@ -41,6 +41,7 @@ def _exit_code(err: TsalignError) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every verb registered."""
+    from . import capture as _capture
     from . import convert as _convert
     from . import demo as _demo
     from . import node as _node
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsalign {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (_convert, _demo, _node):
+    for module in (_convert, _demo, _node, _capture):
         module.register(sub)
     return parser
 

@@ -1,0 +1,85 @@
+"""Causality brackets: pairs of events whose order is known from what caused what.
+
+A *forward* bracket (guest action -> host event it caused, e.g. a guest ``out`` and the host's
+``kvm_pio``) must have ``host_on_guest_axis - guest >= 0``; a *backward* bracket (host event ->
+guest action that could only happen after it, e.g. the next beacon after the host finished the
+previous exit, or an injected IRQ and the guest's handler) must have ``guest - host_on_guest_axis
+>= 0``. A negative value is a violation: the alignment is wrong. All values in cycles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..numbers import MASK64, to_signed64
+
+__all__ = ["Distribution", "distribution", "match_by_value", "offset_interval", "signed_diff"]
+
+
+def signed_diff(a: int, b: int) -> int:
+    """a - b on the 64-bit circle, as a signed value (cycles)."""
+    return to_signed64((a - b) & MASK64)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """min/median/p99/max of integer samples (nearest-rank percentiles; ints stay ints)."""
+
+    count: int
+    min: int | None
+    median: int | None
+    p99: int | None
+    max: int | None
+
+    def to_dict(self, tsc_khz: int | None = None) -> dict[str, int | None]:
+        d = {"min": self.min, "median": self.median, "p99": self.p99, "max": self.max}
+        return d
+
+    def to_ns(self, tsc_khz: int | None) -> dict[str, int | None]:
+        if not tsc_khz:
+            return {k: None for k in ("min", "median", "p99", "max")}
+        return {k: (None if v is None else v * 1_000_000 // tsc_khz) for k, v in self.to_dict().items()}
+
+
+def _rank(sorted_vals: Sequence[int], q: float) -> int:
+    # nearest-rank: the smallest value with at least q of the samples at or below it
+    import math
+
+    k = max(1, math.ceil(q * len(sorted_vals)))
+    return sorted_vals[k - 1]
+
+
+def distribution(values: Sequence[int]) -> Distribution:
+    s = sorted(values)
+    if not s:
+        return Distribution(0, None, None, None, None)
+    return Distribution(len(s), s[0], _rank(s, 0.5), _rank(s, 0.99), s[-1])
+
+
+def match_by_value(wanted: Sequence[int], seen: Sequence[tuple[int, int]], mask: int = 0xFFFFFFFF) -> list[int | None]:
+    """For each wanted value (in order) the index into ``seen`` [(value, ts)] of the next entry whose
+    value equals it under ``mask``, scanning forward only (lost events leave gaps, never reorder)."""
+    out: list[int | None] = []
+    j = 0
+    for w in wanted:
+        k = j
+        while k < len(seen) and (seen[k][0] & mask) != (w & mask):
+            k += 1
+        if k < len(seen):
+            out.append(k)
+            j = k + 1
+        else:
+            out.append(None)
+    return out
+
+
+def offset_interval(forward: Sequence[tuple[int, int]], backward: Sequence[tuple[int, int]]) -> tuple[int | None, int | None]:
+    """Bounds of the true offset (signed cycles) from raw (unconverted) brackets.
+
+    forward: (guest_tsc, host_tsc) with the host event after the guest one -> offset >= guest - host;
+    backward: (host_tsc, guest_tsc) with the guest event after the host one -> offset <= guest - host.
+    """
+    lo = max((signed_diff(g, h) for g, h in forward), default=None)
+    hi = min((signed_diff(g, h) for h, g in backward), default=None)
+    return lo, hi

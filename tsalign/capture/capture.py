@@ -1,0 +1,200 @@
+"""Capture host or guest events in the TSC domain into a bundle, with per-vCPU offset snapshots
+(debugfs read between two rdtsc) at start and end and ``kvm:kvm_write_tsc_offset`` recorded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock.kvm import TscParams
+from ..errors import InvalidParameter, Unavailable
+from ..node import kvmvms, perfpage, tsc
+from ..node.facts import node_facts
+from ..node.fs import Root
+from ..offsets import OffsetSnapshot
+from .bundle import snapshot_to_dict, write_manifest
+from .tracefs import TraceSession
+
+__all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]
+
+DEFAULT_HOST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
+                       "kvm:kvm_msi_set_irq", "kvm:kvm_inj_virq", "kvm:kvm_entry", "kvm:kvm_exit",
+                       "sched:sched_switch")
+DEFAULT_GUEST_EVENTS = ("irq:irq_handler_entry", "irq:irq_handler_exit", "sched:sched_switch",
+                        "block:block_rq_issue", "block:block_rq_complete")
+
+
+def snapshot_vm(vm: kvmvms.VmInfo, source: str = "debugfs") -> list[OffsetSnapshot]:
+    """Re-read ``vm``'s per-vCPU TSC parameters from debugfs now; each read is stamped with the
+    host TSC taken just before it (cycles)."""
+    out: list[OffsetSnapshot] = []
+    if vm.debugfs_dir is None:
+        return out
+    for v in vm.vcpus:
+        base = f"{vm.debugfs_dir}/vcpu{v.id}"
+        t = tsc.rdtsc()
+        try:
+            with open(f"{base}/tsc-offset", encoding="utf-8") as f:
+                off = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        ratio = frac = None
+        try:
+            with open(f"{base}/tsc-scaling-ratio", encoding="utf-8") as f:
+                ratio = int(f.read().strip())
+            with open(f"{base}/tsc-scaling-ratio-frac-bits", encoding="utf-8") as f:
+                frac = int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+        out.append(OffsetSnapshot(t, v.id, TscParams(off, ratio or 0, frac if frac is not None else 48), source))
+    return out
+
+
+@dataclass
+class Capture:
+    """One capture into directory ``out``. Use as a context manager around start()/stop()/finish():
+    the tracefs instance is removed on every exit path; finish() writes the bundle.
+
+    role: ``host`` (events on host TSC) or ``guest`` (guest TSC, or ``perf`` clock = perf ns);
+    clock: ``x86-tsc`` or ``perf``; vms: the VMs whose offsets are snapshotted (host role).
+    """
+
+    out: str
+    role: str = "host"
+    events: Sequence[str] = DEFAULT_HOST_EVENTS
+    clock: str = "x86-tsc"
+    buffer_kb: int = 4096
+    vms: list[kvmvms.VmInfo] = field(default_factory=list)
+    snapshots: list[OffsetSnapshot] = field(default_factory=list)
+    session: TraceSession | None = None
+    started_tsc: int = 0
+    stopped_tsc: int = 0
+    t0: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.role not in ("host", "guest"):
+            raise InvalidParameter("--role", self.role, "host or guest")
+        if self.clock not in ("x86-tsc", "perf"):
+            raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles) or perf (perf/local_clock ns)")
+        if os.path.exists(os.path.join(self.out, "manifest.json")):
+            raise InvalidParameter("--out", self.out, "a new directory (this one already holds a bundle)")
+
+    def __enter__(self) -> Capture:
+        os.makedirs(self.out, exist_ok=True)
+        available = [e for e in self.events if _event_exists(e)]
+        missing = sorted(set(self.events) - set(available))
+        if missing:
+            self.notes.append(f"events not on this kernel, skipped: {', '.join(missing)}")
+        if not available:
+            raise Unavailable(f"none of the events {', '.join(self.events)} exists on this kernel")
+        self.session = TraceSession(available, clock=self.clock, buffer_kb=self.buffer_kb)
+        self.session.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    def snapshot(self) -> None:
+        """Snapshot the offsets of every selected VM now (re-discovering their vCPUs)."""
+        for vm in self.vms:
+            fresh = [v for v in kvmvms.discover_vms(Root(), vm.pid) if v.vm_fd == vm.vm_fd]
+            if fresh:
+                vm.vcpus = fresh[0].vcpus
+            self.snapshots.extend(snapshot_vm(vm))
+
+    def start(self) -> None:
+        assert self.session is not None
+        self.snapshot()
+        self.t0 = time.monotonic()
+        self.started_tsc = tsc.rdtsc()
+        self.session.start()
+
+    def stop(self) -> None:
+        assert self.session is not None
+        self.session.stop()
+        self.stopped_tsc = tsc.rdtsc()
+        self.snapshot()
+
+    def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write per-CPU data, formats and manifest.json; return the manifest."""
+        s = self.session
+        assert s is not None
+        files = []
+        for cpu in s.cpus:
+            name = f"cpu{cpu}.txt"
+            with open(os.path.join(self.out, name), "w", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in s.read_text(cpu))
+            files.append(name)
+        os.makedirs(os.path.join(self.out, "formats"), exist_ok=True)
+        formats = {}
+        for ev in s.enabled:
+            if ev.endswith(":*") or ":" not in ev:
+                continue
+            text = s.format_of(ev)
+            if text:
+                fname = f"formats/{ev.replace(':', '.')}"
+                with open(os.path.join(self.out, fname), "w", encoding="utf-8") as f:
+                    f.write(text)
+                formats[ev] = fname
+        stats = s.stats()
+        manifest: dict[str, Any] = {
+            "role": self.role,
+            "node": node_facts(Root()),
+            "clock": self._clock(),
+            "events": list(s.enabled),
+            "vm": [self._vm_dict(vm) for vm in self.vms],
+            "offsets": {"snapshots": [snapshot_to_dict(x) for x in self.snapshots]},
+            "data": {"format": "ftrace-text", "files": files},
+            "formats": formats,
+            "stats": [st.__dict__ for st in stats],
+            "lost_events": sum(st.lost for st in stats),
+            "started_host_tsc" if self.role == "host" else "started_tsc": self.started_tsc,
+            "stopped_tsc": self.stopped_tsc,
+            "duration_s": round(time.monotonic() - self.t0, 6),
+            "notes": self.notes,
+        }
+        manifest.update(extra or {})
+        write_manifest(self.out, manifest)
+        return manifest
+
+    def _clock(self) -> dict[str, Any]:
+        if self.clock == "x86-tsc":
+            domain = "host_tsc" if self.role == "host" else "guest_tsc"
+            return {"trace_clock": "x86-tsc", "domain": domain, "convertible": True}
+        page: Any
+        try:
+            page = perfpage.read_user_page()
+        except OSError as e:
+            return {"trace_clock": "perf", "domain": "perf_ns", "convertible": False,
+                    "reason": f"perf user page unreadable: {e}", "perf_user_page": None}
+        why = perfpage.conversion_verdict(page)
+        return {"trace_clock": "perf", "domain": "perf_ns", "perf_user_page": page.to_dict(),
+                "convertible": why is None,
+                "reason": None if why is None else "TSC conversion is not supported: " + why}
+
+    @staticmethod
+    def _vm_dict(vm: kvmvms.VmInfo) -> dict[str, Any]:
+        return {"pid": vm.pid, "vm_fd": vm.vm_fd, "name": vm.name, "uuid": vm.uuid,
+                "debugfs_dir": vm.debugfs_dir, "vcpus": [{"id": v.id, "tid": v.tid} for v in vm.vcpus]}
+
+
+def _event_exists(ev: str) -> bool:
+    from ..node import mounts
+
+    d = mounts.tracefs_dir(Root())
+    if d is None:
+        return False
+    system, _, name = ev.partition(":")
+    return os.path.isdir(os.path.join(d, "events", system, "" if name in ("", "*") else name))
+
+
+def remove_partial(out: str) -> None:
+    """Remove a bundle directory that never got its manifest (an aborted capture)."""
+    if os.path.isdir(out) and not os.path.exists(os.path.join(out, "manifest.json")):
+        shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""Capture verbs: ``tsalign capture``, ``tsalign align``, ``tsalign selftest``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .. import exitcodes
+from ..align.merge import align, verdict_of, write_outputs
+from ..align.selftest import run_selftest
+from ..capture.bundle import Bundle
+from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture, remove_partial
+from ..errors import InvalidParameter
+from ..node import kvmvms
+from ..node.fs import Root
+from . import emit
+
+__all__ = ["register", "render_selftest", "term_as_interrupt"]
+
+_VERDICT_EXIT = {"pass": exitcodes.OK, "warn": exitcodes.VERDICT_WARN, "fail": exitcodes.VERDICT_FAIL}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("capture", help="capture host or guest events on the TSC into a bundle",
+                       description="Record trace events in a private tracefs instance (trace clock x86-tsc) with "
+                                   "per-vCPU TSC offset snapshots at start and end. SIGINT/SIGTERM end the capture "
+                                   "early and still write the bundle; a second signal aborts (nothing left behind).")
+    p.add_argument("--out", required=True, help="new bundle directory")
+    p.add_argument("--role", choices=("host", "guest"), default="host")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--vm", help="host role: the VM (libvirt/QEMU name) whose offsets to snapshot")
+    g.add_argument("--pid", type=int, help="host role: the VM process id")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
+    p.add_argument("--events", help="comma-separated system:event list (default depends on --role)")
+    p.add_argument("--clock", choices=("x86-tsc", "perf"), default="x86-tsc",
+                   help="x86-tsc: TSC cycles (default); perf: perf/local_clock ns plus the perf user page")
+    p.add_argument("--buffer-kb", type=int, default=4096, help="per-CPU ring buffer size in KiB")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_capture)
+
+    p = sub.add_parser("align", help="merge a host and a guest bundle on the guest TSC axis, with a verdict")
+    p.add_argument("--host", required=True, help="host bundle directory")
+    p.add_argument("--guest", required=True, help="guest bundle directory")
+    p.add_argument("-o", "--out", default=None, help="output directory (default: <guest>/../aligned)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_align)
+
+    p = sub.add_parser("selftest", help="prove alignment on this host with tsalign's own micro-VM")
+    p.add_argument("--beacons", type=int, default=1000, help="at least this many TSC beacons (default 1000)")
+    p.add_argument("--irqs", type=int, default=50, help="interrupts to inject (default 50)")
+    p.add_argument("--request-offset", default="-1000000000000",
+                   help="TSC offset (cycles) to request from KVM, or 'none' (default -1e12)")
+    p.add_argument("--out", default="out/selftest", help="output directory (default out/selftest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_selftest_cli)
+
+
+class _Stopper:
+    """First SIGINT/SIGTERM: end the capture early (the bundle is still written); second: abort."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: int = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stopper:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt(f"signal {signum} again: aborting")
+        self.signal = signum
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def term_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt (as SIGINT already is) so every cleanup path runs."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    if args.role == "guest" and (args.vm or args.pid):
+        raise InvalidParameter("--vm/--pid", args.vm or args.pid, "nothing with --role guest (they select a VM on a host)")
+    if args.duration is not None and args.duration <= 0:
+        raise InvalidParameter("--duration", args.duration, "a positive number of seconds")
+    events = [e.strip() for e in args.events.split(",")] if args.events else list(
+        DEFAULT_HOST_EVENTS if args.role == "host" else DEFAULT_GUEST_EVENTS)
+    vms: list[kvmvms.VmInfo] = []
+    if args.role == "host":
+        vms = kvmvms.discover_vms(Root(), args.pid)
+        if args.vm:
+            vms = [v for v in vms if v.name == args.vm]
+            if not vms:
+                raise InvalidParameter("--vm", args.vm, "the name of a running VM (tsalign offsets lists them)")
+        if args.pid is not None and not vms:
+            raise InvalidParameter("--pid", args.pid, "the pid of a running KVM VM process (tsalign offsets)")
+    try:
+        with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms) as cap:
+            cap.start()
+            stopper.event.wait(args.duration)
+            cap.stop()
+            manifest = cap.finish({"stopped_by_signal": stopper.signal or None})
+    except BaseException:
+        remove_partial(args.out)
+        raise
+    lines = [(f"bundle {args.out}: role {args.role}, clock {manifest['clock']['trace_clock']} "
+             f"({manifest['clock']['domain']}), {sum(s['entries'] for s in manifest['stats'])} events, "
+             f"{manifest['lost_events']} lost, {len(manifest['offsets']['snapshots'])} offset snapshots, "
+             f"{manifest['duration_s']} s")]
+    if not manifest["clock"].get("convertible", True):
+        lines.append(f"note: {manifest['clock']['reason']}")
+    lines.extend(f"note: {n}" for n in manifest.get("notes", []))
+    emit(args, {"bundle": args.out, "manifest": manifest}, lines)
+    return exitcodes.OK
+
+
+def run_align(args: argparse.Namespace) -> int:
+    host, guest = Bundle.open(args.host, "--host"), Bundle.open(args.guest, "--guest")
+    aligned = align(host, guest)
+    verdict = verdict_of(aligned)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
+    paths = write_outputs(aligned, verdict, out)
+    public = {k: v for k, v in verdict.items() if not k.startswith("_")}
+    public["artifacts"] = paths
+    lines = [f"verdict: {verdict['verdict']}", *(f"  {r}" for r in verdict["reasons"]),
+             f"events: host {aligned.host_count}, guest {aligned.guest_count}, merged {len(aligned.events)}",
+             (f"offset sources: {', '.join(verdict['offsets']['sources'])}; changes seen: "
+             f"{verdict['offsets']['changes_seen']}; issues: {len(verdict['offsets']['issues'])}"),
+             f"causality brackets: {verdict['brackets']['checked']} checked, {verdict['brackets']['violated']} violated",
+             *(f"artifact: {p}" for p in paths.values())]
+    emit(args, public, lines)
+    return _VERDICT_EXIT[verdict["verdict"]]
+
+
+def render_selftest(r: dict[str, Any]) -> list[str]:
+    """Text lines of a selftest report."""
+    b, o, i = r["beacons"], r["offsets"], r["irq"]
+    rc, rn = b["residual_cycles"], b["residual_ns"]
+    lc, ln = i["latency_cycles"], i["latency_ns"]
+    lines = [
+        f"tsalign selftest: verdict {r['verdict'].upper()}  (tsc {r['tsc_khz']} kHz)",
+        (f"  beacons: {b['count']} matched of {b['sent']}; residual host-exit minus guest rdtsc, cycles "
+        f"min/median/p99/max = {rc['min']}/{rc['median']}/{rc['p99']}/{rc['max']} "
+        f"(ns {rn['min']}/{rn['median']}/{rn['p99']}/{rn['max']}); violations {b['violations']}"),
+        (f"  offsets: debugfs {o['debugfs']}, requested {o['requested']}, measured {o['measured']} "
+        f"(interval {o['measured_interval']}); debugfs == measured: {o['debugfs_equals_measured']}; "
+        f"requested applied: {o['requested_applied']}"),
+        (f"  irq: {i['count']} handled of {i['injections']} injected; kvm_set_irq -> guest handler, cycles "
+        f"min/median/p99/max = {lc['min']}/{lc['median']}/{lc['p99']}/{lc['max']} "
+        f"(ns {ln['min']}/{ln['median']}/{ln['p99']}/{ln['max']})"),
+    ]
+    lines += [f"  reason: {x}" for x in r["reasons"]] + [f"  note: {x}" for x in r["notes"]]
+    if "timing" in r:
+        lines.append(f"  wall time {r['timing']['wall_s']} s")
+    lines += [f"  {k}: {v}" for k, v in r["artifacts"].items()]
+    return lines
+
+
+def run_selftest_cli(args: argparse.Namespace) -> int:
+    if args.beacons < 1 or args.irqs < 0:
+        raise InvalidParameter("--beacons/--irqs", (args.beacons, args.irqs), "--beacons >= 1 and --irqs >= 0")
+    from ..numbers import parse_int
+
+    req = None if args.request_offset.lower() == "none" else parse_int(args.request_offset, "--request-offset")
+    with term_as_interrupt():
+        report = run_selftest(args.out, args.beacons, args.irqs, req)
+    emit(args, report, render_selftest(report))
+    return _VERDICT_EXIT[report["verdict"]]

@@ -1,0 +1,1 @@
+"""Outputs people look at: Perfetto traces, JSON reports."""

@@ -1,0 +1,1 @@
+"""Readers of trace files into event records (ftrace text for now)."""

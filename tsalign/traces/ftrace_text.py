@@ -1,0 +1,89 @@
+"""ftrace text (tracefs ``trace``/``trace_pipe``, ``trace-cmd report``-like lines) -> records.
+
+Timestamps stay integers: counter clocks (``x86-tsc``, ``counter``) print raw cycles, ns clocks print
+``secs.usecs`` (microsecond precision; converted exactly to ns from the digits, never via float).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..errors import InvalidParameter
+
+__all__ = ["COUNTER_CLOCKS", "Record", "parse_kvm_payload", "parse_line", "parse_lines"]
+
+COUNTER_CLOCKS = frozenset({"x86-tsc", "counter"})
+_LINE = re.compile(
+    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One trace event. ts: cycles for counter clocks, ns for ns clocks."""
+
+    ts: int
+    cpu: int
+    pid: int
+    comm: str
+    event: str
+    payload: str
+
+
+def _ts(text: str, where: str) -> int:
+    if "." in text:
+        secs, frac = text.split(".", 1)
+        if len(frac) > 9:
+            raise InvalidParameter("timestamp", text, f"secs.fraction with at most 9 digits ({where})")
+        return int(secs) * 1_000_000_000 + int(frac.ljust(9, "0"))
+    return int(text)
+
+
+def parse_line(line: str, where: str = "") -> Record | None:
+    """Parse one line; None for lines that are not events (comments, blank, ``CPU:N [LOST ...]``)."""
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None
+    m = _LINE.match(line)
+    if m is None:
+        return None
+    return Record(_ts(m.group("ts"), where), int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
+                  m.group("event"), m.group("payload").rstrip())
+
+
+def parse_lines(lines: Iterable[str], source: str = "<text>", strict: bool = True) -> Iterator[Record]:
+    """Parse lines; with ``strict`` a non-event line that is not a comment raises, naming the line."""
+    for n, line in enumerate(lines, 1):
+        rec = parse_line(line, f"{source}:{n}")
+        if rec is None and strict and line.strip() and not line.lstrip().startswith("#") and "LOST" not in line:
+            raise InvalidParameter("trace line", line[:120], f"an ftrace event line ({source}:{n})")
+        if rec is not None:
+            yield rec
+
+
+_PIO = re.compile(r"pio_(read|write) at 0x([0-9a-f]+) size (\d+) count (\d+) val 0x([0-9a-f]+)")
+_SET_IRQ = re.compile(r"gsi (\d+) level (-?\d+) source (\d+)")
+_WRITE_TSC = re.compile(r"vcpu=(\d+) prev=(\d+) next=(\d+)")
+
+
+def parse_kvm_payload(event: str, payload: str) -> dict[str, int]:
+    """Fields of the kvm events tsalign uses (kvm_pio, kvm_set_irq, kvm_write_tsc_offset)."""
+    name = event.split(":")[-1]
+    if name == "kvm_pio":
+        m = _PIO.match(payload)
+        if m:
+            return {"write": int(m.group(1) == "write"), "port": int(m.group(2), 16), "size": int(m.group(3)),
+                    "count": int(m.group(4)), "val": int(m.group(5), 16)}
+    elif name == "kvm_set_irq":
+        m = _SET_IRQ.match(payload)
+        if m:
+            return {"gsi": int(m.group(1)), "level": int(m.group(2)), "source": int(m.group(3))}
+    elif name == "kvm_write_tsc_offset":
+        m = _WRITE_TSC.match(payload)
+        if m:
+            return {"vcpu": int(m.group(1)), "prev": int(m.group(2)), "next": int(m.group(3))}
+    else:
+        return {}
+    raise InvalidParameter(f"{name} payload", payload, "the format of the kernel's print fmt for this event")
