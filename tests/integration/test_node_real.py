@@ -253,9 +253,10 @@ def test_precheck_on_a_recorded_tree_of_this_machine(tmp_path) -> None:
 
 
 def _oldest_python() -> str | None:
-    for cand in ("python3.9", os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python")):
-        path = shutil.which(cand) or (cand if os.path.exists(cand) else None)
-        if path:
+    cands = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python"))) + ["python3.9"]
+    for cand in cands:
+        path = shutil.which(cand)
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
             return path
     return None
 
