@@ -56,6 +56,7 @@ demo: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_clock.py
 	$(BIN)/python benchmarks/bench_precheck.py
+	$(BIN)/python benchmarks/bench_selftest.py
 
 lint: venv
 	$(BIN)/ruff check tsalign tests benchmarks

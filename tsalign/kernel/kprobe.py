@@ -6,6 +6,7 @@ register/unregister it idempotently through tracefs ``kprobe_events``."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,19 +40,16 @@ class KprobeChoice:
     candidates: int
 
 
+_KALLSYMS = re.compile(r"^[0-9a-fA-F]+ [tTwW] (\S+)", re.M)
+_FIRST_WORD = re.compile(r"^(\S+)", re.M)
+
+
 def parse_symbol_list(text: str) -> set[str]:
     """Function names from available_filter_functions (``name [mod]``) or kallsyms (``addr t name [mod]``)."""
-    out = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) >= 3 and len(parts[0]) >= 8 and all(c in "0123456789abcdef" for c in parts[0]):
-            if parts[1].lower() in ("t", "w"):
-                out.add(parts[2])
-        else:
-            out.add(parts[0])
-    return out
+    first = text.split("\n", 1)[0].split()
+    if len(first) >= 3 and len(first[1]) == 1 and all(c in "0123456789abcdefABCDEF" for c in first[0]):
+        return set(_KALLSYMS.findall(text))
+    return set(_FIRST_WORD.findall(text))
 
 
 def choose_function(candidates: Iterable[str], traceable: set[str] | None, kallsyms: set[str] | None) -> KprobeChoice:
