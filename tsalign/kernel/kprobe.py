@@ -85,7 +85,7 @@ def render(function: str, member_offset: int) -> str:
     return f"p:{event_name(function)} {function} tsc_offset=+{member_offset:#x}(%di):u64"
 
 
-def _kprobe_events(tracefs: str | None) -> str:
+def events_file(tracefs: str | None) -> str:
     if tracefs is None:
         raise Unavailable("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing "
                           "(or tsalign precheck --mount)")
@@ -108,7 +108,7 @@ def _same(existing: str, definition: str) -> bool:
 
 def register(tracefs: str | None, definition: str) -> bool:
     """Add ``definition`` to kprobe_events; True when something changed (idempotent)."""
-    path = _kprobe_events(tracefs)
+    path = events_file(tracefs)
     name = definition.split()[0].split(":", 1)[1]
     current = [d for d in _defined(path) if d.split()[0].split(":", 1)[-1] == name]
     if any(_same(d, definition) for d in current):
@@ -123,7 +123,7 @@ def register(tracefs: str | None, definition: str) -> bool:
 
 def unregister(tracefs: str | None, function: str) -> bool:
     """Remove tsalign's kprobe on ``function``; True when it existed."""
-    path = _kprobe_events(tracefs)
+    path = events_file(tracefs)
     name = event_name(function)
     if not any(d.split()[0].split(":", 1)[-1] == name for d in _defined(path)):
         return False

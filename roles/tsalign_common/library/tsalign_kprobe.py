@@ -1,0 +1,103 @@
+#!/usr/bin/python
+"""Ansible module: the kprobe on a kvm function fetching vcpu->arch.tsc_offset (tsalign.kernel.kprobe)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: tsalign_kprobe
+short_description: Register tsalign's kprobe reading each vCPU's arch.tsc_offset
+description:
+  - Computes offsetof(struct kvm_vcpu, arch.tsc_offset) from the host's own BTF, chooses a traceable
+    function whose first argument is C(struct kvm_vcpu *), and registers
+    C(p:tsalign/<fn> <fn> tsc_offset=+0x<off>(%di):u64) in tracefs kprobe_events, idempotently.
+  - Where the kernel has no kprobe_events it reports C(status=unavailable) and does not fail.
+options:
+  state:
+    description: present registers, absent unregisters.
+    type: str
+    choices: [present, absent]
+    default: present
+  function:
+    description: Probe this function instead of the chosen one.
+    type: str
+  tsalign_lib:
+    description: Directory holding the tsalign package on the node.
+    type: path
+    default: /opt/tsalign/lib
+author: tsalign developers
+"""
+
+EXAMPLES = r"""
+- name: Register the tsc_offset kprobe where the kernel allows it
+  tsalign_kprobe:
+    state: present
+"""
+
+RETURN = r"""
+kprobe:
+  description: The kprobe_events line.
+  returned: always
+  type: str
+status:
+  description: registered, unregistered, unavailable (with reason), or planned (check mode).
+  returned: always
+  type: str
+reason:
+  description: Why the kprobe route is unavailable.
+  returned: when status is unavailable
+  type: str
+"""
+
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "function": {"type": "str"},
+            "tsalign_lib": {"type": "path", "default": "/opt/tsalign/lib"},
+        },
+        supports_check_mode=True,
+    )
+    sys.path.insert(0, module.params["tsalign_lib"])
+    try:
+        from tsalign.errors import TsalignError, Unavailable
+        from tsalign.kernel import kprobe
+        from tsalign.node.checks import Context, kprobe_plan
+        from tsalign.node.fs import Root
+    except ImportError as e:
+        module.fail_json(msg=f"tsalign node code not found in {module.params['tsalign_lib']} ({e}): "
+                             "apply the tsalign_common role first")
+    ctx = Context(Root(), "host")
+    try:
+        plan = kprobe_plan(ctx, module.params["function"])
+    except TsalignError as e:
+        module.fail_json(msg=f"cannot plan the kprobe: {e}")
+    out = {"kprobe": plan["kprobe"], "function": plan["function"], "member_offset": plan["member_offset"]}
+    try:
+        events = kprobe.events_file(ctx.tracefs)
+    except Unavailable as e:
+        module.exit_json(changed=False, status="unavailable", reason=str(e), **out)
+    if module.check_mode:
+        with open(events, encoding="utf-8") as f:
+            present = any(line.split()[0].endswith(plan["event"]) for line in f if line.strip())
+        changed = present != (module.params["state"] == "present")
+        module.exit_json(changed=changed, status="planned", **out)
+    try:
+        if module.params["state"] == "present":
+            changed = kprobe.register(ctx.tracefs, plan["kprobe"])
+            status = "registered"
+        else:
+            changed = kprobe.unregister(ctx.tracefs, plan["function"])
+            status = "unregistered"
+    except (TsalignError, OSError) as e:
+        module.fail_json(msg=f"kprobe_events write failed: {e}")
+    module.exit_json(changed=changed, status=status, **out)
+
+
+if __name__ == "__main__":
+    main()
