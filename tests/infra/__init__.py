@@ -1,0 +1,1 @@
+"""Real test targets for the Ansible roles: sshd in network namespaces, a GRUB-booted VM, libvirtd."""

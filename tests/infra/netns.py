@@ -1,0 +1,150 @@
+"""An SSH target without Docker: a Debian rootfs (scripts/build-rootfs.sh) under a private overlay,
+served by sshd chrooted inside a network namespace, reachable over a veth pair on a /30.
+
+    python -m tests.infra.netns up --state STATE.json [--no-python]   # prints the state
+    python -m tests.infra.netns down --state STATE.json
+
+Everything is undone by ``down``: sshd killed, mounts removed, namespace and veth deleted, work dir
+removed. Never reboot such a target: it shares this machine's kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict
+
+__all__ = ["up", "down"]
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def _free_index() -> int:
+    used = _run("ip", "netns", "list").stdout
+    for i in range(10, 250):
+        if f"tsalign-t{i}" not in used:
+            return i
+    raise RuntimeError("no free tsalign-tN network namespace name")
+
+
+def up(rootfs: str, python: bool = True) -> Dict[str, Any]:
+    """Start a target; returns its state (ip, key, names, pids)."""
+    if not os.path.isfile(os.path.join(rootfs, ".complete")):
+        raise RuntimeError(f"{rootfs} is not a complete rootfs (scripts/build-rootfs.sh builds it)")
+    i = _free_index()
+    work = tempfile.mkdtemp(prefix=f"tsalign-t{i}-")
+    st: Dict[str, Any] = {"index": i, "netns": f"tsalign-t{i}", "veth": f"tsv{i}h", "work": work,
+                          "root": f"{work}/root", "host_ip": f"10.199.{i}.1", "ip": f"10.199.{i}.2",
+                          "key": f"{work}/id_ed25519", "mounts": [], "pid": None, "rootfs": rootfs}
+    try:
+        for d in ("upper", "work", "root"):
+            os.mkdir(f"{work}/{d}")
+        _run("mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={rootfs},upperdir={work}/upper,workdir={work}/work", st["root"])
+        st["mounts"].append(st["root"])
+        root = st["root"]
+        _run("mount", "-t", "proc", "proc", f"{root}/proc")
+        st["mounts"].append(f"{root}/proc")
+        for dev in ("null", "zero", "urandom", "random", "tty"):
+            open(f"{root}/dev/{dev}", "a").close() if not os.path.exists(f"{root}/dev/{dev}") else None
+            _run("mount", "--bind", f"/dev/{dev}", f"{root}/dev/{dev}")
+            st["mounts"].append(f"{root}/dev/{dev}")
+        if not python:
+            for name in os.listdir(f"{root}/usr/bin"):
+                if name.startswith("python"):
+                    os.unlink(f"{root}/usr/bin/{name}")
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", st["key"])
+        os.makedirs(f"{root}/root/.ssh", mode=0o700, exist_ok=True)
+        shutil.copy(st["key"] + ".pub", f"{root}/root/.ssh/authorized_keys")
+        os.chmod(f"{root}/root/.ssh/authorized_keys", 0o600)
+        _run("chroot", root, "ssh-keygen", "-A")
+        os.makedirs(f"{root}/run/sshd", exist_ok=True)
+        ns, veth = st["netns"], st["veth"]
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", veth, "type", "veth", "peer", "name", f"tsv{i}t")
+        _run("ip", "link", "set", f"tsv{i}t", "netns", ns)
+        _run("ip", "addr", "add", f"{st['host_ip']}/30", "dev", veth)
+        _run("ip", "link", "set", veth, "up")
+        _run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{st['ip']}/30", "dev", f"tsv{i}t")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", f"tsv{i}t", "up")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        p = subprocess.Popen(["ip", "netns", "exec", ns, "chroot", root, "/usr/sbin/sshd", "-D", "-e",
+                              "-o", "PermitRootLogin=prohibit-password", "-o", f"ListenAddress={st['ip']}",
+                              "-o", "UseDNS=no", "-o", "PidFile=/run/sshd.pid"],
+                             stdout=subprocess.DEVNULL, stderr=open(f"{work}/sshd.log", "w"), start_new_session=True)
+        st["pid"] = p.pid
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection((st["ip"], 22), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or p.poll() is not None:
+                    raise RuntimeError(f"sshd did not come up: {open(f'{work}/sshd.log').read()[-500:]}") from None
+                time.sleep(0.1)
+    except BaseException:
+        down(st)
+        raise
+    return st
+
+
+def down(st: Dict[str, Any]) -> None:
+    """Undo :func:`up` (idempotent; each step tolerates a missing piece)."""
+    if st.get("pid"):
+        try:
+            os.killpg(st["pid"], 15)
+        except ProcessLookupError:
+            pass
+        for _ in range(50):
+            try:
+                os.killpg(st["pid"], 0)
+                time.sleep(0.05)
+            except ProcessLookupError:
+                break
+        else:
+            try:
+                os.killpg(st["pid"], 9)
+            except ProcessLookupError:
+                pass
+    for m in reversed(st.get("mounts", [])):
+        _run("umount", "-l", m, check=False)
+    _run("ip", "netns", "del", st.get("netns", "-"), check=False)
+    _run("ip", "link", "del", st.get("veth", "-"), check=False)
+    if st.get("work") and os.path.isdir(st["work"]):
+        shutil.rmtree(st["work"], ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("action", choices=("up", "down"))
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--rootfs", default=os.environ.get("TSALIGN_ROOTFS"))
+    ap.add_argument("--no-python", action="store_true")
+    a = ap.parse_args()
+    if a.action == "up":
+        if not a.rootfs:
+            ap.error("--rootfs or TSALIGN_ROOTFS is required")
+        st = up(a.rootfs, python=not a.no_python)
+        with open(a.state, "w", encoding="utf-8") as f:
+            json.dump(st, f)
+        print(json.dumps(st))
+    else:
+        try:
+            with open(a.state, encoding="utf-8") as f:
+                st = json.load(f)
+        except FileNotFoundError:
+            return
+        down(st)
+        os.unlink(a.state)
+
+
+if __name__ == "__main__":
+    main()

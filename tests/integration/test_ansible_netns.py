@@ -1,0 +1,191 @@
+"""The Ansible roles against real SSH targets: a Debian bookworm rootfs served by sshd in a network
+namespace (molecule scenario guest-netns, plus direct plays for bad input), and this machine itself
+for the host role and precheck.yml."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import need
+from tests.infra import netns
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["PY_COLORS"] = "0"
+    return env
+
+
+def _rootfs() -> str:
+    found = sorted(glob.glob(f"{CACHE}/rootfs-bookworm-*/.complete"))
+    need(found, f"no Debian rootfs in {CACHE} (make test builds it with scripts/build-rootfs.sh)")
+    return os.path.dirname(found[-1])
+
+
+def _tools() -> None:
+    need(os.geteuid() == 0, "needs root (network namespaces, mounts)")
+    need(shutil.which("ansible-playbook", path=str(BIN)) and shutil.which("molecule", path=str(BIN)),
+         "ansible-core and molecule not installed in the venv (make test installs them)")
+
+
+def run(*argv: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"{' '.join(argv)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
+    return r
+
+
+def recap(out: str) -> dict:
+    m = re.findall(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
+    assert m, out[-2000:]
+    ok, changed, unreachable, failed = map(int, m[-1])
+    return {"ok": ok, "changed": changed, "unreachable": unreachable, "failed": failed}
+
+
+def test_guest_role_molecule_scenario() -> None:
+    """check/diff on a fresh target changes nothing; converge; idempotence; check again; testinfra."""
+    _tools()
+    os.environ["TSALIGN_ROOTFS"] = _rootfs()
+    run("molecule", "destroy", "-s", "guest-netns")
+    try:
+        run("molecule", "create", "-s", "guest-netns")
+        eph = Path(run("molecule", "list", "-s", "guest-netns", "--format", "plain").stdout and
+                   glob.glob("/root/.ansible/tmp/molecule.*.guest-netns/netns.json")[0]).parent
+        st = json.loads((eph / "netns.json").read_text())
+        grub_before = (Path(st["root"]) / "etc/default/grub").read_text()
+        r = run("molecule", "converge", "-s", "guest-netns", "--", "--check", "--diff")
+        assert "-kernel command line: \n" in r.stdout or "-kernel command line:" in r.stdout
+        assert "+kernel command line: no-kvmclock tsc=reliable" in r.stdout
+        root = Path(st["root"])
+        assert (root / "etc/default/grub").read_text() == grub_before, "check mode changed the GRUB config"
+        assert not (root / "opt/tsalign").exists(), "check mode installed the node code"
+        assert not list((root / "tmp").glob("tsalign-check-*")), "check mode left its temporary copy"
+        r = run("molecule", "converge", "-s", "guest-netns")
+        assert recap(r.stdout)["changed"] > 0
+        assert "no-kvmclock tsc=reliable" in (root / "etc/default/grub").read_text()
+        run("molecule", "idempotence", "-s", "guest-netns")
+        r = run("molecule", "converge", "-s", "guest-netns", "--", "--check", "--diff")
+        assert recap(r.stdout)["changed"] == 0
+        r = run("molecule", "verify", "-s", "guest-netns")
+        assert re.search(r"\d+ passed", r.stdout + r.stderr)
+    finally:
+        run("molecule", "destroy", "-s", "guest-netns", check=False)
+    assert "tsalign-t" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict]:
+    """A netns target (param: python=True/False) and an inventory file for it."""
+    _tools()
+    st = netns.up(_rootfs(), python=getattr(request, "param", True))
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(
+        "all:\n  children:\n    tsalign_guests:\n      hosts:\n        guest-under-test:\n"
+        f"          ansible_host: {st['ip']}\n          ansible_user: root\n"
+        f"          ansible_ssh_private_key_file: {st['key']}\n"
+        "          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
+        "          ansible_python_interpreter: /usr/bin/python3\n"
+        "          tsalign_guest_update_bootloader: false\n"
+        "    tsalign_hosts:\n      hosts: {}\n")
+    st["inventory"] = str(inv)
+    try:
+        yield st
+    finally:
+        netns.down(st)
+
+
+def _guest_play(st: dict, *extra: str) -> subprocess.CompletedProcess:
+    return run("ansible-playbook", "-i", st["inventory"], "playbooks/setup.yml", *extra, check=False)
+
+
+@pytest.mark.parametrize("target", [False], indirect=True)
+def test_target_without_python(target: dict) -> None:
+    r = _guest_play(target)
+    assert r.returncode != 0
+    assert "guest-under-test: no Python 3.9+ on the node" in r.stdout and "apt-get install python3" in r.stdout
+
+
+def test_missing_default_grub(target: dict) -> None:
+    (Path(target["root"]) / "etc/default/grub").unlink()
+    r = _guest_play(target)
+    assert r.returncode != 0
+    assert "/etc/default/grub does not exist" in r.stdout and "nothing was changed" in r.stdout
+    assert "guest-under-test" in r.stdout
+
+
+def test_unsupported_distribution(target: dict) -> None:
+    osr = Path(target["root"]) / "etc/os-release"
+    osr.unlink()  # a symlink into /usr/lib in Debian: replace it
+    osr.write_text('ID=alpine\nVERSION_ID=3.20\nNAME="Alpine Linux"\n')
+    r = _guest_play(target, "-e", "tsalign_guest_method_override=auto")
+    assert r.returncode != 0
+    assert "guest-under-test" in r.stdout and ("not supported" in r.stdout or "unsupported distribution" in r.stdout)
+    assert 'GRUB_CMDLINE_LINUX=""' in (Path(target["root"]) / "etc/default/grub").read_text()
+
+
+def test_invalid_grub_file_is_not_replaced(target: dict) -> None:
+    grub = Path(target["root"]) / "etc/default/grub"
+    bad = grub.read_text() + "if [ 1 = 1 ]; then\n"
+    grub.write_text(bad)
+    r = _guest_play(target)
+    assert r.returncode != 0 and "valid shell syntax" in r.stdout
+    assert grub.read_text() == bad
+    assert not list(grub.parent.glob(".grub.tsalign.*"))
+
+
+def test_host_role_and_precheck_on_this_machine(tmp_path: Path) -> None:
+    """This machine is a real KVM host (and a kvmclock guest): host role converges, is idempotent,
+    writes local facts; precheck.yml's fleet summary shows what `tsalign precheck` reports."""
+    _tools()
+    need(os.path.exists("/dev/kvm"), "needs /dev/kvm")
+    lib, fact = tmp_path / "lib", tmp_path / "facts.d" / "tsalign.fact"
+    extra = ["-e", f"tsalign_common_lib={lib}", "-e", f"tsalign_host_fact_file={fact}"]
+    r = run("ansible-playbook", "-i", "inventory/local/hosts.yml", "playbooks/setup.yml", *extra)
+    assert recap(r.stdout)["failed"] == 0
+    r = run("ansible-playbook", "-i", "inventory/local/hosts.yml", "playbooks/setup.yml", *extra)
+    assert recap(r.stdout)["changed"] == 0, r.stdout[-3000:]
+    facts = json.loads(fact.read_text())
+    direct = json.loads(subprocess.run([sys.executable, "-m", "tsalign", "precheck", "--json"],
+                                       capture_output=True, text=True).stdout)
+    assert facts["tsc_offset_member"]["arch.tsc_offset"] == next(
+        c for c in direct["checks"] if c["id"] == "kvm_tsc_offset_member")["value"]["arch.tsc_offset"]
+    assert facts["kprobe_status"] in ("registered", "unavailable")
+    if not os.path.exists("/sys/kernel/tracing/kprobe_events"):
+        assert facts["kprobe_status"] == "unavailable" and "CONFIG_KPROBE_EVENTS" in facts["kprobe_reason"]
+    out = tmp_path / "precheck"
+    r = run("ansible-playbook", "-i", "inventory/local/hosts.yml", "playbooks/precheck.yml", *extra,
+            "-e", f"tsalign_precheck_dir={out}")
+    node = json.loads((out / "localhost.json").read_text())
+    summary = (out / "summary.txt").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("localhost"))
+    assert node["verdict"] in row and str(direct["tsc_khz"]) in row
+    statuses = {c["id"]: c["status"] for c in direct["checks"]}
+    assert row.split()[4:7] == [statuses["clocksource"], statuses["tsc_flags"], statuses["kernel_cmdline"]]
+    assert node["verdict"] == direct["verdict"]
+
+
+def test_lint_and_syntax() -> None:
+    _tools()
+    need(shutil.which("ansible-lint", path=str(BIN)), "ansible-lint not installed")
+    for pb in sorted((REPO / "playbooks").glob("*.yml")):
+        run("ansible-playbook", "--syntax-check", "-i", "inventory/example/hosts.yml", str(pb))
+    r = run("ansible-lint", "--profile", "production", "playbooks/", "roles/", "molecule/", check=False)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
