@@ -66,6 +66,9 @@ chmod 755 "$root/usr/sbin/grub-probe"
 chroot "$root" update-grub >"$work/update-grub.log" 2>&1
 mv "$root/usr/sbin/grub-probe.real" "$root/usr/sbin/grub-probe"
 umount -l "$root/proc"
+# GRUB's modules where the core image's prefix looks for them (grub-install would copy them)
+mkdir -p "$root/boot/grub/i386-pc"
+cp "$root"/usr/lib/grub/i386-pc/*.mod "$root"/usr/lib/grub/i386-pc/*.lst "$root/boot/grub/i386-pc/"
 grep -q 'linux.*root=/dev/vda1' "$root/boot/grub/grub.cfg" || { echo "build-vm-image: grub.cfg has no root=/dev/vda1" >&2; exit 1; }
 # the disk: MBR, one bootable partition from 1 MiB, ext4 filled from the directory
 img="$work/base.img"

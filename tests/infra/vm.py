@@ -1,0 +1,124 @@
+"""A real VM that boots through its own GRUB (image from scripts/build-vm-image.sh), under qemu TCG,
+reached over SSH on a loopback-forwarded port. Each run uses a pristine qcow2 overlay.
+
+    python -m tests.infra.vm up --state STATE.json [--image-dir DIR]
+    python -m tests.infra.vm down --state STATE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict
+
+__all__ = ["up", "down", "ssh", "wait_ssh"]
+
+CPU = "max,vendor=GenuineIntel,family=6,model=85"  # clocksource tsc + constant_tsc under TCG
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ssh(st: Dict[str, Any], command: str, timeout: int = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+                           "-o", "LogLevel=ERROR", "root@127.0.0.1", command],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_ssh(st: Dict[str, Any], timeout: float = 180, not_boot_id: str = "") -> str:
+    """Wait until SSH answers (and, after a reboot, with a new boot_id); returns the boot_id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = ssh(st, "cat /proc/sys/kernel/random/boot_id", timeout=15)
+            if r.returncode == 0 and r.stdout.strip() and r.stdout.strip() != not_boot_id:
+                return r.stdout.strip()
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(1)
+    tail = open(st["serial"], errors="replace").read()[-1500:] if os.path.exists(st["serial"]) else ""
+    raise RuntimeError(f"VM not reachable over SSH within {timeout}s; serial console tail:\n{tail}")
+
+
+def up(image_dir: str, boot_timeout: float = 240) -> Dict[str, Any]:
+    if not os.path.exists(os.path.join(image_dir, ".complete")):
+        raise RuntimeError(f"{image_dir} holds no complete image (scripts/build-vm-image.sh builds it)")
+    work = tempfile.mkdtemp(prefix="tsalign-vm-")
+    key = os.path.join(work, "id_ed25519")
+    shutil.copy(os.path.join(image_dir, "id_ed25519"), key)
+    os.chmod(key, 0o600)
+    st: Dict[str, Any] = {"work": work, "key": key, "port": _free_port(), "serial": f"{work}/serial.log",
+                          "pidfile": f"{work}/qemu.pid", "disk": f"{work}/run.qcow2"}
+    try:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        os.path.join(image_dir, "base.img"), st["disk"]], check=True)
+        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-cpu", CPU,
+                        "-drive", f"file={st['disk']},if=virtio,format=qcow2",
+                        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{st['port']}-:22",
+                        "-device", "virtio-net-pci,netdev=n0", "-serial", f"file:{st['serial']}",
+                        "-display", "none", "-daemonize", "-pidfile", st["pidfile"]],
+                       check=True, capture_output=True, text=True)
+        st["pid"] = int(open(st["pidfile"]).read().strip())
+        st["boot_id"] = wait_ssh(st, boot_timeout)
+    except BaseException:
+        down(st)
+        raise
+    return st
+
+
+def down(st: Dict[str, Any]) -> None:
+    pid = st.get("pid")
+    if pid is None and os.path.exists(st.get("pidfile", "")):
+        try:
+            pid = int(open(st["pidfile"]).read().strip())
+        except ValueError:
+            pid = None
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if st.get("work"):
+        shutil.rmtree(st["work"], ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("action", choices=("up", "down"))
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--image-dir", default=os.environ.get("TSALIGN_VM_IMAGE"))
+    a = ap.parse_args()
+    if a.action == "up":
+        if not a.image_dir:
+            ap.error("--image-dir or TSALIGN_VM_IMAGE is required")
+        st = up(a.image_dir)
+        with open(a.state, "w", encoding="utf-8") as f:
+            json.dump(st, f)
+        print(json.dumps(st))
+    else:
+        try:
+            with open(a.state, encoding="utf-8") as f:
+                st = json.load(f)
+        except FileNotFoundError:
+            return
+        down(st)
+        os.unlink(a.state)
+
+
+if __name__ == "__main__":
+    main()
