@@ -5,8 +5,12 @@ PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
 CACHE       ?= /var/cache/tsalign
-# Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf
-APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils
+# Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf;
+# unpacking kernels; debootstrap + qemu + grub tools for the Ansible targets; libvirt (daemon, and
+# headers for libvirt-python).
+APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils \
+	debootstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common e2fsprogs fdisk iproute2 openssh-client \
+	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base
 OUT         ?= out
 
 .PHONY: help deps venv fixtures test test-unit demo bench lint clean
@@ -39,13 +43,19 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Real split BTF of a Debian kernel (kvm.ko + vmlinux), cached by package version.
+# Heavy test artefacts, built when missing and cached in $(CACHE) keyed by their recipe:
+# real split BTF of a Debian kernel, the Debian rootfs of the netns SSH target, the GRUB VM image.
 fixtures: deps
-	@if [ "$$(id -u)" = 0 ] || [ -w "$(CACHE)" ]; then mkdir -p $(CACHE) && scripts/fetch-split-btf.sh $(CACHE) >/dev/null; \
-	else echo "warning: cannot write $(CACHE); split-BTF tests will say so"; fi
+	@if [ "$$(id -u)" = 0 ] || [ -w "$(CACHE)" ]; then mkdir -p $(CACHE) && \
+	  scripts/fetch-split-btf.sh $(CACHE) >/dev/null && \
+	  scripts/build-rootfs.sh $(CACHE) > $(CACHE)/.rootfs-path && \
+	  scripts/build-vm-image.sh $(CACHE) > $(CACHE)/.vm-image-path; \
+	else echo "warning: cannot write $(CACHE); tests needing its artefacts will say so"; fi
 
 test: deps venv fixtures
-	TSALIGN_CACHE=$(CACHE) $(BIN)/python -m pytest tests
+	TSALIGN_CACHE=$(CACHE) TSALIGN_ROOTFS=$$(cat $(CACHE)/.rootfs-path 2>/dev/null) \
+	  TSALIGN_VM_IMAGE=$$(cat $(CACHE)/.vm-image-path 2>/dev/null) PATH=$(CURDIR)/$(BIN):$$PATH \
+	  $(BIN)/python -m pytest tests
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit

@@ -35,7 +35,10 @@ def _env() -> dict:
 
 
 def _rootfs() -> str:
-    found = sorted(glob.glob(f"{CACHE}/rootfs-bookworm-*/.complete"))
+    env = os.environ.get("TSALIGN_ROOTFS")
+    if env and os.path.exists(f"{env}/.complete"):
+        return env
+    found = sorted(glob.glob(f"{CACHE}/rootfs-bookworm-*/.complete"), key=os.path.getmtime)
     need(found, f"no Debian rootfs in {CACHE} (make test builds it with scripts/build-rootfs.sh)")
     return os.path.dirname(found[-1])
 

@@ -52,10 +52,22 @@ def parse_symbol_list(text: str) -> set[str]:
     return set(_FIRST_WORD.findall(text))
 
 
-def choose_function(candidates: Iterable[str], traceable: set[str] | None, kallsyms: set[str] | None) -> KprobeChoice:
+def parse_blacklist(text: str) -> set[str]:
+    """Function names from debugfs ``kprobes/blacklist`` (``0xstart-0xend\tname [mod]``)."""
+    out = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            out.add(parts[1])
+    return out
+
+
+def choose_function(candidates: Iterable[str], traceable: set[str] | None, kallsyms: set[str] | None,
+                    blacklist: Iterable[str] = ()) -> KprobeChoice:
     """Pick from BTF ``candidates`` (first arg ``struct kvm_vcpu *``): preferred names first, each
-    confirmed by available_filter_functions (``traceable``) or else /proc/kallsyms."""
-    cands = set(candidates)
+    confirmed by available_filter_functions (``traceable``) or else /proc/kallsyms, never one on
+    the kprobe blacklist."""
+    cands = set(candidates) - set(blacklist)
     if not cands:
         raise Unavailable("no function with a 'struct kvm_vcpu *' first argument in BTF: is KVM's BTF loaded "
                           "(vmlinux when built in, /sys/kernel/btf/kvm when a module)?")
@@ -113,12 +125,24 @@ def register(tracefs: str | None, definition: str) -> bool:
     current = [d for d in _defined(path) if d.split()[0].split(":", 1)[-1] == name]
     if any(_same(d, definition) for d in current):
         return False
-    with open(path, "a", encoding="utf-8") as f:
+    try:
         if current:
-            f.write(f"-:{name}\n")
-            f.flush()
-        f.write(definition + "\n")
+            _append(path, f"-:{name}\n")
+        _append(path, definition + "\n")
+    except OSError as e:
+        raise InvalidParameter("kprobe", definition,
+                               f"a definition the kernel accepts ({e.strerror}; {_error_log(tracefs)})") from None
     return True
+
+
+def _error_log(tracefs: str | None) -> str:
+    """The last entry of tracefs error_log (where the kernel says why a kprobe was refused)."""
+    try:
+        with open(os.path.join(tracefs or "", "error_log"), encoding="utf-8") as f:
+            lines = [ln.rstrip() for ln in f if ln.strip()]
+        return "kernel error_log: " + " | ".join(lines[-3:]) if lines else "error_log is empty"
+    except OSError:
+        return "no error_log"
 
 
 def unregister(tracefs: str | None, function: str) -> bool:
@@ -127,6 +151,15 @@ def unregister(tracefs: str | None, function: str) -> bool:
     name = event_name(function)
     if not any(d.split()[0].split(":", 1)[-1] == name for d in _defined(path)):
         return False
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(f"-:{name}\n")
+    _append(path, f"-:{name}\n")
     return True
+
+
+def _append(path: str, text: str) -> None:
+    """One write(2) with O_APPEND and no seek: Python's open(..., "a") seeks to the end, which
+    tracefs kprobe_events refuses (EINVAL); O_TRUNC would remove every other kprobe."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

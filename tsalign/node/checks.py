@@ -91,15 +91,10 @@ class Context:
             if self.btf_path:
                 return btfmod.load(self.btf_path, self.btf_base)
             vmlinux = self.root.join("/sys/kernel/btf/vmlinux")
-            b = btfmod.load(vmlinux)
-            try:
-                b.find("kvm_vcpu")
-                return b
-            except btfmod.BtfError:
-                kvm = self.root.join("/sys/kernel/btf/kvm")
-                if os.path.exists(kvm):
-                    return btfmod.load(kvm, vmlinux)
-                return b
+            kvm = self.root.join("/sys/kernel/btf/kvm")
+            if os.path.exists(kvm):  # KVM as a module: its split BTF sees vmlinux's types too
+                return btfmod.load(kvm, vmlinux)
+            return btfmod.load(vmlinux)
         return self.once("btf", load)
 
 
@@ -263,9 +258,13 @@ def check_kprobe_events(c: Context) -> Check:
         return Check("kprobe_events", SKIP, None, "tracefs not mounted", "tsalign precheck --mount")
     present = c.root.exists(f"{d}/kprobe_events")
     pmu = c.root.exists("/sys/bus/event_source/devices/kprobe")
-    value = {"kprobe_events": present, "kprobe_pmu": pmu}
+    value: Dict[str, Any] = {"kprobe_events": present, "kprobe_pmu": pmu}
     if present:
-        return Check("kprobe_events", OK, value, f"{d}/kprobe_events exists")
+        ours = [ln.strip() for ln in (c.root.read(f"{d}/kprobe_events") or "").splitlines()
+                if ln.startswith("p:tsalign/")]
+        value["tsalign_kprobes"] = ours
+        return Check("kprobe_events", OK, value, f"{d}/kprobe_events exists"
+                     + (f"; tsalign's kprobe registered: {ours[0]}" if ours else ""))
     status = WARN if c.role == "host" else SKIP
     return Check("kprobe_events", status, value,
                  f"{d}/kprobe_events absent and kprobe PMU {'present' if pmu else 'absent'}: "
@@ -335,8 +334,10 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
         d = c.tracefs
         aff = c.root.read(f"{d}/available_filter_functions", limit=1 << 26) if d else None
         ksyms = c.root.read("/proc/kallsyms", limit=1 << 27)
+        blacklist = c.root.read(f"{c.debugfs}/kprobes/blacklist") if c.debugfs else None
         choice = kprobe.choose_function(cands, kprobe.parse_symbol_list(aff) if aff else None,
-                                        kprobe.parse_symbol_list(ksyms) if ksyms else None)
+                                        kprobe.parse_symbol_list(ksyms) if ksyms else None,
+                                        kprobe.parse_blacklist(blacklist) if blacklist else set())
         function, verified = choice.function, choice.verified_by
     else:
         if function not in cands:

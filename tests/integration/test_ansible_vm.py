@@ -1,0 +1,96 @@
+"""The guest role on a real VM that boots through its own GRUB (qemu TCG): update-grub, reboot
+(allowed here), /proc/cmdline verified by testinfra. The same VM, a real kernel with kprobe_events
+and KVM as a module, then proves the kprobe route: member offset from its split BTF equals pahole's,
+registration is idempotent and leaves other kprobes alone."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import need
+from tests.infra import vm
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")
+BIN = Path(sys.executable).parent
+
+
+def _image() -> str:
+    env = os.environ.get("TSALIGN_VM_IMAGE")
+    if env and os.path.exists(f"{env}/.complete"):
+        return env
+    found = sorted(glob.glob(f"{CACHE}/vm-bookworm-*/.complete"), key=os.path.getmtime)
+    need(found, f"no GRUB VM image in {CACHE} (make test builds it with scripts/build-vm-image.sh)")
+    return os.path.dirname(found[-1])
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1", "PY_COLORS": "0",
+           "ANSIBLE_FORCE_COLOR": "0", "TSALIGN_VM_IMAGE": _image()}
+    r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    if check:
+        assert r.returncode == 0, f"{' '.join(argv)}:\n{r.stdout[-5000:]}\n{r.stderr[-2000:]}"
+    return r
+
+
+def _pahole(struct: str, member: str, base: str, split: str) -> int:
+    out = subprocess.run(["pahole", "-C", struct, "--btf_base", base, split], capture_output=True, text=True).stdout
+    m = re.search(rf"\s{re.escape(member)};\s+/\*\s+(\d+)\s+\d+\s+\*/", out)
+    assert m, out[:1500]
+    return int(m.group(1))
+
+
+def test_guest_role_reboots_grub_vm_and_kprobe_route(tmp_path: Path) -> None:
+    need(os.geteuid() == 0 and shutil.which("qemu-system-x86_64"), "needs root and qemu-system-x86 (make test)")
+    need(shutil.which("molecule", path=str(BIN)), "molecule not installed in the venv (make test)")
+    _image()
+    run("molecule", "destroy", "-s", "guest-vm")
+    try:
+        run("molecule", "create", "-s", "guest-vm")
+        r = run("molecule", "converge", "-s", "guest-vm")
+        assert "Reboot the guest" in r.stdout and re.search(r"grub-vm\s+: ok=\d+\s+changed=[1-9]", r.stdout)
+        run("molecule", "idempotence", "-s", "guest-vm")
+        r = run("molecule", "verify", "-s", "guest-vm")
+        assert "3 passed" in r.stdout + r.stderr
+        st = json.loads(Path(glob.glob("/root/.ansible/tmp/molecule.*.guest-vm/vm.json")[0]).read_text())
+        _kprobe_route(st, tmp_path)
+    finally:
+        run("molecule", "destroy", "-s", "guest-vm", check=False)
+    assert not subprocess.run(["pgrep", "-x", "qemu-system-x86_64"], capture_output=True).stdout
+
+
+def _kprobe_route(st: dict, tmp_path: Path) -> None:
+    py = "cd /opt/tsalign/lib && python3 -m tsalign"
+    r = vm.ssh(st, "modprobe kvm && echo 'p:other do_sys_openat2' >> /sys/kernel/tracing/kprobe_events && "
+                   f"{py} kprobe register --json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["status"] == "registered" and first["changed"] is True and first["btf"] == "/sys/kernel/btf/kvm"
+    again = json.loads(vm.ssh(st, f"{py} kprobe register --json", timeout=120).stdout)
+    assert again["changed"] is False
+    events = vm.ssh(st, "cat /sys/kernel/tracing/kprobe_events").stdout.splitlines()
+    assert first["kprobe"] in events and "p:kprobes/other do_sys_openat2" in events
+    gone = json.loads(vm.ssh(st, f"{py} kprobe unregister --json", timeout=120).stdout)
+    assert gone["changed"] is True
+    assert vm.ssh(st, "cat /sys/kernel/tracing/kprobe_events").stdout.split("\n")[0] == "p:kprobes/other do_sys_openat2"
+    # the member offset equals pahole's on the VM kernel's own BTF (vmlinux + kvm split)
+    if shutil.which("pahole"):
+        for name in ("vmlinux", "kvm"):
+            subprocess.run(["scp", "-P", str(st["port"]), "-i", st["key"], "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                            f"root@127.0.0.1:/sys/kernel/btf/{name}", str(tmp_path / f"{name}.btf")], check=True)
+        want = (_pahole("kvm_vcpu", "arch", str(tmp_path / "vmlinux.btf"), str(tmp_path / "kvm.btf"))
+                + _pahole("kvm_vcpu_arch", "tsc_offset", str(tmp_path / "vmlinux.btf"), str(tmp_path / "kvm.btf")))
+        assert first["member_offset"] == want
+    # after the role's reboot the guest runs without kvm-clock: its precheck says so
+    pc = json.loads(vm.ssh(st, f"{py} precheck --role guest --json", timeout=120).stdout)
+    checks = {c["id"]: c for c in pc["checks"]}
+    assert checks["kernel_cmdline"]["value"]["no_kvmclock"] is True
+    assert checks["sched_clock"]["value"] == "tsc"
