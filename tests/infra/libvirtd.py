@@ -8,9 +8,8 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Dict, Optional
 
-__all__ = ["ensure_running", "stop", "kvm_device_for_qemu", "restore_kvm_device"]
+__all__ = ["ensure_running", "kvm_device_for_qemu", "restore_kvm_device", "stop"]
 
 
 def _pids(name: str) -> list:
@@ -18,7 +17,7 @@ def _pids(name: str) -> list:
     return [int(p) for p in r.stdout.split()]
 
 
-def kvm_device_for_qemu() -> Optional[tuple]:
+def kvm_device_for_qemu() -> tuple | None:
     """Give /dev/kvm to group kvm, mode 0660, as Debian's udev rules do (this machine has no udev):
     libvirt runs qemu as libvirt-qemu, a member of kvm. Returns the previous (mode, gid) to restore."""
     import grp
@@ -35,18 +34,18 @@ def kvm_device_for_qemu() -> Optional[tuple]:
     return (st.st_mode & 0o7777, st.st_gid)
 
 
-def restore_kvm_device(previous: Optional[tuple]) -> None:
+def restore_kvm_device(previous: tuple | None) -> None:
     if previous:
         os.chmod("/dev/kvm", previous[0])
         os.chown("/dev/kvm", -1, previous[1])
 
 
-def ensure_running(timeout: float = 30) -> Optional[Dict[str, list]]:
+def ensure_running(timeout: float = 30) -> dict[str, list] | None:
     """Start virtlogd and libvirtd if they are not running; returns what was started (or None when
     libvirtd is not installed)."""
     if not shutil.which("libvirtd"):
         return None
-    started: Dict[str, list] = {}
+    started: dict[str, list] = {}
     for daemon in ("virtlogd", "libvirtd"):
         if not _pids(daemon):
             subprocess.run([daemon, "-d"], check=True)
@@ -63,7 +62,7 @@ def ensure_running(timeout: float = 30) -> Optional[Dict[str, list]]:
     return started
 
 
-def stop(started: Optional[Dict[str, list]]) -> None:
+def stop(started: dict[str, list] | None) -> None:
     for daemon in ("libvirtd", "virtlogd"):
         for pid in (started or {}).get(daemon, []):
             try:

@@ -11,16 +11,18 @@ removed. Never reboot such a target: it shares this machine's kernel.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any
 
-__all__ = ["up", "down"]
+from tests.infra.statecli import run_state_cli
+
+__all__ = ["down", "up"]
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -35,13 +37,13 @@ def _free_index() -> int:
     raise RuntimeError("no free tsalign-tN network namespace name")
 
 
-def up(rootfs: str, python: bool = True) -> Dict[str, Any]:
+def up(rootfs: str, python: bool = True) -> dict[str, Any]:
     """Start a target; returns its state (ip, key, names, pids)."""
     if not os.path.isfile(os.path.join(rootfs, ".complete")):
         raise RuntimeError(f"{rootfs} is not a complete rootfs (scripts/build-rootfs.sh builds it)")
     i = _free_index()
     work = tempfile.mkdtemp(prefix=f"tsalign-t{i}-")
-    st: Dict[str, Any] = {"index": i, "netns": f"tsalign-t{i}", "veth": f"tsv{i}h", "work": work,
+    st: dict[str, Any] = {"index": i, "netns": f"tsalign-t{i}", "veth": f"tsv{i}h", "work": work,
                           "root": f"{work}/root", "host_ip": f"10.199.{i}.1", "ip": f"10.199.{i}.2",
                           "key": f"{work}/id_ed25519", "mounts": [], "pid": None, "rootfs": rootfs}
     try:
@@ -76,10 +78,12 @@ def up(rootfs: str, python: bool = True) -> Dict[str, Any]:
         _run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{st['ip']}/30", "dev", f"tsv{i}t")
         _run("ip", "netns", "exec", ns, "ip", "link", "set", f"tsv{i}t", "up")
         _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        log = open(f"{work}/sshd.log", "w")  # noqa: SIM115 - handed to sshd, closed below
         p = subprocess.Popen(["ip", "netns", "exec", ns, "chroot", root, "/usr/sbin/sshd", "-D", "-e",
                               "-o", "PermitRootLogin=prohibit-password", "-o", f"ListenAddress={st['ip']}",
                               "-o", "UseDNS=no", "-o", "PidFile=/run/sshd.pid"],
-                             stdout=subprocess.DEVNULL, stderr=open(f"{work}/sshd.log", "w"), start_new_session=True)
+                             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        log.close()
         st["pid"] = p.pid
         deadline = time.monotonic() + 20
         while True:
@@ -88,7 +92,7 @@ def up(rootfs: str, python: bool = True) -> Dict[str, Any]:
                     break
             except OSError:
                 if time.monotonic() > deadline or p.poll() is not None:
-                    raise RuntimeError(f"sshd did not come up: {open(f'{work}/sshd.log').read()[-500:]}") from None
+                    raise RuntimeError(f"sshd did not come up: {Path(f'{work}/sshd.log').read_text()[-500:]}") from None
                 time.sleep(0.1)
     except BaseException:
         down(st)
@@ -96,7 +100,7 @@ def up(rootfs: str, python: bool = True) -> Dict[str, Any]:
     return st
 
 
-def down(st: Dict[str, Any]) -> None:
+def down(st: dict[str, Any]) -> None:
     """Undo :func:`up` (idempotent; each step tolerates a missing piece)."""
     if st.get("pid"):
         try:
@@ -129,22 +133,9 @@ def main() -> None:
     ap.add_argument("--rootfs", default=os.environ.get("TSALIGN_ROOTFS"))
     ap.add_argument("--no-python", action="store_true")
     a = ap.parse_args()
-    if a.action == "up":
-        if not a.rootfs:
-            ap.error("--rootfs or TSALIGN_ROOTFS is required")
-        st = up(a.rootfs, python=not a.no_python)
-        with open(a.state, "w", encoding="utf-8") as f:
-            json.dump(st, f)
-        print(json.dumps(st))
-    else:
-        try:
-            with open(a.state, encoding="utf-8") as f:
-                st = json.load(f)
-        except FileNotFoundError:
-            return
-        down(st)
-        os.unlink(a.state)
-
+    if a.action == "up" and not a.rootfs:
+        ap.error("--rootfs or TSALIGN_ROOTFS is required")
+    run_state_cli(a.action, a.state, lambda: up(a.rootfs, python=not a.no_python), down)
 
 if __name__ == "__main__":
     main()

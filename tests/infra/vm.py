@@ -8,7 +8,6 @@ reached over SSH on a loopback-forwarded port. Each run uses a pristine qcow2 ov
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -16,9 +15,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any
 
-__all__ = ["up", "down", "ssh", "wait_ssh"]
+from tests.infra.statecli import run_state_cli
+
+__all__ = ["down", "ssh", "up", "wait_ssh"]
 
 CPU = "max,vendor=GenuineIntel,family=6,model=85"  # clocksource tsc + constant_tsc under TCG
 
@@ -29,14 +31,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ssh(st: Dict[str, Any], command: str, timeout: int = 30) -> subprocess.CompletedProcess:
+def ssh(st: dict[str, Any], command: str, timeout: int = 30) -> subprocess.CompletedProcess:
     return subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), "-o", "StrictHostKeyChecking=no",
                            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
                            "-o", "LogLevel=ERROR", "root@127.0.0.1", command],
                           capture_output=True, text=True, timeout=timeout)
 
 
-def wait_ssh(st: Dict[str, Any], timeout: float = 180, not_boot_id: str = "") -> str:
+def wait_ssh(st: dict[str, Any], timeout: float = 180, not_boot_id: str = "") -> str:
     """Wait until SSH answers (and, after a reboot, with a new boot_id); returns the boot_id."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,18 +49,18 @@ def wait_ssh(st: Dict[str, Any], timeout: float = 180, not_boot_id: str = "") ->
         except subprocess.TimeoutExpired:
             pass
         time.sleep(1)
-    tail = open(st["serial"], errors="replace").read()[-1500:] if os.path.exists(st["serial"]) else ""
+    tail = Path(st["serial"]).read_text(errors="replace")[-1500:] if os.path.exists(st["serial"]) else ""
     raise RuntimeError(f"VM not reachable over SSH within {timeout}s; serial console tail:\n{tail}")
 
 
-def up(image_dir: str, boot_timeout: float = 240) -> Dict[str, Any]:
+def up(image_dir: str, boot_timeout: float = 240) -> dict[str, Any]:
     if not os.path.exists(os.path.join(image_dir, ".complete")):
         raise RuntimeError(f"{image_dir} holds no complete image (scripts/build-vm-image.sh builds it)")
     work = tempfile.mkdtemp(prefix="tsalign-vm-")
     key = os.path.join(work, "id_ed25519")
     shutil.copy(os.path.join(image_dir, "id_ed25519"), key)
     os.chmod(key, 0o600)
-    st: Dict[str, Any] = {"work": work, "key": key, "port": _free_port(), "serial": f"{work}/serial.log",
+    st: dict[str, Any] = {"work": work, "key": key, "port": _free_port(), "serial": f"{work}/serial.log",
                           "pidfile": f"{work}/qemu.pid", "disk": f"{work}/run.qcow2"}
     try:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
@@ -69,7 +71,7 @@ def up(image_dir: str, boot_timeout: float = 240) -> Dict[str, Any]:
                         "-device", "virtio-net-pci,netdev=n0", "-serial", f"file:{st['serial']}",
                         "-display", "none", "-daemonize", "-pidfile", st["pidfile"]],
                        check=True, capture_output=True, text=True)
-        st["pid"] = int(open(st["pidfile"]).read().strip())
+        st["pid"] = int(Path(st["pidfile"]).read_text().strip())
         st["boot_id"] = wait_ssh(st, boot_timeout)
     except BaseException:
         down(st)
@@ -77,11 +79,11 @@ def up(image_dir: str, boot_timeout: float = 240) -> Dict[str, Any]:
     return st
 
 
-def down(st: Dict[str, Any]) -> None:
+def down(st: dict[str, Any]) -> None:
     pid = st.get("pid")
     if pid is None and os.path.exists(st.get("pidfile", "")):
         try:
-            pid = int(open(st["pidfile"]).read().strip())
+            pid = int(Path(st["pidfile"]).read_text().strip())
         except ValueError:
             pid = None
     if pid:
@@ -103,22 +105,9 @@ def main() -> None:
     ap.add_argument("--state", required=True)
     ap.add_argument("--image-dir", default=os.environ.get("TSALIGN_VM_IMAGE"))
     a = ap.parse_args()
-    if a.action == "up":
-        if not a.image_dir:
-            ap.error("--image-dir or TSALIGN_VM_IMAGE is required")
-        st = up(a.image_dir)
-        with open(a.state, "w", encoding="utf-8") as f:
-            json.dump(st, f)
-        print(json.dumps(st))
-    else:
-        try:
-            with open(a.state, encoding="utf-8") as f:
-                st = json.load(f)
-        except FileNotFoundError:
-            return
-        down(st)
-        os.unlink(a.state)
-
+    if a.action == "up" and not a.image_dir:
+        ap.error("--image-dir or TSALIGN_VM_IMAGE is required")
+    run_state_cli(a.action, a.state, lambda: up(a.image_dir), down)
 
 if __name__ == "__main__":
     main()

@@ -82,10 +82,11 @@ def _kprobe_route(st: dict, tmp_path: Path) -> None:
     assert vm.ssh(st, "cat /sys/kernel/tracing/kprobe_events").stdout.split("\n")[0] == "p:kprobes/other do_sys_openat2"
     # the member offset equals pahole's on the VM kernel's own BTF (vmlinux + kvm split)
     if shutil.which("pahole"):
-        for name in ("vmlinux", "kvm"):
-            subprocess.run(["scp", "-P", str(st["port"]), "-i", st["key"], "-o", "StrictHostKeyChecking=no",
-                            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                            f"root@127.0.0.1:/sys/kernel/btf/{name}", str(tmp_path / f"{name}.btf")], check=True)
+        for name in ("vmlinux", "kvm"):  # cat, not scp: scp stops at 8 KiB of a sysfs binary file
+            data = subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), "-o", "StrictHostKeyChecking=no",
+                                   "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1",
+                                   f"cat /sys/kernel/btf/{name}"], capture_output=True, check=True).stdout
+            (tmp_path / f"{name}.btf").write_bytes(data)
         want = (_pahole("kvm_vcpu", "arch", str(tmp_path / "vmlinux.btf"), str(tmp_path / "kvm.btf"))
                 + _pahole("kvm_vcpu_arch", "tsc_offset", str(tmp_path / "vmlinux.btf"), str(tmp_path / "kvm.btf")))
         assert first["member_offset"] == want

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_apply_validates_and_keeps_backup(tmp_path) -> None:
     f.write_text(DEBIAN_DEFAULT)
     plan = grub.edit_default_grub(f.read_text(), ["no-kvmclock"])
     backup = grub.apply_default_grub(plan, str(f))
-    assert backup and open(backup).read() == DEBIAN_DEFAULT
+    assert backup and Path(backup).read_text() == DEBIAN_DEFAULT
     assert "no-kvmclock" in f.read_text()
     assert grub.apply_default_grub(grub.edit_default_grub(f.read_text(), ["no-kvmclock"]), str(f)) is None
 

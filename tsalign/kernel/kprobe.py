@@ -40,8 +40,8 @@ class KprobeChoice:
     candidates: int
 
 
-_KALLSYMS = re.compile(r"^[0-9a-fA-F]+ [tTwW] (\S+)", re.M)
-_FIRST_WORD = re.compile(r"^(\S+)", re.M)
+_KALLSYMS = re.compile(r"^[0-9a-fA-F]+ [tTwW] (\S+)", re.MULTILINE)
+_FIRST_WORD = re.compile(r"^(\S+)", re.MULTILINE)
 
 
 def parse_symbol_list(text: str) -> set[str]:

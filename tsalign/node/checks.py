@@ -258,7 +258,7 @@ def check_kprobe_events(c: Context) -> Check:
         return Check("kprobe_events", SKIP, None, "tracefs not mounted", "tsalign precheck --mount")
     present = c.root.exists(f"{d}/kprobe_events")
     pmu = c.root.exists("/sys/bus/event_source/devices/kprobe")
-    value: Dict[str, Any] = {"kprobe_events": present, "kprobe_pmu": pmu}
+    value: dict[str, Any] = {"kprobe_events": present, "kprobe_pmu": pmu}
     if present:
         ours = [ln.strip() for ln in (c.root.read(f"{d}/kprobe_events") or "").splitlines()
                 if ln.startswith("p:tsalign/")]

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from ..errors import InvalidParameter
 
-__all__ = ["XmlPlan", "plan_domain_xml", "check_stored"]
+__all__ = ["XmlPlan", "check_stored", "plan_domain_xml"]
 
 
 @dataclass
 class XmlPlan:
     before: str
     after: str
-    changes: List[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -32,13 +31,13 @@ def _parse(xml: str, what: str) -> ET.Element:
 
 
 def plan_domain_xml(xml: str, invtsc: bool = True, kvmclock_off: bool = False,
-                    cpu_mode_if_missing: Optional[str] = "host-passthrough") -> XmlPlan:
+                    cpu_mode_if_missing: str | None = "host-passthrough") -> XmlPlan:
     """The domain XML with ``<feature policy='require' name='invtsc'/>`` in ``<cpu>`` (and
     ``<timer name='kvmclock' present='no'/>`` in ``<clock>`` when ``kvmclock_off``)."""
     root = _parse(xml, "domain XML")
     if root.tag != "domain":
         raise InvalidParameter("domain XML", root.tag, "a <domain> document (virsh dumpxml --inactive)")
-    changes: List[str] = []
+    changes: list[str] = []
     if invtsc:
         cpu = root.find("cpu")
         if cpu is None:
@@ -73,7 +72,7 @@ def plan_domain_xml(xml: str, invtsc: bool = True, kvmclock_off: bool = False,
     return XmlPlan(xml, after, changes)
 
 
-def check_stored(stored_xml: str, invtsc: bool = True, kvmclock_off: bool = False) -> List[str]:
+def check_stored(stored_xml: str, invtsc: bool = True, kvmclock_off: bool = False) -> list[str]:
     """What the XML libvirt stored lacks of the intended settings (empty: all there)."""
     root = _parse(stored_xml, "stored domain XML")
     missing = []

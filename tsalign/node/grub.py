@@ -16,14 +16,23 @@ import re
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InvalidParameter, Unavailable
 from .fs import Root
 
-__all__ = ["Method", "detect_method", "parse_os_release", "plan_cmdline", "edit_default_grub",
-           "apply_default_grub", "grubby_args", "DEFAULT_GRUB", "Plan"]
+__all__ = [
+    "DEFAULT_GRUB",
+    "Method",
+    "Plan",
+    "apply_default_grub",
+    "detect_method",
+    "edit_default_grub",
+    "grubby_args",
+    "parse_os_release",
+    "plan_cmdline",
+]
 
 DEFAULT_GRUB = "/etc/default/grub"
 _VAR = "GRUB_CMDLINE_LINUX"
@@ -36,10 +45,10 @@ class Method:
 
     name: str  # "debian" | "grubby" | "suse"
     distro: str
-    update_cmd: Tuple[str, ...]
+    update_cmd: tuple[str, ...]
 
 
-def parse_os_release(text: str) -> Dict[str, str]:
+def parse_os_release(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
         k, sep, v = line.partition("=")
@@ -75,7 +84,7 @@ def _key(param: str) -> str:
     return param.split("=", 1)[0]
 
 
-def plan_cmdline(current: Sequence[str], add: Sequence[str], remove: Sequence[str] = ()) -> List[str]:
+def plan_cmdline(current: Sequence[str], add: Sequence[str], remove: Sequence[str] = ()) -> list[str]:
     """``current`` words with ``add`` present (a ``key=value`` replaces the same key) and ``remove``
     absent (by key); order kept, additions appended."""
     for p in list(add) + list(remove):
@@ -99,9 +108,9 @@ class Plan:
 
     before_text: str
     after_text: str
-    before: List[str]
-    after: List[str]
-    notes: List[str] = field(default_factory=list)
+    before: list[str]
+    after: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -119,7 +128,7 @@ def edit_default_grub(text: str, add: Sequence[str], remove: Sequence[str] = ())
     for i, line in enumerate(lines):
         if _LINE.match(line.rstrip("\n")):
             idx = i
-    before: List[str] = []
+    before: list[str] = []
     if idx is not None:
         m = _LINE.match(lines[idx].rstrip("\n"))
         assert m is not None
@@ -158,7 +167,7 @@ def _shell_value(path: str) -> str:
     return r.stdout
 
 
-def apply_default_grub(plan: Plan, path: str = DEFAULT_GRUB, backup_suffix: str = ".tsalign.bak") -> Optional[str]:
+def apply_default_grub(plan: Plan, path: str = DEFAULT_GRUB, backup_suffix: str = ".tsalign.bak") -> str | None:
     """Write ``plan`` to ``path`` atomically after validating it; keep the old file as
     ``path + backup_suffix``. Returns the backup path (None when nothing changed)."""
     if not plan.changed:
@@ -192,9 +201,9 @@ def apply_default_grub(plan: Plan, path: str = DEFAULT_GRUB, backup_suffix: str 
         raise
 
 
-def grubby_args(info_text: str) -> Dict[str, List[str]]:
+def grubby_args(info_text: str) -> dict[str, list[str]]:
     """``grubby --info=ALL`` output -> {kernel path: args words}."""
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     kernel = None
     for line in info_text.splitlines():
         k, _, v = line.partition("=")

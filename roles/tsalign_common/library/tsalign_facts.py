@@ -55,9 +55,9 @@ mounted:
   elements: str
 """
 
-import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tsalign_loader import TSALIGN_LIB_SPEC, use_tsalign
 
 
 def main() -> None:
@@ -65,18 +65,14 @@ def main() -> None:
         argument_spec={
             "role": {"type": "str", "choices": ["host", "guest", "auto"], "default": "auto"},
             "mount": {"type": "bool", "default": False},
-            "tsalign_lib": {"type": "path", "default": "/opt/tsalign/lib"},
+            **TSALIGN_LIB_SPEC,
         },
         supports_check_mode=True,
     )
-    sys.path.insert(0, module.params["tsalign_lib"])
-    try:
-        from tsalign.node import mounts
-        from tsalign.node.checks import run_checks
-        from tsalign.node.fs import Root
-    except ImportError as e:
-        module.fail_json(msg=f"tsalign node code not found in {module.params['tsalign_lib']} ({e}): "
-                             "apply the tsalign_common role first")
+    use_tsalign(module)
+    from tsalign.node import mounts
+    from tsalign.node.checks import run_checks
+    from tsalign.node.fs import Root
     root = Root()
     absent = [fs for fs, find in (("tracefs", mounts.tracefs_dir), ("debugfs", mounts.debugfs_dir)) if find(root) is None]
     do_mount = module.params["mount"] and not module.check_mode

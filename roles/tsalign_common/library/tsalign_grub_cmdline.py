@@ -79,9 +79,9 @@ diff:
 """
 
 import os
-import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tsalign_loader import TSALIGN_LIB_SPEC, use_tsalign
 
 
 def main() -> None:
@@ -91,18 +91,14 @@ def main() -> None:
             "remove": {"type": "list", "elements": "str", "default": []},
             "update_bootloader": {"type": "bool", "default": True},
             "method": {"type": "str", "choices": ["auto", "debian", "grubby", "suse"], "default": "auto"},
-            "tsalign_lib": {"type": "path", "default": "/opt/tsalign/lib"},
+            **TSALIGN_LIB_SPEC,
         },
         supports_check_mode=True,
     )
-    sys.path.insert(0, module.params["tsalign_lib"])
-    try:
-        from tsalign.errors import TsalignError
-        from tsalign.node import grub
-        from tsalign.node.fs import Root
-    except ImportError as e:
-        module.fail_json(msg=f"tsalign node code not found in {module.params['tsalign_lib']} ({e}): "
-                             "apply the tsalign_common role first")
+    use_tsalign(module)
+    from tsalign.errors import TsalignError
+    from tsalign.node import grub
+    from tsalign.node.fs import Root
     add, remove = module.params["add"], module.params["remove"]
     running = (Root().read("/proc/cmdline") or "").split()
     result = {"changed": False, "backup": None}

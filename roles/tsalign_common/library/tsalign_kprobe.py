@@ -49,9 +49,9 @@ reason:
   type: str
 """
 
-import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tsalign_loader import TSALIGN_LIB_SPEC, use_tsalign
 
 
 def main() -> None:
@@ -59,19 +59,15 @@ def main() -> None:
         argument_spec={
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "function": {"type": "str"},
-            "tsalign_lib": {"type": "path", "default": "/opt/tsalign/lib"},
+            **TSALIGN_LIB_SPEC,
         },
         supports_check_mode=True,
     )
-    sys.path.insert(0, module.params["tsalign_lib"])
-    try:
-        from tsalign.errors import TsalignError, Unavailable
-        from tsalign.kernel import kprobe
-        from tsalign.node.checks import Context, kprobe_plan
-        from tsalign.node.fs import Root
-    except ImportError as e:
-        module.fail_json(msg=f"tsalign node code not found in {module.params['tsalign_lib']} ({e}): "
-                             "apply the tsalign_common role first")
+    use_tsalign(module)
+    from tsalign.errors import TsalignError, Unavailable
+    from tsalign.kernel import kprobe
+    from tsalign.node.checks import Context, kprobe_plan
+    from tsalign.node.fs import Root
     ctx = Context(Root(), "host")
     try:
         plan = kprobe_plan(ctx, module.params["function"])

@@ -72,10 +72,10 @@ diff:
   type: dict
 """
 
-import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tsalign_loader import TSALIGN_LIB_SPEC, use_tsalign
 
 VIR_DOMAIN_XML_INACTIVE = 2
 
@@ -89,17 +89,14 @@ def main() -> None:
             "kvmclock_off": {"type": "bool", "default": False},
             "restart": {"type": "str", "choices": ["none", "graceful"], "default": "none"},
             "shutdown_timeout": {"type": "int", "default": 120},
-            "tsalign_lib": {"type": "path", "default": "/opt/tsalign/lib"},
+            **TSALIGN_LIB_SPEC,
         },
         supports_check_mode=True,
     )
     p = module.params
-    sys.path.insert(0, p["tsalign_lib"])
-    try:
-        from tsalign.errors import TsalignError
-        from tsalign.node.domain_xml import check_stored, plan_domain_xml
-    except ImportError as e:
-        module.fail_json(msg=f"tsalign node code not found in {p['tsalign_lib']} ({e}): apply the tsalign_common role first")
+    use_tsalign(module)
+    from tsalign.errors import TsalignError
+    from tsalign.node.domain_xml import check_stored, plan_domain_xml
     try:
         import libvirt
     except ImportError:
