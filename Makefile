@@ -37,7 +37,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# runtime only (what `make demo` needs), then the test extras (libvirt-python builds against
+# libvirt-dev, which `deps` installs)
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -57,18 +63,18 @@ test: deps venv fixtures
 	  TSALIGN_VM_IMAGE=$$(cat $(CACHE)/.vm-image-path 2>/dev/null) PATH=$(CURDIR)/$(BIN):$$PATH \
 	  $(BIN)/python -m pytest tests
 
-test-unit: venv
+test-unit: deps venv
 	$(BIN)/python -m pytest tests/unit
 
-demo: venv
+demo: $(VENV)/.runtime
 	$(BIN)/python -m tsalign demo --out $(OUT)/demo
 
-bench: venv
+bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_clock.py
 	$(BIN)/python benchmarks/bench_precheck.py
 	$(BIN)/python benchmarks/bench_selftest.py
 
-lint: venv
+lint: deps venv
 	$(BIN)/ruff check tsalign tests benchmarks
 	$(BIN)/mypy
 

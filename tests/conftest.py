@@ -11,6 +11,11 @@ import os
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests build arrays and run numpy: no per-example deadline (CI machines vary in speed).
+settings.register_profile("tsalign", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tsalign")
 
 REQUIRE_REAL = os.environ.get("TSALIGN_REQUIRE_REAL", "") not in ("", "0")
 

@@ -69,3 +69,80 @@ def stop(started: dict[str, list] | None) -> None:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+def domain_xml(name: str, kind: str, uuid_str: str) -> str:
+    """A minimal real domain: ``kvm`` (host-passthrough, arch-capabilities disabled so invtsc can
+    start under PVM), ``qemu`` (TCG, qemu64) or ``nocpu`` (TCG, no <cpu> element)."""
+    cpu = {
+        "kvm": "<cpu mode='host-passthrough'><feature policy='disable' name='arch-capabilities'/></cpu>",
+        "qemu": "<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>",
+        "nocpu": "",
+    }[kind]
+    dtype = "kvm" if kind == "kvm" else "qemu"
+    return f"""<domain type='{dtype}'>
+  <name>{name}</name>
+  <uuid>{uuid_str}</uuid>
+  <description>tsalign test domain: keep me</description>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  {cpu}
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><serial type='pty'/></devices>
+</domain>"""
+
+
+def up() -> dict[str, object]:
+    """libvirtd running, /dev/kvm usable by qemu, two fresh test domains defined."""
+    import uuid
+
+    import libvirt
+
+    started = ensure_running()
+    if started is None:
+        raise RuntimeError("libvirtd is not installed (make test installs libvirt-daemon-system)")
+    st: dict[str, object] = {"started": started, "kvm_mode": kvm_device_for_qemu(), "domains": {}}
+    conn = libvirt.open("qemu:///system")
+    try:
+        tag = uuid.uuid4().hex[:6]
+        for kind in ("kvm", "qemu"):
+            name = f"tsalign-mol-{kind}-{tag}"
+            conn.defineXML(domain_xml(name, kind, str(uuid.uuid4())))
+            st["domains"][name] = conn.lookupByName(name).UUIDString()  # type: ignore[index]
+    finally:
+        conn.close()
+    return st
+
+
+def down(st: dict[str, object]) -> None:
+    import libvirt
+
+    try:
+        conn = libvirt.open("qemu:///system")
+        for name in st.get("domains", {}):  # type: ignore[union-attr]
+            try:
+                d = conn.lookupByName(name)
+                if d.isActive():
+                    d.destroy()
+                d.undefine()
+            except libvirt.libvirtError:
+                pass
+        conn.close()
+    except libvirt.libvirtError:
+        pass
+    restore_kvm_device(st.get("kvm_mode"))  # type: ignore[arg-type]
+    stop(st.get("started"))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from tests.infra.statecli import run_state_cli
+
+    ap = argparse.ArgumentParser(description="libvirtd + test domains for the libvirt molecule scenario")
+    ap.add_argument("action", choices=("up", "down"))
+    ap.add_argument("--state", required=True)
+    a = ap.parse_args()
+    run_state_cli(a.action, a.state, up, down)

@@ -70,9 +70,10 @@ def test_guest_role_molecule_scenario() -> None:
     run("molecule", "destroy", "-s", "guest-netns")
     try:
         run("molecule", "create", "-s", "guest-netns")
-        eph = Path(run("molecule", "list", "-s", "guest-netns", "--format", "plain").stdout and
-                   glob.glob("/root/.ansible/tmp/molecule.*.guest-netns/netns.json")[0]).parent
-        st = json.loads((eph / "netns.json").read_text())
+        # molecule's ephemeral dir is keyed by the project path: the newest state file is ours
+        state = max(glob.glob(os.path.expanduser("~/.ansible/tmp/molecule.*.guest-netns/netns.json")),
+                    key=os.path.getmtime)
+        st = json.loads(Path(state).read_text())
         grub_before = (Path(st["root"]) / "etc/default/grub").read_text()
         r = run("molecule", "converge", "-s", "guest-netns", "--", "--check", "--diff")
         assert "-kernel command line: \n" in r.stdout or "-kernel command line:" in r.stdout

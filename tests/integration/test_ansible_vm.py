@@ -59,7 +59,8 @@ def test_guest_role_reboots_grub_vm_and_kprobe_route(tmp_path: Path) -> None:
         run("molecule", "idempotence", "-s", "guest-vm")
         r = run("molecule", "verify", "-s", "guest-vm")
         assert "3 passed" in r.stdout + r.stderr
-        st = json.loads(Path(glob.glob("/root/.ansible/tmp/molecule.*.guest-vm/vm.json")[0]).read_text())
+        state = max(glob.glob(os.path.expanduser("~/.ansible/tmp/molecule.*.guest-vm/vm.json")), key=os.path.getmtime)
+        st = json.loads(Path(state).read_text())
         _kprobe_route(st, tmp_path)
     finally:
         run("molecule", "destroy", "-s", "guest-vm", check=False)

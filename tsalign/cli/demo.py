@@ -48,11 +48,26 @@ def _shipped(out: str) -> dict[str, Any]:
     return report
 
 
+def _mount_kernel_filesystems() -> list:
+    """As root, mount tracefs and debugfs where absent (what `tsalign precheck --mount` does)."""
+    from ..node import mounts
+    from ..node.fs import Root
+
+    done = []
+    if os.geteuid() == 0:
+        for fstype, find, target in (("tracefs", mounts.tracefs_dir, mounts.TRACEFS_DEFAULT),
+                                     ("debugfs", mounts.debugfs_dir, mounts.DEBUGFS_DEFAULT)):
+            if find(Root()) is None and mounts.mount(fstype, target) is None:
+                done.append(f"mounted {fstype} at {target}")
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     os.makedirs(args.out)
     fallback = None
+    mounted = [] if args.shipped else _mount_kernel_filesystems()
     if args.shipped:
         fallback = "--shipped given"
     else:
@@ -68,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         report["source"] = f"shipped bundle {SHIPPED} (live selftest not possible here: {fallback})"
     else:
         report["source"] = "live selftest on this host"
+    report["notes"] = mounted + report.get("notes", [])
     lines = [f"source: {report['source']}", *render_selftest(report)]
     emit(args, report, lines)
     return _VERDICT_EXIT[report["verdict"]]
