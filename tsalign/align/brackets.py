@@ -32,11 +32,12 @@ class Distribution:
     p99: int | None
     max: int | None
 
-    def to_dict(self, tsc_khz: int | None = None) -> dict[str, int | None]:
-        d = {"min": self.min, "median": self.median, "p99": self.p99, "max": self.max}
-        return d
+    def to_dict(self) -> dict[str, int | None]:
+        """The statistics in the samples' unit (cycles)."""
+        return {"min": self.min, "median": self.median, "p99": self.p99, "max": self.max}
 
     def to_ns(self, tsc_khz: int | None) -> dict[str, int | None]:
+        """The statistics in ns from ``tsc_khz`` (None values when the frequency is unknown)."""
         if not tsc_khz:
             return {k: None for k in ("min", "median", "p99", "max")}
         return {k: (None if v is None else v * 1_000_000 // tsc_khz) for k, v in self.to_dict().items()}

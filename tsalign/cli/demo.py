@@ -48,7 +48,7 @@ def _shipped(out: str) -> dict[str, Any]:
     return report
 
 
-def _mount_kernel_filesystems() -> list:
+def _mount_kernel_filesystems() -> list[str]:
     """As root, mount tracefs and debugfs where absent (what `tsalign precheck --mount` does)."""
     from ..node import mounts
     from ..node.fs import Root
