@@ -194,24 +194,25 @@ def check_perf_tsc_conversion(c: Context) -> Check:
                  "guest: boot with no-kvmclock and give the VM invtsc; meanwhile record with ftrace x86-tsc")
 
 
-def _mount_if_asked(c: Context, fstype: str, target: str, key: str) -> str | None:
+def _mounted(c: Context, fstype: str, target: str) -> tuple[str | None, bool, str]:
+    """(directory of ``fstype`` or None, mounted by this run, why not) -- mounting at ``target``
+    only with ``--mount`` on the live machine."""
+    d = getattr(c, fstype)
+    if d is not None:
+        return d, False, ""
+    err = None
     if c.mount and c.root.is_live:
         err = mounts.mount(fstype, target)
-        c._cache.pop(key, None)
-        return err
-    return None
+        c._cache.pop(fstype, None)
+        d = getattr(c, fstype)
+    return d, d is not None, err or f"{fstype} is not mounted"
 
 
 def check_tracefs(c: Context) -> Check:
-    d = c.tracefs
-    mounted_now = False
+    d, mounted_now, why = _mounted(c, "tracefs", mounts.TRACEFS_DEFAULT)
     if d is None:
-        err = _mount_if_asked(c, "tracefs", mounts.TRACEFS_DEFAULT, "tracefs")
-        d = c.tracefs
-        mounted_now = d is not None
-        if d is None:
-            return Check("tracefs", FAIL, {"mounted": False}, err or "tracefs is not mounted",
-                         "tsalign precheck --mount, or: mount -t tracefs nodev /sys/kernel/tracing")
+        return Check("tracefs", FAIL, {"mounted": False}, why,
+                     "tsalign precheck --mount, or: mount -t tracefs nodev /sys/kernel/tracing")
     value = {"mounted": True, "path": d, "mounted_by_precheck": mounted_now,
              "instances_writable": c.root.writable(f"{d}/instances")}
     if not c.root.exists(f"{d}/instances"):
@@ -235,16 +236,10 @@ def check_trace_clock_x86_tsc(c: Context) -> Check:
 
 
 def check_debugfs(c: Context) -> Check:
-    d = c.debugfs
-    mounted_now = False
+    d, mounted_now, why = _mounted(c, "debugfs", mounts.DEBUGFS_DEFAULT)
     if d is None:
-        err = _mount_if_asked(c, "debugfs", mounts.DEBUGFS_DEFAULT, "debugfs")
-        d = c.debugfs
-        mounted_now = d is not None
-        if d is None:
-            status = FAIL if c.role == "host" else WARN
-            return Check("debugfs", status, {"mounted": False}, err or "debugfs is not mounted",
-                         "tsalign precheck --mount, or: mount -t debugfs nodev /sys/kernel/debug")
+        return Check("debugfs", FAIL if c.role == "host" else WARN, {"mounted": False}, why,
+                     "tsalign precheck --mount, or: mount -t debugfs nodev /sys/kernel/debug")
     kvm = c.root.exists(f"{d}/kvm")
     value = {"mounted": True, "path": d, "kvm_dir": kvm, "mounted_by_precheck": mounted_now}
     if c.role == "host" and not kvm:
