@@ -37,7 +37,7 @@ def _free_index() -> int:
     raise RuntimeError("no free tsalign-tN network namespace name")
 
 
-def up(rootfs: str, python: bool = True) -> dict[str, Any]:
+def up(rootfs: str, python: bool = True, tracefs: bool = False) -> dict[str, Any]:
     """Start a target; returns its state (ip, key, names, pids)."""
     if not os.path.isfile(os.path.join(rootfs, ".complete")):
         raise RuntimeError(f"{rootfs} is not a complete rootfs (scripts/build-rootfs.sh builds it)")
@@ -59,6 +59,10 @@ def up(rootfs: str, python: bool = True) -> dict[str, Any]:
             open(f"{root}/dev/{dev}", "a").close() if not os.path.exists(f"{root}/dev/{dev}") else None
             _run("mount", "--bind", f"/dev/{dev}", f"{root}/dev/{dev}")
             st["mounts"].append(f"{root}/dev/{dev}")
+        if tracefs:  # the target shares this kernel: give it this kernel's tracefs (for guest captures)
+            os.makedirs(f"{root}/sys/kernel/tracing", exist_ok=True)
+            _run("mount", "--bind", "/sys/kernel/tracing", f"{root}/sys/kernel/tracing")
+            st["mounts"].append(f"{root}/sys/kernel/tracing")
         if not python:
             for name in os.listdir(f"{root}/usr/bin"):
                 if name.startswith("python"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -58,6 +59,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="out/selftest", help="output directory (default out/selftest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_selftest_cli)
+    register_microvm(sub)
 
 
 class _Stopper:
@@ -185,3 +187,46 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
         report = run_selftest(args.out, args.beacons, args.irqs, req)
     emit(args, report, render_selftest(report))
     return _VERDICT_EXIT[report["verdict"]]
+
+
+def register_microvm(sub: Any) -> None:
+    p = sub.add_parser("microvm", help="run tsalign's micro-VM for a while (a real KVM VM to capture)",
+                       description="Run the micro-VM (beacons, optional IRQs) until --seconds pass or SIGINT/SIGTERM; "
+                                   "`tsalign offsets` and `tsalign capture --vm NAME` see it under --name.")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--name", default="tsalign-microvm", help="name `tsalign offsets`/`capture --vm` know it by")
+    p.add_argument("--irq-every", type=int, default=0, help="inject an IRQ every N beacons batches (0: none)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_microvm)
+
+
+def run_microvm(args: argparse.Namespace) -> int:
+    import time
+
+    from ..capture.microvm import MicroVM
+
+    if args.seconds <= 0:
+        raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds")
+    beacons = irqs = 0
+    with _Stopper() as stopper, MicroVM() as vm:
+        sys_print(args, {"event": "started", "pid": os.getpid(), "vm_fd": vm.vm_fd, "name": args.name})
+        end = time.monotonic() + args.seconds
+        batch = 0
+        while time.monotonic() < end and not stopper.event.is_set():
+            n_irq = 1 if args.irq_every and batch % args.irq_every == 0 else 0
+            res = vm.run(beacons=200, irqs=n_irq, irq_interval_s=0.001)
+            beacons += len(res.beacons)
+            irqs += len(res.irq_beacons)
+            batch += 1
+            time.sleep(0.01)
+    emit(args, {"name": args.name, "pid": os.getpid(), "beacons": beacons, "irqs": irqs},
+         [f"micro-VM {args.name}: {beacons} beacons, {irqs} interrupts"])
+    return exitcodes.OK
+
+
+def sys_print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """A progress line on stderr (stdout stays one JSON document with --json)."""
+    import sys
+
+    sys.stderr.write(json.dumps(doc) + "\n")
+    sys.stderr.flush()

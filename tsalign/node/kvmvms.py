@@ -58,11 +58,15 @@ class VmInfo:
 
 
 def parse_qemu_cmdline(argv: list[str]) -> dict[str, str | None]:
-    """libvirt/QEMU domain name and uuid from a qemu command line (``-name guest=N,...``, ``-uuid U``)."""
+    """libvirt/QEMU domain name and uuid from a qemu command line (``-name guest=N,...``, ``-uuid U``);
+    also the ``--name`` of a ``tsalign microvm`` process."""
     name = uuid = None
+    microvm = "microvm" in argv and any("tsalign" in a for a in argv)
     for i, a in enumerate(argv[:-1]):
         nxt = argv[i + 1]
-        if a == "-name":
+        if a == "--name" and microvm:
+            name = nxt
+        elif a == "-name":
             for part in nxt.split(","):
                 if part.startswith("guest="):
                     name = part[len("guest="):]
@@ -122,7 +126,7 @@ def _enrich(root: Root, vm: VmInfo) -> None:
 def _libvirt_name(uuid: str) -> str | None:
     """Name of the libvirt domain with ``uuid`` (libvirt-python when installed, else None)."""
     try:
-        import libvirt  # type: ignore[import-not-found]
+        import libvirt  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         return None
     try:
