@@ -233,3 +233,12 @@ def test_capture_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
     r = tsalign("capture", "--out", str(tmp_path / "y"), "--duration", "-1")
     assert r.returncode == exitcodes.INVALID_INPUT and "--duration" in r.stderr
+
+
+def test_capture_never_touches_an_existing_directory(tmp_path: Path) -> None:
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    r = tsalign("capture", "--role", "guest", "--out", str(keep), "--duration", "0.1")
+    assert r.returncode == exitcodes.INVALID_INPUT and "not empty" in r.stderr
+    assert (keep / "notes.txt").read_text() == "mine"

@@ -81,8 +81,8 @@ class Capture:
             raise InvalidParameter("--role", self.role, "host or guest")
         if self.clock not in ("x86-tsc", "perf"):
             raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles) or perf (perf/local_clock ns)")
-        if os.path.exists(os.path.join(self.out, "manifest.json")):
-            raise InvalidParameter("--out", self.out, "a new directory (this one already holds a bundle)")
+        if os.path.isdir(self.out) and os.listdir(self.out):
+            raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty)")
 
     def __enter__(self) -> Capture:
         os.makedirs(self.out, exist_ok=True)

@@ -115,6 +115,7 @@ def run_capture(args: argparse.Namespace) -> int:
                 raise InvalidParameter("--vm", args.vm, "the name of a running VM (tsalign offsets lists them)")
         if args.pid is not None and not vms:
             raise InvalidParameter("--pid", args.pid, "the pid of a running KVM VM process (tsalign offsets)")
+    created = not os.path.exists(args.out)
     try:
         with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms) as cap:
             cap.start()
@@ -122,7 +123,8 @@ def run_capture(args: argparse.Namespace) -> int:
             cap.stop()
             manifest = cap.finish({"stopped_by_signal": stopper.signal or None})
     except BaseException:
-        remove_partial(args.out)
+        if created:  # never remove a directory this run did not make
+            remove_partial(args.out)
         raise
     lines = [(f"bundle {args.out}: role {args.role}, clock {manifest['clock']['trace_clock']} "
              f"({manifest['clock']['domain']}), {sum(s['entries'] for s in manifest['stats'])} events, "

@@ -16,7 +16,7 @@ from typing import Any
 from ..align.merge import align, verdict_of, write_outputs
 from ..align.selftest import DEFAULT_REQUEST, evaluate, run_selftest
 from ..capture.bundle import Bundle
-from ..errors import Unavailable
+from ..errors import InvalidParameter, Unavailable
 from . import emit
 from .capture import _VERDICT_EXIT, render_selftest, term_as_interrupt
 
@@ -63,9 +63,11 @@ def _mount_kernel_filesystems() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        if not os.path.exists(os.path.join(args.out, "report.json")):
+            raise InvalidParameter("--out", args.out, "a new directory or an earlier demo's (it has no report.json)")
+        shutil.rmtree(args.out)  # an earlier demo's output: replaced
+    os.makedirs(args.out, exist_ok=True)
     fallback = None
     mounted = [] if args.shipped else _mount_kernel_filesystems()
     if args.shipped:
