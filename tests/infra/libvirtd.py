@@ -40,35 +40,51 @@ def restore_kvm_device(previous: tuple | None) -> None:
         os.chown("/dev/kvm", -1, previous[1])
 
 
+def _answers() -> bool:
+    try:
+        return subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True,
+                              timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _wait_gone(names: tuple, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_pids(n) for n in names) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def ensure_running(timeout: float = 30) -> dict[str, list] | None:
     """Start virtlogd and libvirtd if they are not running; returns what was started (or None when
     libvirtd is not installed)."""
     if not shutil.which("libvirtd"):
         return None
     started: dict[str, list] = {}
+    if not _answers():
+        _wait_gone(("libvirtd",))  # one that an earlier test stopped may still be exiting
     for daemon in ("virtlogd", "libvirtd"):
         if not _pids(daemon):
             subprocess.run([daemon, "-d"], check=True)
             started[daemon] = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0:
-            break
+    while not _answers():
+        if time.monotonic() > deadline:
+            raise RuntimeError("libvirtd did not answer on qemu:///system")
         time.sleep(0.2)
-    else:
-        raise RuntimeError("libvirtd did not answer on qemu:///system")
     for daemon in started:
         started[daemon] = _pids(daemon)
     return started
 
 
 def stop(started: dict[str, list] | None) -> None:
+    """Stop what :func:`ensure_running` started, and wait until it is gone."""
     for daemon in ("libvirtd", "virtlogd"):
         for pid in (started or {}).get(daemon, []):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+    _wait_gone(tuple(d for d in ("libvirtd", "virtlogd") if (started or {}).get(d)))
 
 
 def domain_xml(name: str, kind: str, uuid_str: str) -> str:
