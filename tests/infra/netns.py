@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.infra.statecli import run_state_cli
+from tests.infra.statecli import run_state_cli, terminate
 
 __all__ = ["down", "up"]
 
@@ -107,21 +107,7 @@ def up(rootfs: str, python: bool = True, tracefs: bool = False) -> dict[str, Any
 def down(st: dict[str, Any]) -> None:
     """Undo :func:`up` (idempotent; each step tolerates a missing piece)."""
     if st.get("pid"):
-        try:
-            os.killpg(st["pid"], 15)
-        except ProcessLookupError:
-            pass
-        for _ in range(50):
-            try:
-                os.killpg(st["pid"], 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                break
-        else:
-            try:
-                os.killpg(st["pid"], 9)
-            except ProcessLookupError:
-                pass
+        terminate(st["pid"], group=True)
     for m in reversed(st.get("mounts", [])):
         _run("umount", "-l", m, check=False)
     _run("ip", "netns", "del", st.get("netns", "-"), check=False)

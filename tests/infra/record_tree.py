@@ -13,8 +13,6 @@ import os
 import subprocess
 import tarfile
 
-from tests.infra import vm
-
 FILES = [
     "/proc/cpuinfo", "/proc/cmdline", "/proc/sys/kernel/osrelease", "/etc/os-release",
     "/sys/devices/system/clocksource/clocksource0/current_clocksource",
@@ -49,7 +47,6 @@ def main() -> None:
         t.extractall(a.out)
     with open(os.path.join(a.out, "SOURCE"), "w", encoding="utf-8") as f:
         f.write(a.source.rstrip() + "\n")
-    _ = vm
 
 
 if __name__ == "__main__":

@@ -22,3 +22,20 @@ def run_state_cli(action: str, state: str, up: Callable[[], dict[str, Any]], dow
         return
     down(st)
     os.unlink(state)
+
+
+def terminate(pid: int, group: bool = False, wait_s: float = 5.0) -> None:
+    """SIGTERM ``pid`` (its process group with ``group``), wait up to ``wait_s``, then SIGKILL."""
+    import signal
+    import time
+
+    kill = os.killpg if group else os.kill
+    try:
+        kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            kill(pid, 0)
+            time.sleep(0.05)
+        kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.infra.statecli import run_state_cli
+from tests.infra.statecli import run_state_cli, terminate
 
 __all__ = ["down", "ssh", "up", "wait_ssh"]
 
@@ -87,14 +86,7 @@ def down(st: dict[str, Any]) -> None:
         except ValueError:
             pid = None
     if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        terminate(pid)
     if st.get("work"):
         shutil.rmtree(st["work"], ignore_errors=True)
 

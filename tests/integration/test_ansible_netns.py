@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import need
 from tests.infra import netns
+from tests.infra.artefacts import cached
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")
@@ -35,12 +36,7 @@ def _env() -> dict:
 
 
 def _rootfs() -> str:
-    env = os.environ.get("TSALIGN_ROOTFS")
-    if env and os.path.exists(f"{env}/.complete"):
-        return env
-    found = sorted(glob.glob(f"{CACHE}/rootfs-bookworm-*/.complete"), key=os.path.getmtime)
-    need(found, f"no Debian rootfs in {CACHE} (make test builds it with scripts/build-rootfs.sh)")
-    return os.path.dirname(found[-1])
+    return cached("TSALIGN_ROOTFS", "rootfs-bookworm-*", "Debian rootfs (scripts/build-rootfs.sh)")
 
 
 def _tools() -> None:

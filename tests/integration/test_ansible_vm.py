@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.conftest import need
 from tests.infra import vm
+from tests.infra.artefacts import cached
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")
@@ -23,12 +24,7 @@ BIN = Path(sys.executable).parent
 
 
 def _image() -> str:
-    env = os.environ.get("TSALIGN_VM_IMAGE")
-    if env and os.path.exists(f"{env}/.complete"):
-        return env
-    found = sorted(glob.glob(f"{CACHE}/vm-bookworm-*/.complete"), key=os.path.getmtime)
-    need(found, f"no GRUB VM image in {CACHE} (make test builds it with scripts/build-vm-image.sh)")
-    return os.path.dirname(found[-1])
+    return cached("TSALIGN_VM_IMAGE", "vm-bookworm-*", "GRUB VM image (scripts/build-vm-image.sh)")
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -188,13 +188,6 @@ def test_offsets_bad_input() -> None:
     assert r.returncode == 4 and "pid 1" in r.stderr
 
 
-def test_precheck_is_fast() -> None:
-    """The issue's number (< 1 s) is reported by `make bench`; here only a sanity bound."""
-    need(IS_ROOT, "needs root")
-    report = run_checks(Root(), "auto")
-    assert report.elapsed_ms < 5000
-
-
 def test_precheck_as_non_root_says_what_is_missing() -> None:
     need(IS_ROOT and shutil.which("setpriv"), "needs root (to drop to nobody) and setpriv(1)")
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -204,10 +197,9 @@ def test_precheck_as_non_root_says_what_is_missing() -> None:
     doc = json.loads(r.stdout)
     checks = {c["id"]: c for c in doc["checks"]}
     assert r.returncode in (1, 6)
-    # tracefs is root-only here: the check says so and how to fix it
-    assert checks["tracefs"]["status"] in ("fail", "ok")
-    if checks["tracefs"]["status"] == "fail":
-        assert checks["tracefs"]["fix"]
+    # tracefs instances are root-only: the check says so and how to fix it
+    assert checks["tracefs"]["status"] == "fail" and checks["tracefs"]["fix"] == "run as root"
+    assert doc["verdict"] == "fail"
     assert all(c["status"] in ("ok", "warn", "fail", "skip") for c in doc["checks"])
 
 

@@ -44,10 +44,8 @@ KVM_VCPU_TSC_CTRL = 0
 KVM_VCPU_TSC_OFFSET = 0
 
 KVM_EXIT_IO = 2
-KVM_EXIT_HLT = 5
-KVM_EXIT_SHUTDOWN = 8
 KVM_EXIT_INTR = 10
-KVM_EXIT_INTERNAL_ERROR = 17
+_EXIT_NAMES = {5: "HLT", 6: "MMIO", 8: "SHUTDOWN", 9: "FAIL_ENTRY", 17: "INTERNAL_ERROR"}
 
 BEACON_PORT_LO, BEACON_PORT_HI = 0x10, 0x11
 IRQ_PORT_LO, IRQ_PORT_HI = 0x12, 0x13
@@ -250,7 +248,7 @@ class MicroVM:
                 elif reason == KVM_EXIT_INTR:
                     continue
                 else:
-                    raise Unavailable(f"micro-VM stopped with KVM exit reason {reason}")
+                    raise Unavailable(f"micro-VM stopped with KVM exit reason {reason} ({_EXIT_NAMES.get(reason, '?')})")
         finally:
             stop.set()
             if irqs:

@@ -211,7 +211,7 @@ def run_microvm(args: argparse.Namespace) -> int:
         raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds")
     beacons = irqs = 0
     with _Stopper() as stopper, MicroVM() as vm:
-        sys_print(args, {"event": "started", "pid": os.getpid(), "vm_fd": vm.vm_fd, "name": args.name})
+        progress({"event": "started", "pid": os.getpid(), "vm_fd": vm.vm_fd, "name": args.name})
         end = time.monotonic() + args.seconds
         batch = 0
         while time.monotonic() < end and not stopper.event.is_set():
@@ -226,7 +226,7 @@ def run_microvm(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def sys_print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+def progress(doc: dict[str, Any]) -> None:
     """A progress line on stderr (stdout stays one JSON document with --json)."""
     import sys
 

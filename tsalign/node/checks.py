@@ -216,6 +216,8 @@ def check_tracefs(c: Context) -> Check:
     value = {"mounted": True, "path": d, "mounted_by_precheck": mounted_now,
              "instances_writable": c.root.writable(f"{d}/instances")}
     if not c.root.exists(f"{d}/instances"):
+        if c.root.is_live and os.geteuid() != 0:  # tracefs is mode 0700: nothing inside is visible
+            return Check("tracefs", FAIL, value, f"{d} is not readable by uid {os.geteuid()}", "run as root")
         return Check("tracefs", FAIL, value, f"{d}/instances missing", "a kernel with tracing instances (>= 3.10)")
     if not value["instances_writable"]:
         return Check("tracefs", FAIL, value, f"{d}/instances not writable", "run as root")

@@ -9,8 +9,8 @@ from .fs import Root
 
 __all__ = ["read_kernel_log", "sched_clock_from_log", "tsc_khz_from_log"]
 
-_TSC_MHZ = re.compile(r"tsc: (?:Refined TSC clocksource calibration|Detected): (\d+)\.(\d{3}) MHz")
-_TSC_MHZ_DETECTED = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz")
+_REFINED = re.compile(r"tsc: Refined TSC clocksource calibration: (\d+)\.(\d{3}) MHz")
+_DETECTED = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz")
 
 
 def read_kernel_log(root: Root) -> str | None:
@@ -42,15 +42,12 @@ def read_kernel_log(root: Root) -> str | None:
 
 
 def tsc_khz_from_log(log: str) -> int | None:
-    """TSC frequency in kHz: the refined calibration when present, else the detected one."""
-    best = None
-    for m in re.finditer(r"tsc: Refined TSC clocksource calibration: (\d+)\.(\d{3}) MHz", log):
-        best = int(m.group(1)) * 1000 + int(m.group(2))
-    if best is None:
-        m2 = _TSC_MHZ_DETECTED.search(log)
-        if m2:
-            best = int(m2.group(1)) * 1000 + int(m2.group(2))
-    return best
+    """TSC frequency in kHz: the last refined calibration when present, else the detected one."""
+    found = _REFINED.findall(log) or _DETECTED.findall(log)
+    if not found:
+        return None
+    mhz, frac = found[-1]
+    return int(mhz) * 1000 + int(frac)
 
 
 def sched_clock_from_log(log: str) -> str | None:

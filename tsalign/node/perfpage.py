@@ -16,10 +16,8 @@ __all__ = ["UserPage", "conversion_verdict", "read_user_page"]
 
 SYS_perf_event_open = 298
 PERF_TYPE_SOFTWARE = 1
-PERF_COUNT_SW_CPU_CLOCK = 0
 PERF_COUNT_SW_TASK_CLOCK = 1
 PERF_EVENT_IOC_ENABLE = 0x2400
-PERF_EVENT_IOC_DISABLE = 0x2401
 
 
 @dataclass(frozen=True)

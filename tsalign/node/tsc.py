@@ -6,7 +6,7 @@ import ctypes
 import mmap
 from typing import Callable
 
-__all__ = ["available", "rdtsc"]
+__all__ = ["rdtsc"]
 
 # rdtsc ; shl rdx,32 ; or rax,rdx ; ret
 _CODE = bytes([0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0xC3])
@@ -28,16 +28,3 @@ def _load() -> Callable[[], int]:
 def rdtsc() -> int:
     """The TSC of the CPU this thread runs on (cycles). x86-64 only."""
     return int(_load()())
-
-
-def available() -> bool:
-    """True when rdtsc can be called here (x86-64, executable anonymous mappings allowed)."""
-    import platform
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        rdtsc()
-        return True
-    except (OSError, ValueError):
-        return False

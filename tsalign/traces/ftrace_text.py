@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from ..errors import InvalidParameter
 
-__all__ = ["COUNTER_CLOCKS", "Record", "parse_kvm_payload", "parse_line", "parse_lines"]
+__all__ = ["Record", "parse_kvm_payload", "parse_line", "parse_lines"]
 
-COUNTER_CLOCKS = frozenset({"x86-tsc", "counter"})
 _LINE = re.compile(
     r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"
