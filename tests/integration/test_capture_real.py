@@ -141,14 +141,21 @@ def test_guest_capture_records_tsc_timestamps(tmp_path: Path) -> None:
     from tsalign.capture.bundle import Bundle
     from tsalign.node import tsc
 
-    t_before = tsc.rdtsc()
-    r = tsalign("capture", "--role", "guest", "--out", str(tmp_path / "g"), "--duration", "0.5", "--json")
-    t_after = tsc.rdtsc()
+    # A quiet machine may switch tasks only a few times in 0.5 s: make our own context switches
+    # (a process sleeping 1 ms in a loop) so the count is not left to chance.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time\nfor _ in range(3000): time.sleep(0.001)"])
+    try:
+        t_before = tsc.rdtsc()
+        r = tsalign("capture", "--role", "guest", "--out", str(tmp_path / "g"), "--duration", "0.5", "--json")
+        t_after = tsc.rdtsc()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     assert r.returncode == 0, r.stderr
     b = Bundle.open(str(tmp_path / "g"))
     assert b.domain == "guest_tsc" and b.manifest["clock"]["trace_clock"] == "x86-tsc"
     recs = list(b.records())
-    assert len(recs) > 10
+    assert sum(rec.pid == sleeper.pid for rec in recs) > 10, f"{len(recs)} records, few from the sleeper"
     assert all(t_before <= rec.ts <= t_after for rec in recs)  # the same TSC this process reads
 
 
