@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import capture as _capture
     from . import convert as _convert
     from . import demo as _demo
+    from . import events as _events
     from . import node as _node
 
     parser = argparse.ArgumentParser(
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsalign {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (_convert, _demo, _node, _capture):
+    for module in (_convert, _demo, _node, _capture, _events):
         module.register(sub)
     return parser
 

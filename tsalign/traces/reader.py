@@ -1,0 +1,140 @@
+"""Open any supported trace: format detection, then the right reader.
+
+Formats: ``dat`` (trace-cmd .dat v6/v7), ``bundle`` (tsalign capture bundle directory), ``ftrace``
+(tracefs text, trace-cmd report), ``perf-script``, ``perf-prof``. ``auto`` looks at the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..capture.bundle import Bundle
+from ..errors import InvalidParameter
+from .table import Chunk, merge_sorted
+from .text import TextTrace, detect_text, parse_kv
+from .trace import Trace, TraceInfo
+from .tracedat import MAGIC
+
+__all__ = ["FORMATS", "BundleTrace", "detect", "open_trace"]
+
+FORMATS = ("auto", "dat", "bundle", "ftrace", "perf-script", "perf-prof")
+_PERF_DATA = b"PERFILE2"
+
+
+def detect(path: str) -> str:
+    """The format of ``path``; errors say what the file is when it is something tsalign does not read."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "manifest.json")):
+            return "bundle"
+        raise InvalidParameter("trace", path, "a file, or a tsalign bundle directory holding manifest.json")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise InvalidParameter("trace file", path, f"a readable file ({e.strerror})") from None
+    if head.startswith(MAGIC):
+        return "dat"
+    if head.startswith(_PERF_DATA):
+        raise InvalidParameter("trace file", path, "text from `perf script --ns -i FILE > FILE.txt` (perf.data itself is "
+                               "not read: perf script resolves its records)")
+    if not head.strip():
+        raise InvalidParameter("trace file", path, "events; the file is empty")
+    fmt = detect_text(head.decode("utf-8", "replace").splitlines()[:-1] or [head.decode("utf-8", "replace")])
+    if fmt is None:
+        raise InvalidParameter("trace file", path, "one of: trace-cmd .dat, ftrace text, trace-cmd report, perf script, "
+                               "perf-prof trace output, a tsalign bundle (pass --format to say which)")
+    return fmt
+
+
+class BundleTrace(Trace):
+    """A tsalign capture bundle: per-CPU ftrace text (merged) or JSON lines."""
+
+    def __init__(self, path: str, clock: str | None = None, strict: bool = True) -> None:
+        super().__init__()
+        self.bundle = Bundle.open(path)
+        c = self.bundle.manifest.get("clock", {})
+        domain = str(c.get("domain", ""))
+        self.info = TraceInfo(path, "bundle", "", buffer="", meta={"role": self.bundle.role, "bundle_domain": domain,
+                                                                  "node": self.bundle.manifest.get("node", {}).get("hostname")})
+        self.info.set_clock(clock or str(c.get("trace_clock") or ("perf" if domain == "perf_ns" else "x86-tsc")))
+        self.strict = strict
+
+    def raw_chunks(self) -> Iterator[Chunk]:
+        data = self.bundle.manifest.get("data", {})
+        files = [os.path.join(self.bundle.path, n) for n in data.get("files", [])]
+        for f in files:
+            if not os.path.isfile(f):
+                raise InvalidParameter("bundle data", f, "a file listed in manifest.json (the bundle is incomplete)")
+        if data.get("format") == "jsonl":
+            streams = [self._jsonl(f) for f in files]
+        elif data.get("format") == "ftrace-text":
+            streams = []
+            for f in files:
+                t = TextTrace(f, "ftrace", clock=self.info.clock, strict=self.strict)
+                t.events, t.comms = self.events, self.comms
+                streams.append(self._forward(t))
+        else:
+            raise InvalidParameter("bundle data format", str(data.get("format")), "ftrace-text or jsonl")
+        yield from merge_sorted(streams)
+
+    def _forward(self, t: TextTrace) -> Iterator[Chunk]:
+        yield from t.raw_chunks()
+        for w in t.info.warnings:
+            if "clock not in the file" not in w:
+                self.warn(w)
+
+    def _jsonl(self, path: str) -> Iterator[Chunk]:
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    d = json.loads(line)
+                    rows.append((int(d["ts"]), int(d.get("cpu", 0)), int(d.get("pid", 0)), self.events.code(str(d["event"])),
+                                 self.comms.code(str(d.get("comm", ""))), str(d.get("payload", ""))))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise InvalidParameter("bundle event", f"{path}:{n}", f"a JSON event with ts and event ({e})") from None
+        rows.sort(key=lambda r: r[0])
+        if rows:
+            ts = np.array([r[0] for r in rows], dtype=np.uint64)
+            cols = np.array([r[1:5] for r in rows], dtype=np.int32).reshape(-1, 4)
+            yield Chunk(ts, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], [r[5] for r in rows])
+
+    def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        codes = [c for e, c in self.events.index.items() if e.split(":")[-1] == event.split(":")[-1]]
+        rows = np.nonzero(np.isin(chunk.event, codes))[0] if codes else np.zeros(0, dtype=np.int64)
+        assert chunk.payload is not None
+        parsed = [parse_kv(chunk.payload[i]) for i in rows.tolist()]
+        keys = names or sorted({k for p in parsed for k in p})
+        return rows, {k: [p.get(k) for p in parsed] for k in keys}
+
+
+def open_trace(path: str, fmt: str = "auto", clock: str | None = None, buffer: str | None = None,
+               strict: bool = True, block_bytes: int | None = None) -> Trace:
+    """Open ``path`` (``-`` = stdin text) with the reader for ``fmt``."""
+    if fmt not in FORMATS:
+        raise InvalidParameter("--format", fmt, "one of " + ", ".join(FORMATS))
+    stream = None
+    if path == "-":
+        import sys
+
+        text = sys.stdin.read()
+        stream = io.StringIO(text)
+        if fmt == "auto":
+            fmt = detect_text(text.splitlines()[:200]) or ""
+            if not fmt:
+                raise InvalidParameter("stdin", "-", "text trace lines (ftrace, perf script or perf-prof)")
+    elif fmt == "auto":
+        fmt = detect(path)
+    if fmt == "dat":
+        from .datreader import DEFAULT_BLOCK, DatTrace
+
+        return DatTrace(path, buffer, clock, block_bytes or DEFAULT_BLOCK)
+    if fmt == "bundle":
+        return BundleTrace(path, clock, strict)
+    return TextTrace(path, fmt, clock, buffer, strict, stream)

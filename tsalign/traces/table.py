@@ -1,0 +1,169 @@
+"""The columnar events table every reader produces, in time-ordered chunks.
+
+A :class:`Chunk` holds numpy columns: ``ts`` (uint64, raw clock units of the trace's clock domain),
+``cpu``, ``pid`` (int32), ``event`` and ``comm`` (int32 codes into the shared :class:`Vocab`). Payloads
+stay where they are: binary readers keep references to the raw ring-buffer blocks (``raws``, ``src``,
+``off``, ``size``) and decode fields only when asked; text readers keep the payload text.
+:func:`merge_sorted` merges time-ordered chunk streams (per-CPU buffers, host and guest) with memory
+bounded by the chunk size: it emits what no stream can still undercut (a watermark merge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Chunk", "Vocab", "concat", "merge_sorted"]
+
+
+class Vocab:
+    """Append-only string <-> code table (event names, comms)."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def code(self, s: str) -> int:
+        c = self.index.get(s)
+        if c is None:
+            c = self.index[s] = len(self.items)
+            self.items.append(s)
+        return c
+
+    def codes(self, strings: Iterable[str]) -> np.ndarray:
+        return np.fromiter((self.code(s) for s in strings), dtype=np.int32)
+
+    def decode(self, codes: np.ndarray) -> list[str]:
+        items = self.items
+        return [items[c] for c in codes.tolist()]
+
+
+@dataclass
+class Chunk:
+    """Events in timestamp order. Binary payloads: ``raws[src[i]][off[i]:off[i]+size[i]]``."""
+
+    ts: np.ndarray
+    cpu: np.ndarray
+    pid: np.ndarray
+    event: np.ndarray
+    comm: np.ndarray
+    payload: list[str] | None = None
+    raws: list[np.ndarray] = field(default_factory=list)
+    src: np.ndarray | None = None
+    off: np.ndarray | None = None
+    size: np.ndarray | None = None
+    type_id: np.ndarray | None = None  # binary: the event's common_type, for field decoding
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, idx: np.ndarray) -> Chunk:
+        """Rows ``idx`` (an index or boolean array), keeping payload references."""
+        def sel(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+        payload = None
+        if self.payload is not None:
+            ii = np.arange(len(self))[idx] if idx.dtype == bool else idx
+            payload = [self.payload[i] for i in ii.tolist()]
+        return Chunk(self.ts[idx], self.cpu[idx], self.pid[idx], self.event[idx], self.comm[idx], payload,
+                     self.raws, sel(self.src), sel(self.off), sel(self.size), sel(self.type_id))
+
+
+def _empty_like(c: Chunk) -> Chunk:
+    return c.take(np.zeros(0, dtype=np.int64))
+
+
+def concat(chunks: Sequence[Chunk]) -> Chunk:
+    """Concatenate chunks (no reordering); raw payload references are renumbered, unused ones dropped."""
+    chunks = [c for c in chunks if len(c)] or list(chunks[:1])
+    if len(chunks) == 1:
+        return chunks[0]
+    if not chunks:
+        z = np.zeros(0, dtype=np.int32)
+        return Chunk(np.zeros(0, dtype=np.uint64), z, z, z, z)
+    cat = np.concatenate
+    text = all(c.payload is not None for c in chunks)
+    binary = all(c.src is not None for c in chunks)
+    payload = [p for c in chunks for p in (c.payload or [])] if text else None
+    raws: list[np.ndarray] = []
+    srcs = []
+    if binary:
+        ids: dict[int, int] = {}
+        for c in chunks:
+            assert c.src is not None
+            remap = np.zeros(len(c.raws), dtype=np.int32)
+            for s in np.unique(c.src).tolist():
+                r = c.raws[s]
+                if id(r) not in ids:
+                    ids[id(r)] = len(raws)
+                    raws.append(r)
+                remap[s] = ids[id(r)]
+            srcs.append(remap[c.src])
+
+    def opt(name: str) -> np.ndarray | None:
+        parts = [getattr(c, name) for c in chunks]
+        return None if any(p is None for p in parts) else cat(parts)
+
+    return Chunk(cat([c.ts for c in chunks]), cat([c.cpu for c in chunks]), cat([c.pid for c in chunks]),
+                 cat([c.event for c in chunks]), cat([c.comm for c in chunks]), payload, raws,
+                 cat(srcs) if binary else None, opt("off"), opt("size"), opt("type_id"))
+
+
+def merge_sorted(streams: Sequence[Iterator[Chunk]]) -> Iterator[Chunk]:
+    """Merge streams, each time-ordered, into one time-ordered stream of chunks.
+
+    Memory: at most one pending chunk per stream plus the chunk being emitted. Ties keep stream order
+    (stable), so a merge of per-CPU streams orders equal timestamps by CPU, as trace-cmd does.
+    """
+    its = list(streams)
+    if len(its) == 1:
+        yield from its[0]
+        return
+    pending: list[Chunk | None] = [None] * len(its)
+    live = [True] * len(its)
+
+    def refill(k: int) -> None:
+        while live[k] and (pending[k] is None or len(pending[k]) == 0):  # type: ignore[arg-type]
+            try:
+                nxt = next(its[k])
+            except StopIteration:
+                live[k] = False
+                return
+            cur = pending[k]
+            pending[k] = nxt if cur is None or not len(cur) else concat([cur, nxt])
+
+    for k in range(len(its)):
+        refill(k)
+    while any(live) or any(p is not None and len(p) for p in pending):
+        # the watermark: no live stream can still produce an event earlier than its pending last one
+        marks = [int(p.ts[-1]) for k, p in enumerate(pending) if live[k] and p is not None and len(p)]
+        mark = min(marks) if marks else None
+        parts = []
+        for k, p in enumerate(pending):
+            if p is None or not len(p):
+                continue
+            if mark is None:
+                parts.append(p)
+                pending[k] = _empty_like(p)
+            else:
+                n = int(np.searchsorted(p.ts, np.uint64(mark), side="right"))
+                if n:
+                    parts.append(p.take(np.arange(n)))
+                    pending[k] = p.take(np.arange(n, len(p)))
+        if parts:
+            out = concat(parts)
+            order = np.argsort(out.ts, kind="stable")
+            yield out.take(order)
+        for k in range(len(its)):
+            refill(k)
+        if not any(live) and not any(p is not None and len(p) for p in pending):
+            break
+
+
+def as_dict(chunk: Chunk, vocab_events: Vocab, vocab_comms: Vocab) -> dict[str, Any]:
+    """Columns as Python lists (for JSON and tests)."""
+    return {"ts": chunk.ts.tolist(), "cpu": chunk.cpu.tolist(), "pid": chunk.pid.tolist(),
+            "event": vocab_events.decode(chunk.event), "comm": vocab_comms.decode(chunk.comm)}

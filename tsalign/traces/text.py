@@ -1,0 +1,181 @@
+"""Text trace formats -> time-ordered event chunks.
+
+- ``ftrace``: tracefs ``trace``/``trace_pipe`` (any trace_clock; with or without the irq-info flags and
+  TGID columns) and ``trace-cmd report`` output (optionally prefixed by the instance name, ``-t`` for ns);
+- ``perf-script``: ``perf script`` default output (``comm tid[/pid] [cpu] secs.usecs: event: payload``,
+  also with ``--ns``);
+- ``perf-prof``: perf-prof ``trace`` output (``YYYY-MM-DD HH:MM:SS.uuuuuu comm pid flags [cpu] ts: event: ...``).
+
+Timestamps are parsed from their digits (never through a float). ``secs.frac`` becomes ``secs*1e9 +
+frac`` (ns for ns clocks; for a counter clock printed that way, as trace-cmd report does for x86-tsc,
+the same integer is the raw counter). Fewer than 9 fraction digits set the trace's ``resolution``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import InvalidParameter
+from .table import Chunk
+from .trace import Trace, TraceInfo
+
+__all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv"]
+
+PATTERNS: dict[str, re.Pattern[str]] = {
+    "ftrace": re.compile(
+        r"^(?:(?P<buf>[\w.-]+):\s+)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
+        r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
+    "perf-script": re.compile(
+        r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)(?:/(?P<tid>\d+))?\s+\[(?P<cpu>\d+)\]\s+(?P<ts>\d+\.\d+):\s+"
+        r"(?:(?P<period>\d+)\s+)?(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
+    "perf-prof": re.compile(
+        r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s+(?P<comm>.*?)\s+(?P<pid>\d+)\s+(?P<flags>\S{4})\s+"
+        r"\[(?P<cpu>\d+)\]\s+(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
+}
+#: lines that are not events and not errors
+_SKIP = re.compile(r"^\s*(?:#|$|cpus=\d+|version\s*=|CPU:?\s*\d+\s*\[LOST|CPU \d+ is empty|TSC conversion is not supported|\s*=>)")
+_KV = re.compile(r"(\w+)=(\S*)")
+
+CHUNK_LINES = 1 << 16
+
+
+def parse_kv(payload: str) -> dict[str, str]:
+    """``a=1 b=x`` -> {'a': '1', 'b': 'x'} (the key=value fields most print formats use)."""
+    return dict(_KV.findall(payload))
+
+
+def detect_text(lines: Iterable[str]) -> str | None:
+    """Which text format the first event lines are in (perf-prof before ftrace before perf script)."""
+    votes = {k: 0 for k in PATTERNS}
+    seen = 0
+    for line in lines:
+        if _SKIP.match(line):
+            continue
+        seen += 1
+        for name in ("perf-prof", "ftrace", "perf-script"):
+            if PATTERNS[name].match(line):
+                votes[name] += 1
+                break
+        if seen >= 50:
+            break
+    best = max(votes, key=lambda k: votes[k])
+    return best if votes[best] else None
+
+
+def _split_ts(text: str) -> tuple[int, int]:
+    """'27178.697057413' -> (27178697057413, 1); '11129.868688' -> (11129868688000, 1000); '123' -> (123, 1)."""
+    secs, dot, frac = text.partition(".")
+    if not dot:
+        return int(secs), 1
+    if len(frac) > 9:
+        raise ValueError(f"more than 9 fraction digits in {text!r}")
+    return int(secs) * 1_000_000_000 + int(frac.ljust(9, "0")), 10 ** (9 - len(frac))
+
+
+class TextTrace(Trace):
+    """One text trace file in ``fmt``; ``strict`` makes an unparsable line an error naming file:line."""
+
+    def __init__(self, path: str, fmt: str, clock: str | None = None, buffer: str | None = None,
+                 strict: bool = True, stream: IO[str] | None = None) -> None:
+        super().__init__()
+        if fmt not in PATTERNS:
+            raise InvalidParameter("--format", fmt, "one of " + ", ".join(PATTERNS))
+        self.fmt, self.strict, self.stream = fmt, strict, stream
+        self.buffer = buffer
+        self.info = TraceInfo(path, fmt, clock or "", buffer=buffer or "")
+        self._clock_given = clock
+        self._payload_by_rows: dict[int, list[str]] = {}
+        if clock:
+            self.info.set_clock(clock)
+
+    def _lines(self) -> Iterator[str]:
+        if self.stream is not None:
+            yield from self.stream
+            return
+        try:
+            f = open(self.info.path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
+        with f:
+            yield from f
+
+    def _decide_clock(self, dotted: bool, first: int) -> None:
+        if self._clock_given:
+            return
+        if self.fmt == "perf-script":
+            clock, why = "perf", "perf script prints perf clock ns (pass --clock if perf record used -k)"
+        elif dotted:
+            clock, why = "local", "secs.fraction timestamps read as ns; if the trace used x86-tsc (trace-cmd report " \
+                                  "prints counters that way too) pass --clock x86-tsc"
+        elif first > 10**11:
+            clock, why = "x86-tsc", "integer timestamps this large are TSC cycles (the x86-tsc trace clock)"
+        else:
+            clock, why = "counter", "small integer timestamps read as the 'counter' trace clock"
+        self.info.set_clock(clock, [f"{self.info.path}: clock not in the file; {why}"])
+
+    def raw_chunks(self) -> Iterator[Chunk]:
+        pat = PATTERNS[self.fmt]
+        rows: list[tuple[int, int, int, int, int, str]] = []
+        resolution = 1
+        last = -1
+        decided = False
+        ecode, ccode = self.events.code, self.comms.code
+        for n, line in enumerate(self._lines(), 1):
+            m = pat.match(line)
+            if m is None:
+                if _SKIP.match(line) or not line.strip():
+                    continue
+                where = f"{self.info.path}:{n}"
+                if self.strict:
+                    raise InvalidParameter("trace line", where, f"a {self.fmt} event line, got {line.strip()[:100]!r} "
+                                           "(pass --format if the format was guessed wrong, --lenient to skip such lines)")
+                self.warn(f"{where}: skipped a line that is not a {self.fmt} event: {line.strip()[:80]!r}")
+                continue
+            if self.buffer is not None and (m.groupdict().get("buf") or "") != self.buffer:
+                continue
+            try:
+                ts, res = _split_ts(m.group("ts"))
+            except ValueError as e:
+                raise InvalidParameter("timestamp", f"{self.info.path}:{n}", f"secs.fraction with at most 9 digits ({e})") from None
+            if not decided:
+                self._decide_clock("." in m.group("ts"), ts)
+                decided = True
+            resolution = max(resolution, res)
+            pid = m.group("tid") if m.groupdict().get("tid") else m.group("pid")
+            rows.append((ts, int(m.group("cpu")), int(pid), ecode(m.group("event")), ccode(m.group("comm").strip()),
+                         m.group("payload").rstrip()))
+            if len(rows) >= CHUNK_LINES:
+                chunk, last = self._chunk(rows, last)
+                rows = []
+                yield chunk
+        if rows:
+            chunk, last = self._chunk(rows, last)
+            yield chunk
+        self.info.resolution = resolution
+        if resolution > 1:
+            self.warn(f"{self.info.path}: timestamps printed with {9 - len(str(resolution)) + 1} fraction digits: "
+                      f"resolution {resolution} units (perf script --ns / trace-cmd report -t print all 9)")
+
+    def _chunk(self, rows: list[tuple[int, int, int, int, int, str]], last: int) -> tuple[Chunk, int]:
+        ts = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
+        cols = np.array([(r[1], r[2], r[3], r[4]) for r in rows], dtype=np.int64).reshape(-1, 4)
+        payload = [r[5] for r in rows]
+        if int(ts[0]) < last or bool(np.any(ts[1:] < ts[:-1])):
+            self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
+            order = np.argsort(ts, kind="stable")
+            ts, cols, payload = ts[order], cols[order], [payload[i] for i in order.tolist()]
+        c = Chunk(ts, cols[:, 0].astype(np.int32), cols[:, 1].astype(np.int32), cols[:, 2].astype(np.int32),
+                  cols[:, 3].astype(np.int32), payload)
+        return c, int(ts[-1])
+
+    def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        codes = [c for e, c in self.events.index.items() if e == event or e.split(":")[-1] == event.split(":")[-1]]
+        rows = np.nonzero(np.isin(chunk.event, codes))[0] if codes else np.zeros(0, dtype=np.int64)
+        assert chunk.payload is not None
+        parsed = [parse_kv(chunk.payload[i]) for i in rows.tolist()]
+        keys = names or sorted({k for p in parsed for k in p})
+        return rows, {k: [p.get(k) for p in parsed] for k in keys}
