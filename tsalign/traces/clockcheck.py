@@ -22,7 +22,7 @@ _STAT_TS = re.compile(r"^(?:oldest event ts|now ts):\s*(\S+)\s*$", re.M)
 
 def domain_of(clock: str) -> str:
     """Time domain of an ftrace/perf clock name: ``tsc``, ``ns``, ``counter``, ``jiffies`` or ``unknown``."""
-    if clock in ("x86-tsc", "tsc"):
+    if clock in ("x86-tsc", "tsc", "rdtsc"):
         return "tsc"
     if clock in NS_CLOCKS or clock.startswith("perf"):
         return "ns"

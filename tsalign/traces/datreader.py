@@ -119,7 +119,7 @@ class DatTrace(Trace):
         code = self.events.index.get(event)
         rows = np.nonzero(chunk.event == code)[0] if code is not None else np.zeros(0, dtype=np.int64)
         fmt = next((f for f in self.dat.formats.values() if f.full_name == event), None)
-        if fmt is None or not rows.size:
+        if fmt is None:
             return rows, {}
         assert chunk.src is not None and chunk.off is not None and chunk.size is not None
         return rows, decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], fmt, names, self.dat.endian)

@@ -125,42 +125,44 @@ def merge_sorted(streams: Sequence[Iterator[Chunk]]) -> Iterator[Chunk]:
     pending: list[Chunk | None] = [None] * len(its)
     live = [True] * len(its)
 
-    def refill(k: int) -> None:
-        while live[k] and (pending[k] is None or len(pending[k]) == 0):  # type: ignore[arg-type]
-            try:
-                nxt = next(its[k])
-            except StopIteration:
-                live[k] = False
-                return
-            cur = pending[k]
-            pending[k] = nxt if cur is None or not len(cur) else concat([cur, nxt])
+    def pull(k: int) -> None:
+        try:
+            nxt = next(its[k])
+        except StopIteration:
+            live[k] = False
+            return
+        cur = pending[k]
+        pending[k] = nxt if cur is None or not len(cur) else concat([cur, nxt])
 
-    for k in range(len(its)):
-        refill(k)
-    while any(live) or any(p is not None and len(p) for p in pending):
-        # the watermark: no live stream can still produce an event earlier than its pending last one
+    def has(k: int) -> bool:
+        p = pending[k]
+        return p is not None and len(p) > 0
+
+    while True:
+        for k in range(len(its)):
+            while live[k] and not has(k):
+                pull(k)
+        if not any(has(k) for k in range(len(its))):
+            return
+        # the watermark: a live stream can still produce events at or after its pending last one, so
+        # only what is strictly earlier is final (ties wait, keeping them in stream order)
         marks = [int(p.ts[-1]) for k, p in enumerate(pending) if live[k] and p is not None and len(p)]
         mark = min(marks) if marks else None
         parts = []
         for k, p in enumerate(pending):
             if p is None or not len(p):
                 continue
-            if mark is None:
-                parts.append(p)
-                pending[k] = _empty_like(p)
-            else:
-                n = int(np.searchsorted(p.ts, np.uint64(mark), side="right"))
-                if n:
-                    parts.append(p.take(np.arange(n)))
-                    pending[k] = p.take(np.arange(n, len(p)))
+            n = len(p) if mark is None else int(np.searchsorted(p.ts, np.uint64(mark), side="left"))
+            if n:
+                parts.append(p.take(np.arange(n)))
+                pending[k] = p.take(np.arange(n, len(p)))
         if parts:
             out = concat(parts)
-            order = np.argsort(out.ts, kind="stable")
-            yield out.take(order)
-        for k in range(len(its)):
-            refill(k)
-        if not any(live) and not any(p is not None and len(p) for p in pending):
-            break
+            yield out.take(np.argsort(out.ts, kind="stable"))
+        else:  # everything pending sits at the mark: read further in the streams that set it
+            for k, p in enumerate(pending):
+                if live[k] and p is not None and len(p) and int(p.ts[-1]) == mark:
+                    pull(k)
 
 
 def as_dict(chunk: Chunk, vocab_events: Vocab, vocab_comms: Vocab) -> dict[str, Any]:

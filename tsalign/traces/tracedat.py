@@ -380,9 +380,8 @@ class TraceDat:
             return
         if not buf.compressed:
             step = max(buf.page_size, max_bytes // buf.page_size * buf.page_size)
-            mv = memoryview(self.map)
             for start in range(cpu.offset, cpu.offset + cpu.size, step):
-                yield mv[start:min(start + step, cpu.offset + cpu.size)]
+                yield self.map[start:min(start + step, cpu.offset + cpu.size)]  # a copy: the map can close
             return
         c = _Cursor(self.map, self.path, cpu.offset, self.endian, what=f"buffer {buf.name!r} CPU {cpu.cpu} chunks")
         count = c.u32()
