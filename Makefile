@@ -73,6 +73,7 @@ bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_clock.py
 	$(BIN)/python benchmarks/bench_precheck.py
 	$(BIN)/python benchmarks/bench_selftest.py
+	$(BIN)/python benchmarks/bench_readers.py
 
 lint: deps venv
 	$(BIN)/ruff check tsalign tests benchmarks
