@@ -43,7 +43,7 @@ def test_walk_known_events() -> None:
     expect.append(w.event(1, payload(7, 1, 13) + b"x" * 200))  # length word (type_len 0)
     w.absolute((1 << 40) + 77)
     expect.append(w.event(0, payload(7, 1, 14)))
-    ts, off, info = walk(w.pages())
+    ts, _, info = walk(w.pages())
     assert ts == expect
     assert expect[3] == expect[2] + 9 + 1 and expect[4] == (1 << 40) + 77
     assert info[0, 1] == 1 and info[0, 0] == 5
@@ -54,7 +54,7 @@ def test_walk_roundtrip_random(events: list[tuple[int, int]]) -> None:
     """Any sequence of deltas and payload sizes, spread over pages, comes back exactly."""
     w = PageWriter(123)
     expect = [w.event(d, payload(7, 2, 0) + b"\1" * n) for d, n in events]
-    ts, off, info = walk(w.pages(), both=len(events) < 60)
+    ts, _, info = walk(w.pages(), both=len(events) < 60)
     assert ts == expect and info[:, 2].sum() == 0
 
 
@@ -107,7 +107,7 @@ def test_v7_file_zlib_and_plain(tmp_path: Path, compression: str) -> None:
         assert t.info.clock == "x86-tsc" and t.info.domain == "tsc" and t.info.buffer == "inst"
         seqs = []
         for c in chunks:
-            rows, f = t.fields(c, "test:tick")
+            _, f = t.fields(c, "test:tick")
             seqs += f["seq"].tolist()
             assert set(t.comms.decode(c.comm)) == {"worker"}
         assert sorted(seqs) == list(range(300)) + list(range(1000, 1300))
@@ -132,9 +132,8 @@ def test_truncated_file_names_offset(tmp_path: Path) -> None:
     for cut in (5, 40, len(data) // 2, len(data) - 30):
         q = tmp_path / f"cut{cut}.dat"
         q.write_bytes(data[:cut])
-        with pytest.raises(InvalidParameter, match=r"truncated|trace-cmd data file|offset"):
-            with open_trace(str(q), "dat") as t:
-                list(t.chunks())
+        with pytest.raises(InvalidParameter, match=r"truncated|trace-cmd data file|offset"), open_trace(str(q), "dat") as t:
+            list(t.chunks())
 
 
 def test_unknown_event_type_kept_with_warning(tmp_path: Path) -> None:
@@ -160,7 +159,7 @@ def test_perf_prof_seed_lines() -> None:
     c = chunks[0]
     assert c.ts.tolist() == [86344182710000, 5696917795461000]  # sorted, exact from the digits
     assert t.comms.decode(c.comm) == ["CPU 68/KVM", "<idle>"] and c.cpu.tolist() == [49, 24]
-    rows, f = t.fields(c, "kprobes:kvm_vcpu_kick")
+    _, f = t.fields(c, "kprobes:kvm_vcpu_kick")
     assert f["tsc_offset"] == ["0xffee6aba03eccaac"]
     assert t.info.resolution == 1000 and any("resolution 1000" in w for w in t.info.warnings)
 

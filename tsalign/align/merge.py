@@ -78,7 +78,7 @@ def guest_records_on_tsc(guest: Bundle) -> tuple[list[Record], list[str]]:
         conv = perfclock.PerfTimeConv(page["time_zero"], page["time_mult"], page["time_shift"],
                                       page.get("time_cycles", 0), page.get("time_mask", 0),
                                       bool(page.get("cap_user_time_zero")), bool(page.get("cap_user_time_short")))
-        return [Record(perfclock.perf_ns_to_tsc(r.ts, conv), r.cpu, r.pid, r.comm, r.event, r.payload)
+        return [Record(perfclock.perf_ns_to_tsc(r.ts, conv), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid)
                 for r in recs], ["guest perf ns converted to guest TSC with the guest's perf user page"]
     if domain == "kvmclock_ns":
         if not clock.get("pvclock"):
@@ -119,11 +119,11 @@ def align(host: Bundle, guest: Bundle) -> Aligned:
             dropped["host_no_offset"] += 1
             continue
         out.append({"guest_tsc": host_to_guest_tsc(r.ts, params), "side": "host", "host_tsc": r.ts, "cpu": r.cpu,
-                    "pid": r.pid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
+                    "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
     grecs, notes = guest_records_on_tsc(guest)
     for r in grecs:
-        out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "comm": r.comm,
+        out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
                     "event": r.event, "payload": r.payload, "track": f"vcpu{r.cpu}"})
     out.sort(key=lambda e: (e["guest_tsc"], e["side"] != "guest"))
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}

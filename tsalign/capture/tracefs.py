@@ -165,6 +165,9 @@ class TraceSession:
         _write(os.path.join(self.path, "tracing_on"), "0")
         _write(os.path.join(self.path, "trace_clock"), self.clock)
         _write(os.path.join(self.path, "buffer_size_kb"), str(self.buffer_kb))
+        tgid = os.path.join(self.path, "options", "record-tgid")
+        if os.path.exists(tgid):  # per instance on recent kernels: the TGID column names each thread's process
+            _write(tgid, "1")
         for ev in self.events:
             system, _, event = ev.partition(":")
             target = os.path.join(self.path, "events", system, event or "*")

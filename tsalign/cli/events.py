@@ -65,7 +65,7 @@ def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidParameter("--tsc-offset", args.tsc_offset,
                                    f"a trace whose clock is x86-tsc (this one is {t.info.clock!r}; pass --clock x86-tsc if it is)")
         p = TscParams(args.tsc_offset, args.tsc_ratio, args.frac_bits)
-        guest = lambda c: vec.host_to_guest_tsc(c.ts, p)  # noqa: E731
+        guest = lambda c: vec.host_to_guest_tsc(c.ts, p)
     if os.path.isdir(args.parquet):
         raise InvalidParameter("--parquet", args.parquet, "a file path, not a directory")
     doc = write_parquet(t, args.parquet, t.chunks(), guest)

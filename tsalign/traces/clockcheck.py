@@ -17,7 +17,7 @@ __all__ = ["NS_CLOCKS", "ClockVerdict", "check_dat_buffer", "domain_of"]
 NS_CLOCKS = {"local", "global", "perf", "mono", "mono_raw", "boot", "tai"}
 #: beyond this many units a counter is not the ``counter`` clock (an event count) but a cycle counter
 _TSC_LIKE = 10**11
-_STAT_TS = re.compile(r"^(?:oldest event ts|now ts):\s*(\S+)\s*$", re.M)
+_STAT_TS = re.compile(r"^(?:oldest event ts|now ts):\s*(\S+)\s*$", re.MULTILINE)
 
 
 def domain_of(clock: str) -> str:
@@ -47,13 +47,13 @@ def check_dat_buffer(labelled: str, cpustat: dict[int, str]) -> ClockVerdict:
     if labelled in NS_CLOCKS and integers and not dotted:
         big = max(integers)
         real = "x86-tsc" if big > _TSC_LIKE else "counter"
-        return ClockVerdict(real, [
+        return ClockVerdict(real, [(
             f"the file labels this buffer's clock {labelled!r} (ns), but the kernel's per-CPU stats saved with it "
             f"print timestamps as counter units ({big}): the buffer was recorded with a counter clock, read as "
             f"{real!r} (trace-cmd extract labels an x86-tsc instance with the top instance's clock); "
-            f"pass --clock to override"])
+            f"pass --clock to override")])
     if labelled not in NS_CLOCKS and dotted and not integers:
-        return ClockVerdict("local", [
+        return ClockVerdict("local", [(
             f"the file labels this buffer's clock {labelled!r}, but its per-CPU stats print secs.usecs "
-            f"timestamps: read as ns ('local'); pass --clock to override"])
+            f"timestamps: read as ns ('local'); pass --clock to override")])
     return ClockVerdict(labelled)

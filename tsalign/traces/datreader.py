@@ -11,9 +11,9 @@ from ..errors import InvalidParameter
 from . import clockcheck
 from .fields import decode
 from .ringbuf import ERRORS, walk_pages
-from .table import Chunk, Vocab, merge_sorted
-from .tracedat import BufferInfo, CpuData, TraceDat
+from .table import Chunk, merge_sorted
 from .trace import Trace, TraceInfo
+from .tracedat import BufferInfo, CpuData, TraceDat
 
 __all__ = ["DatTrace"]
 

@@ -18,7 +18,8 @@ __all__ = ["decode"]
 def _gather(raw: np.ndarray, offs: np.ndarray, size: int) -> np.ndarray:
     """(n, size) uint8 matrix of the bytes at offs[i] .. offs[i]+size."""
     idx = offs.astype(np.int64)[:, None] + np.arange(size, dtype=np.int64)[None, :]
-    return raw[idx]
+    out: np.ndarray = raw[idx]
+    return out
 
 
 def _int(raw: np.ndarray, offs: np.ndarray, f: Field, endian: str) -> np.ndarray:

@@ -14,8 +14,10 @@ from ..errors import InvalidParameter
 
 __all__ = ["Record", "parse_kvm_payload", "parse_line", "parse_lines"]
 
-_LINE = re.compile(
-    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
+#: an ftrace event line: tracefs ``trace``/``trace_pipe`` (with or without irq-info flags and the TGID
+#: column) and ``trace-cmd report`` (optionally prefixed by the instance buffer name)
+LINE = re.compile(
+    r"^(?:(?P<buf>[\w.-]+):\s+)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"
 )
 
@@ -30,6 +32,7 @@ class Record:
     comm: str
     event: str
     payload: str
+    tgid: int = -1  # the thread group (process) id when the trace recorded it (TGID column), else -1
 
 
 def _ts(text: str, where: str) -> int:
@@ -45,11 +48,12 @@ def parse_line(line: str, where: str = "") -> Record | None:
     """Parse one line; None for lines that are not events (comments, blank, ``CPU:N [LOST ...]``)."""
     if not line.strip() or line.lstrip().startswith("#"):
         return None
-    m = _LINE.match(line)
+    m = LINE.match(line)
     if m is None:
         return None
+    tgid = m.group("tgid")
     return Record(_ts(m.group("ts"), where), int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
-                  m.group("event"), m.group("payload").rstrip())
+                  m.group("event"), m.group("payload").rstrip(), int(tgid) if tgid and tgid.isdigit() else -1)
 
 
 def parse_lines(lines: Iterable[str], source: str = "<text>", strict: bool = True) -> Iterator[Record]:

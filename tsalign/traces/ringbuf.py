@@ -113,7 +113,8 @@ def _compile() -> Callable[..., Any]:
         import numba
     except ImportError:  # the interpreter path gives the same result, slower
         return walk_pages_py
-    return numba.njit(cache=True, nogil=True)(walk_pages_py)  # type: ignore[no-any-return]
+    compiled: Callable[..., Any] = numba.njit(cache=True, nogil=True)(walk_pages_py)
+    return compiled
 
 
 walk_pages = _compile()

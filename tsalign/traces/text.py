@@ -20,15 +20,14 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import InvalidParameter
+from .ftrace_text import LINE
 from .table import Chunk
 from .trace import Trace, TraceInfo
 
 __all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv"]
 
 PATTERNS: dict[str, re.Pattern[str]] = {
-    "ftrace": re.compile(
-        r"^(?:(?P<buf>[\w.-]+):\s+)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
-        r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
+    "ftrace": LINE,
     "perf-script": re.compile(
         r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)(?:/(?P<tid>\d+))?\s+\[(?P<cpu>\d+)\]\s+(?P<ts>\d+\.\d+):\s+"
         r"(?:(?P<period>\d+)\s+)?(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
@@ -109,8 +108,8 @@ class TextTrace(Trace):
         if self.fmt == "perf-script":
             clock, why = "perf", "perf script prints perf clock ns (pass --clock if perf record used -k)"
         elif dotted:
-            clock, why = "local", "secs.fraction timestamps read as ns; if the trace used x86-tsc (trace-cmd report " \
-                                  "prints counters that way too) pass --clock x86-tsc"
+            clock, why = "local", ("secs.fraction timestamps read as ns; if the trace used x86-tsc (trace-cmd "
+                                   "report prints counters that way too) pass --clock x86-tsc")
         elif first > 10**11:
             clock, why = "x86-tsc", "integer timestamps this large are TSC cycles (the x86-tsc trace clock)"
         else:

@@ -265,7 +265,7 @@ class TraceDat:
                 raise InvalidParameter("trace.dat", f"{self.path}: {where}", "no compressed sections (file says compression none)")
         except InvalidParameter:
             raise
-        except Exception as e:  # zstd.ZstdError, zlib.error
+        except Exception as e:  # noqa: BLE001 - zstandard.ZstdError, zlib.error: any decoder failure is corruption
             raise InvalidParameter("trace.dat", f"{self.path}: {where}", f"valid {algo} data ({e}); the file is corrupt") from None
         if len(out) != usize:
             raise InvalidParameter("trace.dat", f"{self.path}: {where}",

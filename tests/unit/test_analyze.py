@@ -1,0 +1,100 @@
+"""Analyses on hand-made timelines whose answers can be checked by hand (guest TSC cycles, 1 GHz: 1 cycle = 1 ns)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsalign.analyze.io import analyze_io
+from tsalign.analyze.irq import analyze_irq
+from tsalign.analyze.vcpu import analyze_vcpu
+
+KHZ = 1_000_000  # 1 GHz
+
+
+def ev(t: int, side: str, event: str, payload: str, cpu: int = 0, pid: int = 0, tgid: int = -1) -> dict[str, Any]:
+    return {"guest_tsc": t, "side": side, "event": event, "payload": payload, "cpu": cpu, "pid": pid, "tgid": tgid,
+            "comm": "x", "track": f"cpu{cpu}"}
+
+
+def sw(t: int, side: str, cpu: int, prev: tuple[str, int, str], nxt: tuple[str, int]) -> dict[str, Any]:
+    return ev(t, side, "sched_switch", f"prev_comm={prev[0]} prev_pid={prev[1]} prev_prio=120 prev_state={prev[2]} "
+                                        f"==> next_comm={nxt[0]} next_pid={nxt[1]} next_prio=120", cpu=cpu)
+
+
+def test_irq_latency_per_line_and_unmatched() -> None:
+    events = [
+        ev(1000, "host", "kvm_set_irq", "gsi 4 level 1 source 0"),
+        ev(1010, "host", "kvm_set_irq", "gsi 4 level 0 source 0"),  # lowering the line is not an injection
+        ev(1500, "guest", "irq_handler_entry", "irq=4 name=ttyS0", cpu=1),  # 500
+        ev(2000, "host", "kvm_set_irq", "gsi 11 level 1 source 0"),
+        ev(2100, "host", "kvm_set_irq", "gsi 4 level 1 source 0"),
+        ev(2300, "guest", "irq_handler_entry", "irq=4 name=ttyS0", cpu=0),  # 200 (gsi 4, not the later-matched 11)
+        ev(2400, "guest", "irq_handler_entry", "irq=11 name=virtio0", cpu=0),  # 400
+        ev(3000, "guest", "irq_handler_entry", "irq=9 name=acpi", cpu=0),  # nothing injected on 9
+        ev(5000, "host", "kvm_set_irq", "gsi 1 level 1 source 0"),  # never handled
+        ev(9000, "host", "kvm_msi_set_irq", "dst 0 vec 34 (Fixed|physical|edge)"),
+        ev(9050, "guest", "irq_handler_entry", "irq=25 name=virtio1-req.0", cpu=1),  # MSI: matched by time, 50
+    ]
+    r = analyze_irq(events, KHZ)
+    s = r.summary
+    assert r.ok and s["matched"] == 4 and s["unmatched_handlers"] == 1 and s["unmatched_injections"] == 1
+    assert sorted(x["latency_cycles"] for x in r.rows) == [50, 200, 400, 500]
+    assert s["per_line"]["irq 4 (gsi 4)"]["cycles"]["max"] == 500 and s["per_vcpu"]["vcpu1"]["count"] == 2
+    assert s["latency"]["ns"]["median"] == 200
+
+
+def test_irq_missing_events_name_capture_options() -> None:
+    r = analyze_irq([ev(1, "guest", "irq_handler_entry", "irq=1 name=x")], KHZ)
+    assert not r.ok and r.to_dict()["status"] == "missing_events"
+    cmd = r.needs[0].command()
+    assert cmd.startswith("tsalign capture --role host") and "--events kvm:kvm_set_irq,kvm:kvm_msi_set_irq" in cmd
+
+
+def test_vcpu_preemption_attributed_to_guest_task() -> None:
+    vcpus = {501: 0, 502: 1}
+    events = [
+        sw(100, "guest", 0, ("swapper/0", 0, "R"), ("dd", 77)),
+        sw(150, "guest", 1, ("swapper/1", 0, "R"), ("kworker/1:0", 12)),
+        sw(200, "host", 0, ("CPU 0/KVM", 501, "R"), ("stress", 900)),  # vcpu0 preempted while dd runs
+        sw(700, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)),  # 500
+        sw(800, "guest", 0, ("dd", 77, "S"), ("swapper/0", 0)),
+        sw(900, "host", 1, ("CPU 1/KVM", 502, "S"), ("swapper/1", 0)),  # blocked (HLT), not preemption
+        sw(1900, "host", 1, ("swapper/1", 0, "R"), ("CPU 1/KVM", 502)),
+        sw(2000, "host", 0, ("CPU 0/KVM", 501, "R+"), ("stress", 900)),  # vcpu0 preempted while idle
+        sw(2300, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)),  # 300
+    ]
+    r = analyze_vcpu(events, vcpus, KHZ)
+    assert r.ok
+    rows = [(x["vcpu"], x["duration_cycles"], x["preempted"], x["guest_task"]) for x in r.rows]
+    assert rows == [(0, 500, True, "dd-77"), (1, 1000, False, "kworker/1:0-12"), (0, 300, True, "swapper/0-0")]
+    assert r.summary["top_tasks"][0] == {"task": "dd-77", "preemptions": 1, "total_cycles": 500, "total_ns": 500,
+                                         "max_cycles": 500}
+    assert r.summary["blocked"]["count"] == 1 and len(r.slices) == 2
+
+
+def test_io_breakdown() -> None:
+    qemu = 4000
+    events = [
+        ev(1000, "guest", "block_rq_issue", "253,0 W 4096 () 2048 + 8 [dd]"),
+        ev(1300, "host", "sys_enter_pwritev", "fd: 0x0000000c", pid=4010, tgid=qemu),
+        ev(1900, "host", "sys_exit_pwritev", "0x1000", pid=4010, tgid=qemu),
+        ev(1950, "host", "sys_enter_pwritev", "fd: 0x0000000c", pid=4011, tgid=qemu),
+        ev(2100, "host", "sys_exit_pwritev", "0x1000", pid=4011, tgid=qemu),
+        ev(2150, "host", "sys_enter_pwrite64", "fd: 3", pid=7777, tgid=7777),  # another process: ignored
+        ev(2160, "host", "sys_exit_pwrite64", "0x1", pid=7777, tgid=7777),
+        ev(2500, "guest", "block_rq_complete", "253,0 W () 2048 + 8 [0]"),
+        ev(3000, "guest", "block_rq_issue", "253,0 R 4096 () 16 + 8 [cat]"),
+        ev(3400, "guest", "block_rq_complete", "253,0 R () 16 + 8 [0]"),  # served without host IO (cache)
+    ]
+    r = analyze_io(events, qemu, KHZ)
+    assert r.ok
+    first = r.rows[0]
+    assert (first["guest_to_host_cycles"], first["host_cycles"], first["host_to_guest_cycles"]) == (300, 800, 400)
+    assert first["total_cycles"] == 1500 and first["host_calls"] == 2 and first["calls"] == ["pwritev"]
+    assert r.summary["without_host_io"] == 1 and r.summary["completed"] == 2
+
+
+def test_io_missing_host_events() -> None:
+    r = analyze_io([ev(1, "guest", "block_rq_issue", "253,0 W 4096 () 1 + 8 [dd]"),
+                    ev(2, "guest", "block_rq_complete", "253,0 W () 1 + 8 [0]")], 1, KHZ)
+    assert [n.side for n in r.needs] == ["host"] and "syscalls:sys_enter_pwritev" in r.needs[0].command()
