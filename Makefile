@@ -7,10 +7,10 @@ BIN         := $(VENV)/bin
 CACHE       ?= /var/cache/tsalign
 # Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf;
 # unpacking kernels; debootstrap + qemu + grub tools for the Ansible targets; libvirt (daemon, and
-# headers for libvirt-python).
+# headers for libvirt-python); chromium renders the HTML reports in the tests.
 APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils \
 	debootstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common e2fsprogs fdisk iproute2 openssh-client \
-	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base
+	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base chromium
 OUT         ?= out
 
 .PHONY: help deps venv fixtures test test-unit demo bench lint clean

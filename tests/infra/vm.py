@@ -52,7 +52,9 @@ def wait_ssh(st: dict[str, Any], timeout: float = 180, not_boot_id: str = "") ->
     raise RuntimeError(f"VM not reachable over SSH within {timeout}s; serial console tail:\n{tail}")
 
 
-def up(image_dir: str, boot_timeout: float = 240) -> dict[str, Any]:
+def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False) -> dict[str, Any]:
+    """Boot a pristine overlay of the image. ``beacon_port``: give COM2 (ttyS1, port 0x2f8) a chardev
+    file of its own, for `tsalign beacons`."""
     if not os.path.exists(os.path.join(image_dir, ".complete")):
         raise RuntimeError(f"{image_dir} holds no complete image (scripts/build-vm-image.sh builds it)")
     work = tempfile.mkdtemp(prefix="tsalign-vm-")
@@ -68,6 +70,7 @@ def up(image_dir: str, boot_timeout: float = 240) -> dict[str, Any]:
                         "-drive", f"file={st['disk']},if=virtio,format=qcow2",
                         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{st['port']}-:22",
                         "-device", "virtio-net-pci,netdev=n0", "-serial", f"file:{st['serial']}",
+                        *(["-serial", f"file:{work}/beacons.log"] if beacon_port else []),
                         "-display", "none", "-daemonize", "-pidfile", st["pidfile"]],
                        check=True, capture_output=True, text=True)
         st["pid"] = int(Path(st["pidfile"]).read_text().strip())

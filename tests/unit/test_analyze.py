@@ -68,7 +68,7 @@ def test_vcpu_preemption_attributed_to_guest_task() -> None:
     rows = [(x["vcpu"], x["duration_cycles"], x["preempted"], x["guest_task"]) for x in r.rows]
     assert rows == [(0, 500, True, "dd-77"), (1, 1000, False, "kworker/1:0-12"), (0, 300, True, "swapper/0-0")]
     assert r.summary["top_tasks"][0] == {"task": "dd-77", "preemptions": 1, "total_cycles": 500, "total_ns": 500,
-                                         "max_cycles": 500}
+                                         "max_cycles": 500, "max_ns": 500}
     assert r.summary["blocked"]["count"] == 1 and len(r.slices) == 2
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from ..capture.bundle import Bundle
 from ..clock import perf as perfclock
-from ..clock.kvm import host_to_guest_tsc
+from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
-from ..offsets import OffsetTimeline, OffsetWrite
+from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 from ..traces.ftrace_text import Record, parse_kvm_payload
 from . import brackets
 
@@ -90,8 +90,11 @@ def guest_records_on_tsc(guest: Bundle) -> tuple[list[Record], list[str]]:
     raise InvalidParameter("--guest", guest.path, f"a known clock domain (found {domain!r})")
 
 
-def align(host: Bundle, guest: Bundle) -> Aligned:
-    """Merge both bundles' events on the guest TSC axis using the per-vCPU offset timeline."""
+def align(host: Bundle, guest: Bundle, guest_offset: TscParams | None = None) -> Aligned:
+    """Merge both bundles' events on the guest TSC axis using the per-vCPU offset timeline.
+
+    ``guest_offset``: parameters known from elsewhere (beacons, or an emulated VM whose TSC offset KVM
+    does not hold); they are used for every vCPU in place of the bundle's snapshots."""
     if host.role != "host" or host.domain != "host_tsc":
         raise InvalidParameter("--host", host.path,
                                f"a host bundle in host_tsc (found role {host.role}, domain {host.domain}); "
@@ -107,7 +110,17 @@ def align(host: Bundle, guest: Bundle) -> Aligned:
         if r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
             f = parse_kvm_payload(r.event, r.payload)
             writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
-    timeline = OffsetTimeline.build(host.snapshots(), writes)
+    snaps = host.snapshots()
+    if guest_offset is not None:
+        ids = [v["id"] for v in vm.get("vcpus", [])] or [0]
+        start = int(host.manifest.get("started_host_tsc", 0))
+        snaps = [OffsetSnapshot(start, i, guest_offset, "given") for i in ids]
+        writes = []
+    elif not snaps and vm.get("vm_fd") is None:
+        raise InvalidParameter("--guest-offset", "(none)",
+                               f"the guest TSC offset for VM pid {vm.get('pid')}: it is emulated (no KVM offset); "
+                               "measure it with beacons (see tsalign analyze --help) and pass it")
+    timeline = OffsetTimeline.build(snaps, writes)
     khz = int(host.manifest.get("node", {}).get("tsc_khz") or guest.manifest.get("node", {}).get("tsc_khz") or 0)
     out: list[dict[str, Any]] = []
     dropped = {"host_no_offset": 0}

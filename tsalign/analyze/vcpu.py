@@ -73,7 +73,8 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
         "vcpus": sorted(set(vcpu_tids.values())), "intervals": len(intervals),
         "preempted": dist(preempted, tsc_khz), "blocked": dist(blocked, tsc_khz),
         "top_tasks": [{"task": t, "preemptions": len(v), "total_cycles": sum(v),
-                       "total_ns": sum(v) * 1_000_000 // tsc_khz if tsc_khz else None, "max_cycles": max(v)}
+                       "total_ns": sum(v) * 1_000_000 // tsc_khz if tsc_khz else None, "max_cycles": max(v),
+                       "max_ns": max(v) * 1_000_000 // tsc_khz if tsc_khz else None}
                       for t, v in ranking],
     }
     if not intervals:

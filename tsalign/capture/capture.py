@@ -103,6 +103,8 @@ class Capture:
     def snapshot(self) -> None:
         """Snapshot the offsets of every selected VM now (re-discovering their vCPUs)."""
         for vm in self.vms:
+            if vm.vm_fd is None:  # emulated VM: no KVM state to snapshot
+                continue
             fresh = [v for v in kvmvms.discover_vms(Root(), vm.pid) if v.vm_fd == vm.vm_fd]
             if fresh:
                 vm.vcpus = fresh[0].vcpus
@@ -180,7 +182,7 @@ class Capture:
 
     @staticmethod
     def _vm_dict(vm: kvmvms.VmInfo) -> dict[str, Any]:
-        return {"pid": vm.pid, "vm_fd": vm.vm_fd, "name": vm.name, "uuid": vm.uuid,
+        return {"pid": vm.pid, "vm_fd": vm.vm_fd, "name": vm.name, "uuid": vm.uuid, "notes": vm.notes,
                 "debugfs_dir": vm.debugfs_dir, "vcpus": [{"id": v.id, "tid": v.tid} for v in vm.vcpus]}
 
 

@@ -114,7 +114,10 @@ def run_capture(args: argparse.Namespace) -> int:
             if not vms:
                 raise InvalidParameter("--vm", args.vm, "the name of a running VM (tsalign offsets lists them)")
         if args.pid is not None and not vms:
-            raise InvalidParameter("--pid", args.pid, "the pid of a running KVM VM process (tsalign offsets)")
+            emulated = kvmvms.emulated_vm(Root(), args.pid)
+            if emulated is None:
+                raise InvalidParameter("--pid", args.pid, "the pid of a running KVM (or QEMU TCG) VM process (tsalign offsets)")
+            vms = [emulated]
     created = not os.path.exists(args.out)
     try:
         with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms) as cap:

@@ -7,9 +7,7 @@ import os
 from typing import Any
 
 from .. import exitcodes
-from ..clock.kvm import TscParams
 from ..errors import InvalidParameter
-from ..traces.reader import FORMATS, open_trace
 from . import emit
 
 __all__ = ["register"]
@@ -21,7 +19,7 @@ def register(sub: Any) -> None:
                        description="Summarise each trace (event count, per-event counts, clock, first/last "
                                    "timestamp, CPUs, warnings) or export its events to Parquet.")
     p.add_argument("files", nargs="+", metavar="FILE", help="trace file, bundle directory, or - for stdin text")
-    p.add_argument("--format", choices=FORMATS, default="auto")
+    p.add_argument("--format", choices=("auto", "dat", "bundle", "ftrace", "perf-script", "perf-prof"), default="auto")
     p.add_argument("--clock", help="override the clock (x86-tsc, local, perf, counter...) when the file is silent or wrong")
     p.add_argument("--buffer", help="trace-cmd .dat: instance buffer name ('' = top); text: the instance prefix")
     p.add_argument("--lenient", action="store_true", help="skip unparsable lines with a warning instead of failing")
@@ -35,6 +33,8 @@ def register(sub: Any) -> None:
 
 
 def run_events(args: argparse.Namespace) -> int:
+    from ..traces.reader import open_trace  # numpy: imported here so guests without it keep the other verbs
+
     if args.parquet and len(args.files) != 1:
         raise InvalidParameter("--parquet", args.parquet, "exactly one FILE to export")
     if args.tsc_offset and not args.parquet:
@@ -57,6 +57,7 @@ def run_events(args: argparse.Namespace) -> int:
 
 def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
     from ..clock import vec
+    from ..clock.kvm import TscParams
     from ..traces.export import write_parquet
 
     guest = None

@@ -15,6 +15,7 @@ __all__ = ["VcpuInfo", "VmInfo", "discover_vms", "parse_qemu_cmdline"]
 
 _VM_DIR = re.compile(r"^(\d+)-(\d+)$")
 _VCPU_COMM = re.compile(r"^CPU (\d+)/KVM$")
+_TCG_COMM = re.compile(r"^CPU (\d+)/TCG$")
 
 
 @dataclass
@@ -93,6 +94,22 @@ def _vcpu_threads(root: Root, pid: int) -> dict[int, int]:
         if m:
             out[int(m.group(1))] = int(tid)
     return out
+
+
+def emulated_vm(root: Root, pid: int) -> VmInfo | None:
+    """A QEMU process running its guest without KVM (TCG): vCPU threads ``CPU N/TCG``, no VM fd and no
+    KVM TSC offset (the guest TSC is the host TSC plus QEMU's own offset; measure it with beacons)."""
+    vcpus = []
+    for tid in root.listdir(f"/proc/{pid}/task"):
+        m = _TCG_COMM.match((root.read(f"/proc/{pid}/task/{tid}/comm") or "").strip())
+        if m:
+            vcpus.append(VcpuInfo(id=int(m.group(1)), tid=int(tid)))
+    if not vcpus:
+        return None
+    vm = VmInfo(pid=pid, vm_fd=None, debugfs_dir=None, vcpus=sorted(vcpus, key=lambda v: v.id))
+    _enrich(root, vm)
+    vm.notes.append("emulated (TCG) VM: no KVM TSC offset exists; align with --guest-offset measured by beacons")
+    return vm
 
 
 def _vm_fds(root: Root, pid: int) -> list[int]:

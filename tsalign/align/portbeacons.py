@@ -1,0 +1,86 @@
+"""The guest TSC offset of an emulated VM, measured from port beacons (:mod:`tsalign.node.beacon`).
+
+Guest: ``tsalign_beacon seq=N before=T1 after=T2`` marker lines (guest TSC). Host: the one-byte
+``write`` system calls the VMM made for them (``syscalls:sys_enter_write`` of the VM's vCPU threads,
+host TSC H). Paired in order on the port's file descriptor: ``T1 - H <= offset <= T2 - H`` for every
+pair; the intersection of all intervals is the answer (its width is the uncertainty).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InconsistentData, InvalidParameter
+from ..numbers import MASK64
+from .brackets import signed_diff
+
+__all__ = ["BeaconOffset", "guest_beacons", "host_port_writes", "measure"]
+
+_BEACON = re.compile(r"tsalign_beacon seq=(\d+) before=(\d+) after=(\d+)")
+_WRITE = re.compile(r"fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)")
+
+
+@dataclass(frozen=True)
+class BeaconOffset:
+    """Offset interval [lo, hi] (signed cycles) from ``pairs`` beacons; ``offset`` is its midpoint (u64)."""
+
+    lo: int
+    hi: int
+    pairs: int
+    fd: int
+
+    @property
+    def offset(self) -> int:
+        return (self.lo + (self.hi - self.lo) // 2) & MASK64
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lo": self.lo, "hi": self.hi, "width_cycles": self.hi - self.lo, "pairs": self.pairs, "fd": self.fd,
+                "offset": self.offset, "source": "port beacons"}
+
+
+def guest_beacons(records: Iterable[Any]) -> list[tuple[int, int, int]]:
+    """(seq, before, after) from guest records (``tracing_mark_write`` payloads), in seq order."""
+    out = []
+    for r in records:
+        m = _BEACON.search(r.payload)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
+    return sorted(set(out))
+
+
+def host_port_writes(records: Iterable[Any], vcpu_tids: set[int]) -> dict[int, list[int]]:
+    """fd -> host TSCs of one-byte writes by vCPU threads."""
+    out: dict[int, list[int]] = defaultdict(list)
+    for r in records:
+        if r.pid in vcpu_tids and r.event.split(":")[-1] == "sys_enter_write":
+            m = _WRITE.search(r.payload)
+            if m and int(m.group(2), 16) == 1:
+                out[int(m.group(1), 16)].append(r.ts)
+    return out
+
+
+def measure(beacons: list[tuple[int, int, int]], writes: dict[int, list[int]]) -> BeaconOffset:
+    """Pair beacons with the writes on the fd that saw exactly that many; intersect the brackets."""
+    if not beacons:
+        raise InvalidParameter("guest bundle", "(no tsalign_beacon markers)",
+                               "beacons sent during the guest capture: run `tsalign beacons --port 0x2f8` in the guest "
+                               "while `tsalign capture --role guest` runs")
+    fds = [fd for fd, ts in writes.items() if len(ts) == len(beacons)]
+    if len(fds) != 1:
+        seen = {fd: len(ts) for fd, ts in writes.items()}
+        raise InvalidParameter(
+            "host bundle", f"one-byte writes by vCPU threads per fd {seen}",
+            f"exactly one fd with {len(beacons)} writes (the beacon port's chardev): capture the host with "
+            "--events ...,syscalls:sys_enter_write and give the port a chardev of its own (qemu -serial file:...)")
+    fd = fds[0]
+    hs = sorted(writes[fd])
+    lo = max(signed_diff(b, h) for (_, b, _), h in zip(beacons, hs))
+    hi = min(signed_diff(a, h) for (_, _, a), h in zip(beacons, hs))
+    if lo > hi:
+        raise InconsistentData(f"port beacons disagree: the offset would be >= {lo} and <= {hi} cycles; "
+                               "beacons and host writes are not paired correctly (lost writes?)")
+    return BeaconOffset(lo, hi, len(beacons), fd)

@@ -1,0 +1,133 @@
+"""``tsalign analyze irq|vcpu|io`` (latency analyses on an aligned host+guest timeline) and
+``tsalign beacons`` (guest side: port beacons that measure an emulated VM's TSC offset)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .. import exitcodes
+from ..errors import InvalidParameter
+from . import emit
+
+__all__ = ["register"]
+
+KINDS = ("irq", "vcpu", "io")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="latency analyses on aligned host+guest bundles: irq, vcpu, io",
+                       description="irq: host IRQ injection -> guest handler latency; vcpu: host preemption of vCPU "
+                                   "threads -> the guest task running then; io: guest block request -> host IO of the "
+                                   "VM process -> guest completion. Writes report.json, report.html and "
+                                   "trace.perfetto-trace to --out.")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--host", required=True, help="host bundle (tsalign capture --role host)")
+    p.add_argument("--guest", required=True, help="guest bundle (tsalign capture --role guest)")
+    p.add_argument("--guest-offset", help="TSC offset of the guest when KVM holds none (emulated VM): cycles "
+                                          "(0x... or signed), or 'beacons' to measure it from `tsalign beacons` markers")
+    p.add_argument("-o", "--out", help="report directory (default: <guest>/../analysis-KIND)")
+    p.add_argument("--top", type=int, default=10, help="vcpu: how many guest tasks to rank")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_analyze)
+
+    p = sub.add_parser("beacons", help="guest: send TSC beacons through an I/O port (emulated VMs' offset)",
+                       description="Run inside the guest while `tsalign capture --role guest` runs; the host capture "
+                                   "needs syscalls:sys_enter_write, and the port its own chardev (qemu -serial file:F).")
+    p.add_argument("--port", type=lambda s: int(s, 0), default=0x2F8, help="I/O port (default 0x2f8, COM2 data)")
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--interval", type=float, default=0.002, help="seconds between beacons")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_beacons)
+
+
+def run_beacons(args: argparse.Namespace) -> int:
+    from ..node.beacon import markers, send_beacons
+
+    found = markers()
+    got = send_beacons(args.port, args.count, args.interval)
+    doc = {"sent": len(got), "port": args.port, "markers": found,
+           "first": list(got[0]) if got else None, "last": list(got[-1]) if got else None}
+    lines = [f"sent {len(got)} beacons through port {args.port:#x}; written to {len(found)} capture instance(s)"]
+    if not found:
+        lines.append("note: no tsalign capture is running here: the beacons reached no trace (start "
+                     "`tsalign capture --role guest` first)")
+    emit(args, doc, lines)
+    return exitcodes.OK if found else exitcodes.VERDICT_WARN
+
+
+def _offset(args: argparse.Namespace, host: Any, guest: Any) -> tuple[Any, dict[str, Any] | None]:
+    from ..align.merge import select_vm
+    from ..align.portbeacons import guest_beacons, host_port_writes, measure
+    from ..clock.kvm import TscParams
+
+    if not args.guest_offset:
+        return None, None
+    if args.guest_offset != "beacons":
+        return TscParams(args.guest_offset), {"offset": TscParams(args.guest_offset).offset, "source": "given"}
+    vm = select_vm(host, guest)
+    tids = {v["tid"] for v in vm.get("vcpus", []) if v.get("tid")}
+    bo = measure(guest_beacons(guest.records()), host_port_writes(host.records(), tids))
+    return TscParams(bo.offset), bo.to_dict()
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from ..align.merge import align, verdict_of
+    from ..analyze.io import analyze_io
+    from ..analyze.irq import analyze_irq
+    from ..analyze.vcpu import analyze_vcpu
+    from ..capture.bundle import Bundle
+
+    host, guest = Bundle.open(args.host, "--host"), Bundle.open(args.guest, "--guest")
+    params, offset_doc = _offset(args, host, guest)
+    a = align(host, guest, params)
+    verdict = verdict_of(a)
+    khz = a.tsc_khz
+    if args.kind == "irq":
+        res = analyze_irq(a.events, khz)
+    elif args.kind == "vcpu":
+        tids = {int(v["tid"]): int(v["id"]) for v in a.vm.get("vcpus", []) if v.get("tid")}
+        res = analyze_vcpu(a.events, tids, khz, args.top)
+    else:
+        res = analyze_io(a.events, a.vm.get("pid"), khz)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InvalidParameter("--out", out, "a directory")
+    os.makedirs(out, exist_ok=True)
+    doc = res.to_dict()
+    doc["alignment"] = {"verdict": verdict["verdict"], "reasons": verdict["reasons"], "guest_offset": offset_doc,
+                        "events": {"host": a.host_count, "guest": a.guest_count}, "tsc_khz": khz}
+    paths = _write(out, doc, res, a, khz, {"host": args.host, "guest": args.guest,
+                                            "alignment": verdict["verdict"],
+                                            "offset": offset_doc["source"] if offset_doc else "from the host bundle"})
+    doc["artifacts"] = paths
+    if args.json:
+        emit(args, doc, [])
+    else:
+        from ..report.terminal import render_terminal
+
+        render_terminal(doc)
+        for k, v in paths.items():
+            sys.stdout.write(f"{k}: {v}\n")
+    if res.needs:
+        return exitcodes.UNAVAILABLE
+    return exitcodes.VERDICT_FAIL if verdict["verdict"] == "fail" else exitcodes.OK
+
+
+def _write(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:
+    from ..report.html import render_html
+
+    paths = {"json": os.path.join(out, "report.json"), "html": os.path.join(out, "report.html")}
+    with open(paths["json"], "w", encoding="utf-8") as f:
+        json.dump({**doc, "artifacts": paths}, f, indent=1)
+    with open(paths["html"], "w", encoding="utf-8") as f:
+        f.write(render_html(doc, res.rows, res.slices, khz, inputs))
+    if khz:
+        from ..report.perfetto import write_perfetto
+
+        paths["perfetto"] = os.path.join(out, "trace.perfetto-trace")
+        write_perfetto(paths["perfetto"], a.events, khz, res.slices)
+    return paths
