@@ -67,6 +67,7 @@ def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False) -> 
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.join(image_dir, "base.img"), st["disk"]], check=True)
         subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-cpu", CPU,
+                        "-name", "tsalign-vm,debug-threads=on",  # vCPU threads named "CPU N/TCG"
                         "-drive", f"file={st['disk']},if=virtio,format=qcow2",
                         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{st['port']}-:22",
                         "-device", "virtio-net-pci,netdev=n0", "-serial", f"file:{st['serial']}",

@@ -100,7 +100,7 @@ def _wait(pred: Any, what: str, timeout: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-HOST_EVENTS = ",".join(["sched:sched_switch", "syscalls:sys_enter_write"] + [
+HOST_EVENTS = ",".join(["sched:sched_switch", "syscalls:sys_enter_write", "syscalls:sys_enter_writev"] + [
     f"syscalls:sys_{d}_{c}" for c in ("pwritev", "preadv", "pwrite64", "pread64", "fdatasync", "io_uring_enter")
     for d in ("enter", "exit")])
 GUEST_EVENTS = "sched:sched_switch,block:block_rq_issue,block:block_rq_complete,irq:irq_handler_entry"
@@ -122,10 +122,16 @@ def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
         host_cap = subprocess.Popen([sys.executable, "-m", "tsalign", "capture", "--role", "host", "--pid", str(st["pid"]),
                                      "--events", HOST_EVENTS, "--duration", "40", "--buffer-kb", "32768",
                                      "--out", str(host_dir), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait(lambda: any(d.startswith(f"tsalign-{host_cap.pid}-") for d in os.listdir("/sys/kernel/tracing/instances")),
-              "the host capture instance")
-        r = vm.ssh(st, f"{PY} capture --role guest --events {GUEST_EVENTS} --duration 25 --buffer-kb 16384 "
-                       "--out /root/g > /root/cap.log 2>&1 & sleep 0.2; "
+        def started() -> bool:
+            assert host_cap is not None
+            if host_cap.poll() is not None:
+                raise AssertionError(f"host capture ended: {host_cap.communicate()[1].decode()}")
+            return any(d.startswith(f"tsalign-{host_cap.pid}-") for d in os.listdir("/sys/kernel/tracing/instances"))
+
+        _wait(started, "the host capture instance")
+        # a transient systemd unit: the capture outlives this SSH session (a background job would hold it open)
+        r = vm.ssh(st, "systemd-run --unit=tsalign-capture --working-directory=/opt/tsalign/lib python3 -m tsalign "
+                       f"capture --role guest --events {GUEST_EVENTS} --duration 25 --buffer-kb 16384 --out /root/g; "
                        "for i in $(seq 100); do ls /sys/kernel/tracing/instances | grep -q tsalign- && break; sleep 0.2; done; "
                        "ls /sys/kernel/tracing/instances", timeout=60)
         assert "tsalign-" in r.stdout, r.stdout + r.stderr
@@ -138,11 +144,11 @@ def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
                        "dd if=/dev/zero of=/root/io.bin bs=64k count=48 oflag=direct 2>&1; sync; wait", timeout=120)
         assert r.returncode in (0, 124), r.stdout + r.stderr
         r = vm.ssh(st, "for i in $(seq 150); do [ -f /root/g/manifest.json ] && break; sleep 0.2; done; "
-                       "cat /root/cap.log; ls /root/g", timeout=90)
+                       "journalctl -u tsalign-capture --no-pager | tail -5; ls /root/g", timeout=90)
         assert "manifest.json" in r.stdout, r.stdout + r.stderr
         _fetch(st, "/root/g", tmp_path)
         host_cap.send_signal(2)  # end the host capture early: everything needed is recorded
-        out, err = host_cap.communicate(timeout=120)
+        _, err = host_cap.communicate(timeout=120)
         assert host_cap.returncode == 0, err.decode()
     finally:
         for p in load:

@@ -62,8 +62,12 @@ def test_vcpu_preemption_attributed_to_guest_task() -> None:
         sw(1900, "host", 1, ("swapper/1", 0, "R"), ("CPU 1/KVM", 502)),
         sw(2000, "host", 0, ("CPU 0/KVM", 501, "R+"), ("stress", 900)),  # vcpu0 preempted while idle
         sw(2300, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)),  # 300
+        sw(2500, "guest", 1, ("kworker/1:0", 12, "S"), ("swapper/1", 0)),
+        sw(2600, "host", 0, ("CPU 0/KVM", 501, "R"), ("stress", 900)),  # after the guest capture ended
+        sw(2700, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)),
     ]
     r = analyze_vcpu(events, vcpus, KHZ)
+    assert r.summary["outside_guest_capture"] == 1
     assert r.ok
     rows = [(x["vcpu"], x["duration_cycles"], x["preempted"], x["guest_task"]) for x in r.rows]
     assert rows == [(0, 500, True, "dd-77"), (1, 1000, False, "kworker/1:0-12"), (0, 300, True, "swapper/0-0")]

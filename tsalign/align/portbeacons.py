@@ -1,8 +1,8 @@
 """The guest TSC offset of an emulated VM, measured from port beacons (:mod:`tsalign.node.beacon`).
 
 Guest: ``tsalign_beacon seq=N before=T1 after=T2`` marker lines (guest TSC). Host: the one-byte
-``write`` system calls the VMM made for them (``syscalls:sys_enter_write`` of the VM's vCPU threads,
-host TSC H). Paired in order on the port's file descriptor: ``T1 - H <= offset <= T2 - H`` for every
+``write``/``writev`` system calls the VMM made for them on the port's chardev (``syscalls:sys_enter_write``,
+``sys_enter_writev`` of the VM's vCPU threads, host TSC H). Paired in order on the port's file descriptor: ``T1 - H <= offset <= T2 - H`` for every
 pair; the intersection of all intervals is the answer (its width is the uncertainty).
 """
 
@@ -21,7 +21,9 @@ from .brackets import signed_diff
 __all__ = ["BeaconOffset", "guest_beacons", "host_port_writes", "measure"]
 
 _BEACON = re.compile(r"tsalign_beacon seq=(\d+) before=(\d+) after=(\d+)")
-_WRITE = re.compile(r"fd: (0x[0-9a-f]+), buf: 0x[0-9a-f]+, count: (0x[0-9a-f]+)")
+_FD = re.compile(r"\(fd: (0x[0-9a-f]+|\d+),")  # hex before 6.x, decimal after
+#: how a VMM may write one byte to a chardev (QEMU's file chardev uses writev)
+WRITE_CALLS = ("sys_enter_write", "sys_enter_writev", "sys_enter_pwrite64", "sys_enter_pwritev")
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,13 @@ def guest_beacons(records: Iterable[Any]) -> list[tuple[int, int, int]]:
 
 
 def host_port_writes(records: Iterable[Any], vcpu_tids: set[int]) -> dict[int, list[int]]:
-    """fd -> host TSCs of one-byte writes by vCPU threads."""
+    """fd -> host TSCs of write system calls made by vCPU threads."""
     out: dict[int, list[int]] = defaultdict(list)
     for r in records:
-        if r.pid in vcpu_tids and r.event.split(":")[-1] == "sys_enter_write":
-            m = _WRITE.search(r.payload)
-            if m and int(m.group(2), 16) == 1:
-                out[int(m.group(1), 16)].append(r.ts)
+        if r.pid in vcpu_tids and r.event.split(":")[-1] in WRITE_CALLS:
+            m = _FD.search(r.payload)
+            if m:
+                out[int(m.group(1), 0)].append(r.ts)
     return out
 
 
@@ -73,9 +75,10 @@ def measure(beacons: list[tuple[int, int, int]], writes: dict[int, list[int]]) -
     if len(fds) != 1:
         seen = {fd: len(ts) for fd, ts in writes.items()}
         raise InvalidParameter(
-            "host bundle", f"one-byte writes by vCPU threads per fd {seen}",
+            "host bundle", f"writes by vCPU threads per fd {seen}",
             f"exactly one fd with {len(beacons)} writes (the beacon port's chardev): capture the host with "
-            "--events ...,syscalls:sys_enter_write and give the port a chardev of its own (qemu -serial file:...)")
+            "--events ...,syscalls:sys_enter_write,syscalls:sys_enter_writev and give the port a chardev of its "
+            "own (qemu -serial file:...)")
     fd = fds[0]
     hs = sorted(writes[fd])
     lo = max(signed_diff(b, h) for (_, b, _), h in zip(beacons, hs))

@@ -3,8 +3,8 @@
 Guest: ``block:block_rq_issue`` and ``block:block_rq_complete`` (same device and sector). Host: the
 VM process's IO system calls (``syscalls:sys_enter_*``/``sys_exit_*`` of pread/pwrite/preadv/pwritev/
 io_uring_enter/fdatasync...), from threads whose TGID is the VM's pid (or whose comm is a QEMU thread).
-Each host call that falls inside one request's [issue, complete] window is attributed to the earliest
-such request. Breakdown: guest -> host (issue to the first host call), host (first call start to last
+Each host call that falls inside a request's [issue, complete] window is attributed to it (to every such
+request: QEMU merges adjacent guest requests into one host call). Breakdown: guest -> host (issue to the first host call), host (first call start to last
 call end), host -> guest (last end to completion).
 """
 
@@ -32,7 +32,7 @@ def _call(e: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def analyze_io(events: list[dict[str, Any]], vm_pid: int | None, tsc_khz: int, exclude_tids: set[int] = frozenset(),
+def analyze_io(events: list[dict[str, Any]], vm_pid: int | None, tsc_khz: int, exclude_tids: frozenset[int] = frozenset(),
                calls: tuple[str, ...] = ("pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
                                          "io_uring_enter", "io_submit", "fdatasync", "fsync")) -> AnalysisResult:
     """``vm_pid``: the VM process (host TGID); ``exclude_tids``: threads whose calls are not disk IO
@@ -86,11 +86,12 @@ def analyze_io(events: list[dict[str, Any]], vm_pid: int | None, tsc_khz: int, e
             spans.append((open_calls.pop(k), e["guest_tsc"], name, e["pid"]))
     unattributed = 0
     for s0, s1, name, tid in spans:
-        owner = next((r for r in done if r["issue"] <= s0 and s1 <= r["complete"]), None)
-        if owner is None:
+        # every request whose window holds the call: the VMM may merge adjacent guest requests into one call
+        owners = [r for r in done if r["issue"] <= s0 and s1 <= r["complete"]]
+        if not owners:
             unattributed += 1
-        else:
-            owner["host_calls"].append((s0, s1, name, tid))
+        for r in owners:
+            r["host_calls"].append((s0, s1, name, tid))
     g2h, host, h2g, total = [], [], [], []
     no_host = 0
     for r in done:

@@ -2,7 +2,8 @@
 
 For every interval a vCPU thread was switched out on the host (``sched_switch`` with prev_pid = the
 vCPU thread, until the switch that runs it again), the guest task running on that vCPU at that moment
-(the last guest ``sched_switch`` on guest CPU = vCPU id before it). ``prev_state`` R/R+ means the vCPU
+(the last guest ``sched_switch`` on guest CPU = vCPU id before it). Intervals outside the guest capture's
+time span are counted, not attributed. ``prev_state`` R/R+ means the vCPU
 was runnable and preempted; S/D means it blocked (guest idle in HLT, or waiting in the VMM).
 """
 
@@ -39,6 +40,9 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
         ts, who = runs[e["cpu"]]
         ts.append(e["guest_tsc"])
         who.append((s["next_comm"], s["next_pid"]))
+    g_times = [e["guest_tsc"] for e in events if e["side"] == "guest"]
+    g_first, g_last = min(g_times), max(g_times)
+    outside = 0
     out_at: dict[int, tuple[int, str]] = {}
     intervals = []
     for e, s in host_sw:
@@ -50,9 +54,13 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
         tid = s["next_pid"]
         if tid in vcpu_tids and tid in out_at:
             t0, state = out_at.pop(tid)
+            if t0 < g_first or t > g_last:  # the guest capture did not see this moment: nothing to attribute
+                outside += 1
+                continue
             intervals.append((tid, t0, t, state))
     per_task: dict[str, list[int]] = defaultdict(list)
-    preempted, blocked = [], []
+    preempted: list[int] = []
+    blocked: list[int] = []
     for tid, t0, t1, state in intervals:
         vcpu = vcpu_tids[tid]
         ts, who = runs.get(vcpu, ([], []))
@@ -70,7 +78,7 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
             res.slices.append({"side": "host", "track": f"vcpu{vcpu}", "name": f"preempted: {task}", "start": t0, "end": t1})
     ranking = sorted(per_task.items(), key=lambda kv: -sum(kv[1]))[:top]
     res.summary = {
-        "vcpus": sorted(set(vcpu_tids.values())), "intervals": len(intervals),
+        "vcpus": sorted(set(vcpu_tids.values())), "intervals": len(intervals), "outside_guest_capture": outside,
         "preempted": dist(preempted, tsc_khz), "blocked": dist(blocked, tsc_khz),
         "top_tasks": [{"task": t, "preemptions": len(v), "total_cycles": sum(v),
                        "total_ns": sum(v) * 1_000_000 // tsc_khz if tsc_khz else None, "max_cycles": max(v),

@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("beacons", help="guest: send TSC beacons through an I/O port (emulated VMs' offset)",
                        description="Run inside the guest while `tsalign capture --role guest` runs; the host capture "
-                                   "needs syscalls:sys_enter_write, and the port its own chardev (qemu -serial file:F).")
+                                   "needs syscalls:sys_enter_write,syscalls:sys_enter_writev, and the port its own chardev "
+                                   "(qemu -serial file:F).")
     p.add_argument("--port", type=lambda s: int(s, 0), default=0x2F8, help="I/O port (default 0x2f8, COM2 data)")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--interval", type=float, default=0.002, help="seconds between beacons")

@@ -116,7 +116,8 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.pid is not None and not vms:
             emulated = kvmvms.emulated_vm(Root(), args.pid)
             if emulated is None:
-                raise InvalidParameter("--pid", args.pid, "the pid of a running KVM (or QEMU TCG) VM process (tsalign offsets)")
+                raise InvalidParameter("--pid", args.pid, "the pid of a running KVM VM process (tsalign offsets), or of a QEMU TCG one "
+                                       "started with -name NAME,debug-threads=on (vCPU threads named 'CPU N/TCG')")
             vms = [emulated]
     created = not os.path.exists(args.out)
     try:

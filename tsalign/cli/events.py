@@ -33,7 +33,9 @@ def register(sub: Any) -> None:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    from ..traces.reader import open_trace  # numpy: imported here so guests without it keep the other verbs
+    from ..traces.reader import (
+        open_trace,  # numpy: imported here so guests without it keep the other verbs
+    )
 
     if args.parquet and len(args.files) != 1:
         raise InvalidParameter("--parquet", args.parquet, "exactly one FILE to export")

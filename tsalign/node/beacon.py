@@ -3,7 +3,7 @@
 Each beacon runs ``rdtsc; out PORT, al; rdtsc`` (x86-64 machine code in an executable mapping, port
 access from ``ioperm``): the VMM handles the ``out`` — QEMU writes the byte to the port's chardev with a
 host system call — between the two reads. A host capture of that call (``syscalls:sys_enter_write``
-of the vCPU thread) at host TSC H brackets the offset: ``before - H <= offset <= after - H``. Each beacon
+or ``sys_enter_writev`` of the vCPU thread) at host TSC H brackets the offset: ``before - H <= offset <= after - H``. Each beacon
 is also written to the ``trace_marker`` of every running tsalign tracefs instance, so the guest capture
 holds it: ``tsalign_beacon seq=N before=T1 after=T2``. Standard library only (runs in guests).
 """
@@ -28,8 +28,8 @@ _CODE = bytes([0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89,
 _keep: list[mmap.mmap] = []
 
 
-class Beacon(tuple):  # type: ignore[type-arg]
-    """(seq, before, after): guest TSC cycles read just before and just after the port write."""
+#: (seq, before, after): guest TSC cycles read just before and just after the port write
+Beacon = tuple[int, int, int]
 
 
 def _function() -> Callable[[int, ctypes.Array[ctypes.c_uint64]], None]:
@@ -37,7 +37,7 @@ def _function() -> Callable[[int, ctypes.Array[ctypes.c_uint64]], None]:
     buf.write(_CODE)
     _keep.append(buf)
     addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-    return ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint64))(addr)  # type: ignore[return-value]
+    return ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint64))(addr)
 
 
 def markers(tracefs: str = "/sys/kernel/tracing") -> list[str]:
@@ -58,11 +58,11 @@ def send_beacons(port: int, count: int, interval_s: float = 0.002, tracefs: str 
     fn = _function()
     out = (ctypes.c_uint64 * 2)()
     files = [open(m, "w", encoding="utf-8") for m in markers(tracefs)]  # noqa: SIM115 - closed below
-    beacons = []
+    beacons: list[Beacon] = []
     try:
         for seq in range(count):
             fn(port, out)
-            b = Beacon((seq, int(out[0]), int(out[1])))
+            b = (seq, int(out[0]), int(out[1]))
             beacons.append(b)
             for f in files:
                 f.write(f"tsalign_beacon seq={seq} before={b[1]} after={b[2]}\n")

@@ -18,8 +18,19 @@ __all__ = ["Record", "parse_kvm_payload", "parse_line", "parse_lines"]
 #: column) and ``trace-cmd report`` (optionally prefixed by the instance buffer name)
 LINE = re.compile(
     r"^(?:(?P<buf>[\w.-]+):\s+)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
-    r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"
+    r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+)(?::\s?|(?=\()|\s(?=->))"
+    r"(?P<payload>.*)$"
 )
+
+
+def event_name(event: str, payload: str) -> str:
+    """Syscall tracepoints print ``sys_write(fd: 9, ...)`` and ``sys_write -> 0x8``: name them as their
+    tracepoints are named (``sys_enter_write``, ``sys_exit_write``); other names pass through."""
+    if payload.startswith("("):
+        return "sys_enter_" + event[4:] if event.startswith("sys_") else event
+    if payload.startswith("->"):
+        return "sys_exit_" + event[4:] if event.startswith("sys_") else event
+    return event
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,8 @@ def parse_line(line: str, where: str = "") -> Record | None:
         return None
     tgid = m.group("tgid")
     return Record(_ts(m.group("ts"), where), int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
-                  m.group("event"), m.group("payload").rstrip(), int(tgid) if tgid and tgid.isdigit() else -1)
+                  event_name(m.group("event"), m.group("payload")), m.group("payload").rstrip(),
+                  int(tgid) if tgid and tgid.isdigit() else -1)
 
 
 def parse_lines(lines: Iterable[str], source: str = "<text>", strict: bool = True) -> Iterator[Record]:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import InvalidParameter
-from .ftrace_text import LINE
+from .ftrace_text import LINE, event_name
 from .table import Chunk
 from .trace import Trace, TraceInfo
 
@@ -145,7 +145,8 @@ class TextTrace(Trace):
                 decided = True
             resolution = max(resolution, res)
             pid = m.group("tid") if m.groupdict().get("tid") else m.group("pid")
-            rows.append((ts, int(m.group("cpu")), int(pid), ecode(m.group("event")), ccode(m.group("comm").strip()),
+            rows.append((ts, int(m.group("cpu")), int(pid), ecode(event_name(m.group("event"), m.group("payload"))),
+                         ccode(m.group("comm").strip()),
                          m.group("payload").rstrip()))
             if len(rows) >= CHUNK_LINES:
                 chunk, last = self._chunk(rows, last)
