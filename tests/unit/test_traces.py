@@ -220,3 +220,24 @@ print fmt: "x"
     assert kinds["args"][0] == "array" and kinds["delta"] == ("int", 80, 8, True)
     with pytest.raises(InvalidParameter, match="name:.* and .ID:"):
         parse_format("format:\n", "x")
+
+
+def test_align_writes_parquet_timeline(tmp_path: Path) -> None:
+    """`tsalign align` on the shipped real selftest bundles: the Parquet timeline holds every merged event."""
+    import json as _json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    ex = Path(__file__).resolve().parents[2] / "examples" / "selftest"
+    r = subprocess.run([sys.executable, "-m", "tsalign", "align", "--host", str(ex / "host"), "--guest", str(ex / "guest"),
+                        "-o", str(tmp_path / "al"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    arts = _json.loads(r.stdout)["artifacts"]
+    t = pq.read_table(arts["parquet"])
+    lines = Path(arts["timeline"]).read_text().splitlines()
+    assert t.num_rows == len(lines) > 1000
+    g = t.column("guest_tsc").to_pylist()
+    assert g == sorted(g) and g == [_json.loads(x)["guest_tsc"] for x in lines]
+    assert set(t.column("side").to_pylist()) == {"host", "guest"}

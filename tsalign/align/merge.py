@@ -238,11 +238,18 @@ def verdict_of(a: Aligned) -> dict[str, Any]:
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:
-    """timeline.jsonl, trace.perfetto-trace (when perfetto is installed) and verdict.json in ``out``."""
+    """timeline.jsonl, timeline.parquet (pyarrow), trace.perfetto-trace (perfetto) and verdict.json in ``out``."""
     os.makedirs(out, exist_ok=True)
     paths = {"timeline": os.path.join(out, "timeline.jsonl"), "verdict": os.path.join(out, "verdict.json")}
     with open(paths["timeline"], "w", encoding="utf-8") as f:
         f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in a.events)
+    try:
+        from ..traces.export import write_aligned_parquet
+
+        paths["parquet"] = os.path.join(out, "timeline.parquet")
+        write_aligned_parquet(paths["parquet"], a.events, {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")})
+    except ImportError:
+        verdict.setdefault("notes", []).append("pyarrow not installed: no Parquet timeline written")
     if a.tsc_khz:
         try:
             from ..report.perfetto import write_perfetto
