@@ -161,7 +161,7 @@ def test_perf_prof_seed_lines() -> None:
     assert t.comms.decode(c.comm) == ["CPU 68/KVM", "<idle>"] and c.cpu.tolist() == [49, 24]
     _, f = t.fields(c, "kprobes:kvm_vcpu_kick")
     assert f["tsc_offset"] == ["0xffee6aba03eccaac"]
-    assert t.info.resolution == 1000 and any("resolution 1000" in w for w in t.info.warnings)
+    assert t.info.resolution == 1000 and any("resolution 1000" in n for n in t.info.notes)
 
 
 def test_ftrace_variants_and_garbage(tmp_path: Path) -> None:
@@ -241,3 +241,27 @@ def test_align_writes_parquet_timeline(tmp_path: Path) -> None:
     g = t.column("guest_tsc").to_pylist()
     assert g == sorted(g) and g == [_json.loads(x)["guest_tsc"] for x in lines]
     assert set(t.column("side").to_pylist()) == {"host", "guest"}
+
+
+def test_events_cli_summarises_each_buffer(tmp_path: Path) -> None:
+    """A .dat with two instance buffers: one summary per buffer; --buffer picks one; a wrong name lists them."""
+    import json as _json
+    import subprocess
+    import sys
+
+    a, b = PageWriter(10), PageWriter(20)
+    for i in range(5):
+        a.event(3, payload(7, 100, i))
+    for i in range(7):
+        b.event(3, payload(7, 100, i))
+    p = tmp_path / "two.dat"
+    write_v7(str(p), {"alpha": {0: a.pages()}, "beta": {1: b.pages()}})
+    run = lambda *x: subprocess.run([sys.executable, "-m", "tsalign", "events", str(p), "--json", *x],
+                                    capture_output=True, text=True)
+    r = run()
+    assert r.returncode == 0, r.stderr
+    docs = _json.loads(r.stdout)["traces"]
+    assert [(d["buffer"], d["events"], d["cpus"]) for d in docs] == [("alpha", 5, [0]), ("beta", 7, [1])]
+    assert _json.loads(run("--buffer", "beta").stdout)["traces"][0]["events"] == 7
+    r = run("--buffer", "gamma")
+    assert r.returncode == 3 and "'alpha', 'beta'" in r.stderr

@@ -44,17 +44,35 @@ def run_events(args: argparse.Namespace) -> int:
     docs = []
     lines: list[str] = []
     warned = False
-    for path in args.files:
-        with open_trace(path, args.format, args.clock, args.buffer, strict=not args.lenient) as t:
+    for path, buffer in _inputs(args):
+        with open_trace(path, args.format, args.clock, buffer, strict=not args.lenient) as t:
             if args.parquet:
                 doc = _export(t, args)
             else:
                 doc = t.summary()
             docs.append(doc)
             warned = warned or bool(t.info.warnings)
-            lines += _render(doc, t.info.warnings)
+            lines += _render(doc, t.info.warnings, t.info.notes)
     emit(args, {"traces": docs}, lines)
     return exitcodes.VERDICT_WARN if warned else exitcodes.OK
+
+
+def _inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(file, buffer) pairs: a .dat with several buffers holding data is summarised buffer by buffer."""
+    from ..traces.reader import detect
+    from ..traces.tracedat import TraceDat
+
+    out: list[tuple[str, str | None]] = []
+    for path in args.files:
+        if args.buffer is None and not args.parquet and path != "-" and args.format in ("auto", "dat") \
+                and detect(path) == "dat":
+            with TraceDat(path) as d:
+                names = [b.name for b in d.buffers if any(c.size for c in b.cpus)]
+            if len(names) > 1:
+                out += [(path, n) for n in names]
+                continue
+        out.append((path, args.buffer))
+    return out
 
 
 def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -72,10 +90,11 @@ def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
     if os.path.isdir(args.parquet):
         raise InvalidParameter("--parquet", args.parquet, "a file path, not a directory")
     doc = write_parquet(t, args.parquet, t.chunks(), guest)
-    return {**doc, "source": t.info.path, "clock": t.info.clock, "domain": t.info.domain, "warnings": t.info.warnings}
+    return {**doc, "source": t.info.path, "clock": t.info.clock, "domain": t.info.domain, "warnings": t.info.warnings,
+            "notes": t.info.notes}
 
 
-def _render(doc: dict[str, Any], warnings: list[str]) -> list[str]:
+def _render(doc: dict[str, Any], warnings: list[str], notes: list[str]) -> list[str]:
     if "rows" in doc:
         out = [f"{doc['source']}: wrote {doc['rows']} events to {doc['path']} (clock {doc['clock']})"]
     else:
@@ -86,5 +105,6 @@ def _render(doc: dict[str, Any], warnings: list[str]) -> list[str]:
             out.append(f"  {n:>10}  {name}")
         if len(doc["per_event"]) > 20:
             out.append(f"  ... {len(doc['per_event']) - 20} more event names (--json lists all)")
+    out += [f"  note: {n}" for n in notes]
     out += [f"  warning: {w}" for w in warnings]
     return out

@@ -17,7 +17,7 @@ import numpy as np
 from ..capture.bundle import Bundle
 from ..errors import InvalidParameter
 from .table import Chunk, merge_sorted
-from .text import TextTrace, detect_text, parse_kv
+from .text import TextTrace, detect_text, text_fields
 from .trace import Trace, TraceInfo
 from .tracedat import MAGIC
 
@@ -86,8 +86,7 @@ class BundleTrace(Trace):
     def _forward(self, t: TextTrace) -> Iterator[Chunk]:
         yield from t.raw_chunks()
         for w in t.info.warnings:
-            if "clock not in the file" not in w:
-                self.warn(w)
+            self.warn(w)
 
     def _jsonl(self, path: str) -> Iterator[Chunk]:
         rows = []
@@ -106,12 +105,7 @@ class BundleTrace(Trace):
             yield Chunk(ts, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], [r[5] for r in rows])
 
     def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        codes = [c for e, c in self.events.index.items() if e.split(":")[-1] == event.split(":")[-1]]
-        rows = np.nonzero(np.isin(chunk.event, codes))[0] if codes else np.zeros(0, dtype=np.int64)
-        assert chunk.payload is not None
-        parsed = [parse_kv(chunk.payload[i]) for i in rows.tolist()]
-        keys = names or sorted({k for p in parsed for k in p})
-        return rows, {k: [p.get(k) for p in parsed] for k in keys}
+        return text_fields(self, chunk, event, names)
 
 
 def open_trace(path: str, fmt: str = "auto", clock: str | None = None, buffer: str | None = None,

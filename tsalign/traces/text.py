@@ -24,7 +24,7 @@ from .ftrace_text import LINE, event_name
 from .table import Chunk
 from .trace import Trace, TraceInfo
 
-__all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv"]
+__all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv", "text_fields"]
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "ftrace": LINE,
@@ -114,7 +114,8 @@ class TextTrace(Trace):
             clock, why = "x86-tsc", "integer timestamps this large are TSC cycles (the x86-tsc trace clock)"
         else:
             clock, why = "counter", "small integer timestamps read as the 'counter' trace clock"
-        self.info.set_clock(clock, [f"{self.info.path}: clock not in the file; {why}"])
+        self.info.set_clock(clock)
+        self.info.note(f"{self.info.path}: clock not in the file; {why}")
 
     def raw_chunks(self) -> Iterator[Chunk]:
         pat = PATTERNS[self.fmt]
@@ -157,7 +158,7 @@ class TextTrace(Trace):
             yield chunk
         self.info.resolution = resolution
         if resolution > 1:
-            self.warn(f"{self.info.path}: timestamps printed with {9 - len(str(resolution)) + 1} fraction digits: "
+            self.info.note(f"{self.info.path}: timestamps printed with {9 - len(str(resolution)) + 1} fraction digits: "
                       f"resolution {resolution} units (perf script --ns / trace-cmd report -t print all 9)")
 
     def _chunk(self, rows: list[tuple[int, int, int, int, int, str]], last: int) -> tuple[Chunk, int]:
@@ -173,9 +174,14 @@ class TextTrace(Trace):
         return c, int(ts[-1])
 
     def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        codes = [c for e, c in self.events.index.items() if e == event or e.split(":")[-1] == event.split(":")[-1]]
-        rows = np.nonzero(np.isin(chunk.event, codes))[0] if codes else np.zeros(0, dtype=np.int64)
-        assert chunk.payload is not None
-        parsed = [parse_kv(chunk.payload[i]) for i in rows.tolist()]
-        keys = names or sorted({k for p in parsed for k in p})
-        return rows, {k: [p.get(k) for p in parsed] for k in keys}
+        return text_fields(self, chunk, event, names)
+
+
+def text_fields(trace: Trace, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rows of ``event`` (with or without its system prefix) and their ``key=value`` fields, as text."""
+    codes = [c for e, c in trace.events.index.items() if e.split(":")[-1] == event.split(":")[-1]]
+    rows = np.nonzero(np.isin(chunk.event, codes))[0] if codes else np.zeros(0, dtype=np.int64)
+    assert chunk.payload is not None
+    parsed = [parse_kv(chunk.payload[i]) for i in rows.tolist()]
+    keys = names or sorted({k for p in parsed for k in p})
+    return rows, {k: [p.get(k) for p in parsed] for k in keys}

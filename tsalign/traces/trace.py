@@ -31,11 +31,16 @@ class TraceInfo:
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     resolution: int = 1
+    notes: list[str] = field(default_factory=list)  # informational (an inferred clock, a resolution)
 
     def set_clock(self, clock: str, warnings: list[str] = ()) -> None:  # type: ignore[assignment]
         self.clock = clock
         self.domain = domain_of(clock)
         self.warnings.extend(warnings)
+
+    def note(self, msg: str) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
 
 
 class Trace:
@@ -94,4 +99,5 @@ class Trace:
                 "clock": self.info.clock, "domain": self.info.domain, "resolution": self.info.resolution,
                 "events": count, "per_event": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
                 "first_ts": first, "last_ts": last, "cpus": sorted(cpus), "warnings": list(self.info.warnings),
+                "notes": list(self.info.notes),
                 "meta": self.info.meta}
