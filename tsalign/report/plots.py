@@ -31,9 +31,9 @@ def _us(cycles: list[int], khz: int) -> list[float]:
     return [c * 1000.0 / khz for c in cycles] if khz else [float(c) for c in cycles]
 
 
-def histogram(values: list[int], khz: int, title: str) -> str:
+def histogram(values: list[int], khz: int, title: str, log: bool = False) -> str:
     fig, ax = _fig()
-    ax.hist(_us(values, khz), bins=min(60, max(5, len(values) // 3)), color="#3b7dd8")
+    ax.hist(_us(values, khz), bins=min(60, max(5, len(values) // 3)), color="#3b7dd8", log=log)
     ax.set_xlabel("µs" if khz else "cycles")
     ax.set_ylabel("count")
     ax.set_title(title)
@@ -88,7 +88,7 @@ def plots_for(result: dict[str, Any], rows: list[dict[str, Any]], slices: list[d
     elif kind == "vcpu" and rows:
         pre = [r["duration_cycles"] for r in rows if r["preempted"]]
         if pre:
-            out.append(histogram(pre, khz, "vCPU preemption durations"))
+            out.append(histogram(pre, khz, "vCPU preemption durations (log count)", log=True))
     elif kind == "io" and rows:
         out.append(histogram([r["total_cycles"] for r in rows], khz, "guest block request latency (issue -> complete)"))
         out.append(stacked(rows, khz, "per request: guest -> host -> guest"))
