@@ -11,7 +11,7 @@ from ..numbers import MASK64, to_signed64
 from .fs import Root
 from .mounts import debugfs_dir
 
-__all__ = ["VcpuInfo", "VmInfo", "discover_vms", "parse_qemu_cmdline"]
+__all__ = ["VcpuInfo", "VmInfo", "discover_vms", "emulated_vm", "parse_qemu_cmdline"]
 
 _VM_DIR = re.compile(r"^(\d+)-(\d+)$")
 _VCPU_COMM = re.compile(r"^CPU (\d+)/KVM$")

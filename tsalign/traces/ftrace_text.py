@@ -23,9 +23,13 @@ LINE = re.compile(
 )
 
 
-def event_name(event: str, payload: str) -> str:
-    """Syscall tracepoints print ``sys_write(fd: 9, ...)`` and ``sys_write -> 0x8``: name them as their
-    tracepoints are named (``sys_enter_write``, ``sys_exit_write``); other names pass through."""
+def event_name(m: re.Match[str]) -> str:
+    """The event name of a :data:`LINE` match. Syscall tracepoints print ``sys_write(fd: 9, ...)`` and
+    ``sys_write -> 0x8`` (no colon after the name): name them as their tracepoints are named
+    (``sys_enter_write``, ``sys_exit_write``); every other name passes through."""
+    event, payload = m.group("event"), m.group("payload")
+    if m.string[m.end("event"):m.end("event") + 1] == ":":
+        return event
     if payload.startswith("("):
         return "sys_enter_" + event[4:] if event.startswith("sys_") else event
     if payload.startswith("->"):
@@ -64,7 +68,7 @@ def parse_line(line: str, where: str = "") -> Record | None:
         return None
     tgid = m.group("tgid")
     return Record(_ts(m.group("ts"), where), int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
-                  event_name(m.group("event"), m.group("payload")), m.group("payload").rstrip(),
+                  event_name(m), m.group("payload").rstrip(),
                   int(tgid) if tgid and tgid.isdigit() else -1)
 
 

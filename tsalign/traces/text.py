@@ -146,7 +146,7 @@ class TextTrace(Trace):
                 decided = True
             resolution = max(resolution, res)
             pid = m.group("tid") if m.groupdict().get("tid") else m.group("pid")
-            rows.append((ts, int(m.group("cpu")), int(pid), ecode(event_name(m.group("event"), m.group("payload"))),
+            rows.append((ts, int(m.group("cpu")), int(pid), ecode(event_name(m)),
                          ccode(m.group("comm").strip()),
                          m.group("payload").rstrip()))
             if len(rows) >= CHUNK_LINES:
