@@ -102,3 +102,34 @@ def test_io_missing_host_events() -> None:
     r = analyze_io([ev(1, "guest", "block_rq_issue", "253,0 W 4096 () 1 + 8 [dd]"),
                     ev(2, "guest", "block_rq_complete", "253,0 W () 1 + 8 [0]")], 1, KHZ)
     assert [n.side for n in r.needs] == ["host"] and "syscalls:sys_enter_pwritev" in r.needs[0].command()
+
+
+def test_beacons_refuse_bare_metal(tmp_path: Any) -> None:
+    """Port beacons write to real hardware on bare metal: refused there (a recorded cpuinfo without the flag)."""
+    import pytest
+
+    from tsalign.errors import Unavailable
+    from tsalign.node.beacon import in_vm, send_beacons
+
+    metal = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr constant_tsc nonstop_tsc\n"
+    guest = "processor\t: 0\nflags\t\t: fpu vme tsc constant_tsc hypervisor tsc_known_freq\n"
+    assert not in_vm(metal) and in_vm(guest)
+    (tmp_path / "cpuinfo").write_text(metal)
+    with pytest.raises(Unavailable, match="inside the guest"):
+        send_beacons(0x2F8, 1, cpuinfo=str(tmp_path / "cpuinfo"))
+
+
+def test_port_beacon_offset_interval() -> None:
+    """Brackets intersect: before - H <= offset <= after - H for each pair; the fd with N writes is the port's."""
+    import pytest
+
+    from tsalign.align.portbeacons import measure
+    from tsalign.errors import InvalidParameter
+
+    off = 5000
+    hosts = [1000, 2000, 3000]
+    beacons = [(i, h + off - 7 - i, h + off + 3 + i) for i, h in enumerate(hosts)]  # guest reads around each write
+    r = measure(beacons, {13: hosts, 9: [1, 2, 3, 4, 5]})
+    assert (r.lo, r.hi, r.fd, r.pairs) == (off - 7, off + 3, 13, 3) and r.offset == off - 2
+    with pytest.raises(InvalidParameter, match="exactly one fd with 3 writes"):
+        measure(beacons, {9: [1, 2]})

@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..errors import InvalidParameter, Unavailable
 
-__all__ = ["Beacon", "send_beacons"]
+__all__ = ["Beacon", "in_vm", "send_beacons"]
 
 # rdtsc; shl rdx,32; or rax,rdx; mov [rsi],rax; mov edx,edi; mov al,0x42; out dx,al;
 # rdtsc; shl rdx,32; or rax,rdx; mov [rsi+8],rax; ret
@@ -45,8 +45,23 @@ def markers(tracefs: str = "/sys/kernel/tracing") -> list[str]:
     return sorted(glob.glob(os.path.join(tracefs, "instances", "tsalign-*", "trace_marker")))
 
 
-def send_beacons(port: int, count: int, interval_s: float = 0.002, tracefs: str = "/sys/kernel/tracing") -> list[Beacon]:
-    """Send ``count`` beacons through I/O port ``port`` (e.g. 0x2f8, the second serial port's data register)."""
+def in_vm(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo text shows the ``hypervisor`` CPU flag (this kernel runs in a VM)."""
+    return any(line.startswith("flags") and " hypervisor" in f" {line.split(':', 1)[-1]} " for line in cpuinfo.splitlines())
+
+
+def send_beacons(port: int, count: int, interval_s: float = 0.002, tracefs: str = "/sys/kernel/tracing",
+                 cpuinfo: str = "/proc/cpuinfo") -> list[Beacon]:
+    """Send ``count`` beacons through I/O port ``port`` (e.g. 0x2f8, the second serial port's data register).
+    Refuses on bare metal: there the port is real hardware."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            virtual = in_vm(f.read())
+    except OSError:
+        virtual = False
+    if not virtual:
+        raise Unavailable("tsalign beacons writes to an I/O port: run it inside the guest (no 'hypervisor' "
+                          f"CPU flag in {cpuinfo}, so this is not a VM)")
     if not 0 < port < 0x10000:
         raise InvalidParameter("--port", port, "an x86 I/O port number (0x2f8 = COM2)")
     if count < 1:
