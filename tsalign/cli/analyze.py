@@ -13,7 +13,7 @@ from .. import exitcodes
 from ..errors import InvalidParameter
 from . import emit
 
-__all__ = ["register"]
+__all__ = ["analyze_bundles", "register"]
 
 KINDS = ("irq", "vcpu", "io")
 
@@ -60,62 +60,70 @@ def run_beacons(args: argparse.Namespace) -> int:
     return exitcodes.OK if found else exitcodes.VERDICT_WARN
 
 
-def _offset(args: argparse.Namespace, host: Any, guest: Any) -> tuple[Any, dict[str, Any] | None]:
+def _offset(given: str | None, host: Any, guest: Any) -> tuple[Any, dict[str, Any] | None]:
     from ..align.merge import select_vm
     from ..align.portbeacons import guest_beacons, host_port_writes, measure
     from ..clock.kvm import TscParams
+    from ..numbers import parse_offset
 
-    if not args.guest_offset:
+    if not given:
         return None, None
-    if args.guest_offset != "beacons":
-        return TscParams(args.guest_offset), {"offset": TscParams(args.guest_offset).offset, "source": "given"}
+    if given != "beacons":
+        p = TscParams(parse_offset(given, "--guest-offset"))
+        return p, {"offset": p.offset, "source": "given"}
     vm = select_vm(host, guest)
     tids = {v["tid"] for v in vm.get("vcpus", []) if v.get("tid")}
     bo = measure(guest_beacons(guest.records()), host_port_writes(host.records(), tids))
     return TscParams(bo.offset), bo.to_dict()
 
 
-def run_analyze(args: argparse.Namespace) -> int:
+def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_offset: str | None = None,
+                    top: int = 10) -> tuple[dict[str, Any], Any]:
+    """Align two bundles, run analysis ``kind`` and write its reports to ``out``; (document, result)."""
     from ..align.merge import align, verdict_of
     from ..analyze.io import analyze_io
     from ..analyze.irq import analyze_irq
     from ..analyze.vcpu import analyze_vcpu
     from ..capture.bundle import Bundle
 
-    host, guest = Bundle.open(args.host, "--host"), Bundle.open(args.guest, "--guest")
-    params, offset_doc = _offset(args, host, guest)
+    host, guest = Bundle.open(host_path, "--host"), Bundle.open(guest_path, "--guest")
+    params, offset_doc = _offset(guest_offset, host, guest)
     a = align(host, guest, params)
     verdict = verdict_of(a)
     khz = a.tsc_khz
-    if args.kind == "irq":
+    if kind == "irq":
         res = analyze_irq(a.events, khz)
-    elif args.kind == "vcpu":
+    elif kind == "vcpu":
         tids = {int(v["tid"]): int(v["id"]) for v in a.vm.get("vcpus", []) if v.get("tid")}
-        res = analyze_vcpu(a.events, tids, khz, args.top)
+        res = analyze_vcpu(a.events, tids, khz, top)
     else:
         res = analyze_io(a.events, a.vm.get("pid"), khz)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise InvalidParameter("--out", out, "a directory")
     os.makedirs(out, exist_ok=True)
     doc = res.to_dict()
     doc["alignment"] = {"verdict": verdict["verdict"], "reasons": verdict["reasons"], "guest_offset": offset_doc,
                         "events": {"host": a.host_count, "guest": a.guest_count}, "tsc_khz": khz}
-    paths = _write(out, doc, res, a, khz, {"host": args.host, "guest": args.guest,
-                                            "alignment": verdict["verdict"],
-                                            "offset": offset_doc["source"] if offset_doc else "from the host bundle"})
-    doc["artifacts"] = paths
+    doc["artifacts"] = _write(out, doc, res, a, khz, {"host": host_path, "guest": guest_path,
+                                                      "alignment": verdict["verdict"],
+                                                      "offset": offset_doc["source"] if offset_doc else "from the host bundle"})
+    return doc, res
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
+    doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top)
     if args.json:
         emit(args, doc, [])
     else:
         from ..report.terminal import render_terminal
 
         render_terminal(doc)
-        for k, v in paths.items():
+        for k, v in doc["artifacts"].items():
             sys.stdout.write(f"{k}: {v}\n")
     if res.needs:
         return exitcodes.UNAVAILABLE
-    return exitcodes.VERDICT_FAIL if verdict["verdict"] == "fail" else exitcodes.OK
+    return exitcodes.VERDICT_FAIL if doc["alignment"]["verdict"] == "fail" else exitcodes.OK
 
 
 def _write(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:

@@ -87,5 +87,15 @@ def run(args: argparse.Namespace) -> int:
         report["source"] = "live selftest on this host"
     report["notes"] = mounted + report.get("notes", [])
     lines = [f"source: {report['source']}", *render_selftest(report)]
+    # the analysis aligned timestamps exist for, on the same bundles: IRQ injection -> guest handler
+    arts = report.get("artifacts", {})
+    if arts.get("host_bundle") and arts.get("guest_bundle"):
+        from .analyze import analyze_bundles
+
+        doc, _ = analyze_bundles("irq", arts["host_bundle"], arts["guest_bundle"], os.path.join(args.out, "analysis-irq"))
+        arts["analysis_irq"] = doc["artifacts"]["html"]
+        lat = doc["summary"].get("latency", {}).get("ns", {})
+        lines.append(f"IRQ analysis: {doc['summary'].get('matched', 0)} injections matched, median latency "
+                     f"{lat.get('median')} ns; report {doc['artifacts']['html']}")
     emit(args, report, lines)
     return _VERDICT_EXIT[report["verdict"]]
