@@ -217,6 +217,11 @@ class MicroVM:
             for _ in range(irqs):
                 if stop.wait(irq_interval_s):
                     return
+                # the previous edge must have been handled first: a second edge while the PIC still has
+                # the line pending is merged into the first (seen when the vCPU thread was descheduled)
+                while len(res.irq_beacons) < res.irqs_raised:
+                    if stop.wait(0.0005):
+                        return
                 self.raise_irq()
                 res.irqs_raised += 1
 
