@@ -17,8 +17,9 @@ from .common import AnalysisResult, Needs, bare, block_rq, dist
 
 __all__ = ["HOST_IO_CALLS", "analyze_io"]
 
-HOST_IO_CALLS = ("pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "io_uring_enter",
-                 "io_submit", "io_getevents", "fdatasync", "fsync", "read", "write")
+#: system calls that count as the VM process's disk IO
+HOST_IO_CALLS = ("pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "io_uring_enter", "io_submit",
+                 "fdatasync", "fsync")
 HOST_EVENTS = [f"syscalls:sys_{d}_{c}" for c in ("pread64", "pwrite64", "preadv", "pwritev", "io_uring_enter", "fdatasync")
                for d in ("enter", "exit")]
 
@@ -27,14 +28,13 @@ def _call(e: dict[str, Any]) -> tuple[str, str] | None:
     n = bare(e)
     for d in ("enter", "exit"):
         p = f"sys_{d}_"
-        if n.startswith(p) and n[len(p):] in HOST_IO_CALLS:
+        if n.startswith(p):
             return d, n[len(p):]
     return None
 
 
 def analyze_io(events: list[dict[str, Any]], vm_pid: int | None, tsc_khz: int, exclude_tids: frozenset[int] = frozenset(),
-               calls: tuple[str, ...] = ("pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
-                                         "io_uring_enter", "io_submit", "fdatasync", "fsync")) -> AnalysisResult:
+               calls: tuple[str, ...] = HOST_IO_CALLS) -> AnalysisResult:
     """``vm_pid``: the VM process (host TGID); ``exclude_tids``: threads whose calls are not disk IO
     (e.g. the vCPU threads' own writes)."""
     res = AnalysisResult("io")

@@ -50,13 +50,15 @@ class Record:
     tgid: int = -1  # the thread group (process) id when the trace recorded it (TGID column), else -1
 
 
-def _ts(text: str, where: str) -> int:
-    if "." in text:
-        secs, frac = text.split(".", 1)
-        if len(frac) > 9:
-            raise InvalidParameter("timestamp", text, f"secs.fraction with at most 9 digits ({where})")
-        return int(secs) * 1_000_000_000 + int(frac.ljust(9, "0"))
-    return int(text)
+def split_ts(text: str, where: str = "") -> tuple[int, int]:
+    """'27178.697057413' -> (27178697057413, 1); '11129.868688' -> (11129868688000, 1000) (value, resolution);
+    '123' -> (123, 1). Exact from the digits, never through a float."""
+    secs, dot, frac = text.partition(".")
+    if not dot:
+        return int(secs), 1
+    if len(frac) > 9:
+        raise InvalidParameter("timestamp", text, f"secs.fraction with at most 9 digits ({where})")
+    return int(secs) * 1_000_000_000 + int(frac.ljust(9, "0")), 10 ** (9 - len(frac))
 
 
 def parse_line(line: str, where: str = "") -> Record | None:
@@ -67,7 +69,7 @@ def parse_line(line: str, where: str = "") -> Record | None:
     if m is None:
         return None
     tgid = m.group("tgid")
-    return Record(_ts(m.group("ts"), where), int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
+    return Record(split_ts(m.group("ts"), where)[0], int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
                   event_name(m), m.group("payload").rstrip(),
                   int(tgid) if tgid and tgid.isdigit() else -1)
 

@@ -7,7 +7,6 @@ Formats: ``dat`` (trace-cmd .dat v6/v7), ``bundle`` (tsalign capture bundle dire
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -72,7 +71,7 @@ class BundleTrace(Trace):
             if not os.path.isfile(f):
                 raise InvalidParameter("bundle data", f, "a file listed in manifest.json (the bundle is incomplete)")
         if data.get("format") == "jsonl":
-            streams = [self._jsonl(f) for f in files]
+            streams = [self._jsonl()]
         elif data.get("format") == "ftrace-text":
             streams = []
             for f in files:
@@ -88,21 +87,13 @@ class BundleTrace(Trace):
         for w in t.info.warnings:
             self.warn(w)
 
-    def _jsonl(self, path: str) -> Iterator[Chunk]:
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                try:
-                    d = json.loads(line)
-                    rows.append((int(d["ts"]), int(d.get("cpu", 0)), int(d.get("pid", 0)), self.events.code(str(d["event"])),
-                                 self.comms.code(str(d.get("comm", ""))), str(d.get("payload", ""))))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise InvalidParameter("bundle event", f"{path}:{n}", f"a JSON event with ts and event ({e})") from None
-        rows.sort(key=lambda r: r[0])
-        if rows:
-            ts = np.array([r[0] for r in rows], dtype=np.uint64)
-            cols = np.array([r[1:5] for r in rows], dtype=np.int32).reshape(-1, 4)
-            yield Chunk(ts, cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], [r[5] for r in rows])
+    def _jsonl(self) -> Iterator[Chunk]:
+        """JSON-lines bundles (small: the micro-VM's guest side), parsed by :meth:`Bundle.records`."""
+        recs = sorted(self.bundle.records(), key=lambda r: r.ts)
+        if recs:
+            yield Chunk(np.array([r.ts for r in recs], dtype=np.uint64), np.array([r.cpu for r in recs], dtype=np.int32),
+                        np.array([r.pid for r in recs], dtype=np.int32), self.events.codes(r.event for r in recs),
+                        self.comms.codes(r.comm for r in recs), [r.payload for r in recs])
 
     def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         return text_fields(self, chunk, event, names)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -163,9 +162,3 @@ def merge_sorted(streams: Sequence[Iterator[Chunk]]) -> Iterator[Chunk]:
             for k, p in enumerate(pending):
                 if live[k] and p is not None and len(p) and int(p.ts[-1]) == mark:
                     pull(k)
-
-
-def as_dict(chunk: Chunk, vocab_events: Vocab, vocab_comms: Vocab) -> dict[str, Any]:
-    """Columns as Python lists (for JSON and tests)."""
-    return {"ts": chunk.ts.tolist(), "cpu": chunk.cpu.tolist(), "pid": chunk.pid.tolist(),
-            "event": vocab_events.decode(chunk.event), "comm": vocab_comms.decode(chunk.comm)}

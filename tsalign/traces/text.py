@@ -20,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import InvalidParameter
-from .ftrace_text import LINE, event_name
+from .ftrace_text import LINE, event_name, split_ts
 from .table import Chunk
 from .trace import Trace, TraceInfo
 
@@ -65,16 +65,6 @@ def detect_text(lines: Iterable[str]) -> str | None:
     return best if votes[best] else None
 
 
-def _split_ts(text: str) -> tuple[int, int]:
-    """'27178.697057413' -> (27178697057413, 1); '11129.868688' -> (11129868688000, 1000); '123' -> (123, 1)."""
-    secs, dot, frac = text.partition(".")
-    if not dot:
-        return int(secs), 1
-    if len(frac) > 9:
-        raise ValueError(f"more than 9 fraction digits in {text!r}")
-    return int(secs) * 1_000_000_000 + int(frac.ljust(9, "0")), 10 ** (9 - len(frac))
-
-
 class TextTrace(Trace):
     """One text trace file in ``fmt``; ``strict`` makes an unparsable line an error naming file:line."""
 
@@ -87,7 +77,6 @@ class TextTrace(Trace):
         self.buffer = buffer
         self.info = TraceInfo(path, fmt, clock or "", buffer=buffer or "")
         self._clock_given = clock
-        self._payload_by_rows: dict[int, list[str]] = {}
         if clock:
             self.info.set_clock(clock)
 
@@ -137,10 +126,7 @@ class TextTrace(Trace):
                 continue
             if self.buffer is not None and (m.groupdict().get("buf") or "") != self.buffer:
                 continue
-            try:
-                ts, res = _split_ts(m.group("ts"))
-            except ValueError as e:
-                raise InvalidParameter("timestamp", f"{self.info.path}:{n}", f"secs.fraction with at most 9 digits ({e})") from None
+            ts, res = split_ts(m.group("ts"), f"{self.info.path}:{n}")
             if not decided:
                 self._decide_clock("." in m.group("ts"), ts)
                 decided = True
