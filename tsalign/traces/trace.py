@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,19 +83,19 @@ class Trace:
     def summary(self) -> dict[str, Any]:
         """Event count, per-event counts, first/last timestamp, CPUs, clock and warnings (reads everything)."""
         count = 0
-        per: np.ndarray = np.zeros(0, dtype=np.int64)
+        per: Counter[int] = Counter()
         first = last = None
         cpus: set[int] = set()
         for c in self.chunks():
             if not len(c):
                 continue
             count += len(c)
-            b = np.bincount(c.event, minlength=len(self.events.items))
-            per = np.pad(per, (0, b.shape[0] - per.shape[0])) + b if per.shape[0] < b.shape[0] else per + np.pad(b, (0, per.shape[0] - b.shape[0]))
+            codes, n = np.unique(c.event, return_counts=True)
+            per.update(dict(zip(codes.tolist(), n.tolist())))
             first = int(c.ts[0]) if first is None else first
             last = int(c.ts[-1])
             cpus.update(np.unique(c.cpu).tolist())
-        counts = {self.events.items[i]: int(n) for i, n in enumerate(per.tolist()) if n}
+        counts = {self.events.items[i]: n for i, n in per.items()}
         return {"path": self.info.path, "format": self.info.format, "buffer": self.info.buffer,
                 "clock": self.info.clock, "domain": self.info.domain, "resolution": self.info.resolution,
                 "events": count, "per_event": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
