@@ -178,23 +178,15 @@ def beacon_brackets(a: Aligned) -> dict[str, Any]:
 
 
 def irq_brackets(a: Aligned) -> dict[str, Any]:
-    """Host injection (kvm_set_irq level 1) -> guest handler TSC (``tsalign_irq`` events), in order."""
-    handlers = sorted(_on_axis(a, "guest", "tsalign_irq"), key=lambda e: e["guest_tsc"])
-    if not handlers:
+    """Host injection -> guest handler TSC (``tsalign_irq`` events): the IRQ analysis' matching, as
+    backward brackets (latencies in cycles); empty when the guest bundle has no handler events."""
+    from ..analyze.irq import analyze_irq
+
+    if not _on_axis(a, "guest", "tsalign_irq"):
         return {}
-    raises = [e for e in a.events if e["side"] == "host" and e["event"] == "kvm_set_irq"
-              and parse_kvm_payload("kvm_set_irq", e["payload"])["level"] == 1]
-    lat = []
-    j = 0
-    for h in handlers:
-        # the latest injection before this handler that no earlier handler used
-        best = None
-        while j < len(raises) and brackets.signed_diff(h["guest_tsc"], raises[j]["guest_tsc"]) >= 0:
-            best = j
-            j += 1
-        if best is not None:
-            lat.append(brackets.signed_diff(h["guest_tsc"], raises[best]["guest_tsc"]))
-    return {"handlers": len(handlers), "injections": len(raises), "latencies": lat}
+    r = analyze_irq(a.events, a.tsc_khz)
+    return {"handlers": r.summary.get("handlers", 0), "injections": r.summary.get("injections", 0),
+            "latencies": [row["latency_cycles"] for row in r.rows]}
 
 
 def verdict_of(a: Aligned) -> dict[str, Any]:
