@@ -13,11 +13,8 @@ from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 from ..traces.ftrace_text import Record, parse_kvm_payload
-from . import brackets
 
-__all__ = ["Aligned", "align", "guest_records_on_tsc", "select_vm", "verdict_of", "write_outputs"]
-
-PASS, WARN, FAIL = "pass", "warn", "fail"
+__all__ = ["Aligned", "align", "guest_records_on_tsc", "select_vm", "write_outputs"]
 
 
 @dataclass
@@ -33,6 +30,13 @@ class Aligned:
     dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     lost_events: dict[str, int] = field(default_factory=dict)
+    #: host TSC at which the host capture started and stopped (None: not recorded)
+    host_window: tuple[int | None, int | None] = (None, None)
+    #: every offset source read, side by side with the timeline: snapshots and tracepoint writes
+    snapshots: list[OffsetSnapshot] = field(default_factory=list)
+    writes: list[OffsetWrite] = field(default_factory=list)
+    #: why the timeline holds the offsets it holds
+    offset_choice: str = ""
 
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
@@ -90,11 +94,14 @@ def guest_records_on_tsc(guest: Bundle) -> tuple[list[Record], list[str]]:
     raise InvalidParameter("--guest", guest.path, f"a known clock domain (found {domain!r})")
 
 
-def align(host: Bundle, guest: Bundle, guest_offset: TscParams | None = None) -> Aligned:
+def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None = None,
+          given_source: str = "user", ignore_changes: bool = False) -> Aligned:
     """Merge both bundles' events on the guest TSC axis using the per-vCPU offset timeline.
 
-    ``guest_offset``: parameters known from elsewhere (beacons, or an emulated VM whose TSC offset KVM
-    does not hold); they are used for every vCPU in place of the bundle's snapshots."""
+    ``given``: parameters known from elsewhere (the user, beacons, an emulated VM whose TSC offset KVM
+    does not hold), per vCPU id or for all vCPUs (key None); they replace the bundle's sources for
+    those vCPUs and are labelled ``given_source``. ``ignore_changes``: keep only each vCPU's first
+    snapshot (to see what an alignment that ignores offset changes would get)."""
     if host.role != "host" or host.domain != "host_tsc":
         raise InvalidParameter("--host", host.path,
                                f"a host bundle in host_tsc (found role {host.role}, domain {host.domain}); "
@@ -105,21 +112,38 @@ def align(host: Bundle, guest: Bundle, guest_offset: TscParams | None = None) ->
     tid_to_vcpu = {v["tid"]: v["id"] for v in vm.get("vcpus", []) if v.get("tid")}
     vm_threads = set(tid_to_vcpu) | {vm.get("pid")}
     host_recs = list(host.records())
-    writes = []
+    all_writes = []
     for r in host_recs:
         if r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
             f = parse_kvm_payload(r.event, r.payload)
-            writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
-    snaps = host.snapshots()
-    if guest_offset is not None:
-        ids = [v["id"] for v in vm.get("vcpus", [])] or [0]
-        start = int(host.manifest.get("started_host_tsc", 0))
-        snaps = [OffsetSnapshot(start, i, guest_offset, "given") for i in ids]
-        writes = []
+            all_writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
+    all_snaps = host.snapshots()
+    snaps, writes = all_snaps, all_writes
+    choice = "the bundle's snapshots and kvm_write_tsc_offset events (snapshots trusted over the tracepoint)"
+    start = int(host.manifest.get("started_host_tsc", 0))
+    if given:
+        ids = [v["id"] for v in vm.get("vcpus", [])] or sorted({s.vcpu for s in all_snaps}) or [0]
+        unknown = sorted(k for k in given if k is not None and k not in ids)
+        if unknown:
+            raise InvalidParameter("--tsc-offset", unknown, f"vCPU ids of the VM ({ids})")
+        chosen = {i: given.get(i, given.get(None)) for i in ids}
+        keep = [i for i, p in chosen.items() if p is None]
+        snaps = [s for s in all_snaps if s.vcpu in keep] + [
+            OffsetSnapshot(start, i, p, given_source) for i, p in chosen.items() if p is not None]
+        writes = [w for w in all_writes if w.vcpu in keep]
+        choice = f"{given_source} (given for vCPU(s) {sorted(i for i, p in chosen.items() if p is not None)})"
     elif not snaps and vm.get("vm_fd") is None:
-        raise InvalidParameter("--guest-offset", "(none)",
+        raise InvalidParameter("--tsc-offset", "(none)",
                                f"the guest TSC offset for VM pid {vm.get('pid')}: it is emulated (no KVM offset); "
                                "measure it with beacons (see tsalign analyze --help) and pass it")
+    if ignore_changes:
+        firsts: dict[int, OffsetSnapshot] = {}
+        for s in sorted(snaps, key=lambda s: s.host_tsc):
+            firsts.setdefault(s.vcpu, s)
+        for w in sorted(writes, key=lambda w: w.host_tsc):  # a vCPU known from its writes only
+            firsts.setdefault(w.vcpu, OffsetSnapshot(start, w.vcpu, TscParams(w.prev), "kvm_write_tsc_offset.prev"))
+        snaps, writes = list(firsts.values()), []
+        choice += "; offset changes ignored (first snapshot of each vCPU only)"
     timeline = OffsetTimeline.build(snaps, writes)
     khz = int(host.manifest.get("node", {}).get("tsc_khz") or guest.manifest.get("node", {}).get("tsc_khz") or 0)
     out: list[dict[str, Any]] = []
@@ -140,93 +164,10 @@ def align(host: Bundle, guest: Bundle, guest_offset: TscParams | None = None) ->
                     "event": r.event, "payload": r.payload, "track": f"vcpu{r.cpu}"})
     out.sort(key=lambda e: (e["guest_tsc"], e["side"] != "guest"))
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
-    return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost)
-
-
-def _on_axis(a: Aligned, side: str, event: str) -> list[dict[str, Any]]:
-    return [e for e in a.events if e["side"] == side and e["event"] == event]
-
-
-def beacon_brackets(a: Aligned) -> dict[str, Any]:
-    """Brackets from micro-VM beacons (guest ``tsalign_beacon``) and the host ``kvm_pio`` exits
-    they caused; empty when the guest bundle has no beacons."""
-    beacons = sorted(_on_axis(a, "guest", "tsalign_beacon"), key=lambda e: e["guest_tsc"])
-    if not beacons:
-        return {}
-    pios = [(parse_kvm_payload("kvm_pio", e["payload"]), e) for e in a.events
-            if e["side"] == "host" and e["event"] == "kvm_pio"]
-    lo_exits = [(f["val"], e) for f, e in pios if f["port"] == 0x10]
-    hi_exits = [(f["val"], e) for f, e in pios if f["port"] == 0x11]
-    idx = brackets.match_by_value([b["guest_tsc"] for b in beacons], [(v, e["guest_tsc"]) for v, e in lo_exits])
-    idx_hi = brackets.match_by_value([b["guest_tsc"] >> 32 for b in beacons], [(v, e["guest_tsc"]) for v, e in hi_exits])
-    residuals, backward, raw_fwd, raw_bwd = [], [], [], []
-    for i, b in enumerate(beacons):
-        k = idx[i]
-        if k is None:
-            continue
-        host_ev = lo_exits[k][1]
-        residuals.append(brackets.signed_diff(host_ev["guest_tsc"], b["guest_tsc"]))
-        raw_fwd.append((b["guest_tsc"], host_ev["host_tsc"]))
-        kh = idx_hi[i]
-        if kh is not None and i + 1 < len(beacons):
-            hev = hi_exits[kh][1]
-            backward.append(brackets.signed_diff(beacons[i + 1]["guest_tsc"], hev["guest_tsc"]))
-            raw_bwd.append((hev["host_tsc"], beacons[i + 1]["guest_tsc"]))
-    lo, hi = brackets.offset_interval(raw_fwd, raw_bwd)
-    return {"beacons": len(beacons), "matched": len(residuals), "residuals": residuals, "backward": backward,
-            "measured_offset_interval": [lo, hi]}
-
-
-def irq_brackets(a: Aligned) -> dict[str, Any]:
-    """Host injection -> guest handler TSC (``tsalign_irq`` events): the IRQ analysis' matching, as
-    backward brackets (latencies in cycles); empty when the guest bundle has no handler events."""
-    from ..analyze.irq import analyze_irq
-
-    if not _on_axis(a, "guest", "tsalign_irq"):
-        return {}
-    r = analyze_irq(a.events, a.tsc_khz)
-    return {"handlers": r.summary.get("handlers", 0), "injections": r.summary.get("injections", 0),
-            "latencies": [row["latency_cycles"] for row in r.rows]}
-
-
-def verdict_of(a: Aligned) -> dict[str, Any]:
-    """The evidence-backed verdict of an alignment (JSON-ready)."""
-    b = beacon_brackets(a)
-    irq = irq_brackets(a)
-    checked = len(b.get("residuals", [])) + len(b.get("backward", []))
-    violated = sum(1 for r in b.get("residuals", []) if r < 0) + sum(1 for r in b.get("backward", []) if r < 0)
-    issues = [i.__dict__ for i in a.timeline.issues]
-    snaps = {(s.params.offset, s.params.ratio) for segs in a.timeline.segments.values() for s in segs}
-    reasons = []
-    status = PASS
-    if violated:
-        status = FAIL
-        reasons.append(f"{violated} causality bracket(s) violated: the offset in use is wrong")
-    if any(i["kind"] in ("unexplained_change", "vcpus_disagree", "prev_mismatch") for i in issues) and status == PASS:
-        status = WARN
-        reasons.append("offset sources disagree (see offsets.issues)")
-    if a.dropped.get("host_no_offset"):
-        status = WARN if status == PASS else status
-        reasons.append(f"{a.dropped['host_no_offset']} host events had no offset and were dropped")
-    if any(a.lost_events.values()):
-        status = WARN if status == PASS else status
-        reasons.append(f"ring buffers lost events: {a.lost_events}")
-    if not checked:
-        reasons.append("no causality brackets in these bundles (only offsets were checked)")
-    return {
-        "verdict": status,
-        "reasons": reasons,
-        "offsets": {"sources": sorted({s.source for segs in a.timeline.segments.values() for s in segs}),
-                    "distinct_values": len(snaps), "issues": issues,
-                    "changes_seen": sum(max(0, len(segs) - 1) for segs in a.timeline.segments.values()),
-                    "timeline": a.timeline.to_dict()},
-        "brackets": {"checked": checked, "violated": violated},
-        "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.events), "dropped": a.dropped,
-                   "lost_in_ring_buffers": a.lost_events},
-        "vm": {k: a.vm.get(k) for k in ("pid", "vm_fd", "name", "uuid")},
-        "notes": a.notes,
-        "_beacons": b, "_irq": irq,
-    }
+    stopped = host.manifest.get("stopped_tsc")
+    window = (start or None, int(stopped) if isinstance(stopped, int) else None)
+    return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
+                   all_snaps, all_writes, choice)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

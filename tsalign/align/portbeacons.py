@@ -18,7 +18,7 @@ from ..errors import InconsistentData, InvalidParameter
 from ..numbers import MASK64
 from .brackets import signed_diff
 
-__all__ = ["BeaconOffset", "guest_beacons", "host_port_writes", "measure"]
+__all__ = ["BeaconOffset", "beacon_fd", "guest_beacons", "host_port_write_threads", "host_port_writes", "measure"]
 
 _BEACON = re.compile(r"tsalign_beacon seq=(\d+) before=(\d+) after=(\d+)")
 _FD = re.compile(r"\(fd: (0x[0-9a-f]+|\d+),")  # hex before 6.x, decimal after
@@ -54,19 +54,24 @@ def guest_beacons(records: Iterable[Any]) -> list[tuple[int, int, int]]:
     return sorted(set(out))
 
 
-def host_port_writes(records: Iterable[Any], vcpu_tids: set[int]) -> dict[int, list[int]]:
-    """fd -> host TSCs of write system calls made by vCPU threads."""
-    out: dict[int, list[int]] = defaultdict(list)
+def host_port_write_threads(records: Iterable[Any], vcpu_tids: set[int]) -> dict[int, list[tuple[int, int]]]:
+    """fd -> (host TSC, thread id) of write system calls made by vCPU threads, in record order."""
+    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for r in records:
         if r.pid in vcpu_tids and r.event.split(":")[-1] in WRITE_CALLS:
             m = _FD.search(r.payload)
             if m:
-                out[int(m.group(1), 0)].append(r.ts)
+                out[int(m.group(1), 0)].append((r.ts, r.pid))
     return out
 
 
-def measure(beacons: list[tuple[int, int, int]], writes: dict[int, list[int]]) -> BeaconOffset:
-    """Pair beacons with the writes on the fd that saw exactly that many; intersect the brackets."""
+def host_port_writes(records: Iterable[Any], vcpu_tids: set[int]) -> dict[int, list[int]]:
+    """fd -> host TSCs of write system calls made by vCPU threads."""
+    return {fd: [t for t, _ in w] for fd, w in host_port_write_threads(records, vcpu_tids).items()}
+
+
+def beacon_fd(beacons: list[tuple[int, int, int]], writes: dict[int, list[Any]]) -> int:
+    """The one fd that saw exactly as many writes as there are beacons (the beacon port's chardev)."""
     if not beacons:
         raise InvalidParameter("guest bundle", "(no tsalign_beacon markers)",
                                "beacons sent during the guest capture: run `tsalign beacons --port 0x2f8` in the guest "
@@ -79,7 +84,12 @@ def measure(beacons: list[tuple[int, int, int]], writes: dict[int, list[int]]) -
             f"exactly one fd with {len(beacons)} writes (the beacon port's chardev): capture the host with "
             "--events ...,syscalls:sys_enter_write,syscalls:sys_enter_writev and give the port a chardev of its "
             "own (qemu -serial file:...)")
-    fd = fds[0]
+    return fds[0]
+
+
+def measure(beacons: list[tuple[int, int, int]], writes: dict[int, list[int]]) -> BeaconOffset:
+    """Pair beacons with the writes on the fd that saw exactly that many; intersect the brackets."""
+    fd = beacon_fd(beacons, writes)
     hs = sorted(writes[fd])
     lo = max(signed_diff(b, h) for (_, b, _), h in zip(beacons, hs))
     hi = min(signed_diff(a, h) for (_, _, a), h in zip(beacons, hs))

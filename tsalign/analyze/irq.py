@@ -14,7 +14,7 @@ from typing import Any
 
 from .common import AnalysisResult, Needs, bare, dist, have, kv
 
-__all__ = ["HANDLERS", "INJECTIONS", "analyze_irq"]
+__all__ = ["HANDLERS", "INJECTIONS", "analyze_irq", "injection_line"]
 
 INJECTIONS = ("kvm_set_irq", "kvm_msi_set_irq", "kvm_pic_set_irq", "kvm_apic_accept_irq", "kvm_inj_virq")
 HANDLERS = ("irq_handler_entry", "tsalign_irq")
@@ -22,7 +22,8 @@ HANDLERS = ("irq_handler_entry", "tsalign_irq")
 DEFAULT_WINDOW = 25_000_000
 
 
-def _injection(e: dict[str, Any]) -> tuple[str, int | None] | None:
+def injection_line(e: dict[str, Any]) -> tuple[str, int | None] | None:
+    """The line of a host injection event: ("gsi", n) or ("vec", v); None for a line lowered (level 0)."""
     f = kv(e["payload"])
     name = bare(e)
     if name == "kvm_set_irq":
@@ -53,7 +54,7 @@ def analyze_irq(events: list[dict[str, Any]], tsc_khz: int, window: int = DEFAUL
     inj = []
     for e in events:
         if e["side"] == "host" and bare(e) in use:
-            line = _injection(e)
+            line = injection_line(e)
             if line is not None:
                 inj.append((e["guest_tsc"], line, e))
     handlers = [e for e in events if e["side"] == "guest" and bare(e) in HANDLERS]

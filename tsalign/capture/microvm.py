@@ -1,6 +1,7 @@
 """tsalign's own minimal KVM guest, driven by /dev/kvm ioctls (standard library only).
 
-A real-mode guest that loops emitting *TSC beacons* (``rdtsc``; ``out 0x10, eax``; ``out 0x11, edx``)
+A real-mode guest that loops emitting *TSC beacons* (``rdtsc``; ``wrmsr`` of that value to
+IA32_TSC_DEADLINE; ``out 0x10, eax``; ``out 0x11, edx``)
 and has an interrupt handler (IRQ 1 through the in-kernel PIC) that records its own TSC the same
 way on ports 0x12/0x13. Every ``out`` exits to this process (KVM_EXIT_IO) and the host kernel emits
 ``kvm:kvm_pio`` with the value, so host trace events can be matched to the guest TSC they carry.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Unavailable
 
-__all__ = ["BEACON_PORT_LO", "GUEST_IRQ", "IRQ_PORT_LO", "Beacon", "MicroVM", "RunResult"]
+__all__ = ["BEACON_PORT_LO", "GUEST_IRQ", "IRQ_PORT_LO", "MSR_BEACON", "Beacon", "MicroVM", "RunResult"]
 
 KVMIO = 0xAE
 KVM_GET_API_VERSION = 0xAE00
@@ -49,6 +50,9 @@ _EXIT_NAMES = {5: "HLT", 6: "MMIO", 8: "SHUTDOWN", 9: "FAIL_ENTRY", 17: "INTERNA
 
 BEACON_PORT_LO, BEACON_PORT_HI = 0x10, 0x11
 IRQ_PORT_LO, IRQ_PORT_HI = 0x12, 0x13
+#: every beacon's TSC is also written to this MSR before it is sent (IA32_TSC_DEADLINE: intercepted by
+#: KVM everywhere, ignored while the local APIC timer is not in TSC-deadline mode, which it never is here)
+MSR_BEACON = 0x6E0
 GUEST_IRQ = 1  # ISA IRQ line raised with KVM_IRQ_LINE; PIC vector base 0x20 -> vector 0x21
 
 MEM_SIZE = 0x10000
@@ -68,6 +72,8 @@ def _guest_code() -> bytes:
     ])
     loop = bytes([
         0x0F, 0x31,                    # rdtsc
+        0x66, 0xB9, *MSR_BEACON.to_bytes(4, "little"),  # mov ecx, MSR_BEACON
+        0x0F, 0x30,                    # wrmsr  (edx:eax = the TSC just read; KVM traces kvm_msr)
         0x66, 0xE7, BEACON_PORT_LO,    # out 0x10, eax
         0x66, 0x89, 0xD0,              # mov eax, edx
         0x66, 0xE7, BEACON_PORT_HI,    # out 0x11, eax

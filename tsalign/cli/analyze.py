@@ -70,7 +70,7 @@ def _offset(given: str | None, host: Any, guest: Any) -> tuple[Any, dict[str, An
         return None, None
     if given != "beacons":
         p = TscParams(parse_offset(given, "--guest-offset"))
-        return p, {"offset": p.offset, "source": "given"}
+        return p, {"offset": p.offset, "source": "user (--guest-offset)"}
     vm = select_vm(host, guest)
     tids = {v["tid"] for v in vm.get("vcpus", []) if v.get("tid")}
     bo = measure(guest_beacons(guest.records()), host_port_writes(host.records(), tids))
@@ -80,7 +80,8 @@ def _offset(given: str | None, host: Any, guest: Any) -> tuple[Any, dict[str, An
 def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_offset: str | None = None,
                     top: int = 10) -> tuple[dict[str, Any], Any]:
     """Align two bundles, run analysis ``kind`` and write its reports to ``out``; (document, result)."""
-    from ..align.merge import align, verdict_of
+    from ..align.merge import align
+    from ..verify.judge import verdict_of
     from ..analyze.io import analyze_io
     from ..analyze.irq import analyze_irq
     from ..analyze.vcpu import analyze_vcpu
@@ -88,7 +89,8 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
 
     host, guest = Bundle.open(host_path, "--host"), Bundle.open(guest_path, "--guest")
     params, offset_doc = _offset(guest_offset, host, guest)
-    a = align(host, guest, params)
+    a = align(host, guest, {None: params} if params is not None else None,
+              offset_doc["source"] if offset_doc else "user")
     verdict = verdict_of(a)
     khz = a.tsc_khz
     if kind == "irq":
@@ -103,6 +105,7 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
     os.makedirs(out, exist_ok=True)
     doc = res.to_dict()
     doc["alignment"] = {"verdict": verdict["verdict"], "reasons": verdict["reasons"], "guest_offset": offset_doc,
+                        "evidence": verdict["evidence"],
                         "events": {"host": a.host_count, "guest": a.guest_count}, "tsc_khz": khz}
     doc["artifacts"] = _write(out, doc, res, a, khz, {"host": host_path, "guest": guest_path,
                                                       "alignment": verdict["verdict"],
@@ -123,7 +126,9 @@ def run_analyze(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{k}: {v}\n")
     if res.needs:
         return exitcodes.UNAVAILABLE
-    return exitcodes.VERDICT_FAIL if doc["alignment"]["verdict"] == "fail" else exitcodes.OK
+    from ..verify.verdicts import exit_code
+
+    return exit_code(doc["alignment"]["verdict"])
 
 
 def _write(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:

@@ -12,18 +12,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import exitcodes
-from ..align.merge import align, verdict_of, write_outputs
-from ..align.selftest import run_selftest
+from ..align.merge import align, write_outputs
 from ..capture.bundle import Bundle
 from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture, remove_partial
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
+from ..verify.judge import verdict_of
+from ..verify.selftest import run_selftest
+from ..verify.verdicts import exit_code
 from . import emit
 
 __all__ = ["register", "render_selftest", "term_as_interrupt"]
-
-_VERDICT_EXIT = {"pass": exitcodes.OK, "warn": exitcodes.VERDICT_WARN, "fail": exitcodes.VERDICT_FAIL}
 
 
 def register(sub: Any) -> None:
@@ -44,10 +44,19 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_capture)
 
-    p = sub.add_parser("align", help="merge a host and a guest bundle on the guest TSC axis, with a verdict")
+    p = sub.add_parser("align", help="merge a host and a guest bundle on the guest TSC axis, with a verdict",
+                       description="Merge on the guest TSC axis and judge the result by independent evidence "
+                                   "(vCPU runs, MSR writes, beacons, IRQ injections). Exit 0 pass, 1 fail, "
+                                   "6 warn, 7 unverified (no evidence).")
     p.add_argument("--host", required=True, help="host bundle directory")
     p.add_argument("--guest", required=True, help="guest bundle directory")
     p.add_argument("-o", "--out", default=None, help="output directory (default: <guest>/../aligned)")
+    p.add_argument("--tsc-offset", action="append", metavar="[VCPU=]N", default=[],
+                   help="check this guest-minus-host offset (cycles, signed or 0x-hex u64) instead of the bundle's "
+                        "sources, for one vCPU or (without VCPU=) all; repeatable")
+    p.add_argument("--ignore-offset-changes", action="store_true",
+                   help="use each vCPU's first offset snapshot for the whole capture (what a one-snapshot alignment "
+                        "would get)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_align)
 
@@ -143,7 +152,8 @@ def run_capture(args: argparse.Namespace) -> int:
 
 def run_align(args: argparse.Namespace) -> int:
     host, guest = Bundle.open(args.host, "--host"), Bundle.open(args.guest, "--guest")
-    aligned = align(host, guest)
+    given = parse_tsc_offsets(args.tsc_offset)
+    aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
     verdict = verdict_of(aligned)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
     paths = write_outputs(aligned, verdict, out)
@@ -153,10 +163,49 @@ def run_align(args: argparse.Namespace) -> int:
              f"events: host {aligned.host_count}, guest {aligned.guest_count}, merged {len(aligned.events)}",
              (f"offset sources: {', '.join(verdict['offsets']['sources'])}; changes seen: "
              f"{verdict['offsets']['changes_seen']}; issues: {len(verdict['offsets']['issues'])}"),
-             f"causality brackets: {verdict['brackets']['checked']} checked, {verdict['brackets']['violated']} violated",
+             f"evidence: {verdict['brackets']['checked']} items checked, {verdict['brackets']['violated']} violated; "
+             f"kinds found: {', '.join(verdict['evidence']['kinds_found']) or 'none'}",
+             *render_evidence(verdict["evidence"]),
              *(f"artifact: {p}" for p in paths.values())]
     emit(args, public, lines)
-    return _VERDICT_EXIT[verdict["verdict"]]
+    return exit_code(verdict["verdict"])
+
+
+def parse_tsc_offsets(values: list[str]) -> dict[int | None, Any]:
+    """``[VCPU=]N`` strings -> {vcpu or None: TscParams}; errors name the option."""
+    from ..clock.kvm import TscParams
+    from ..numbers import parse_int, parse_offset
+
+    out: dict[int | None, Any] = {}
+    for v in values:
+        vcpu_s, sep, off = v.partition("=")
+        vcpu = parse_int(vcpu_s, "--tsc-offset VCPU") if sep else None
+        if vcpu is not None and vcpu < 0:
+            raise InvalidParameter("--tsc-offset", v, "VCPU=N with a vCPU id >= 0")
+        if vcpu in out:
+            raise InvalidParameter("--tsc-offset", v, "one value per vCPU (and at most one without VCPU=)")
+        out[vcpu] = TscParams(parse_offset(off if sep else vcpu_s, "--tsc-offset"))
+    return out
+
+
+def render_evidence(ev: dict[str, Any]) -> list[str]:
+    """Per-vCPU lines: interval, width, detection thresholds, offsets in use."""
+    lines = []
+    for v in ev["per_vcpu"]:
+        lo, hi = v["delta_interval"]
+        oi = v["offset_interval"]
+        used = v["offset_in_use"]
+        lines.append(f"  vcpu{v['vcpu']}: {v['checked']} checked, {v['violated']} violated; offset in use "
+                     f"{used['values'][0] if used['distinct'] == 1 else str(used['distinct']) + ' values'} "
+                     f"({', '.join(used['sources'])}); allowed error [{lo}, {hi}] cycles"
+                     + (f", offset interval {oi}" if oi else "")
+                     + (f", width {v['width_cycles']} cycles ({v['width_ns']} ns)" if v["width_cycles"] is not None else ""))
+        for kind, k in v["evidence"].items():
+            w = k.get("bracket_width_cycles", {})
+            lines.append(f"    {kind}: {k['checked']} checked, {k['violated']} violated, interval {k['delta_interval']}, "
+                         f"bracket width median {w.get('median')} p99 {w.get('p99')}")
+    lines += [f"  note: {n}" for n in ev["notes"]]
+    return lines
 
 
 def render_selftest(r: dict[str, Any]) -> list[str]:
@@ -169,13 +218,14 @@ def render_selftest(r: dict[str, Any]) -> list[str]:
         (f"  beacons: {b['count']} matched of {b['sent']}; residual host-exit minus guest rdtsc, cycles "
         f"min/median/p99/max = {rc['min']}/{rc['median']}/{rc['p99']}/{rc['max']} "
         f"(ns {rn['min']}/{rn['median']}/{rn['p99']}/{rn['max']}); violations {b['violations']}"),
-        (f"  offsets: debugfs {o['debugfs']}, requested {o['requested']}, measured {o['measured']} "
-        f"(interval {o['measured_interval']}); debugfs == measured: {o['debugfs_equals_measured']}; "
+        (f"  offsets: debugfs {o['debugfs']}, requested {o['requested']}, evidence allows "
+        f"{o['measured_interval']}; debugfs inside: {o['debugfs_equals_measured']}; "
         f"requested applied: {o['requested_applied']}"),
         (f"  irq: {i['count']} handled of {i['injections']} injected; kvm_set_irq -> guest handler, cycles "
         f"min/median/p99/max = {lc['min']}/{lc['median']}/{lc['p99']}/{lc['max']} "
         f"(ns {ln['min']}/{ln['median']}/{ln['p99']}/{ln['max']})"),
     ]
+    lines += render_evidence(r["evidence"])
     lines += [f"  reason: {x}" for x in r["reasons"]] + [f"  note: {x}" for x in r["notes"]]
     if "timing" in r:
         lines.append(f"  wall time {r['timing']['wall_s']} s")
@@ -192,7 +242,7 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
     with term_as_interrupt():
         report = run_selftest(args.out, args.beacons, args.irqs, req)
     emit(args, report, render_selftest(report))
-    return _VERDICT_EXIT[report["verdict"]]
+    return exit_code(report["verdict"])
 
 
 def register_microvm(sub: Any) -> None:

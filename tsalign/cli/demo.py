@@ -13,12 +13,14 @@ import os
 import shutil
 from typing import Any
 
-from ..align.merge import align, verdict_of, write_outputs
-from ..align.selftest import DEFAULT_REQUEST, evaluate, run_selftest
+from ..align.merge import align, write_outputs
+from ..verify.judge import verdict_of
+from ..verify.selftest import DEFAULT_REQUEST, evaluate, run_selftest
+from ..verify.verdicts import exit_code
 from ..capture.bundle import Bundle
 from ..errors import InvalidParameter, Unavailable
 from . import emit
-from .capture import _VERDICT_EXIT, render_selftest, term_as_interrupt
+from .capture import render_selftest, term_as_interrupt
 
 __all__ = ["SHIPPED", "register"]
 
@@ -98,4 +100,4 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"IRQ analysis: {doc['summary'].get('matched', 0)} injections matched, median latency "
                      f"{lat.get('median')} ns; report {doc['artifacts']['html']}")
     emit(args, report, lines)
-    return _VERDICT_EXIT[report["verdict"]]
+    return exit_code(report["verdict"])

@@ -10,18 +10,23 @@ from typing import Any
 
 from ..capture.bundle import Bundle, write_manifest
 from ..capture.capture import Capture
-from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MicroVM
+from ..align import brackets
+from ..align.merge import align, write_outputs
+from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
 from ..errors import Unavailable
 from ..node import kvmvms
 from ..node.facts import node_facts
 from ..node.fs import Root
 from ..numbers import to_signed64
-from . import brackets
-from .merge import align, verdict_of, write_outputs
+from .judge import verdict_of
+from .verdicts import FAIL, PASS, WARN, worst
 
 __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
 
-SELFTEST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq")
+#: the offset's sources and every kind of evidence the micro-VM gives: beacons (kvm_pio), MSR writes
+#: (kvm_msr), IRQ injections, and its vCPU thread's runs (sched_switch; kvm_entry/kvm_exit where they fire)
+SELFTEST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
+                   "kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch")
 DEFAULT_REQUEST = -(10**12)  # ask KVM for guest TSC = host TSC - 1e12 cycles
 
 
@@ -32,11 +37,14 @@ def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, ts
                                 "payload": f"seq={b.seq} port={BEACON_PORT_LO:#x}"}) + "\n" for b in res.beacons)
         f.writelines(json.dumps({"ts": b.guest_tsc, "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_irq",
                                 "payload": f"seq={b.seq} port={IRQ_PORT_LO:#x}"}) + "\n" for b in res.irq_beacons)
+        # the guest wrote each beacon's TSC to MSR_BEACON right after reading it (before its `out`)
+        f.writelines(json.dumps({"ts": b.guest_tsc, "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_msr",
+                                "payload": f"msr={MSR_BEACON:#x} value={b.guest_tsc:#x}"}) + "\n" for b in res.beacons)
     write_manifest(path, {
         "role": "guest",
         "node": {"kind": "tsalign micro-VM (real-mode guest on /dev/kvm)", "tsc_khz": tsc_khz},
         "clock": {"trace_clock": "rdtsc", "domain": "guest_tsc", "convertible": True},
-        "events": ["tsalign_beacon", "tsalign_irq"],
+        "events": ["tsalign_beacon", "tsalign_irq", "tsalign_msr"],
         "vm": {"host_boot_id": host_boot_id, "pid": os.getpid(), "vm_fd": vm.vm_fd},
         "data": {"format": "jsonl", "files": ["events.jsonl"]},
         "lost_events": 0,
@@ -84,52 +92,49 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
 def evaluate(verdict: dict[str, Any], tsc_khz: int, host: Bundle, request_offset: int | None,
              requested_error: str | None) -> dict[str, Any]:
     """The selftest report from an alignment verdict: beacons, offsets, irq, overall verdict."""
-    b = verdict["_beacons"]
-    irq = verdict["_irq"]
+    details = verdict["_details"]
+    b = details.get("pio_beacon", {})
+    irq = details.get("irq_injection", {})
     res = brackets.distribution(b.get("residuals", []))
-    back = brackets.distribution(b.get("backward", []))
     lat = brackets.distribution(irq.get("latencies", []))
-    violations = sum(1 for r in b.get("residuals", []) if r < 0) + sum(1 for r in b.get("backward", []) if r < 0)
+    vcpu0 = next((v for v in verdict["evidence"]["per_vcpu"] if v["vcpu"] == 0), None)
+    lo, hi = (vcpu0 or {}).get("offset_interval") or [None, None]
     snaps = host.snapshots()
     debugfs_vals = sorted({to_signed64(s.params.offset) for s in snaps})
     debugfs = debugfs_vals[0] if len(debugfs_vals) == 1 else None
-    lo, hi = b.get("measured_offset_interval", [None, None])
-    measured_agrees = debugfs is not None and lo is not None and lo <= debugfs and (hi is None or debugfs <= hi)
+    measured_agrees = debugfs is not None and lo is not None and hi is not None and lo <= debugfs <= hi
     requested_applied = request_offset is not None and debugfs == request_offset and measured_agrees
     notes: list[str] = []
     if request_offset is not None:
         if requested_error:
             notes.append(f"requesting TSC offset {request_offset} failed: {requested_error}")
         elif requested_applied:
-            notes.append(f"requested TSC offset {request_offset} was applied: debugfs, tracepoint and beacons agree")
+            notes.append(f"requested TSC offset {request_offset} was applied: debugfs, tracepoint and evidence agree")
         else:
             notes.append(
                 f"requested TSC offset {request_offset} was NOT applied: kvm_write_tsc_offset reported it, but "
-                f"debugfs reads {debugfs} and the beacons measure [{lo}, {hi}]; this hypervisor (e.g. PVM, nested) "
-                "ignores TSC offset writes, so tsalign trusts debugfs and the beacons, not the tracepoint")
-    status = "pass"
+                f"debugfs reads {debugfs} and the evidence allows [{lo}, {hi}]; this hypervisor (e.g. PVM, nested) "
+                "ignores TSC offset writes, so tsalign trusts debugfs and the evidence, not the tracepoint")
+    status = verdict["verdict"]
     reasons = list(verdict["reasons"])
-    if violations:
-        status = "fail"
-    if not measured_agrees:
-        status = "fail"
-        reasons.append(f"debugfs offset {debugfs_vals} is outside the beacon-measured interval [{lo}, {hi}]")
+    if status == PASS and not measured_agrees:
+        status = FAIL
+        reasons.append(f"debugfs offset {debugfs_vals} is outside the interval the evidence allows [{lo}, {hi}]")
     if b.get("matched", 0) < b.get("beacons", 0):
         reasons.append(f"{b['beacons'] - b['matched']} beacons had no host kvm_pio event (ring buffer too small?)")
-        status = "warn" if status == "pass" else status
-    if verdict["verdict"] == "warn" and status == "pass" and any("lost" in r or "dropped" in r for r in reasons):
-        status = "warn"
+        status = worst(status, WARN)
     return {
         "verdict": status,
         "reasons": reasons,
         "tsc_khz": tsc_khz,
         "beacons": {"count": b.get("matched", 0), "sent": b.get("beacons", 0),
                     "residual_cycles": res.to_dict(), "residual_ns": res.to_ns(tsc_khz),
-                    "backward_cycles": back.to_dict(), "violations": violations},
+                    "violations": ((vcpu0 or {}).get("evidence", {}).get("pio_beacon") or {}).get("violated", 0)},
         "offsets": {"debugfs": debugfs, "debugfs_values": debugfs_vals, "requested": request_offset,
                     "requested_error": requested_error, "requested_applied": requested_applied,
-                    "measured": lo, "measured_interval": [lo, hi], "debugfs_equals_measured": measured_agrees,
+                    "measured_interval": [lo, hi], "debugfs_equals_measured": measured_agrees,
                     "issues": verdict["offsets"]["issues"]},
+        "evidence": verdict["evidence"],
         "irq": {"count": lat.count, "injections": irq.get("injections", 0), "latency_cycles": lat.to_dict(),
                 "latency_ns": lat.to_ns(tsc_khz)},
         "alignment": {k: v for k, v in verdict.items() if not k.startswith("_")},

@@ -1,0 +1,1 @@
+"""Verification: the evidence catalogue, offset-error intervals per vCPU, verdicts, the selftest."""

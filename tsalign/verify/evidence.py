@@ -1,0 +1,430 @@
+"""The catalogue of evidence that judges an alignment, and the extractors that find it.
+
+Each kind says its direction (which side must come first), the tracepoints it needs on each side
+and how guest and host events are paired. Pairing never uses the offset being judged: by content
+(port value, MSR index and value) or by order where order is unambiguous (counts equal, or one
+fd / one line); ambiguous pairs are not evidence. Each extractor returns
+:class:`~tsalign.verify.intervals.Brackets` per vCPU (bounds on the offset error ``delta``) and
+notes saying what it skipped and why.
+
+Host events are converted to the guest axis with the offset in use for the vCPU named (the
+timeline of the alignment); guest events are on the guest axis already.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..align.brackets import signed_diff
+from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
+from ..analyze.common import bare, kv, sched_switch
+from ..analyze.irq import INJECTIONS, injection_line
+from ..clock.kvm import host_to_guest_tsc
+from ..errors import InconsistentData
+from ..traces.ftrace_text import parse_kvm_payload
+from .intervals import Brackets
+
+__all__ = ["CATALOGUE", "EvidenceKind", "Found", "extract_all", "needed_events"]
+
+GUEST_FIRST, HOST_FIRST, TWO_SIDED = "guest-before-host", "host-before-guest", "two-sided"
+
+
+@dataclass(frozen=True)
+class EvidenceKind:
+    """One kind of evidence: direction, tracepoints per side (any one of them serves), pairing."""
+
+    name: str
+    direction: str
+    host_events: tuple[str, ...]
+    guest_events: tuple[str, ...]
+    pairing: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "direction": self.direction, "host_events": list(self.host_events),
+                "guest_events": list(self.guest_events), "pairing": self.pairing}
+
+
+CATALOGUE: tuple[EvidenceKind, ...] = (
+    EvidenceKind(
+        "vcpu_run", TWO_SIDED, ("kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch"), ("any guest event",),
+        "a guest event on vCPU N lies inside a run of vCPU N's host thread: between kvm_entry and kvm_exit "
+        "where they fire, else between the sched_switch that runs the thread and the one that stops it "
+        "(threads by id; no pairing). Works for KVM and emulated (TCG) guests. Needs no lost host events."),
+    EvidenceKind(
+        "msr_write", TWO_SIDED, ("kvm:kvm_msr",), ("msr:write_msr",),
+        "guest msr:write_msr (traced after the write: host-before-guest) or the micro-VM's tsalign_msr "
+        "(rdtsc before wrmsr: guest-before-host) against the host kvm_msr write with the same vCPU, MSR "
+        "index and value; only values seen exactly once on each side"),
+    EvidenceKind(
+        "pio_beacon", TWO_SIDED, ("kvm:kvm_pio",), ("tsalign_beacon (micro-VM)",),
+        "micro-VM beacon (guest rdtsc) against the host kvm_pio on port 0x10 carrying its low 32 bits, "
+        "in order (guest-before-host); the exit of its high half (port 0x11) came before the next "
+        "beacon's rdtsc (host-before-guest)"),
+    EvidenceKind(
+        "port_beacon", TWO_SIDED, tuple(f"syscalls:{c}" for c in WRITE_CALLS),
+        ("tsalign_beacon marker (tsalign beacons, emulated guests)",),
+        "guest rdtsc before and after an `out` to a chardev port against the VMM's write system call "
+        "on the one fd that saw exactly as many writes as beacons, in order"),
+    EvidenceKind(
+        "irq_injection", HOST_FIRST, tuple(f"kvm:{n}" for n in INJECTIONS), ("irq:irq_handler_entry",),
+        "host injection before the guest handler: per legacy line (GSI == guest IRQ), in order, only "
+        "where injections and handlers are equal in number; the micro-VM (tsalign_irq) injects IRQ k "
+        "only after handler k-1 reported, which also bounds it from below (two-sided)"),
+)
+KINDS = {k.name: k for k in CATALOGUE}
+
+
+@dataclass
+class Found:
+    """What the extractors found: brackets, notes on what was skipped, details for reports."""
+
+    brackets: list[Brackets] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Ctx:
+    """Events bucketed by side and name, vCPU threads, and the conversion in use."""
+
+    def __init__(self, a: Any) -> None:
+        self.a = a
+        self.tid_to_vcpu: dict[int, int] = {int(v["tid"]): int(v["id"]) for v in a.vm.get("vcpus", []) if v.get("tid")}
+        self.by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for e in a.events:
+            self.by[(e["side"], bare(e))].append(e)
+        for evs in self.by.values():
+            evs.sort(key=lambda e: e["host_tsc"] if e["side"] == "host" else e["guest_tsc"])
+        self._vcpus = set(a.timeline.vcpus)
+
+    def host(self, *names: str) -> list[dict[str, Any]]:
+        if len(names) == 1:
+            return self.by.get(("host", names[0]), [])
+        return sorted((e for n in names for e in self.by.get(("host", n), [])), key=lambda e: e["host_tsc"])
+
+    def guest(self, *names: str) -> list[dict[str, Any]]:
+        if len(names) == 1:
+            return self.by.get(("guest", names[0]), [])
+        return sorted((e for n in names for e in self.by.get(("guest", n), [])), key=lambda e: e["guest_tsc"])
+
+    def to_guest(self, host_tsc: int, vcpu: int, at: int | None = None) -> int | None:
+        """``host_tsc`` on the guest axis with vCPU ``vcpu``'s offset in use at host TSC ``at``
+        (default: at ``host_tsc`` itself); None when no offset is known for it."""
+        if vcpu not in self._vcpus:
+            return None
+        try:
+            return host_to_guest_tsc(host_tsc, self.a.timeline.params_at(vcpu, host_tsc if at is None else at))
+        except InconsistentData:
+            return None
+
+    def vcpu_of_thread(self, tid: int) -> int | None:
+        if tid in self.tid_to_vcpu:
+            return self.tid_to_vcpu[tid]
+        return next(iter(self._vcpus)) if len(self._vcpus) == 1 and not self.tid_to_vcpu else None
+
+
+def _pio_beacons(c: _Ctx, f: Found) -> None:
+    beacons = c.guest("tsalign_beacon")
+    if not beacons or not any("port=" in b["payload"] for b in beacons[:1]):
+        return
+    lo_exits: list[tuple[int, dict[str, Any]]] = []
+    hi_ts: list[int] = []
+    for e in c.host("kvm_pio"):
+        p = parse_kvm_payload("kvm_pio", e["payload"])
+        if p["port"] == 0x10:
+            lo_exits.append((p["val"], e))
+        elif p["port"] == 0x11:
+            hi_ts.append(e["host_tsc"])
+    by_val: dict[int, list[int]] = defaultdict(list)
+    for i, (v, _) in enumerate(lo_exits):
+        by_val[v & 0xFFFFFFFF].append(i)
+    rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
+    residuals: list[int] = []
+    last = -1
+    for i, b in enumerate(beacons):
+        cands = by_val.get(b["guest_tsc"] & 0xFFFFFFFF, [])
+        k = bisect.bisect_right(cands, last)
+        if k == len(cands):
+            continue
+        last = cands[k]
+        exit_ev = lo_exits[last][1]
+        vcpu = c.vcpu_of_thread(exit_ev["pid"])
+        if vcpu is None:
+            continue
+        h = c.to_guest(exit_ev["host_tsc"], vcpu)
+        if h is None:
+            continue
+        lower = signed_diff(b["guest_tsc"], h)
+        residuals.append(-lower)
+        upper = None
+        j = bisect.bisect_right(hi_ts, exit_ev["host_tsc"])
+        nxt_lo = lo_exits[last + 1][1]["host_tsc"] if last + 1 < len(lo_exits) else None
+        if i + 1 < len(beacons) and j < len(hi_ts) and (nxt_lo is None or hi_ts[j] < nxt_lo):
+            hh = c.to_guest(hi_ts[j], vcpu)
+            if hh is not None:
+                upper = signed_diff(beacons[i + 1]["guest_tsc"], hh)
+        rows[vcpu].append((lower, upper, b["guest_tsc"]))
+    f.brackets += [Brackets.from_rows("pio_beacon", v, r) for v, r in rows.items()]
+    f.details["pio_beacon"] = {"beacons": len(beacons), "matched": sum(len(r) for r in rows.values()),
+                               "residuals": residuals}
+
+
+_GUEST_MSR = re.compile(r"^\s*([0-9a-fA-F]+), value ([0-9a-fA-F]+)\s*$")
+_HOST_MSR = re.compile(r"^msr_write ([0-9a-fA-F]+) = 0x([0-9a-fA-F]+)\s*$")
+
+
+def _msr_writes(c: _Ctx, f: Found) -> None:
+    guest: list[tuple[tuple[int, int, int], int, bool]] = []  # (vcpu, msr, value), guest tsc, guest-first
+    for e in c.guest("write_msr"):
+        m = _GUEST_MSR.match(e["payload"])
+        if m:
+            guest.append(((e["cpu"], int(m[1], 16), int(m[2], 16)), e["guest_tsc"], False))
+    for e in c.guest("tsalign_msr"):
+        p = kv(e["payload"])
+        if "msr" in p and "value" in p:
+            guest.append(((e["cpu"], p["msr"], p["value"]), e["guest_tsc"], True))
+    if not guest:
+        return
+    host: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    for e in c.host("kvm_msr"):
+        m = _HOST_MSR.match(e["payload"])
+        vcpu = c.vcpu_of_thread(e["pid"])
+        if m and vcpu is not None:
+            host[(vcpu, int(m[1], 16), int(m[2], 16))].append(e["host_tsc"])
+    gcount = Counter(k for k, _, _ in guest)
+    rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
+    ambiguous = 0
+    for key, g, guest_first in guest:
+        hs = host.get(key)
+        if not hs:
+            continue
+        if gcount[key] != 1 or len(hs) != 1:
+            ambiguous += 1
+            continue
+        h = c.to_guest(hs[0], key[0])
+        if h is None:
+            continue
+        d = signed_diff(g, h)
+        rows[key[0]].append((d, None, g) if guest_first else (None, d, g))
+    f.brackets += [Brackets.from_rows("msr_write", v, r) for v, r in rows.items()]
+    if ambiguous:
+        f.notes.append(f"msr_write: {ambiguous} guest MSR writes not used (the same index and value more than once)")
+
+
+def _port_beacons(c: _Ctx, f: Found) -> None:
+    class _R:  # the record shape portbeacons reads
+        __slots__ = ("event", "payload", "pid", "ts")
+
+        def __init__(self, e: dict[str, Any]) -> None:
+            self.event, self.payload, self.pid = e["event"], e["payload"], e["pid"]
+            self.ts = e.get("host_tsc", e["guest_tsc"])
+
+    markers = [e for e in c.a.events if e["side"] == "guest" and "tsalign_beacon seq=" in e["payload"]]
+    beacons = guest_beacons(_R(e) for e in markers)
+    if not beacons:
+        return
+    writes = host_port_write_threads((_R(e) for n in WRITE_CALLS for e in c.host(n)), set(c.tid_to_vcpu))
+    try:
+        fd = beacon_fd(beacons, writes)
+    except Exception as e:  # noqa: BLE001 - an unusable beacon set is a note, not an error
+        f.notes.append(f"port_beacon: not used: {e}")
+        return
+    rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
+    for (_, before, after), (ts, tid) in zip(beacons, sorted(writes[fd])):
+        vcpu = c.vcpu_of_thread(tid)
+        h = None if vcpu is None else c.to_guest(ts, vcpu)
+        if vcpu is not None and h is not None:
+            rows[vcpu].append((signed_diff(before, h), signed_diff(after, h), before))
+    f.brackets += [Brackets.from_rows("port_beacon", v, r) for v, r in rows.items()]
+
+
+def _irq_injections(c: _Ctx, f: Found) -> None:
+    present = [n for n in INJECTIONS if c.host(n)]
+    micro = c.guest("tsalign_irq")
+    linux = c.guest("irq_handler_entry")
+    if not present or not (micro or linux):
+        return
+    family = present[0]
+    inj = [(e, injection_line(e)) for e in c.host(family)]
+    inj = [(e, line) for e, line in inj if line is not None]
+    rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
+    latencies: list[int] = []
+    if micro:
+        if len(inj) != len(micro):
+            f.notes.append(f"irq_injection: {len(inj)} {family} events for {len(micro)} micro-VM handlers: "
+                           "not paired (lost events?)")
+            return
+        for k, (h_ev, g_ev) in enumerate(zip(inj, micro)):
+            vcpu = g_ev["cpu"]
+            h = c.to_guest(h_ev[0]["host_tsc"], vcpu)
+            if h is None:
+                continue
+            upper = signed_diff(g_ev["guest_tsc"], h)
+            latencies.append(upper)
+            lower = signed_diff(micro[k - 1]["guest_tsc"], h) if k else None
+            rows[vcpu].append((lower, upper, g_ev["guest_tsc"]))
+    else:
+        by_line: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for e, line in inj:
+            if line[0] == "gsi" and line[1] is not None:
+                by_line[line[1]].append(e)
+        handlers: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for e in linux:
+            irq = kv(e["payload"]).get("irq")
+            if irq is not None:
+                handlers[irq].append(e)
+        skipped = []
+        for irq, hs in handlers.items():
+            ij = by_line.get(irq, [])
+            if not ij:
+                continue
+            if len(ij) != len(hs):
+                skipped.append(f"irq {irq}: {len(ij)} injections, {len(hs)} handlers")
+                continue
+            for h_ev, g_ev in zip(ij, hs):
+                h = c.to_guest(h_ev["host_tsc"], g_ev["cpu"])
+                if h is not None:
+                    d = signed_diff(g_ev["guest_tsc"], h)
+                    latencies.append(d)
+                    rows[g_ev["cpu"]].append((None, d, g_ev["guest_tsc"]))
+        if skipped:
+            f.notes.append("irq_injection: lines not paired (counts differ, order is ambiguous): " + "; ".join(skipped))
+    f.brackets += [Brackets.from_rows("irq_injection", v, r) for v, r in rows.items()]
+    f.details["irq_injection"] = {"injections": len(inj), "handlers": len(micro) + len(linux), "latencies": latencies}
+
+
+def _runs(c: _Ctx, tid: int, vcpu: int) -> tuple[str, list[tuple[int | None, int | None]]] | None:
+    """Host-TSC runs of vCPU ``vcpu``'s thread: (source, [(start|None, end|None)]), None = unknown."""
+    start, stop = c.a.host_window
+    trans: list[tuple[int, bool]] = []  # (host tsc, on)
+    src = "kvm_entry/kvm_exit"
+    for e in c.host("kvm_entry", "kvm_exit"):
+        if e["pid"] == tid:
+            trans.append((e["host_tsc"], bare(e) == "kvm_entry"))
+    if not trans:
+        src = "sched_switch"
+        for e in c.host("sched_switch"):
+            s = sched_switch(e["payload"])
+            if s is None:
+                continue
+            if s["prev_pid"] == tid:
+                trans.append((e["host_tsc"], False))
+            if s["next_pid"] == tid:
+                trans.append((e["host_tsc"], True))
+    if not trans:
+        return None
+    runs: list[tuple[int | None, int | None]] = []
+    on_since: int | None = None  # running since before the capture (unknown when it began)
+    running = not trans[0][1]
+    for t, on in trans:
+        if on and not running:
+            on_since, running = t, True
+        elif not on and running:
+            runs.append((on_since, t))
+            running = False
+    if running:
+        runs.append((on_since, None))
+    # Before the capture started (or after it stopped) the state is unknown: a run for all we know.
+    # Without a known start/stop the conservative run reaches the first "on" / last "off" itself.
+    if trans[0][1]:
+        runs.insert(0, (None, start if start is not None else trans[0][0]))
+    if not running:
+        runs.append((stop if stop is not None else trans[-1][0], None))
+    return src, runs
+
+
+def _vcpu_run(c: _Ctx, f: Found) -> None:
+    if c.a.lost_events.get("host"):
+        f.notes.append("vcpu_run: not used: the host ring buffers lost events (a lost sched_switch would fake a gap); "
+                       "capture with a larger --buffer-kb")
+        return
+    guest = [e for e in c.a.events if e["side"] == "guest"]
+    by_cpu: dict[int, list[int]] = defaultdict(list)
+    for e in guest:
+        by_cpu[e["cpu"]].append(e["guest_tsc"])
+    sources = {}
+    for tid, vcpu in sorted(c.tid_to_vcpu.items(), key=lambda t: t[1]):
+        gs = by_cpu.get(vcpu)
+        if not gs:
+            continue
+        found = _runs(c, tid, vcpu)
+        if found is None:
+            continue
+        src, runs = found
+        sources[f"vcpu{vcpu}"] = src
+        f.brackets.append(_run_brackets(c, vcpu, runs, np.asarray(sorted(gs), dtype=np.uint64)))
+    if sources:
+        f.details["vcpu_run"] = {"run_source": sources}
+
+
+def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]], g: np.ndarray) -> Brackets:
+    """Each guest event must lie in a run (on the guest axis with the run's offset in use, the one in
+    force at its end): inside run k, delta is bounded by [g - end_k, g - start_k]; between runs it is a
+    violation, with the nearer escape as its bound."""
+    lo_inf, hi_inf = np.uint64(0), np.uint64(2**64 - 1)
+    starts, ends, has_s, has_e = [], [], [], []
+    for s, e in runs:
+        at = e if e is not None else s  # the offset in force at a run's end (KVM writes it on vCPU load)
+        starts.append(c.to_guest(s, vcpu, at) if s is not None else None)
+        ends.append(c.to_guest(e, vcpu, at) if e is not None else None)
+        has_s.append(starts[-1] is not None)
+        has_e.append(ends[-1] is not None)
+    st = np.asarray([x if x is not None else lo_inf for x in starts], dtype=np.uint64)
+    en = np.asarray([x if x is not None else hi_inf for x in ends], dtype=np.uint64)
+    hs, he = np.asarray(has_s), np.asarray(has_e)
+    order = np.argsort(st, kind="stable")
+    st, en, hs, he = st[order], en[order], hs[order], he[order]
+    k = np.searchsorted(st, g, side="right").astype(np.int64) - 1
+    n = len(g)
+    lower, upper = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    has_l, has_u = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    before_all = k < 0
+    kk = np.clip(k, 0, len(st) - 1)
+    inside = ~before_all & (g <= en[kk])
+    diff = lambda a, b: (a - b).view(np.int64)  # noqa: E731 - signed difference on the 64-bit circle
+    # inside run kk: delta >= g - end (when the end is known), delta <= g - start (when known)
+    m = inside & he[kk]
+    lower[m], has_l[m] = diff(g[m], en[kk][m]), True
+    m = inside & hs[kk]
+    upper[m], has_u[m] = diff(g[m], st[kk][m]), True
+    # between run kk and kk+1 (or before the first run): outside every run -> violation, nearer escape
+    gap = ~inside
+    nxt = np.clip(kk + np.where(before_all, 0, 1), 0, len(st) - 1)
+    has_next = gap & (before_all | (kk + 1 < len(st)))
+    up_esc = np.where(has_next & hs[nxt], diff(g, st[nxt]), np.iinfo(np.int64).min)  # delta <= g - next start (<0)
+    lo_esc = np.where(gap & ~before_all & he[kk], diff(g, en[kk]), np.iinfo(np.int64).max)  # delta >= g - end (>0)
+    use_up = gap & (np.abs(up_esc.astype(np.float64)) <= np.abs(lo_esc.astype(np.float64)))
+    use_lo = gap & ~use_up & (lo_esc != np.iinfo(np.int64).max)
+    upper[use_up], has_u[use_up] = up_esc[use_up], True
+    lower[use_lo], has_l[use_lo] = lo_esc[use_lo], True
+    return Brackets("vcpu_run", vcpu, lower, upper, has_l, has_u, g)
+
+
+EXTRACTORS: tuple[Callable[[_Ctx, Found], None], ...] = (_vcpu_run, _msr_writes, _pio_beacons, _port_beacons,
+                                                        _irq_injections)
+
+
+def extract_all(aligned: Any) -> Found:
+    """Every kind of the catalogue found in an alignment (``tsalign.align.merge.Aligned``)."""
+    c = _Ctx(aligned)
+    found = Found()
+    for fn in EXTRACTORS:
+        fn(c, found)
+    return found
+
+
+def needed_events(kinds: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """The tracepoints (system:event) each side must record for ``kinds`` (default: every kind)."""
+    out: dict[str, list[str]] = {"host": [], "guest": []}
+    for k in CATALOGUE:
+        if kinds is not None and k.name not in kinds:
+            continue
+        out["host"] += [e for e in k.host_events if ":" in e and e not in out["host"]]
+        out["guest"] += [e for e in k.guest_events if ":" in e and " " not in e and e not in out["guest"]]
+    return out

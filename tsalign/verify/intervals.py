@@ -1,0 +1,161 @@
+"""Evidence as bounds on the offset error, and what all of it allows (pure, integer math).
+
+Every piece of evidence bounds ``delta = true guest-minus-host offset - offset in use`` (signed
+cycles) on the guest TSC axis, where host events were converted with the offset in use:
+
+- a *guest-before-host* pair (the guest acted at guest TSC g, the host saw its exit at h' on the
+  guest axis) needs ``g <= h' + delta``, so ``delta >= g - h'``;
+- a *host-before-guest* pair needs ``h' + delta <= g``, so ``delta <= g - h'``;
+- a *two-sided* item gives both (a bracket of width ``upper - lower``).
+
+Working in delta makes offsets that change during a capture (one segment per vCPU load) no
+different from a constant one. ``pass`` needs ``lower <= 0 <= upper`` for all of them; the
+intersection ``[max lower, min upper]`` is the alignment's error bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..align.brackets import distribution
+
+__all__ = ["Brackets", "VcpuEvidence", "judge_vcpu"]
+
+_I64 = np.int64
+
+
+@dataclass
+class Brackets:
+    """Items of one evidence ``kind`` on one vCPU: ``delta >= lower[i]`` where ``has_lower[i]``,
+    ``delta <= upper[i]`` where ``has_upper[i]`` (signed cycles); ``at[i]`` is the guest TSC of the
+    guest event (to name a violation)."""
+
+    kind: str
+    vcpu: int
+    lower: np.ndarray
+    upper: np.ndarray
+    has_lower: np.ndarray
+    has_upper: np.ndarray
+    at: np.ndarray
+
+    @classmethod
+    def from_rows(cls, kind: str, vcpu: int, rows: Sequence[tuple[int | None, int | None, int]]) -> Brackets:
+        """From (lower|None, upper|None, guest_tsc) rows."""
+        n = len(rows)
+        lower, upper = np.zeros(n, dtype=_I64), np.zeros(n, dtype=_I64)
+        hl, hu = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        at = np.zeros(n, dtype=np.uint64)
+        for i, (lo, hi, g) in enumerate(rows):
+            if lo is not None:
+                lower[i], hl[i] = lo, True
+            if hi is not None:
+                upper[i], hu[i] = hi, True
+            at[i] = g
+        return cls(kind, vcpu, lower, upper, hl, hu, at)
+
+    def __len__(self) -> int:
+        return int((self.has_lower | self.has_upper).sum())
+
+    def violations(self) -> np.ndarray:
+        """Mask of items the offset in use (delta = 0) contradicts."""
+        return (self.has_lower & (self.lower > 0)) | (self.has_upper & (self.upper < 0))
+
+    def widths(self) -> np.ndarray:
+        """upper - lower of two-sided items (cycles)."""
+        both = self.has_lower & self.has_upper
+        return (self.upper[both] - self.lower[both]).astype(_I64)
+
+
+@dataclass
+class VcpuEvidence:
+    """All evidence of one vCPU, judged: ``lo``/``hi`` bound delta (None: unbounded that side)."""
+
+    vcpu: int
+    lo: int | None
+    hi: int | None
+    checked: int
+    violated: int
+    per_kind: dict[str, dict[str, Any]]
+    worst: dict[str, Any] | None
+
+    @property
+    def holds(self) -> bool:
+        return self.violated == 0
+
+    @property
+    def bounded(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    def to_dict(self, tsc_khz: int, offsets_in_use: Sequence[int]) -> dict[str, Any]:
+        """JSON-ready: the delta interval, the absolute offset interval when one offset was in use
+        for the whole capture, the width (error bound), detection thresholds, per-kind counts."""
+        def ns(c: int | None) -> int | None:
+            return None if c is None or not tsc_khz else c * 1_000_000 // tsc_khz
+
+        absolute = None
+        if len(offsets_in_use) == 1:
+            o = offsets_in_use[0]
+            absolute = [None if self.lo is None else o + self.lo, None if self.hi is None else o + self.hi]
+        width = self.hi - self.lo if self.bounded else None  # type: ignore[operator]
+        return {
+            "vcpu": self.vcpu,
+            "delta_interval": [self.lo, self.hi],
+            "offset_interval": absolute,
+            "width_cycles": width, "width_ns": ns(width),
+            "checked": self.checked, "violated": self.violated,
+            # an offset raised by more than hi (or lowered by more than -lo) cycles is caught
+            "detects_error_above_cycles": {"raise": self.hi, "lower": None if self.lo is None else -self.lo},
+            "detects_error_above_ns": {"raise": ns(self.hi), "lower": ns(None if self.lo is None else -self.lo)},
+            "evidence": self.per_kind,
+            "worst_violation": self.worst,
+        }
+
+
+def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidence:
+    """Intersect every item of ``sets`` (one vCPU); count and name violations."""
+    lo: int | None = None
+    hi: int | None = None
+    checked = violated = 0
+    per_kind: dict[str, dict[str, Any]] = {}
+    worst: dict[str, Any] | None = None
+    for b in sets:
+        n = len(b)
+        if not n:
+            continue
+        bad = b.violations()
+        k_lo = int(b.lower[b.has_lower].max()) if b.has_lower.any() else None
+        k_hi = int(b.upper[b.has_upper].min()) if b.has_upper.any() else None
+        lo = k_lo if lo is None else (lo if k_lo is None else max(lo, k_lo))
+        hi = k_hi if hi is None else (hi if k_hi is None else min(hi, k_hi))
+        w = distribution(b.widths().tolist())
+        kd = per_kind.setdefault(b.kind, {"checked": 0, "violated": 0, "delta_interval": [None, None]})
+        kd["checked"] += n
+        kd["violated"] += int(bad.sum())
+        kd["delta_interval"] = [_max(kd["delta_interval"][0], k_lo), _min(kd["delta_interval"][1], k_hi)]
+        kd["bracket_width_cycles"] = {"median": w.median, "p99": w.p99, "count": w.count}
+        checked += n
+        violated += int(bad.sum())
+        if bad.any():
+            dist_lo = np.where(b.has_lower & (b.lower > 0), b.lower, 0)
+            dist_hi = np.where(b.has_upper & (b.upper < 0), -b.upper, 0)
+            dist = np.maximum(dist_lo, dist_hi)
+            i = int(dist.argmax())
+            d = int(dist[i])
+            if worst is None or d > worst["cycles"]:
+                too = "low" if dist_lo[i] >= dist_hi[i] else "high"
+                worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
+                         "ns": d * 1_000_000 // tsc_khz if tsc_khz else None,
+                         "offset_in_use_is_too": too}
+    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)

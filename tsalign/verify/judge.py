@@ -1,0 +1,125 @@
+"""The verdict of an alignment: every piece of evidence of the catalogue, intersected per vCPU.
+
+``pass``: on every vCPU with guest events, evidence was checked, none contradicts the offset in
+use, and it bounds the offset error from both sides. ``fail``: some evidence contradicts it (the
+vCPU, the kind and the distance are named). ``unverified``: no evidence at all (the capture
+options that would give some are listed). ``warn``: evidence holds but is one-sided or missing
+for some vCPU, offset sources disagree, or events were lost or dropped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from ..numbers import to_signed64
+from .evidence import CATALOGUE, extract_all, needed_events
+from .intervals import Brackets, VcpuEvidence, judge_vcpu
+from .verdicts import FAIL, PASS, UNVERIFIED, WARN, worst
+
+__all__ = ["capture_hint", "verdict_of"]
+
+
+def capture_hint() -> dict[str, str]:
+    """The ``tsalign capture`` options that record every kind of evidence, per side."""
+    ev = needed_events()
+    return {"host": f"tsalign capture --role host --vm NAME --events {','.join(ev['host'])} --out HOST_BUNDLE",
+            "guest": f"tsalign capture --role guest --events {','.join(ev['guest'])} --out GUEST_BUNDLE"}
+
+
+def _sources(a: Any, vcpu: int, ev: VcpuEvidence, used: list[int]) -> dict[str, Any]:
+    """Offsets of one vCPU from every source, and whether each lies in the measured interval."""
+    def agrees(v: int) -> bool | None:
+        if len(used) != 1 or (ev.lo is None and ev.hi is None):
+            return None
+        d = v - used[0]
+        return (ev.lo is None or ev.lo <= d) and (ev.hi is None or d <= ev.hi)
+
+    out: dict[str, Any] = {}
+    for s in a.snapshots:
+        if s.vcpu == vcpu:
+            out.setdefault(s.source, {"values": []})["values"].append(s.params.signed_offset)
+    writes = [to_signed64(w.next) for w in a.writes if w.vcpu == vcpu]
+    if writes:
+        out["kvm_write_tsc_offset"] = {"values": sorted(set(writes)), "count": len(writes)}
+    for src in out.values():
+        vals = sorted(set(src["values"]))
+        src["values"] = vals
+        src["agrees_with_evidence"] = [agrees(v) for v in vals] if len(vals) <= 16 else None
+    return out
+
+
+def verdict_of(a: Any) -> dict[str, Any]:
+    """The evidence-backed verdict of an alignment (``tsalign.align.merge.Aligned``), JSON-ready."""
+    found = extract_all(a)
+    by_vcpu: dict[int, list[Brackets]] = defaultdict(list)
+    for b in found.brackets:
+        by_vcpu[b.vcpu].append(b)
+    guest_vcpus = sorted({e["cpu"] for e in a.events if e["side"] == "guest"} & set(a.timeline.vcpus))
+    reasons: list[str] = []
+    status = PASS
+    per_vcpu = []
+    checked = violated = 0
+    for v in sorted(set(guest_vcpus) | set(by_vcpu)):
+        ev = judge_vcpu(v, by_vcpu.get(v, []), a.tsc_khz)
+        used = sorted({s.params.signed_offset for s in a.timeline.segments.get(v, [])})
+        d = ev.to_dict(a.tsc_khz, used)
+        d["offset_in_use"] = {"values": used[:16], "distinct": len(used),
+                              "sources": sorted({s.source for s in a.timeline.segments.get(v, [])}),
+                              "chosen_because": a.offset_choice}
+        d["sources"] = _sources(a, v, ev, used)
+        per_vcpu.append(d)
+        checked += ev.checked
+        violated += ev.violated
+        if ev.violated:
+            w = ev.worst or {}
+            status = FAIL
+            where = (f"above the allowed interval by {-ev.hi} cycles" if ev.hi is not None and ev.hi < 0 else
+                     f"below the allowed interval by {ev.lo} cycles" if ev.lo is not None and ev.lo > 0 else
+                     "contradicted from both sides (the offset changed during the capture without being recorded?)")
+            reasons.append(
+                f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it lies {where}; "
+                f"worst: {w.get('kind')} at guest TSC {w.get('guest_tsc')}, {w.get('cycles')} cycles "
+                f"({w.get('ns')} ns) too {w.get('offset_in_use_is_too')}")
+        elif not ev.checked:
+            status = worst(status, WARN)
+            reasons.append(f"vcpu{v}: no evidence for this vCPU's events")
+        elif not ev.bounded:
+            status = worst(status, WARN)
+            side = "above" if ev.hi is None else "below"
+            reasons.append(f"vcpu{v}: evidence bounds the offset from one side only: an error {side} it of any "
+                           f"size would go unnoticed (kinds: {', '.join(ev.per_kind)})")
+    if checked == 0:
+        status = worst(status, UNVERIFIED) if status != FAIL else status
+        hint = capture_hint()
+        reasons.append("no evidence to check the alignment against: record it with "
+                       f"`{hint['host']}` and `{hint['guest']}`")
+    issues = [i.__dict__ for i in a.timeline.issues]
+    if any(i["kind"] in ("unexplained_change", "vcpus_disagree", "prev_mismatch") for i in issues) and status == PASS:
+        status = WARN
+        reasons.append("offset sources disagree (see offsets.issues)")
+    if a.dropped.get("host_no_offset"):
+        status = worst(status, WARN) if status != UNVERIFIED else status
+        reasons.append(f"{a.dropped['host_no_offset']} host events had no offset and were dropped")
+    if any(a.lost_events.values()):
+        status = worst(status, WARN) if status != UNVERIFIED else status
+        reasons.append(f"ring buffers lost events: {a.lost_events}")
+    kinds_found = sorted({b.kind for b in found.brackets if len(b)})
+    snaps = {(s.params.offset, s.params.ratio) for segs in a.timeline.segments.values() for s in segs}
+    return {
+        "verdict": status,
+        "reasons": reasons,
+        "evidence": {"per_vcpu": per_vcpu, "kinds_found": kinds_found,
+                     "kinds_missing": [k.name for k in CATALOGUE if k.name not in kinds_found],
+                     "notes": found.notes, "capture_for_all_kinds": capture_hint()},
+        "offsets": {"sources": sorted({s.source for segs in a.timeline.segments.values() for s in segs}),
+                    "distinct_values": len(snaps), "issues": issues,
+                    "changes_seen": sum(max(0, len(segs) - 1) for segs in a.timeline.segments.values()),
+                    "timeline": a.timeline.to_dict()},
+        "brackets": {"checked": checked, "violated": violated},
+        "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.events), "dropped": a.dropped,
+                   "lost_in_ring_buffers": a.lost_events},
+        "vm": {k: a.vm.get(k) for k in ("pid", "vm_fd", "name", "uuid")},
+        "notes": a.notes,
+        "_details": found.details,
+    }
