@@ -34,7 +34,7 @@ def precheck_json(*args: str) -> dict:
     r = tsalign("precheck", "--json", *args)
     assert r.returncode in (0, 1, 6), r.stderr
     doc = json.loads(r.stdout)
-    assert r.returncode == {"ok": 0, "warn": 6, "fail": 1}[doc["verdict"]]
+    assert r.returncode == {"pass": 0, "warn": 6, "fail": 1}[doc["verdict"]]
     return {c["id"]: c for c in doc["checks"]} | {"_doc": doc}
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..catalogue import PORT_WRITE_CALLS
 from ..errors import InconsistentData, InvalidParameter
 from ..numbers import MASK64
 from .brackets import signed_diff
@@ -23,7 +24,7 @@ __all__ = ["BeaconOffset", "beacon_fd", "guest_beacons", "host_port_write_thread
 _BEACON = re.compile(r"tsalign_beacon seq=(\d+) before=(\d+) after=(\d+)")
 _FD = re.compile(r"\(fd: (0x[0-9a-f]+|\d+),")  # hex before 6.x, decimal after
 #: how a VMM may write one byte to a chardev (QEMU's file chardev uses writev)
-WRITE_CALLS = ("sys_enter_write", "sys_enter_writev", "sys_enter_pwrite64", "sys_enter_pwritev")
+WRITE_CALLS = PORT_WRITE_CALLS
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ..catalogue import IRQ_INJECTIONS
 from .common import AnalysisResult, Needs, bare, dist, have, kv
 
 __all__ = ["HANDLERS", "INJECTIONS", "analyze_irq", "injection_line"]
 
-INJECTIONS = ("kvm_set_irq", "kvm_msi_set_irq", "kvm_pic_set_irq", "kvm_apic_accept_irq", "kvm_inj_virq")
+INJECTIONS = IRQ_INJECTIONS
 HANDLERS = ("irq_handler_entry", "tsalign_irq")
 #: beyond this (cycles) an injection is not the cause of a handler (10 ms at 2.5 GHz)
 DEFAULT_WINDOW = 25_000_000

@@ -21,11 +21,15 @@ from .tracefs import TraceSession
 
 __all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]
 
-DEFAULT_HOST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
+#: the offset's sources, the analyses' events and the cheap evidence (tsalign.catalogue): vCPU runs
+#: (kvm_entry/kvm_exit, sched_switch), MSR writes (kvm_msr), IRQ injections, port IO (kvm_pio)
+DEFAULT_HOST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
                        "kvm:kvm_msi_set_irq", "kvm:kvm_inj_virq", "kvm:kvm_entry", "kvm:kvm_exit",
                        "sched:sched_switch")
+#: guest MSR writes (msr:write_msr) pair with the host's kvm_msr; every guest event is checked against
+#: its vCPU's host runs
 DEFAULT_GUEST_EVENTS = ("irq:irq_handler_entry", "irq:irq_handler_exit", "sched:sched_switch",
-                        "block:block_rq_issue", "block:block_rq_complete")
+                        "block:block_rq_issue", "block:block_rq_complete", "msr:write_msr")
 
 
 def snapshot_vm(vm: kvmvms.VmInfo, source: str = "debugfs") -> list[OffsetSnapshot]:

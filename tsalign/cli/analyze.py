@@ -81,11 +81,11 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
                     top: int = 10) -> tuple[dict[str, Any], Any]:
     """Align two bundles, run analysis ``kind`` and write its reports to ``out``; (document, result)."""
     from ..align.merge import align
-    from ..verify.judge import verdict_of
     from ..analyze.io import analyze_io
     from ..analyze.irq import analyze_irq
     from ..analyze.vcpu import analyze_vcpu
     from ..capture.bundle import Bundle
+    from ..verify.judge import verdict_of
 
     host, guest = Bundle.open(host_path, "--host"), Bundle.open(guest_path, "--guest")
     params, offset_doc = _offset(guest_offset, host, guest)
@@ -126,7 +126,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{k}: {v}\n")
     if res.needs:
         return exitcodes.UNAVAILABLE
-    from ..verify.verdicts import exit_code
+    from ..verdicts import exit_code
 
     return exit_code(doc["alignment"]["verdict"])
 

@@ -18,9 +18,9 @@ from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
+from ..verdicts import exit_code
 from ..verify.judge import verdict_of
 from ..verify.selftest import run_selftest
-from ..verify.verdicts import exit_code
 from . import emit
 
 __all__ = ["register", "render_selftest", "term_as_interrupt"]
@@ -163,8 +163,8 @@ def run_align(args: argparse.Namespace) -> int:
              f"events: host {aligned.host_count}, guest {aligned.guest_count}, merged {len(aligned.events)}",
              (f"offset sources: {', '.join(verdict['offsets']['sources'])}; changes seen: "
              f"{verdict['offsets']['changes_seen']}; issues: {len(verdict['offsets']['issues'])}"),
-             f"evidence: {verdict['brackets']['checked']} items checked, {verdict['brackets']['violated']} violated; "
-             f"kinds found: {', '.join(verdict['evidence']['kinds_found']) or 'none'}",
+             (f"evidence: {verdict['brackets']['checked']} items checked, {verdict['brackets']['violated']} violated; "
+             f"kinds found: {', '.join(verdict['evidence']['kinds_found']) or 'none'}"),
              *render_evidence(verdict["evidence"]),
              *(f"artifact: {p}" for p in paths.values())]
     emit(args, public, lines)

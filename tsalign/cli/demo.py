@@ -14,11 +14,11 @@ import shutil
 from typing import Any
 
 from ..align.merge import align, write_outputs
-from ..verify.judge import verdict_of
-from ..verify.selftest import DEFAULT_REQUEST, evaluate, run_selftest
-from ..verify.verdicts import exit_code
 from ..capture.bundle import Bundle
 from ..errors import InvalidParameter, Unavailable
+from ..verdicts import exit_code
+from ..verify.judge import verdict_of
+from ..verify.selftest import DEFAULT_REQUEST, evaluate, run_selftest
 from . import emit
 from .capture import render_selftest, term_as_interrupt
 

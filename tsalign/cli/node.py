@@ -11,6 +11,7 @@ from ..kernel import btf as btfmod
 from ..kernel import kprobe
 from ..node import checks, kvmvms
 from ..node.fs import Root
+from ..verdicts import exit_code
 from . import emit
 
 __all__ = ["register"]
@@ -67,7 +68,7 @@ def run_precheck(args: argparse.Namespace) -> int:
             lines.append(f"       {'':22s} fix: {ch.fix}")
     lines.append(f"verdict: {report.verdict} ({report.elapsed_ms} ms)")
     emit(args, report.to_dict(), lines)
-    return {"ok": exitcodes.OK, "warn": exitcodes.VERDICT_WARN}.get(report.verdict, exitcodes.VERDICT_FAIL)
+    return exit_code(report.verdict)
 
 
 def run_offsets(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import verdicts
 from ..kernel import btf as btfmod
 from ..kernel import kprobe
 from . import dmesg, kvmvms, mounts, perfpage
@@ -286,6 +287,33 @@ def check_kvm_tracepoints(c: Context) -> Check:
                  "" if status == OK else "kvm_write_tsc_offset is needed to see offset changes during a capture")
 
 
+def check_evidence_events(c: Context) -> Check:
+    """Which evidence kinds (tsalign.catalogue) this node's tracefs can record for its role."""
+    from ..catalogue import CATALOGUE
+
+    d = c.tracefs
+    if d is None:
+        return Check("evidence_events", SKIP, None, "tracefs not mounted", "tsalign precheck --mount")
+    side = "host" if c.role == "host" else "guest"
+
+    def exists(ev: str) -> bool:
+        system, _, name = ev.partition(":")
+        return bool(name) and c.root.exists(f"{d}/events/{system}/{name}")
+
+    value: dict[str, list[str]] = {}
+    usable = []
+    for k in CATALOGUE:
+        events = k.host_events if side == "host" else k.guest_events
+        have = [e for e in events if " " in e or exists(e)]  # "any guest event" / tsalign's own markers
+        value[k.name] = have
+        if [e for e in have if " " not in e] or "any guest event" in have:
+            usable.append(k.name)
+    if not usable:
+        return Check("evidence_events", WARN, value, f"{side}: no tracepoint of any evidence kind exists here",
+                     "alignments of this node's captures will be 'unverified'; enable kvm/sched/msr tracepoints")
+    return Check("evidence_events", OK, value, f"{side} can record evidence: {', '.join(usable)}")
+
+
 def check_btf(c: Context) -> Check:
     b = c.btf()
     if isinstance(b, Exception):
@@ -404,7 +432,7 @@ def check_kvm_memory_offsets(c: Context) -> Check:
 CHECKS: list[Callable[[Context], Check]] = [
     check_clocksource, check_tsc_flags, check_kernel_cmdline, check_sched_clock, check_perf_tsc_conversion,
     check_tracefs, check_trace_clock_x86_tsc, check_debugfs, check_kprobe_events, check_kvm_tracepoints,
-    check_btf, check_kvm_tsc_offset_member, check_kprobe_function, check_kvm_vms, check_kvm_memory_offsets,
+    check_evidence_events, check_btf, check_kvm_tsc_offset_member, check_kprobe_function, check_kvm_vms, check_kvm_memory_offsets,
 ]
 
 
@@ -419,8 +447,9 @@ class Report:
 
     @property
     def verdict(self) -> str:
+        """pass / warn / fail (tsalign.verdicts) from the checks' statuses (ok / warn / fail / skip)."""
         statuses = {ch.status for ch in self.checks}
-        return FAIL if FAIL in statuses else WARN if WARN in statuses else OK
+        return verdicts.FAIL if FAIL in statuses else verdicts.WARN if WARN in statuses else verdicts.PASS
 
     def check(self, cid: str) -> Check:
         return next(ch for ch in self.checks if ch.id == cid)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,59 +26,14 @@ from ..align.brackets import signed_diff
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
 from ..analyze.common import bare, kv, sched_switch
 from ..analyze.irq import INJECTIONS, injection_line
+from ..catalogue import CATALOGUE, needed_events
 from ..clock.kvm import host_to_guest_tsc
 from ..errors import InconsistentData
 from ..traces.ftrace_text import parse_kvm_payload
 from .intervals import Brackets
 
-__all__ = ["CATALOGUE", "EvidenceKind", "Found", "extract_all", "needed_events"]
+__all__ = ["CATALOGUE", "Found", "extract_all", "needed_events"]
 
-GUEST_FIRST, HOST_FIRST, TWO_SIDED = "guest-before-host", "host-before-guest", "two-sided"
-
-
-@dataclass(frozen=True)
-class EvidenceKind:
-    """One kind of evidence: direction, tracepoints per side (any one of them serves), pairing."""
-
-    name: str
-    direction: str
-    host_events: tuple[str, ...]
-    guest_events: tuple[str, ...]
-    pairing: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "direction": self.direction, "host_events": list(self.host_events),
-                "guest_events": list(self.guest_events), "pairing": self.pairing}
-
-
-CATALOGUE: tuple[EvidenceKind, ...] = (
-    EvidenceKind(
-        "vcpu_run", TWO_SIDED, ("kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch"), ("any guest event",),
-        "a guest event on vCPU N lies inside a run of vCPU N's host thread: between kvm_entry and kvm_exit "
-        "where they fire, else between the sched_switch that runs the thread and the one that stops it "
-        "(threads by id; no pairing). Works for KVM and emulated (TCG) guests. Needs no lost host events."),
-    EvidenceKind(
-        "msr_write", TWO_SIDED, ("kvm:kvm_msr",), ("msr:write_msr",),
-        "guest msr:write_msr (traced after the write: host-before-guest) or the micro-VM's tsalign_msr "
-        "(rdtsc before wrmsr: guest-before-host) against the host kvm_msr write with the same vCPU, MSR "
-        "index and value; only values seen exactly once on each side"),
-    EvidenceKind(
-        "pio_beacon", TWO_SIDED, ("kvm:kvm_pio",), ("tsalign_beacon (micro-VM)",),
-        "micro-VM beacon (guest rdtsc) against the host kvm_pio on port 0x10 carrying its low 32 bits, "
-        "in order (guest-before-host); the exit of its high half (port 0x11) came before the next "
-        "beacon's rdtsc (host-before-guest)"),
-    EvidenceKind(
-        "port_beacon", TWO_SIDED, tuple(f"syscalls:{c}" for c in WRITE_CALLS),
-        ("tsalign_beacon marker (tsalign beacons, emulated guests)",),
-        "guest rdtsc before and after an `out` to a chardev port against the VMM's write system call "
-        "on the one fd that saw exactly as many writes as beacons, in order"),
-    EvidenceKind(
-        "irq_injection", HOST_FIRST, tuple(f"kvm:{n}" for n in INJECTIONS), ("irq:irq_handler_entry",),
-        "host injection before the guest handler: per legacy line (GSI == guest IRQ), in order, only "
-        "where injections and handlers are equal in number; the micro-VM (tsalign_irq) injects IRQ k "
-        "only after handler k-1 reported, which also bounds it from below (two-sided)"),
-)
-KINDS = {k.name: k for k in CATALOGUE}
 
 
 @dataclass
@@ -251,8 +206,11 @@ def _irq_injections(c: _Ctx, f: Found) -> None:
     if not present or not (micro or linux):
         return
     family = present[0]
-    inj = [(e, injection_line(e)) for e in c.host(family)]
-    inj = [(e, line) for e, line in inj if line is not None]
+    inj: list[tuple[dict[str, Any], tuple[str, int | None]]] = []
+    for e in c.host(family):
+        line = injection_line(e)
+        if line is not None:
+            inj.append((e, line))
     rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
     latencies: list[int] = []
     if micro:
@@ -271,14 +229,14 @@ def _irq_injections(c: _Ctx, f: Found) -> None:
             rows[vcpu].append((lower, upper, g_ev["guest_tsc"]))
     else:
         by_line: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for e, line in inj:
-            if line[0] == "gsi" and line[1] is not None:
-                by_line[line[1]].append(e)
+        for e, (kind, num) in inj:
+            if kind == "gsi" and num is not None:
+                by_line[num].append(e)
         handlers: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for e in linux:
-            irq = kv(e["payload"]).get("irq")
+        for g in linux:
+            irq = kv(g["payload"]).get("irq")
             if irq is not None:
-                handlers[irq].append(e)
+                handlers[irq].append(g)
         skipped = []
         for irq, hs in handlers.items():
             ij = by_line.get(irq, [])
@@ -287,8 +245,8 @@ def _irq_injections(c: _Ctx, f: Found) -> None:
             if len(ij) != len(hs):
                 skipped.append(f"irq {irq}: {len(ij)} injections, {len(hs)} handlers")
                 continue
-            for h_ev, g_ev in zip(ij, hs):
-                h = c.to_guest(h_ev["host_tsc"], g_ev["cpu"])
+            for inj_ev, g_ev in zip(ij, hs):
+                h = c.to_guest(inj_ev["host_tsc"], g_ev["cpu"])
                 if h is not None:
                     d = signed_diff(g_ev["guest_tsc"], h)
                     latencies.append(d)
@@ -363,6 +321,11 @@ def _vcpu_run(c: _Ctx, f: Found) -> None:
         f.details["vcpu_run"] = {"run_source": sources}
 
 
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a - b on the 64-bit circle, signed (uint64 arrays in, int64 out)."""
+    return np.asarray((a - b).view(np.int64))
+
+
 def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]], g: np.ndarray) -> Brackets:
     """Each guest event must lie in a run (on the guest axis with the run's offset in use, the one in
     force at its end): inside run k, delta is bounded by [g - end_k, g - start_k]; between runs it is a
@@ -387,18 +350,17 @@ def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]],
     before_all = k < 0
     kk = np.clip(k, 0, len(st) - 1)
     inside = ~before_all & (g <= en[kk])
-    diff = lambda a, b: (a - b).view(np.int64)  # noqa: E731 - signed difference on the 64-bit circle
     # inside run kk: delta >= g - end (when the end is known), delta <= g - start (when known)
     m = inside & he[kk]
-    lower[m], has_l[m] = diff(g[m], en[kk][m]), True
+    lower[m], has_l[m] = _diff(g[m], en[kk][m]), True
     m = inside & hs[kk]
-    upper[m], has_u[m] = diff(g[m], st[kk][m]), True
+    upper[m], has_u[m] = _diff(g[m], st[kk][m]), True
     # between run kk and kk+1 (or before the first run): outside every run -> violation, nearer escape
     gap = ~inside
     nxt = np.clip(kk + np.where(before_all, 0, 1), 0, len(st) - 1)
     has_next = gap & (before_all | (kk + 1 < len(st)))
-    up_esc = np.where(has_next & hs[nxt], diff(g, st[nxt]), np.iinfo(np.int64).min)  # delta <= g - next start (<0)
-    lo_esc = np.where(gap & ~before_all & he[kk], diff(g, en[kk]), np.iinfo(np.int64).max)  # delta >= g - end (>0)
+    up_esc = np.where(has_next & hs[nxt], _diff(g, st[nxt]), np.iinfo(np.int64).min)  # delta <= g - next start (<0)
+    lo_esc = np.where(gap & ~before_all & he[kk], _diff(g, en[kk]), np.iinfo(np.int64).max)  # delta >= g - end (>0)
     use_up = gap & (np.abs(up_esc.astype(np.float64)) <= np.abs(lo_esc.astype(np.float64)))
     use_lo = gap & ~use_up & (lo_esc != np.iinfo(np.int64).max)
     upper[use_up], has_u[use_up] = up_esc[use_up], True
@@ -417,14 +379,3 @@ def extract_all(aligned: Any) -> Found:
     for fn in EXTRACTORS:
         fn(c, found)
     return found
-
-
-def needed_events(kinds: Iterable[str] | None = None) -> dict[str, list[str]]:
-    """The tracepoints (system:event) each side must record for ``kinds`` (default: every kind)."""
-    out: dict[str, list[str]] = {"host": [], "guest": []}
-    for k in CATALOGUE:
-        if kinds is not None and k.name not in kinds:
-            continue
-        out["host"] += [e for e in k.host_events if ":" in e and e not in out["host"]]
-        out["guest"] += [e for e in k.guest_events if ":" in e and " " not in e and e not in out["guest"]]
-    return out

@@ -67,7 +67,7 @@ class Brackets:
     def widths(self) -> np.ndarray:
         """upper - lower of two-sided items (cycles)."""
         both = self.has_lower & self.has_upper
-        return (self.upper[both] - self.lower[both]).astype(_I64)
+        return np.asarray(self.upper[both] - self.lower[both], dtype=_I64)
 
 
 @dataclass

@@ -13,9 +13,9 @@ from collections import defaultdict
 from typing import Any
 
 from ..numbers import to_signed64
+from ..verdicts import FAIL, PASS, UNVERIFIED, WARN, worst
 from .evidence import CATALOGUE, extract_all, needed_events
 from .intervals import Brackets, VcpuEvidence, judge_vcpu
-from .verdicts import FAIL, PASS, UNVERIFIED, WARN, worst
 
 __all__ = ["capture_hint", "verdict_of"]
 

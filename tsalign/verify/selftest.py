@@ -8,18 +8,18 @@ import os
 import time
 from typing import Any
 
-from ..capture.bundle import Bundle, write_manifest
-from ..capture.capture import Capture
 from ..align import brackets
 from ..align.merge import align, write_outputs
+from ..capture.bundle import Bundle, write_manifest
+from ..capture.capture import Capture
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
 from ..errors import Unavailable
 from ..node import kvmvms
 from ..node.facts import node_facts
 from ..node.fs import Root
 from ..numbers import to_signed64
+from ..verdicts import FAIL, PASS, WARN, worst
 from .judge import verdict_of
-from .verdicts import FAIL, PASS, WARN, worst
 
 __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
 

@@ -45,7 +45,7 @@ ansible_facts:
   returned: always
   type: dict
 verdict:
-  description: ok, warn or fail.
+  description: pass, warn or fail (the words of tsalign.verdicts).
   returned: always
   type: str
 mounted:

@@ -8,7 +8,7 @@ the alignment (or, for prechecks, the node cannot do what is asked).
 
 from __future__ import annotations
 
-from .. import exitcodes
+from . import exitcodes
 
 __all__ = ["FAIL", "PASS", "UNVERIFIED", "VERDICTS", "WARN", "exit_code", "worst"]
 

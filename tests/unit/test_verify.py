@@ -1,0 +1,244 @@
+"""Verification that can fail: offset-error intervals by hand arithmetic, every evidence kind on
+synthetic events with known truth, and the shipped capture moved or judged with wrong offsets.
+
+The shipped capture (examples/selftest) is a real micro-VM run recorded by ``tsalign selftest``;
+its interval is computed here from its beacons by hand (host kvm_pio minus guest rdtsc), never by
+the code under test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tsalign import exitcodes
+from tsalign.catalogue import CATALOGUE, needed_events
+from tsalign.clock.kvm import TscParams
+from tsalign.offsets import OffsetSnapshot, OffsetTimeline
+from tsalign.verdicts import FAIL, PASS, UNVERIFIED, WARN, exit_code, worst
+from tsalign.verify.intervals import Brackets, judge_vcpu
+from tsalign.verify.judge import verdict_of
+
+SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "selftest"
+
+
+def test_verdict_registry() -> None:
+    assert worst(PASS, WARN) == WARN and worst(WARN, UNVERIFIED) == UNVERIFIED and worst(UNVERIFIED, FAIL) == FAIL
+    assert worst() == PASS
+    assert exit_code(PASS) == 0 and exit_code(FAIL) == 1 and exit_code(WARN) == 6
+    assert exit_code(UNVERIFIED) == exitcodes.VERDICT_UNVERIFIED == 7
+
+
+def test_intervals_by_hand() -> None:
+    # delta >= -5 (guest-first), delta <= 20 (host-first), a two-sided [-3, 7]
+    b = Brackets.from_rows("k", 0, [(-5, None, 100), (None, 20, 200), (-3, 7, 300)])
+    ev = judge_vcpu(0, [b], 1_000_000)  # 1 GHz: 1 cycle = 1 ns
+    assert (ev.lo, ev.hi, ev.checked, ev.violated, ev.worst) == (-3, 7, 3, 0, None)
+    d = ev.to_dict(1_000_000, [1000])
+    assert d["offset_interval"] == [997, 1007] and d["width_cycles"] == 10
+    assert d["detects_error_above_cycles"] == {"raise": 7, "lower": 3}
+    assert d["evidence"]["k"]["bracket_width_cycles"]["median"] == 10
+    # judged against another offset: the two-sided item now allows [-17, -5]: 5 cycles too high
+    bad = Brackets.from_rows("k", 0, [(-17, -5, 300), (None, 8, 400)])
+    ev = judge_vcpu(0, [bad], 1_000_000)
+    assert (ev.lo, ev.hi, ev.violated) == (-17, -5, 1)
+    assert ev.worst == {"kind": "k", "guest_tsc": 300, "cycles": 5, "ns": 5, "offset_in_use_is_too": "high"}
+    # one-sided evidence is not bounded; several kinds intersect
+    one = judge_vcpu(1, [Brackets.from_rows("a", 1, [(None, 9, 1)]), Brackets.from_rows("b", 1, [(None, 4, 2)])], 0)
+    assert (one.lo, one.hi, one.bounded, one.holds) == (None, 4, False, True)
+    assert one.to_dict(0, [5, 6])["offset_interval"] is None  # two offsets in use: no single absolute interval
+
+
+def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], window: tuple = (None, None),
+             lost: int = 0) -> Any:
+    """A minimal alignment: host events converted with ``offset`` (what tsalign.align.merge produces)."""
+    tl = OffsetTimeline.build([OffsetSnapshot(0, v, TscParams(offset)) for v in vcpus.values()])
+    for e in events:
+        if e["side"] == "host":
+            e["guest_tsc"] = (e["host_tsc"] + offset) % 2**64
+        e.setdefault("pid", 0)
+        e.setdefault("cpu", 0)
+        e.setdefault("payload", "")
+    return SimpleNamespace(events=events, timeline=tl, tsc_khz=1_000_000, host_count=0, guest_count=0,
+                           vm={"vcpus": [{"id": v, "tid": t} for t, v in vcpus.items()], "pid": 1},
+                           dropped={}, notes=[], lost_events={"host": lost, "guest": 0}, host_window=window,
+                           snapshots=[], writes=[], offset_choice="test")
+
+
+def _switch(ts: int, prev: int, nxt: int) -> dict[str, Any]:
+    return {"side": "host", "host_tsc": ts, "event": "sched_switch", "pid": prev,
+            "payload": f"prev_comm=a prev_pid={prev} prev_prio=120 prev_state=R ==> next_comm=b next_pid={nxt} next_prio=120"}
+
+
+def _run_case(offset_in_use: int) -> dict[str, Any]:
+    # true offset 1000. vCPU thread 77 runs [100, 200] and [300, 400] host TSC (window 50..500):
+    # guest events at true host times 150 and 310 -> guest TSC 1150 and 1310.
+    host = [_switch(100, 5, 77), _switch(200, 77, 5), _switch(300, 5, 77), _switch(400, 77, 5)]
+    guest = [{"side": "guest", "guest_tsc": g, "event": "x", "cpu": 0} for g in (1150, 1310)]
+    return verdict_of(_aligned(host + guest, offset_in_use, {77: 0}, window=(50, 500)))
+
+
+def test_vcpu_run_evidence_by_hand() -> None:
+    v = _run_case(1000)
+    assert v["verdict"] == PASS, v["reasons"]
+    d = v["evidence"]["per_vcpu"][0]
+    # event 1150 in run [1100, 1200]: delta in [1150-1200, 1150-1100] = [-50, 50];
+    # event 1310 in run [1300, 1400]: [-90, 10]  -> intersection [-50, 10]
+    assert d["delta_interval"] == [-50, 10] and d["offset_interval"] == [950, 1010]
+    assert v["evidence"]["kinds_found"] == ["vcpu_run"]
+    # the same capture judged with an offset 11 cycles too high: event 1310 falls in the gap before
+    # [1311, 1411] -> fail, 1 cycle from the run's start
+    v = _run_case(1011)
+    assert v["verdict"] == FAIL
+    assert v["evidence"]["per_vcpu"][0]["worst_violation"]["cycles"] == 1
+    assert "vcpu0: 1 of 2 evidence items contradict" in v["reasons"][0] and "vcpu_run" in v["reasons"][0]
+    assert _run_case(949)["verdict"] == FAIL and _run_case(950)["verdict"] == PASS and _run_case(1010)["verdict"] == PASS
+
+
+def test_vcpu_run_needs_lossless_host() -> None:
+    host = [_switch(100, 5, 77), _switch(200, 77, 5)]
+    guest = [{"side": "guest", "guest_tsc": 1150, "event": "x", "cpu": 0}]
+    v = verdict_of(_aligned(host + guest, 1000, {77: 0}, window=(50, 500), lost=3))
+    assert v["verdict"] == UNVERIFIED and "capture --role host" in " ".join(v["reasons"])
+    assert any("lost events" in n for n in v["evidence"]["notes"])
+
+
+def test_msr_writes_by_content_and_direction() -> None:
+    # guest msr:write_msr is traced after the write: host kvm_msr (host TSC 500 -> guest 1500) before it.
+    host = [{"side": "host", "host_tsc": 500, "event": "kvm_msr", "pid": 77, "payload": "msr_write 6e0 = 0xabc"},
+            {"side": "host", "host_tsc": 600, "event": "kvm_msr", "pid": 77, "payload": "msr_write 80b = 0x0"},
+            {"side": "host", "host_tsc": 700, "event": "kvm_msr", "pid": 77, "payload": "msr_write 80b = 0x0"}]
+    guest = [{"side": "guest", "guest_tsc": 1520, "event": "write_msr", "cpu": 0, "payload": "6e0, value abc"},
+             {"side": "guest", "guest_tsc": 1610, "event": "write_msr", "cpu": 0, "payload": "80b, value 0"},
+             {"side": "guest", "guest_tsc": 1710, "event": "write_msr", "cpu": 0, "payload": "80b, value 0"}]
+    v = verdict_of(_aligned(host + guest, 1000, {77: 0}))
+    d = v["evidence"]["per_vcpu"][0]
+    assert d["evidence"]["msr_write"]["checked"] == 1  # the repeated EOI writes are ambiguous: not evidence
+    assert d["delta_interval"] == [None, 20] and v["verdict"] == WARN  # one-sided: bounded above only
+    assert any("ambiguous" in n or "more than once" in n for n in v["evidence"]["notes"])
+    v = verdict_of(_aligned(host + guest, 1021, {77: 0}))
+    assert v["verdict"] == FAIL and v["evidence"]["per_vcpu"][0]["worst_violation"]["cycles"] == 1
+
+
+def test_no_evidence_is_unverified_with_capture_options() -> None:
+    guest = [{"side": "guest", "guest_tsc": 10, "event": "x", "cpu": 0}]
+    v = verdict_of(_aligned(guest, 0, {77: 0}))
+    assert v["verdict"] == UNVERIFIED and v["brackets"]["checked"] == 0
+    hint = v["evidence"]["capture_for_all_kinds"]
+    assert "kvm:kvm_msr" in hint["host"] and "sched:sched_switch" in hint["host"] and "msr:write_msr" in hint["guest"]
+
+
+def test_catalogue_names_tracepoints_and_directions() -> None:
+    names = {k.name for k in CATALOGUE}
+    assert names == {"vcpu_run", "msr_write", "pio_beacon", "port_beacon", "irq_injection"}
+    assert all(k.direction in ("two-sided", "guest-before-host", "host-before-guest") for k in CATALOGUE)
+    ev = needed_events()
+    assert {"kvm:kvm_entry", "kvm:kvm_exit", "kvm:kvm_pio", "kvm:kvm_set_irq"} <= set(ev["host"])
+    assert "any guest event" not in ev["guest"]
+
+
+def _beacon_interval_by_hand() -> tuple[int, int]:
+    """[max(g_i - h_lo_i), min(g_{i+1} - h_hi_i)] from the shipped files, by plain reading."""
+    import re
+
+    guest = [json.loads(line) for line in (SHIPPED / "guest" / "events.jsonl").open()]
+    beacons = sorted(e["ts"] for e in guest if e["event"] == "tsalign_beacon")
+    pio = []
+    for f in sorted((SHIPPED / "host").glob("cpu*.txt")):
+        for line in f.open():
+            m = re.search(r" (\d+): kvm_pio: +pio_write at 0x(1[01]) size 4 count 1 val 0x([0-9a-f]+)", line)
+            if m:
+                pio.append((int(m[1]), int(m[2], 16), int(m[3], 16)))
+    pio.sort()
+    lo_exits = [(ts, v) for ts, port, v in pio if port == 0x10]
+    hi_exits = [ts for ts, port, _ in pio if port == 0x11]
+    lo = max(g - ts for g, (ts, v) in zip(beacons, lo_exits) if v == g & 0xFFFFFFFF)
+    hi = min(g_next - h for g_next, h in zip(beacons[1:], hi_exits))
+    return lo, hi
+
+
+def _tsalign(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "tsalign", *args], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def _moved(tmp_path: Path, shift: int, drop: tuple[str, ...] = ()) -> Path:
+    g = tmp_path / f"guest{shift}"
+    shutil.copytree(SHIPPED / "guest", g)
+    rows = [json.loads(line) for line in (g / "events.jsonl").open()]
+    rows = [dict(r, ts=(r["ts"] + shift) % 2**64) for r in rows if r["event"] not in drop]
+    (g / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return g
+
+
+def test_shipped_interval_equals_hand_arithmetic(tmp_path: Path) -> None:
+    lo, hi = _beacon_interval_by_hand()
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(tmp_path / "a"),
+                 "--json")
+    assert r.returncode == 0, r.stdout
+    v = json.loads(r.stdout)
+    d = v["evidence"]["per_vcpu"][0]
+    assert d["evidence"]["pio_beacon"]["delta_interval"] == [lo, hi]
+    assert d["offset_interval"][0] >= lo and d["offset_interval"][1] <= hi  # other kinds can only narrow it
+    assert d["sources"]["debugfs"]["agrees_with_evidence"] == [True]
+    assert d["offset_in_use"]["sources"] == ["debugfs"]
+    olo, ohi = d["offset_interval"]
+    # an offset just outside the interval, each side, is caught; the edges pass
+    for off, code in ((ohi, 0), (ohi + 1, 1), (olo, 0), (olo - 1, 1)):
+        r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"),
+                     "-o", str(tmp_path / f"o{off}"), "--tsc-offset", str(off), "--json")
+        assert r.returncode == code, (off, r.stdout[-2000:])
+        w = json.loads(r.stdout)
+        assert w["evidence"]["per_vcpu"][0]["offset_in_use"]["sources"] == ["user (--tsc-offset)"]
+        if code:
+            assert w["verdict"] == "fail" and w["evidence"]["per_vcpu"][0]["worst_violation"]["cycles"] == 1
+    for off in (10**6, -(10**6), 10**12, -(10**12)):
+        r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"),
+                     "-o", str(tmp_path / "w"), "--tsc-offset", f"0={off}", "--json")
+        w = json.loads(r.stdout)
+        assert r.returncode == 1 and w["verdict"] == "fail", off
+        reason = w["reasons"][0]
+        assert reason.startswith("vcpu0: ") and any(k in reason for k in ("pio_beacon", "msr_write", "irq_injection"))
+        # the distance: how far the offset lies outside what the evidence allows
+        expect = off - ohi if off > 0 else olo - off
+        assert f"by {expect} cycles" in reason, (off, reason)
+
+
+@pytest.mark.parametrize("shift", [10**12, -(10**12), 10**7, -(10**7)])
+def test_moved_shipped_capture_never_passes(tmp_path: Path, shift: int) -> None:
+    """The issue's cases: the guest moved by 10^12 cycles (beacons removed) or by 10^7 (4 ms)."""
+    g = _moved(tmp_path, shift, ("tsalign_beacon",) if abs(shift) == 10**12 else ())
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(g), "-o", str(tmp_path / "a"), "--json")
+    v = json.loads(r.stdout)
+    assert v["verdict"] == "fail" and r.returncode == exitcodes.VERDICT_FAIL, v["reasons"]
+    too = v["evidence"]["per_vcpu"][0]["worst_violation"]["offset_in_use_is_too"]
+    assert too == ("low" if shift > 0 else "high")
+    # analyze irq on the moved capture carries the same verdict (it matched 18/20 with "pass" before)
+    r = _tsalign("analyze", "irq", "--host", str(SHIPPED / "host"), "--guest", str(g), "-o", str(tmp_path / "i"),
+                 "--json")
+    assert r.returncode == exitcodes.VERDICT_FAIL and json.loads(r.stdout)["alignment"]["verdict"] == "fail"
+
+
+def test_moved_without_any_evidence_is_unverified(tmp_path: Path) -> None:
+    g = _moved(tmp_path, 10**12, ("tsalign_beacon", "tsalign_irq", "tsalign_msr"))
+    (g / "events.jsonl").write_text('{"ts": 1, "cpu": 0, "pid": 0, "comm": "x", "event": "nothing", "payload": ""}\n')
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(g), "-o", str(tmp_path / "a"), "--json")
+    v = json.loads(r.stdout)
+    assert r.returncode == exitcodes.VERDICT_UNVERIFIED and v["verdict"] == "unverified"
+    assert "tsalign capture --role host" in " ".join(v["reasons"])
+
+
+def test_tsc_offset_option_errors(tmp_path: Path) -> None:
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(tmp_path / "a"),
+                 "--tsc-offset", "5=10")
+    assert r.returncode == exitcodes.INVALID_INPUT and "vCPU ids of the VM ([0])" in r.stderr
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(tmp_path / "a"),
+                 "--tsc-offset", "1", "--tsc-offset", "2")
+    assert r.returncode == exitcodes.INVALID_INPUT and "one value per vCPU" in r.stderr

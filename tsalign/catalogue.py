@@ -1,0 +1,76 @@
+"""The evidence kinds that judge an alignment: direction, tracepoints per side, pairing.
+
+One registry, standard library only (prechecks on managed nodes read it too); the extractors are in
+:mod:`tsalign.verify.evidence`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CATALOGUE", "IRQ_INJECTIONS", "KINDS", "EvidenceKind", "needed_events"]
+
+#: host injection tracepoints, in the order a request travels
+IRQ_INJECTIONS = ("kvm_set_irq", "kvm_msi_set_irq", "kvm_pic_set_irq", "kvm_apic_accept_irq", "kvm_inj_virq")
+#: system calls a VMM may write one byte to a chardev with (QEMU's file chardev uses writev)
+PORT_WRITE_CALLS = ("sys_enter_write", "sys_enter_writev", "sys_enter_pwrite64", "sys_enter_pwritev")
+
+GUEST_FIRST, HOST_FIRST, TWO_SIDED = "guest-before-host", "host-before-guest", "two-sided"
+
+
+@dataclass(frozen=True)
+class EvidenceKind:
+    """One kind of evidence: direction, tracepoints per side (any one of them serves), pairing."""
+
+    name: str
+    direction: str
+    host_events: tuple[str, ...]
+    guest_events: tuple[str, ...]
+    pairing: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "direction": self.direction, "host_events": list(self.host_events),
+                "guest_events": list(self.guest_events), "pairing": self.pairing}
+
+
+CATALOGUE: tuple[EvidenceKind, ...] = (
+    EvidenceKind(
+        "vcpu_run", TWO_SIDED, ("kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch"), ("any guest event",),
+        "a guest event on vCPU N lies inside a run of vCPU N's host thread: between kvm_entry and kvm_exit "
+        "where they fire, else between the sched_switch that runs the thread and the one that stops it "
+        "(threads by id; no pairing). Works for KVM and emulated (TCG) guests. Needs no lost host events."),
+    EvidenceKind(
+        "msr_write", TWO_SIDED, ("kvm:kvm_msr",), ("msr:write_msr",),
+        "guest msr:write_msr (traced after the write: host-before-guest) or the micro-VM's tsalign_msr "
+        "(rdtsc before wrmsr: guest-before-host) against the host kvm_msr write with the same vCPU, MSR "
+        "index and value; only values seen exactly once on each side"),
+    EvidenceKind(
+        "pio_beacon", TWO_SIDED, ("kvm:kvm_pio",), ("tsalign_beacon (micro-VM)",),
+        "micro-VM beacon (guest rdtsc) against the host kvm_pio on port 0x10 carrying its low 32 bits, "
+        "in order (guest-before-host); the exit of its high half (port 0x11) came before the next "
+        "beacon's rdtsc (host-before-guest)"),
+    EvidenceKind(
+        "port_beacon", TWO_SIDED, tuple(f"syscalls:{c}" for c in PORT_WRITE_CALLS),
+        ("tsalign_beacon marker (tsalign beacons, emulated guests)",),
+        "guest rdtsc before and after an `out` to a chardev port against the VMM's write system call "
+        "on the one fd that saw exactly as many writes as beacons, in order"),
+    EvidenceKind(
+        "irq_injection", HOST_FIRST, tuple(f"kvm:{n}" for n in IRQ_INJECTIONS), ("irq:irq_handler_entry",),
+        "host injection before the guest handler: per legacy line (GSI == guest IRQ), in order, only "
+        "where injections and handlers are equal in number; the micro-VM (tsalign_irq) injects IRQ k "
+        "only after handler k-1 reported, which also bounds it from below (two-sided)"),
+)
+KINDS = {k.name: k for k in CATALOGUE}
+
+
+def needed_events(kinds: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """The tracepoints (system:event) each side must record for ``kinds`` (default: every kind)."""
+    out: dict[str, list[str]] = {"host": [], "guest": []}
+    for k in CATALOGUE:
+        if kinds is not None and k.name not in kinds:
+            continue
+        out["host"] += [e for e in k.host_events if ":" in e and e not in out["host"]]
+        out["guest"] += [e for e in k.guest_events if ":" in e and " " not in e and e not in out["guest"]]
+    return out
