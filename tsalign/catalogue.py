@@ -37,10 +37,12 @@ class EvidenceKind:
 
 CATALOGUE: tuple[EvidenceKind, ...] = (
     EvidenceKind(
-        "vcpu_run", TWO_SIDED, ("kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch"), ("any guest event",),
+        "vcpu_run", TWO_SIDED, ("kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch", "sched:sched_waking"),
+        ("any guest event",),
         "a guest event on vCPU N lies inside a run of vCPU N's host thread: between kvm_entry and kvm_exit "
         "where they fire, else between the sched_switch that runs the thread and the one that stops it "
-        "(threads by id; no pairing). Works for KVM and emulated (TCG) guests. Needs no lost host events."),
+        "(threads by id; no pairing); a gap ends at the switch-in or sched_waking of the thread, and is "
+        "not used where the thread's own next event came before either was recorded. Works for KVM and emulated (TCG) guests. Needs no lost host events."),
     EvidenceKind(
         "msr_write", TWO_SIDED, ("kvm:kvm_msr",), ("msr:write_msr",),
         "guest msr:write_msr (traced after the write: host-before-guest) or the micro-VM's tsalign_msr "

@@ -107,6 +107,32 @@ GUEST_EVENTS = "sched:sched_switch,block:block_rq_issue,block:block_rq_complete,
 PY = "cd /opt/tsalign/lib && python3 -m tsalign"
 
 
+def _judge_tcg_offsets(host_dir: Path, g: Path, off: dict, tmp_path: Path) -> None:
+    """The beacon-measured offset passes by the evidence of both vCPUs (their host threads' runs, the
+    port beacons); offsets just outside what the evidence allows, and far off, fail."""
+    signed = off["offset"] - (1 << 64) if off["offset"] >= 1 << 63 else off["offset"]
+
+    def judge(o: int) -> dict:
+        r = tsalign("align", "--host", str(host_dir), "--guest", str(g), "--tsc-offset", str(o),
+                    "-o", str(tmp_path / "judge"), "--json")
+        v = json.loads(r.stdout)
+        assert r.returncode == {"pass": 0, "warn": 6, "fail": 1, "unverified": 7}[v["verdict"]], r.stderr
+        return v
+
+    v = judge(signed)
+    assert v["verdict"] == "pass", v["reasons"]
+    assert {"port_beacon", "vcpu_run"} <= set(v["evidence"]["kinds_found"])
+    per = {d["vcpu"]: d for d in v["evidence"]["per_vcpu"]}
+    assert set(per) == {0, 1} and all(d["violated"] == 0 and d["width_cycles"] is not None for d in per.values())
+    lo = max(d["offset_interval"][0] for d in per.values())
+    hi = min(d["offset_interval"][1] for d in per.values())
+    assert off["lo"] <= lo <= signed <= hi <= off["hi"]  # other evidence can only narrow the beacons' interval
+    for wrong in (hi + 1, lo - 1, signed + 10**6, signed - 10**6, signed + 10**12, signed - 10**12):
+        w = judge(wrong)
+        assert w["verdict"] == "fail", (wrong, w["reasons"])
+        assert any(r.startswith("vcpu") and " cycles too " in r for r in w["reasons"]), w["reasons"]
+
+
 def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
     need(os.geteuid() == 0 and shutil.which("qemu-system-x86_64"), "needs root and qemu-system-x86 (make test)")
     image = cached("TSALIGN_VM_IMAGE", "vm-bookworm-*", "GRUB VM image (scripts/build-vm-image.sh)")
@@ -163,6 +189,7 @@ def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     off = doc["alignment"]["guest_offset"]
     assert off["pairs"] == 100 and 0 <= off["width_cycles"] < 5_000_000, off  # bracketed within 2 ms
+    _judge_tcg_offsets(host_dir, g, off, tmp_path)
     s = doc["summary"]
     assert s["vcpus"] == [0, 1] and s["preempted"]["count"] > 0
     assert s["top_tasks"][0]["task"].startswith("tsalign-spin"), s["top_tasks"][:3]

@@ -257,44 +257,59 @@ def _irq_injections(c: _Ctx, f: Found) -> None:
     f.details["irq_injection"] = {"injections": len(inj), "handlers": len(micro) + len(linux), "latencies": latencies}
 
 
-def _runs(c: _Ctx, tid: int, vcpu: int) -> tuple[str, list[tuple[int | None, int | None]]] | None:
-    """Host-TSC runs of vCPU ``vcpu``'s thread: (source, [(start|None, end|None)]), None = unknown."""
+_WAKE_PID = re.compile(r"\bpid=(\d+)")
+
+
+def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
+    """Host-TSC intervals during which vCPU thread ``tid`` certainly did not run guest code:
+    (source, sorted disjoint gaps); None when the capture shows nothing of the thread.
+
+    kvm_exit -> next kvm_entry where they fire (both traced in the thread itself). Otherwise a
+    sched_switch away from the thread -> the first later sign that it may run again: its switch-in,
+    or its sched_waking/sched_wakeup, whichever comes first. Switches *from idle* are not traced on every
+    kernel (this CI machine records none on CPU 1): where the thread executes an event of its own before
+    any switch-in or wakeup was recorded, when it resumed is unknown and that gap is not used."""
     start, stop = c.a.host_window
-    trans: list[tuple[int, bool]] = []  # (host tsc, on)
-    src = "kvm_entry/kvm_exit"
-    for e in c.host("kvm_entry", "kvm_exit"):
-        if e["pid"] == tid:
-            trans.append((e["host_tsc"], bare(e) == "kvm_entry"))
-    if not trans:
-        src = "sched_switch"
-        for e in c.host("sched_switch"):
-            s = sched_switch(e["payload"])
-            if s is None:
-                continue
-            if s["prev_pid"] == tid:
-                trans.append((e["host_tsc"], False))
-            if s["next_pid"] == tid:
-                trans.append((e["host_tsc"], True))
-    if not trans:
+    entries = [e["host_tsc"] for e in c.host("kvm_entry") if e["pid"] == tid]
+    exits = [e["host_tsc"] for e in c.host("kvm_exit") if e["pid"] == tid]
+    gaps: list[tuple[int, int]] = []
+    if entries and exits:
+        trans = sorted([(t, True) for t in entries] + [(t, False) for t in exits])
+        if trans[0][1] and start is not None and start < trans[0][0]:
+            gaps.append((start, trans[0][0]))
+        for (t0, on0), (t1, on1) in zip(trans, trans[1:]):
+            if not on0 and on1:
+                gaps.append((t0, t1))
+        if not trans[-1][1] and stop is not None and trans[-1][0] < stop:
+            gaps.append((trans[-1][0], stop))
+        return "kvm_entry/kvm_exit", gaps
+    outs: list[int] = []
+    ins: list[int] = []
+    for e in c.host("sched_switch"):
+        sw = sched_switch(e["payload"])
+        if sw is None:
+            continue
+        if sw["prev_pid"] == tid:
+            outs.append(e["host_tsc"])
+        if sw["next_pid"] == tid:
+            ins.append(e["host_tsc"])
+    if not outs and not ins:
         return None
-    runs: list[tuple[int | None, int | None]] = []
-    on_since: int | None = None  # running since before the capture (unknown when it began)
-    running = not trans[0][1]
-    for t, on in trans:
-        if on and not running:
-            on_since, running = t, True
-        elif not on and running:
-            runs.append((on_since, t))
-            running = False
-    if running:
-        runs.append((on_since, None))
-    # Before the capture started (or after it stopped) the state is unknown: a run for all we know.
-    # Without a known start/stop the conservative run reaches the first "on" / last "off" itself.
-    if trans[0][1]:
-        runs.insert(0, (None, start if start is not None else trans[0][0]))
-    if not running:
-        runs.append((stop if stop is not None else trans[-1][0], None))
-    return src, runs
+    wakes = [e["host_tsc"] for e in c.host("sched_waking", "sched_wakeup")
+             if (m := _WAKE_PID.findall(e["payload"])) and int(m[-1]) == tid]
+    own = sorted(t for evs in c.by.values() for e in evs if e["side"] == "host" and e["pid"] == tid
+                 for t in (e["host_tsc"],))
+    signs = sorted(set(ins) | set(wakes))
+    if ins and start is not None and start < ins[0] and (not own or own[0] >= ins[0]) and (not outs or outs[0] > ins[0]):
+        gaps.append((start, ins[0]))  # off from the capture start until it was first switched in
+    for t in outs:
+        j = bisect.bisect_right(signs, t)
+        k = bisect.bisect_right(own, t)
+        # the gap ends at the switch-in or wakeup; if the thread ran again (its own next event) before
+        # any of them was recorded, when it resumed is unknown: no gap
+        if j < len(signs) and (k == len(own) or signs[j] <= own[k]):
+            gaps.append((t, signs[j]))
+    return "sched_switch", gaps
 
 
 def _vcpu_run(c: _Ctx, f: Found) -> None:
@@ -311,11 +326,14 @@ def _vcpu_run(c: _Ctx, f: Found) -> None:
         gs = by_cpu.get(vcpu)
         if not gs:
             continue
-        found = _runs(c, tid, vcpu)
+        found = _gaps(c, tid)
         if found is None:
             continue
-        src, runs = found
+        src, gaps = found
         sources[f"vcpu{vcpu}"] = src
+        # the runs are what the gaps leave (unbounded before the first and after the last)
+        edges = [None, *(x for g in sorted(gaps) for x in g), None]
+        runs = list(zip(edges[::2], edges[1::2]))
         f.brackets.append(_run_brackets(c, vcpu, runs, np.asarray(sorted(gs), dtype=np.uint64)))
     if sources:
         f.details["vcpu_run"] = {"run_source": sources}

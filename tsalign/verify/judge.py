@@ -74,13 +74,13 @@ def verdict_of(a: Any) -> dict[str, Any]:
         if ev.violated:
             w = ev.worst or {}
             status = FAIL
-            where = (f"above the allowed interval by {-ev.hi} cycles" if ev.hi is not None and ev.hi < 0 else
-                     f"below the allowed interval by {ev.lo} cycles" if ev.lo is not None and ev.lo > 0 else
-                     "contradicted from both sides (the offset changed during the capture without being recorded?)")
+            empty = ev.lo is not None and ev.hi is not None and ev.lo > ev.hi
             reasons.append(
-                f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it lies {where}; "
-                f"worst: {w.get('kind')} at guest TSC {w.get('guest_tsc')}, {w.get('cycles')} cycles "
-                f"({w.get('ns')} ns) too {w.get('offset_in_use_is_too')}")
+                f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it is "
+                f"{w.get('cycles')} cycles ({w.get('ns')} ns) too {w.get('offset_in_use_is_too')} by {w.get('kind')} "
+                f"(guest TSC {w.get('guest_tsc')}); the evidence allows [{ev.lo}, {ev.hi}] cycles around it"
+                + ("; no single offset satisfies all of it (did the offset change during the capture without being "
+                   "recorded?)" if empty else ""))
         elif not ev.checked:
             status = worst(status, WARN)
             reasons.append(f"vcpu{v}: no evidence for this vCPU's events")

@@ -26,7 +26,7 @@ __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
 #: the offset's sources and every kind of evidence the micro-VM gives: beacons (kvm_pio), MSR writes
 #: (kvm_msr), IRQ injections, and its vCPU thread's runs (sched_switch; kvm_entry/kvm_exit where they fire)
 SELFTEST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
-                   "kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch")
+                   "kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch", "sched:sched_waking")
 DEFAULT_REQUEST = -(10**12)  # ask KVM for guest TSC = host TSC - 1e12 cycles
 
 
