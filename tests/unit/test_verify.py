@@ -259,3 +259,23 @@ def test_vcpu_run_gap_ends_at_switch_in_or_wakeup_never_at_a_guess() -> None:
     assert d["violated"] == 0 and d["delta_interval"][1] == 1290 - 1280  # woken at 280: ran at or after it
     v = verdict_of(_aligned([_switch(100, 5, 77), out, waking, own, *guest], 1011, {77: 0}, window=(50, 500)))
     assert v["verdict"] == FAIL  # with an offset 11 too high the event lands before the wakeup
+
+
+def test_guest_side_cli_needs_no_numpy() -> None:
+    """Guests run `python3 -m tsalign capture` from the shipped package with the standard library only;
+    verification (numpy) is imported by the verbs that judge, never by `capture` or `precheck`."""
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('numpy', 'numba', 'pyarrow'):\n"
+        "        raise ImportError('not on a guest: ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "from tsalign.cli import build_parser\n"
+        "import tsalign.capture.capture, tsalign.node.checks\n"
+        "p = build_parser()\n"
+        "a = p.parse_args(['capture', '--role', 'guest', '--out', '/nonexistent/x'])\n"
+        "print('stdlib only')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "stdlib only" in r.stdout, r.stderr

@@ -19,8 +19,6 @@ from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
 from ..verdicts import exit_code
-from ..verify.judge import verdict_of
-from ..verify.selftest import run_selftest
 from . import emit
 
 __all__ = ["register", "render_selftest", "term_as_interrupt"]
@@ -151,6 +149,8 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def run_align(args: argparse.Namespace) -> int:
+    from ..verify.judge import verdict_of  # numpy: not needed by `capture` on a guest
+
     host, guest = Bundle.open(args.host, "--host"), Bundle.open(args.guest, "--guest")
     given = parse_tsc_offsets(args.tsc_offset)
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
@@ -237,6 +237,8 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
     if args.beacons < 1 or args.irqs < 0:
         raise InvalidParameter("--beacons/--irqs", (args.beacons, args.irqs), "--beacons >= 1 and --irqs >= 0")
     from ..numbers import parse_int
+
+    from ..verify.selftest import run_selftest
 
     req = None if args.request_offset.lower() == "none" else parse_int(args.request_offset, "--request-offset")
     with term_as_interrupt():

@@ -17,8 +17,6 @@ from ..align.merge import align, write_outputs
 from ..capture.bundle import Bundle
 from ..errors import InvalidParameter, Unavailable
 from ..verdicts import exit_code
-from ..verify.judge import verdict_of
-from ..verify.selftest import DEFAULT_REQUEST, evaluate, run_selftest
 from . import emit
 from .capture import render_selftest, term_as_interrupt
 
@@ -37,6 +35,9 @@ def register(sub: Any) -> None:
 
 
 def _shipped(out: str) -> dict[str, Any]:
+    from ..verify.judge import verdict_of
+    from ..verify.selftest import DEFAULT_REQUEST, evaluate
+
     host = Bundle.open(os.path.join(SHIPPED, "host"), "shipped host bundle")
     guest = Bundle.open(os.path.join(SHIPPED, "guest"), "shipped guest bundle")
     aligned = align(host, guest)
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shipped:
         fallback = "--shipped given"
     else:
+        from ..verify.selftest import run_selftest
+
         try:
             with term_as_interrupt():
                 report = run_selftest(args.out)
