@@ -237,7 +237,6 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
     if args.beacons < 1 or args.irqs < 0:
         raise InvalidParameter("--beacons/--irqs", (args.beacons, args.irqs), "--beacons >= 1 and --irqs >= 0")
     from ..numbers import parse_int
-
     from ..verify.selftest import run_selftest
 
     req = None if args.request_offset.lower() == "none" else parse_int(args.request_offset, "--request-offset")
