@@ -19,9 +19,12 @@ from typing import Any
 
 from tests.infra.statecli import run_state_cli, terminate
 
-__all__ = ["down", "ssh", "up", "wait_ssh"]
+__all__ = ["CPU", "NESTED_CPU", "down", "fetch", "push_tsalign", "ssh", "up", "wait_ssh"]
 
 CPU = "max,vendor=GenuineIntel,family=6,model=85"  # clocksource tsc + constant_tsc under TCG
+#: AMD under TCG offers SVM: the VM is a real KVM host of its own (kvm_amd, nested paging), whose
+#: unstable TSC makes KVM rewrite each vCPU's offset on every vCPU load
+NESTED_CPU = "max,vendor=AuthenticAMD"
 
 
 def _free_port() -> int:
@@ -52,9 +55,9 @@ def wait_ssh(st: dict[str, Any], timeout: float = 180, not_boot_id: str = "") ->
     raise RuntimeError(f"VM not reachable over SSH within {timeout}s; serial console tail:\n{tail}")
 
 
-def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False) -> dict[str, Any]:
+def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False, cpu: str = CPU) -> dict[str, Any]:
     """Boot a pristine overlay of the image. ``beacon_port``: give COM2 (ttyS1, port 0x2f8) a chardev
-    file of its own, for `tsalign beacons`."""
+    file of its own, for `tsalign beacons`; ``cpu``: the -cpu model (NESTED_CPU for a KVM host)."""
     if not os.path.exists(os.path.join(image_dir, ".complete")):
         raise RuntimeError(f"{image_dir} holds no complete image (scripts/build-vm-image.sh builds it)")
     work = tempfile.mkdtemp(prefix="tsalign-vm-")
@@ -66,7 +69,7 @@ def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False) -> 
     try:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.join(image_dir, "base.img"), st["disk"]], check=True)
-        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-cpu", CPU,
+        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-cpu", cpu,
                         "-name", "tsalign-vm,debug-threads=on",  # vCPU threads named "CPU N/TCG"
                         "-drive", f"file={st['disk']},if=virtio,format=qcow2",
                         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{st['port']}-:22",
@@ -80,6 +83,30 @@ def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False) -> 
         down(st)
         raise
     return st
+
+
+REPO = Path(__file__).resolve().parents[2]
+SSH_OPTS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
+
+
+def push_tsalign(st: dict[str, Any]) -> None:
+    """This checkout's ``tsalign`` package to /opt/tsalign/lib in the VM (run it there with
+    ``cd /opt/tsalign/lib && python3 -m tsalign``: the standard library suffices for the node verbs)."""
+    tar = subprocess.run(["tar", "-C", str(REPO), "--exclude=__pycache__", "-c", "tsalign"], capture_output=True,
+                         check=True).stdout
+    r = subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), *SSH_OPTS, "root@127.0.0.1",
+                        "mkdir -p /opt/tsalign/lib && tar -x -C /opt/tsalign/lib"], input=tar, capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"pushing tsalign into the VM failed: {r.stderr.decode(errors='replace')}")
+
+
+def fetch(st: dict[str, Any], remote: str, local: Path) -> None:
+    """Copy directory ``remote`` of the VM into ``local`` (as local/<basename>)."""
+    data = subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), *SSH_OPTS, "root@127.0.0.1",
+                           f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}"],
+                          capture_output=True, check=True).stdout
+    local.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(local)], input=data, check=True)
 
 
 def down(st: dict[str, Any]) -> None:

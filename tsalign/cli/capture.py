@@ -64,6 +64,8 @@ def register(sub: Any) -> None:
     p.add_argument("--request-offset", default="-1000000000000",
                    help="TSC offset (cycles) to request from KVM, or 'none' (default -1e12)")
     p.add_argument("--out", default="out/selftest", help="output directory (default out/selftest)")
+    p.add_argument("--no-align", action="store_true",
+                   help="record the host and guest bundles only (standard library; align them with `tsalign align`)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_selftest_cli)
     register_microvm(sub)
@@ -241,7 +243,13 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
 
     req = None if args.request_offset.lower() == "none" else parse_int(args.request_offset, "--request-offset")
     with term_as_interrupt():
-        report = run_selftest(args.out, args.beacons, args.irqs, req)
+        report = run_selftest(args.out, args.beacons, args.irqs, req, judge=not args.no_align)
+    if args.no_align:
+        a = report["artifacts"]
+        emit(args, report, [f"host bundle {a['host_bundle']}, guest bundle {a['guest_bundle']} "
+                            f"({report['run']['beacons']} beacons, {report['run']['irqs']} IRQs); "
+                            f"tsalign align --host {a['host_bundle']} --guest {a['guest_bundle']}"])
+        return exitcodes.OK
     emit(args, report, render_selftest(report))
     return exit_code(report["verdict"])
 

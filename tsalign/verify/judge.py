@@ -111,6 +111,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
         "reasons": reasons,
         "evidence": {"per_vcpu": per_vcpu, "kinds_found": kinds_found,
                      "kinds_missing": [k.name for k in CATALOGUE if k.name not in kinds_found],
+                     "vcpu_run_source": found.details.get("vcpu_run", {}).get("run_source", {}),
                      "notes": found.notes, "capture_for_all_kinds": capture_hint()},
         "offsets": {"sources": sorted({s.source for segs in a.timeline.segments.values() for s in segs}),
                     "distinct_values": len(snaps), "issues": issues,

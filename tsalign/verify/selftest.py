@@ -19,7 +19,6 @@ from ..node.facts import node_facts
 from ..node.fs import Root
 from ..numbers import to_signed64
 from ..verdicts import FAIL, PASS, WARN, worst
-from .judge import verdict_of
 
 __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
 
@@ -53,8 +52,11 @@ def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, ts
 
 
 def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: int | None = DEFAULT_REQUEST,
-                 buffer_kb: int = 8192) -> dict[str, Any]:
-    """Capture + micro-VM + align + verify; returns the report (also written to out/report.json)."""
+                 buffer_kb: int = 8192, judge: bool = True) -> dict[str, Any]:
+    """Capture + micro-VM + align + verify; returns the report (also written to out/report.json).
+
+    ``judge=False``: record the two bundles only (standard library: runs on a KVM host that has no
+    numpy, e.g. a nested one; align them elsewhere with ``tsalign align``)."""
     t0 = time.monotonic()
     host_dir, guest_dir, aligned_dir = (os.path.join(out, d) for d in ("host", "guest", "aligned"))
     for d in (host_dir, guest_dir):
@@ -75,6 +77,12 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
         cap.stop()
         cap.finish({"workload": {"kind": "tsalign micro-VM", "beacons": beacons, "irqs": irqs}})
         _guest_bundle(guest_dir, vm, res, facts.get("boot_id"), facts.get("tsc_khz") or vm.tsc_khz())
+    if not judge:
+        return {"verdict": None, "artifacts": {"host_bundle": host_dir, "guest_bundle": guest_dir},
+                "run": {"beacons": len(res.beacons), "irqs": len(res.irq_beacons), "exits": res.exits,
+                        "requested_error": requested_error}}
+    from .judge import verdict_of  # numpy
+
     host, guest = Bundle.open(host_dir, "--host"), Bundle.open(guest_dir, "--guest")
     aligned = align(host, guest)
     verdict = verdict_of(aligned)

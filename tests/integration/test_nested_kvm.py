@@ -1,0 +1,103 @@
+"""Real KVM whose TSC offsets are applied and change during a capture: the GRUB test VM booted with
+an AMD vendor under TCG is a KVM host of its own (kvm_amd, nested paging, kvm_entry/kvm_exit fire;
+its TSC is unstable, so KVM rewrites the vCPU's offset on every vCPU load). tsalign's micro-VM runs
+inside it (``selftest --no-align``: standard library only, as on any node); the bundles come back
+and are judged here.
+
+The truth is checked without tsalign's timeline: each beacon's guest TSC minus the nested host's
+TSC at its ``kvm_pio`` exit, read from the raw trace text, must be the offset the last
+``kvm_write_tsc_offset`` before it set, plus an exit latency."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import need
+from tests.infra import vm
+from tests.infra.artefacts import cached
+
+OFFSET_WRITE = re.compile(r" (\d+): kvm_write_tsc_offset: vcpu=0 prev=\d+ next=(\d+)")
+PIO_LO = re.compile(r" (\d+): kvm_pio: +pio_write at 0x10 size 4 count 1 val 0x([0-9a-f]+)")
+
+
+def tsalign(*args: str) -> tuple[int, dict]:
+    r = subprocess.run([sys.executable, "-m", "tsalign", *args, "--json"], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def test_nested_kvm_changing_offsets(tmp_path: Path) -> None:
+    need(os.geteuid() == 0 and shutil.which("qemu-system-x86_64"), "needs root and qemu-system-x86 (make test)")
+    image = cached("TSALIGN_VM_IMAGE", "vm-bookworm-*", "GRUB VM image (scripts/build-vm-image.sh)")
+    st = vm.up(image, boot_timeout=900, cpu=vm.NESTED_CPU)  # ~55 s idle; SSH polled, not a fixed sleep
+    try:
+        r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && grep -qw svm /proc/cpuinfo && "
+                       "(mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing) && "
+                       "(mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug) && "
+                       "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        vm.push_tsalign(st)
+        # after the capture starts, the selftest asks KVM for guest TSC = host TSC - 1e12 (applied here)
+        r = vm.ssh(st, "cd /opt/tsalign/lib && python3 -m tsalign selftest --no-align --beacons 200 --irqs 10 "
+                       "--out /root/st --json", timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        vm.fetch(st, "/root/st", tmp_path)
+    finally:
+        vm.down(st)
+    host, guest = tmp_path / "st" / "host", tmp_path / "st" / "guest"
+
+    # the truth, from the raw files: offsets are non-zero and change; each beacon sits at the offset in force
+    writes, pios = [], []
+    for f in sorted(host.glob("cpu*.txt")):
+        for line in f.open():
+            if m := OFFSET_WRITE.search(line):
+                writes.append((int(m[1]), _signed(int(m[2]))))
+            elif m := PIO_LO.search(line):
+                pios.append((int(m[1]), int(m[2], 16)))
+    writes.sort()
+    pios.sort()
+    assert len({v for _, v in writes}) > 10 and all(v != 0 for _, v in writes), writes[:5]
+    assert any(abs(b - a) > 10**11 for (_, a), (_, b) in zip(writes, writes[1:]))  # the requested -1e12 applied
+    beacons = sorted(json.loads(line)["ts"] for line in (guest / "events.jsonl").open()
+                     if '"tsalign_beacon"' in line)
+    by_low = {g & 0xFFFFFFFF: g for g in beacons}
+    checked = 0
+    for h, low in pios:
+        in_force = [v for t, v in writes if t < h]
+        if low in by_low and in_force:
+            lag = _signed((h + in_force[-1] - by_low[low]) % (1 << 64))  # guest TSC at the exit minus at the rdtsc
+            assert 0 <= lag < 50_000_000, (h, low, lag)
+            checked += 1
+    assert checked >= 150
+
+    code, v = tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "a"))
+    assert (code, v["verdict"]) == (0, "pass"), v["reasons"]
+    assert set(v["evidence"]["kinds_found"]) == {"vcpu_run", "msr_write", "pio_beacon", "irq_injection"}
+    assert v["evidence"]["vcpu_run_source"] == {"vcpu0": "kvm_entry/kvm_exit"}
+    assert v["offsets"]["changes_seen"] > 10 and "kvm_write_tsc_offset" in v["offsets"]["sources"]
+    d = v["evidence"]["per_vcpu"][0]
+    assert d["offset_in_use"]["distinct"] > 10 and d["violated"] == 0 and d["width_cycles"] is not None
+    first = d["sources"]["debugfs"]["values"][0]
+    assert first != 0
+
+    # the same capture aligned with one snapshot for the whole capture (the one from before the
+    # requested change): caught
+    code, v = tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "b"),
+                      "--ignore-offset-changes")
+    assert (code, v["verdict"]) == (1, "fail"), v["reasons"]
+    assert v["offsets"]["changes_seen"] == 0 and v["reasons"][0].startswith("vcpu0: ")
+    # and wrong offsets
+    for wrong in (first + 10**6, first - 10**6, first + 10**12, first - 10**12):
+        code, v = tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "c"),
+                          "--tsc-offset", f"0={wrong}")
+        assert (code, v["verdict"]) == (1, "fail"), (wrong, v["reasons"])
