@@ -55,9 +55,11 @@ def wait_ssh(st: dict[str, Any], timeout: float = 180, not_boot_id: str = "") ->
     raise RuntimeError(f"VM not reachable over SSH within {timeout}s; serial console tail:\n{tail}")
 
 
-def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False, cpu: str = CPU) -> dict[str, Any]:
+def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False, cpu: str = CPU,
+       memory_mb: int = 1024, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Boot a pristine overlay of the image. ``beacon_port``: give COM2 (ttyS1, port 0x2f8) a chardev
-    file of its own, for `tsalign beacons`; ``cpu``: the -cpu model (NESTED_CPU for a KVM host)."""
+    file of its own, for `tsalign beacons`; ``cpu``: the -cpu model (NESTED_CPU for a KVM host);
+    ``extra``: more qemu arguments (e.g. a second drive)."""
     if not os.path.exists(os.path.join(image_dir, ".complete")):
         raise RuntimeError(f"{image_dir} holds no complete image (scripts/build-vm-image.sh builds it)")
     work = tempfile.mkdtemp(prefix="tsalign-vm-")
@@ -69,13 +71,13 @@ def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False, cpu
     try:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.join(image_dir, "base.img"), st["disk"]], check=True)
-        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-cpu", cpu,
+        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-cpu", cpu,
                         "-name", "tsalign-vm,debug-threads=on",  # vCPU threads named "CPU N/TCG"
                         "-drive", f"file={st['disk']},if=virtio,format=qcow2",
                         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{st['port']}-:22",
                         "-device", "virtio-net-pci,netdev=n0", "-serial", f"file:{st['serial']}",
                         *(["-serial", f"file:{work}/beacons.log"] if beacon_port else []),
-                        "-display", "none", "-daemonize", "-pidfile", st["pidfile"]],
+                        *extra, "-display", "none", "-daemonize", "-pidfile", st["pidfile"]],
                        check=True, capture_output=True, text=True)
         st["pid"] = int(Path(st["pidfile"]).read_text().strip())
         st["boot_id"] = wait_ssh(st, boot_timeout)

@@ -37,6 +37,8 @@ class Aligned:
     writes: list[OffsetWrite] = field(default_factory=list)
     #: why the timeline holds the offsets it holds
     offset_choice: str = ""
+    #: host events with no single guest time (not on a vCPU thread while vCPU offsets differ), guest_tsc None
+    unplaced: list[dict[str, Any]] = field(default_factory=list)
 
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
@@ -148,12 +150,16 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     khz = int(host.manifest.get("node", {}).get("tsc_khz") or guest.manifest.get("node", {}).get("tsc_khz") or 0)
     out: list[dict[str, Any]] = []
     dropped = {"host_no_offset": 0}
+    unplaced: list[dict[str, Any]] = []
     for r in host_recs:
         vcpu = tid_to_vcpu.get(r.pid)
         try:
             params = timeline.params_at(vcpu, r.ts) if vcpu is not None else timeline.vm_params_at(r.ts)
         except InconsistentData:
+            # not on a vCPU thread while the vCPUs' offsets differ: no single guest time (kept for evidence)
             dropped["host_no_offset"] += 1
+            unplaced.append({"guest_tsc": None, "side": "host", "host_tsc": r.ts, "cpu": r.cpu, "pid": r.pid,
+                             "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu})
             continue
         out.append({"guest_tsc": host_to_guest_tsc(r.ts, params), "side": "host", "host_tsc": r.ts, "cpu": r.cpu,
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
@@ -167,7 +173,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
-                   all_snaps, all_writes, choice)
+                   all_snaps, all_writes, choice, unplaced)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

@@ -95,12 +95,17 @@ def verdict_of(a: Any) -> dict[str, Any]:
         reasons.append("no evidence to check the alignment against: record it with "
                        f"`{hint['host']}` and `{hint['guest']}`")
     issues = [i.__dict__ for i in a.timeline.issues]
-    if any(i["kind"] in ("unexplained_change", "vcpus_disagree", "prev_mismatch") for i in issues) and status == PASS:
+    # vCPUs with different offsets are no contradiction (each is converted with its own); sources that
+    # disagree about one vCPU are
+    if any(i["kind"] in ("unexplained_change", "prev_mismatch") for i in issues) and status == PASS:
         status = WARN
         reasons.append("offset sources disagree (see offsets.issues)")
     if a.dropped.get("host_no_offset"):
         status = worst(status, WARN) if status != UNVERIFIED else status
-        reasons.append(f"{a.dropped['host_no_offset']} host events had no offset and were dropped")
+        firsts = sorted(segs[0].params.signed_offset for segs in a.timeline.segments.values() if segs)
+        spread = f" (vCPU offsets differ by up to {firsts[-1] - firsts[0]} cycles)" if len(firsts) > 1 else ""
+        reasons.append(f"{a.dropped['host_no_offset']} host events not on a vCPU thread have no single guest time"
+                       f"{spread}: left off the timeline (they still served as evidence)")
     if any(a.lost_events.values()):
         status = worst(status, WARN) if status != UNVERIFIED else status
         reasons.append(f"ring buffers lost events: {a.lost_events}")
