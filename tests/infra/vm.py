@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.infra.statecli import run_state_cli, terminate
 
-__all__ = ["CPU", "NESTED_CPU", "down", "fetch", "push_tsalign", "ssh", "up", "wait_ssh"]
+__all__ = ["CPU", "NESTED_CPU", "down", "fetch", "push", "push_tsalign", "ssh", "ssh_argv", "up", "wait_ssh"]
 
 CPU = "max,vendor=GenuineIntel,family=6,model=85"  # clocksource tsc + constant_tsc under TCG
 #: AMD under TCG offers SVM: the VM is a real KVM host of its own (kvm_amd, nested paging), whose
@@ -33,11 +33,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SSH_OPTS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
+
+
+def ssh_argv(st: dict[str, Any]) -> list[str]:
+    """ssh to the VM of ``st`` (root, its key); a nested VM (``st["jump"]``: the state of the VM it runs
+    in, which forwards ``st["port"]`` on its loopback to it) is reached through that one."""
+    argv = ["ssh", "-i", st["key"], *SSH_OPTS, "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6"]
+    jump = st.get("jump")
+    if jump:
+        proxy = " ".join([*ssh_argv(jump)[:-1], "-W", f"127.0.0.1:{st['port']}", "-p", str(jump["port"]),
+                          "root@127.0.0.1"])
+        return [*argv, "-o", f"ProxyCommand={proxy}", "root@nested"]
+    return [*argv, "-p", str(st["port"]), "root@127.0.0.1"]
+
+
 def ssh(st: dict[str, Any], command: str, timeout: int = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
-                           "-o", "LogLevel=ERROR", "root@127.0.0.1", command],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*ssh_argv(st), command], capture_output=True, text=True, timeout=timeout)
 
 
 def wait_ssh(st: dict[str, Any], timeout: float = 180, not_boot_id: str = "") -> str:
@@ -88,7 +101,6 @@ def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False, cpu
 
 
 REPO = Path(__file__).resolve().parents[2]
-SSH_OPTS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
 
 
 def push_tsalign(st: dict[str, Any]) -> None:
@@ -96,17 +108,20 @@ def push_tsalign(st: dict[str, Any]) -> None:
     ``cd /opt/tsalign/lib && python3 -m tsalign``: the standard library suffices for the node verbs)."""
     tar = subprocess.run(["tar", "-C", str(REPO), "--exclude=__pycache__", "-c", "tsalign"], capture_output=True,
                          check=True).stdout
-    r = subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), *SSH_OPTS, "root@127.0.0.1",
-                        "mkdir -p /opt/tsalign/lib && tar -x -C /opt/tsalign/lib"], input=tar, capture_output=True)
+    push(st, tar, "mkdir -p /opt/tsalign/lib && tar -x -C /opt/tsalign/lib")
+
+
+def push(st: dict[str, Any], data: bytes, command: str, timeout: int = 300) -> None:
+    """Run ``command`` in the VM with ``data`` on its stdin (e.g. a tar stream)."""
+    r = subprocess.run([*ssh_argv(st), command], input=data, capture_output=True, timeout=timeout)
     if r.returncode != 0:
-        raise RuntimeError(f"pushing tsalign into the VM failed: {r.stderr.decode(errors='replace')}")
+        raise RuntimeError(f"{command!r} in the VM failed: {r.stderr.decode(errors='replace')}")
 
 
 def fetch(st: dict[str, Any], remote: str, local: Path) -> None:
     """Copy directory ``remote`` of the VM into ``local`` (as local/<basename>)."""
-    data = subprocess.run(["ssh", "-i", st["key"], "-p", str(st["port"]), *SSH_OPTS, "root@127.0.0.1",
-                           f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}"],
-                          capture_output=True, check=True).stdout
+    data = subprocess.run([*ssh_argv(st), f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}"],
+                          capture_output=True, check=True, timeout=600).stdout
     local.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(local)], input=data, check=True)
 

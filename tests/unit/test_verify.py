@@ -68,7 +68,7 @@ def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], w
     return SimpleNamespace(events=events, timeline=tl, tsc_khz=1_000_000, host_count=0, guest_count=0,
                            vm={"vcpus": [{"id": v, "tid": t} for t, v in vcpus.items()], "pid": 1},
                            dropped={}, notes=[], lost_events={"host": lost, "guest": 0}, host_window=window,
-                           snapshots=[], writes=[], offset_choice="test")
+                           snapshots=[], writes=[], offset_choice="test", placed_by_axis=0, axis_vcpu=None, axis_spreads=[])
 
 
 def _switch(ts: int, prev: int, nxt: int) -> dict[str, Any]:

@@ -37,8 +37,11 @@ class Aligned:
     writes: list[OffsetWrite] = field(default_factory=list)
     #: why the timeline holds the offsets it holds
     offset_choice: str = ""
-    #: host events with no single guest time (not on a vCPU thread while vCPU offsets differ), guest_tsc None
-    unplaced: list[dict[str, Any]] = field(default_factory=list)
+    #: host events not on a vCPU thread placed with vCPU ``axis_vcpu``'s offset while the vCPUs' offsets
+    #: differed by ``axis_spreads`` cycles (sorted, one per event: their placement uncertainty)
+    placed_by_axis: int = 0
+    axis_vcpu: int | None = None
+    axis_spreads: list[int] = field(default_factory=list)
 
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
@@ -150,17 +153,23 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     khz = int(host.manifest.get("node", {}).get("tsc_khz") or guest.manifest.get("node", {}).get("tsc_khz") or 0)
     out: list[dict[str, Any]] = []
     dropped = {"host_no_offset": 0}
-    unplaced: list[dict[str, Any]] = []
+    spreads: list[int] = []  # difference between vCPU offsets where each non-vCPU event was placed (cycles)
+    axis_vcpu = min(timeline.vcpus) if timeline.vcpus else None
+    placed_by_axis = 0
     for r in host_recs:
         vcpu = tid_to_vcpu.get(r.pid)
         try:
             params = timeline.params_at(vcpu, r.ts) if vcpu is not None else timeline.vm_params_at(r.ts)
         except InconsistentData:
-            # not on a vCPU thread while the vCPUs' offsets differ: no single guest time (kept for evidence)
-            dropped["host_no_offset"] += 1
-            unplaced.append({"guest_tsc": None, "side": "host", "host_tsc": r.ts, "cpu": r.cpu, "pid": r.pid,
-                             "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu})
-            continue
+            if vcpu is not None or axis_vcpu is None:
+                dropped["host_no_offset"] += 1
+                continue
+            # not on a vCPU thread while the vCPUs' offsets differ: placed with the lowest vCPU's offset;
+            # the spread of the vCPUs' offsets is its uncertainty
+            offs = [timeline.params_at(v, r.ts).signed_offset for v in timeline.vcpus]
+            spreads.append(max(offs) - min(offs))
+            placed_by_axis += 1
+            params = timeline.params_at(axis_vcpu, r.ts)
         out.append({"guest_tsc": host_to_guest_tsc(r.ts, params), "side": "host", "host_tsc": r.ts, "cpu": r.cpu,
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
@@ -173,7 +182,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
-                   all_snaps, all_writes, choice, unplaced)
+                   all_snaps, all_writes, choice, placed_by_axis, axis_vcpu, sorted(spreads))
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

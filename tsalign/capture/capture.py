@@ -115,17 +115,20 @@ class Capture:
             self.snapshots.extend(snapshot_vm(vm))
 
     def start(self) -> None:
+        """Start recording, then snapshot: the snapshot lies inside the trace, so every offset write
+        around it is recorded (KVM may rewrite offsets at any vCPU load)."""
         assert self.session is not None
-        self.snapshot()
         self.t0 = time.monotonic()
         self.started_tsc = tsc.rdtsc()
         self.session.start()
+        self.snapshot()
 
     def stop(self) -> None:
+        """Snapshot, then stop recording (the end snapshot inside the trace, as at the start)."""
         assert self.session is not None
+        self.snapshot()
         self.session.stop()
         self.stopped_tsc = tsc.rdtsc()
-        self.snapshot()
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write per-CPU data, formats and manifest.json; return the manifest."""

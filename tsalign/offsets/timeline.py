@@ -104,18 +104,29 @@ class _Builder:
             if self.writes_since_snapshot:
                 first_write, first_idx = self.writes_since_snapshot[0]
                 before = self.segments[first_idx - 1].params
-                kind = "write_not_applied" if before == s.params else "unexplained_change"
-                self.issues.append(Issue(
-                    kind,
-                    f"vcpu{self.vcpu}: {len(self.writes_since_snapshot)} kvm_write_tsc_offset "
-                    f"event(s) from host TSC {first_write.host_tsc} set offset "
-                    f"{cur.offset:#x}, but {s.source} at host TSC {s.host_tsc} reads "
-                    f"{s.params.offset:#x} ({s.params.signed_offset}); trusting {s.source}",
-                    self.vcpu, first_write.host_tsc, s.host_tsc))
-                # Drop the tentative segments: the snapshot value holds since before the writes.
-                del self.segments[first_idx:]
-                if self.segments[-1].params != s.params:
-                    self.segments.append(Segment(first_write.host_tsc, s.params, s.source))
+                if before == s.params:
+                    # the tracepoint reported writes the hypervisor never applied (PVM): the snapshot
+                    # value held all along; drop the tentative segments
+                    self.issues.append(Issue(
+                        "write_not_applied",
+                        f"vcpu{self.vcpu}: {len(self.writes_since_snapshot)} kvm_write_tsc_offset "
+                        f"event(s) from host TSC {first_write.host_tsc} set offset "
+                        f"{cur.offset:#x}, but {s.source} at host TSC {s.host_tsc} reads "
+                        f"{s.params.offset:#x} ({s.params.signed_offset}), the value from before them; "
+                        f"trusting {s.source}",
+                        self.vcpu, first_write.host_tsc, s.host_tsc))
+                    del self.segments[first_idx:]
+                else:
+                    # the writes were applied, and the offset changed once more after the last of them
+                    # without an event (a write the trace missed): from the snapshot on, trust it
+                    last_write = self.writes_since_snapshot[-1][0]
+                    self.issues.append(Issue(
+                        "unexplained_change",
+                        f"vcpu{self.vcpu}: the last kvm_write_tsc_offset (host TSC {last_write.host_tsc}) set "
+                        f"{cur.offset:#x}, but {s.source} at host TSC {s.host_tsc} reads {s.params.offset:#x} "
+                        f"({s.params.signed_offset}); events in between are uncertain",
+                        self.vcpu, last_write.host_tsc, s.host_tsc))
+                    self.segments.append(Segment(s.host_tsc, s.params, s.source))
             else:
                 since = prev_snap.host_tsc if prev_snap else 0
                 self.issues.append(Issue(

@@ -52,7 +52,7 @@ class _Ctx:
         self.a = a
         self.tid_to_vcpu: dict[int, int] = {int(v["tid"]): int(v["id"]) for v in a.vm.get("vcpus", []) if v.get("tid")}
         self.by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for e in (*a.events, *getattr(a, "unplaced", ())):  # host events with no single guest time count too
+        for e in a.events:
             self.by[(e["side"], bare(e))].append(e)
         for evs in self.by.values():
             evs.sort(key=lambda e: e["host_tsc"] if e["side"] == "host" else e["guest_tsc"])

@@ -1,0 +1,228 @@
+"""The nested lab: a real Linux guest (L2) on a real KVM host (L1) whose TSC offsets are applied and change.
+
+L1 is the GRUB test VM booted under TCG with an AMD vendor (SVM: ``kvm_amd``, nested paging; its TSC is
+unstable, so KVM rewrites each vCPU's offset on every vCPU load). The image has no QEMU: this machine's
+QEMU, its libraries and firmware (``scripts/build-qemu-bundle.sh``) are unpacked in L1. L2 boots L1's own
+Debian kernel (direct kernel boot, ``-cpu host``, 2 vCPUs) on a copy-on-write view of the same pristine
+image, given to L1 as a read-only second disk; it runs systemd and sshd, reached from here through L1
+(ssh ProxyCommand to L1's loopback port 2222). Two clock setups: ``kvmclock`` (the default) and ``tsc``
+(``no-kvmclock tsc_early_khz=<L1's TSC kHz> tsc=reliable``: the seed's configuration).
+
+    python -m tests.infra.lab run --out out/lab      # what `make lab` runs: the seed workflow per setup
+    python -m tests.infra.lab up --state S.json [--setup kvmclock|tsc]   /   down --state S.json
+
+Waits follow the guests' progress (SSH polled, the QEMU process watched), never a fixed short timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.infra import vm
+from tests.infra.statecli import run_state_cli
+from tsalign.analyze.io import HOST_IO_CALLS
+
+__all__ = ["SETUPS", "down", "l2_down", "l2_up", "run_workflow", "up"]
+
+SETUPS = ("kvmclock", "tsc")
+L2_PORT = 2222
+KERNEL = "$(ls /boot/vmlinuz-* | tail -1)"
+INITRD = "$(ls /boot/initrd.img-* | tail -1)"
+PY = "cd /opt/tsalign/lib && python3 -m tsalign"
+#: shell: wait (n x 0.1 s at most) until a tsalign capture instance records (tracing_on=1), not just exists
+RECORDING = ("for i in $(seq {n}); do grep -qx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on 2>/dev/null "
+             "&& break; sleep 0.1; done; grep -qx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on")
+#: host: the default capture events (offsets, evidence) plus the VM process's IO calls for `analyze io`
+HOST_EXTRA = [f"syscalls:sys_{d}_{c}" for c in HOST_IO_CALLS for d in ("enter", "exit")]
+
+
+def _cache(env: str, pattern: str) -> str:
+    path = os.environ.get(env) or next(iter(sorted(glob.glob(f"{os.environ.get('TSALIGN_CACHE', '/var/cache/tsalign')}/{pattern}"),
+                                                   key=os.path.getmtime, reverse=True)), "")
+    if not path or not os.path.exists(os.path.join(path, ".complete")):
+        raise RuntimeError(f"{env} names no complete artefact ({pattern}); `make fixtures` builds it")
+    return path
+
+
+def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeout: float = 900) -> dict[str, Any]:
+    """Boot L1 and make it a KVM host with QEMU and tsalign; returns its state (vm.up's, plus ``tsc_khz``)."""
+    image_dir = image_dir or _cache("TSALIGN_VM_IMAGE", "vm-bookworm-*")
+    qemu_bundle = qemu_bundle or _cache("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*")
+    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=1536,
+               extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
+    try:
+        r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && test -b /dev/vdb && "
+                       "(mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing) && "
+                       "(mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug) && "
+                       "dmesg | grep -o 'tsc: Detected [0-9.]* MHz' | head -1", timeout=120)
+        m = re.search(r"Detected ([0-9.]+) MHz", r.stdout)
+        if r.returncode != 0 or not m:
+            raise RuntimeError(f"L1 is not a KVM host: {r.stdout}{r.stderr}")
+        st["tsc_khz"] = int(float(m[1]) * 1000)
+        vm.push(st, Path(qemu_bundle, "qemu.tgz").read_bytes(), "mkdir -p /opt && tar -xz -C /opt")
+        vm.push_tsalign(st)
+    except BaseException:
+        vm.down(st)
+        raise
+    return st
+
+
+def down(st: dict[str, Any]) -> None:
+    """Stop L1 (and with it any L2) and remove its files."""
+    vm.down(st)
+
+
+def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any]:
+    """Start L2 in L1 with clock ``setup``; wait for SSH through L1; push tsalign; mount tracefs."""
+    if setup not in SETUPS:
+        raise ValueError(f"setup {setup!r}: one of {SETUPS}")
+    extra = f" no-kvmclock tsc_early_khz={l1['tsc_khz']} tsc=reliable" if setup == "tsc" else ""
+    r = vm.ssh(l1, (
+        "rm -f /root/l2.serial /root/l2.pid && /opt/qemu/qemu-system-x86_64 -accel kvm -M pc -cpu host -m 512 -smp 2 "
+        "-nodefaults -display none -serial file:/root/l2.serial -name l2,debug-threads=on "
+        f"-kernel {KERNEL} -initrd {INITRD} -append 'console=ttyS0 root=/dev/vda1 rw panic=-1{extra}' "
+        "-drive file=/dev/vdb,format=raw,if=virtio,snapshot=on "
+        f"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:{L2_PORT}-:22 -device virtio-net-pci,netdev=n0,romfile= "
+        "-daemonize -pidfile /root/l2.pid && cat /root/l2.pid"), timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"L2 did not start: {r.stdout}{r.stderr}")
+    l2 = {"key": l1["key"], "port": L2_PORT, "jump": l1, "pid": int(r.stdout.split()[-1]), "setup": setup}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if vm.ssh(l2, "true", timeout=60).returncode == 0:
+                break
+        except subprocess.TimeoutExpired:
+            pass
+        alive = vm.ssh(l1, f"kill -0 {l2['pid']} && wc -c < /root/l2.serial", timeout=60)
+        if alive.returncode != 0 or time.monotonic() > deadline:
+            tail = vm.ssh(l1, "tail -c 2000 /root/l2.serial", timeout=60).stdout
+            l2_down(l1)
+            raise RuntimeError(f"L2 ({setup}) not reachable over SSH (QEMU alive: {alive.returncode == 0}); "
+                               f"serial tail:\n{tail}")
+        time.sleep(2)
+    vm.push_tsalign(l2)
+    r = vm.ssh(l2, "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; "
+                   "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", timeout=60)
+    l2["clocksource"] = r.stdout.strip()
+    return l2
+
+
+def l2_down(l1: dict[str, Any]) -> None:
+    """Stop L2 (SIGTERM, then SIGKILL) and wait until its QEMU is gone."""
+    vm.ssh(l1, "p=$(cat /root/l2.pid 2>/dev/null) || exit 0; kill $p 2>/dev/null; "
+               "for i in $(seq 50); do kill -0 $p 2>/dev/null || exit 0; sleep 0.2; done; kill -9 $p", timeout=60)
+
+
+def _tsalign(*args: str) -> tuple[int, dict[str, Any]]:
+    r = subprocess.run([sys.executable, "-m", "tsalign", *args, "--json"], capture_output=True, text=True, timeout=900)
+    try:
+        return r.returncode, json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"tsalign {args[0]} printed no JSON (exit {r.returncode}): {r.stderr[-2000:]}") from None
+
+
+def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The seed's workflow on the lab: capture L1 (host, the L2 QEMU by pid) and L2 (guest) together,
+    bring the bundles here, align with the per-vCPU offset timeline, judge, and run the three analyses;
+    also the same capture with one snapshot for the whole capture. Writes under ``out``; returns a summary."""
+    from tsalign.capture.capture import DEFAULT_HOST_EVENTS
+
+    out.mkdir(parents=True, exist_ok=True)
+    host_events = ",".join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])
+    # the host capture runs until the guest's is over (SIGINT ends it and still writes the bundle)
+    # (a background job must not hold the SSH session's descriptors: redirect the whole group)
+    r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
+                   f"--buffer-kb 16384 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
+                   f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"host capture in L1 did not start: {r.stdout}{r.stderr}")
+    # guest: its default events for 8 s while it sleeps (timer IRQs, TSC-deadline writes), reads and writes
+    # O_DIRECT (virtio IRQs, host IO) and switches tasks
+    r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --role guest --duration 8 "
+                   "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
+                   f"{RECORDING.format(n=1200)}; "
+                   "for i in $(seq 100); do sleep 0.005; done; "
+                   "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
+                   "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; wait; cat /root/lab/guest.log",
+               timeout=300)
+    if "bundle /root/lab/guest" not in r.stdout:
+        raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
+    r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
+                   "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
+               timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
+    vm.fetch(l1, "/root/lab/host", out)
+    vm.fetch(l2, "/root/lab/guest", out)
+    host, guest = str(out / "host"), str(out / "guest")
+    code, verdict = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned"))
+    code1, one = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned-one-snapshot"),
+                          "--ignore-offset-changes")
+    analyses = {}
+    for kind in ("irq", "vcpu", "io"):
+        c, doc = _tsalign("analyze", kind, "--host", host, "--guest", guest, "-o", str(out / f"analysis-{kind}"))
+        analyses[kind] = {"exit": c, "status": doc.get("status"), "summary": doc.get("summary"),
+                          "needs": doc.get("needs")}
+    summary = {"setup": l2["setup"], "l2_clocksource": l2.get("clocksource"), "exit": code, "verdict": verdict,
+               "one_snapshot": {"exit": code1, "verdict": one["verdict"], "reasons": one["reasons"]},
+               "analyses": analyses}
+    (out / "lab-summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _run(out: str) -> int:
+    l1 = up()
+    results = {}
+    try:
+        for setup in SETUPS:
+            l2 = l2_up(l1, setup)
+            try:
+                s = run_workflow(l1, l2, Path(out) / setup)
+            finally:
+                l2_down(l1)
+            v = s["verdict"]
+            results[setup] = v["verdict"]
+            print(f"{setup}: L2 clocksource {s['l2_clocksource']}; verdict {v['verdict']} "
+                  f"({v['brackets']['checked']} evidence items, {v['brackets']['violated']} violated; "
+                  f"{v['offsets']['changes_seen']} offset changes); one snapshot: {s['one_snapshot']['verdict']}; "
+                  f"{out}/{setup}/aligned/verdict.json", flush=True)
+            for d in v["evidence"]["per_vcpu"]:
+                print(f"  vcpu{d['vcpu']}: {d['offset_in_use']['distinct']} offsets in use, error bound "
+                      f"{d['width_cycles']} cycles ({d['width_ns']} ns), kinds {', '.join(d['evidence'])}")
+    finally:
+        down(l1)
+    return 0 if all(v in ("pass", "warn") for v in results.values()) else 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=("run", "up", "down"))
+    ap.add_argument("--out", default="out/lab")
+    ap.add_argument("--state")
+    ap.add_argument("--setup", choices=SETUPS, default="kvmclock")
+    a = ap.parse_args()
+    if a.action == "run":
+        sys.exit(_run(a.out))
+    if not a.state:
+        ap.error("--state is required for up/down")
+
+    def start() -> dict[str, Any]:
+        l1 = up()
+        l1["l2"] = {k: v for k, v in l2_up(l1, a.setup).items() if k != "jump"}
+        return l1
+
+    run_state_cli(a.action, a.state, start, down)
+
+
+if __name__ == "__main__":
+    main()
