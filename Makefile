@@ -13,11 +13,12 @@ APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils \
 	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base chromium
 OUT         ?= out
 
-.PHONY: help deps venv fixtures test test-unit demo bench lint clean
+.PHONY: help deps venv fixtures test test-unit lab demo bench lint clean
 
 help:
 	@echo "make demo   - run the main job end to end (see README)"
 	@echo "make test   - install what the tests need and run the whole suite"
+	@echo "make lab    - the nested KVM lab: the seed workflow on a real Linux guest (out/lab/)"
 	@echo "make bench  - throughput benchmarks"
 	@echo "make lint   - ruff + mypy"
 
@@ -50,18 +51,27 @@ $(VENV)/.installed: $(VENV)/.runtime
 venv: $(VENV)/.installed
 
 # Heavy test artefacts, built when missing and cached in $(CACHE) keyed by their recipe:
-# real split BTF of a Debian kernel, the Debian rootfs of the netns SSH target, the GRUB VM image.
+# real split BTF of a Debian kernel, the Debian rootfs of the netns SSH target, the GRUB VM image,
+# and this machine's QEMU as a bundle for the nested lab's KVM host.
 fixtures: deps
 	@if [ "$$(id -u)" = 0 ] || [ -w "$(CACHE)" ]; then mkdir -p $(CACHE) && \
 	  scripts/fetch-split-btf.sh $(CACHE) >/dev/null && \
 	  scripts/build-rootfs.sh $(CACHE) > $(CACHE)/.rootfs-path && \
-	  scripts/build-vm-image.sh $(CACHE) > $(CACHE)/.vm-image-path; \
+	  scripts/build-vm-image.sh $(CACHE) > $(CACHE)/.vm-image-path && \
+	  scripts/build-qemu-bundle.sh $(CACHE) > $(CACHE)/.qemu-bundle-path; \
 	else echo "warning: cannot write $(CACHE); tests needing its artefacts will say so"; fi
 
+ARTEFACTS = TSALIGN_CACHE=$(CACHE) TSALIGN_ROOTFS=$$(cat $(CACHE)/.rootfs-path 2>/dev/null) \
+	  TSALIGN_VM_IMAGE=$$(cat $(CACHE)/.vm-image-path 2>/dev/null) \
+	  TSALIGN_QEMU_BUNDLE=$$(cat $(CACHE)/.qemu-bundle-path 2>/dev/null) PATH=$(CURDIR)/$(BIN):$$PATH
+
 test: deps venv fixtures
-	TSALIGN_CACHE=$(CACHE) TSALIGN_ROOTFS=$$(cat $(CACHE)/.rootfs-path 2>/dev/null) \
-	  TSALIGN_VM_IMAGE=$$(cat $(CACHE)/.vm-image-path 2>/dev/null) PATH=$(CURDIR)/$(BIN):$$PATH \
-	  $(BIN)/python -m pytest tests
+	$(ARTEFACTS) $(BIN)/python -m pytest tests
+
+# the nested lab: a real Linux guest on a real KVM host (both under this machine's QEMU), the seed's
+# workflow once per guest clock setup; results under $(OUT)/lab/<setup>/ (aligned/verdict.json, analyses)
+lab: deps venv fixtures
+	$(ARTEFACTS) $(BIN)/python -m tests.infra.lab run --out $(OUT)/lab
 
 test-unit: deps venv
 	$(BIN)/python -m pytest tests/unit

@@ -1,12 +1,13 @@
-"""Real KVM whose TSC offsets are applied and change during a capture: the GRUB test VM booted with
-an AMD vendor under TCG is a KVM host of its own (kvm_amd, nested paging, kvm_entry/kvm_exit fire;
-its TSC is unstable, so KVM rewrites the vCPU's offset on every vCPU load). tsalign's micro-VM runs
-inside it (``selftest --no-align``: standard library only, as on any node); the bundles come back
-and are judged here.
+"""Real KVM whose TSC offsets are applied and change during a capture: the nested lab
+(tests/infra/lab.py). L1, the GRUB test VM booted with an AMD vendor under TCG, is a KVM host of its
+own (kvm_amd, nested paging, kvm_entry/kvm_exit fire; its TSC is unstable, so KVM rewrites each vCPU's
+offset on every vCPU load). One L1 boot serves both tests:
 
-The truth is checked without tsalign's timeline: each beacon's guest TSC minus the nested host's
-TSC at its ``kvm_pio`` exit, read from the raw trace text, must be the offset the last
-``kvm_write_tsc_offset`` before it set, plus an exit latency."""
+- tsalign's micro-VM runs inside it (``selftest --no-align``: standard library only, as on any node);
+  the truth is checked without tsalign's timeline: each beacon's guest TSC minus L1's TSC at its
+  ``kvm_pio`` exit, read from the raw trace text, is the offset the last ``kvm_write_tsc_offset``
+  before it set, plus an exit latency;
+- a real Linux guest (L2) runs the seed's workflow, once with kvm-clock and once on the TSC."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import need
-from tests.infra import vm
+from tests.infra import lab, vm
 from tests.infra.artefacts import cached
 
 OFFSET_WRITE = re.compile(r" (\d+): kvm_write_tsc_offset: vcpu=0 prev=\d+ next=(\d+)")
@@ -36,24 +41,22 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def test_nested_kvm_changing_offsets(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def l1() -> Iterator[dict[str, Any]]:
     need(os.geteuid() == 0 and shutil.which("qemu-system-x86_64"), "needs root and qemu-system-x86 (make test)")
     image = cached("TSALIGN_VM_IMAGE", "vm-bookworm-*", "GRUB VM image (scripts/build-vm-image.sh)")
-    st = vm.up(image, boot_timeout=900, cpu=vm.NESTED_CPU)  # ~55 s idle; SSH polled, not a fixed sleep
-    try:
-        r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && grep -qw svm /proc/cpuinfo && "
-                       "(mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing) && "
-                       "(mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug) && "
-                       "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
-        vm.push_tsalign(st)
-        # after the capture starts, the selftest asks KVM for guest TSC = host TSC - 1e12 (applied here)
-        r = vm.ssh(st, "cd /opt/tsalign/lib && python3 -m tsalign selftest --no-align --beacons 200 --irqs 10 "
-                       "--out /root/st --json", timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
-        vm.fetch(st, "/root/st", tmp_path)
-    finally:
-        vm.down(st)
+    bundle = cached("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*", "QEMU bundle (scripts/build-qemu-bundle.sh)")
+    st = lab.up(image, bundle)  # ~55 s idle; SSH polled with a generous deadline, not a fixed sleep
+    yield st
+    lab.down(st)
+
+
+def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None:
+    # after the capture starts, the selftest asks KVM for guest TSC = host TSC - 1e12 (applied here)
+    r = vm.ssh(l1, "cd /opt/tsalign/lib && rm -rf /root/st && python3 -m tsalign selftest --no-align --beacons 200 "
+                   "--irqs 10 --out /root/st --json", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    vm.fetch(l1, "/root/st", tmp_path)
     host, guest = tmp_path / "st" / "host", tmp_path / "st" / "guest"
 
     # the truth, from the raw files: offsets are non-zero and change; each beacon sits at the offset in force
@@ -101,3 +104,35 @@ def test_nested_kvm_changing_offsets(tmp_path: Path) -> None:
         code, v = tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "c"),
                           "--tsc-offset", f"0={wrong}")
         assert (code, v["verdict"]) == (1, "fail"), (wrong, v["reasons"])
+
+
+@pytest.mark.parametrize("setup", lab.SETUPS)
+def test_lab_linux_guest_seed_workflow(l1: dict[str, Any], setup: str, tmp_path: Path) -> None:
+    """The seed's workflow on a real Linux guest of real KVM: host (L1) and guest (L2) captured together,
+    aligned with the per-vCPU offset timeline, judged by evidence, analysed; and the same capture with one
+    snapshot for the whole capture judged fail."""
+    l2 = lab.l2_up(l1, setup)
+    try:
+        s = lab.run_workflow(l1, l2, tmp_path / setup)
+    finally:
+        lab.l2_down(l1)
+    assert s["l2_clocksource"] in (("kvm-clock",) if setup == "kvmclock" else ("tsc", "tsc-early")), s["l2_clocksource"]
+    v = s["verdict"]
+    assert v["verdict"] in ("pass", "warn") and v["brackets"]["violated"] == 0, v["reasons"]
+    assert not [r for r in v["reasons"] if "placed with" not in r], v["reasons"]  # warn only for placement
+    assert v["offsets"]["changes_seen"] > 100 and v["evidence"]["vcpu_run_source"] == {
+        "vcpu0": "kvm_entry/kvm_exit", "vcpu1": "kvm_entry/kvm_exit"}
+    per = {d["vcpu"]: d for d in v["evidence"]["per_vcpu"]}
+    assert set(per) == {0, 1}
+    for d in per.values():
+        assert d["offset_in_use"]["distinct"] > 10 and d["width_cycles"] is not None and d["violated"] == 0
+        assert {"vcpu_run", "msr_write"} <= set(d["evidence"]), d["evidence"]
+        assert all(val != 0 for val in d["sources"]["debugfs"]["values"])
+    assert s["one_snapshot"]["verdict"] == "fail", s["one_snapshot"]["reasons"]
+    a = s["analyses"]
+    assert a["irq"]["status"] == "ok" and a["irq"]["summary"]["matched"] > 0, a["irq"]
+    assert a["irq"]["summary"]["latency"]["cycles"]["min"] > 0
+    assert a["vcpu"]["status"] == "ok" and a["vcpu"]["summary"]["vcpus"] == [0, 1], a["vcpu"]
+    io = a["io"]["summary"]
+    assert a["io"]["status"] == "ok" and io["completed"] > 0 and io["with_host_io"] > 0, a["io"]
+    assert (tmp_path / setup / "aligned" / "verdict.json").is_file()
