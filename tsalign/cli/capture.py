@@ -246,9 +246,9 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
         report = run_selftest(args.out, args.beacons, args.irqs, req, judge=not args.no_align)
     if args.no_align:
         a = report["artifacts"]
-        emit(args, report, [f"host bundle {a['host_bundle']}, guest bundle {a['guest_bundle']} "
+        emit(args, report, [(f"host bundle {a['host_bundle']}, guest bundle {a['guest_bundle']} "
                             f"({report['run']['beacons']} beacons, {report['run']['irqs']} IRQs); "
-                            f"tsalign align --host {a['host_bundle']} --guest {a['guest_bundle']}"])
+                            f"tsalign align --host {a['host_bundle']} --guest {a['guest_bundle']}")])
         return exitcodes.OK
     emit(args, report, render_selftest(report))
     return exit_code(report["verdict"])

@@ -347,7 +347,9 @@ def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]], g: np.ndarray) -> Brackets:
     """Each guest event must lie in a run (on the guest axis with the run's offset in use, the one in
     force at its end): inside run k, delta is bounded by [g - end_k, g - start_k]; between runs it is a
-    violation, with the nearer escape as its bound."""
+    violation, with the nearer escape as its bound. The runs allow a set of offsets that is not one
+    interval, so these bounds hold around the offset judged; ``reeval(x)`` gives them around the offset
+    in use + x (the judge uses it to say how far a wrong offset is from what all evidence allows)."""
     lo_inf, hi_inf = np.uint64(0), np.uint64(2**64 - 1)
     starts, ends, has_s, has_e = [], [], [], []
     for s, e in runs:
@@ -361,26 +363,41 @@ def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]],
     hs, he = np.asarray(has_s), np.asarray(has_e)
     order = np.argsort(st, kind="stable")
     st, en, hs, he = st[order], en[order], hs[order], he[order]
-    k = np.searchsorted(st, g, side="right").astype(np.int64) - 1
+
+    def around(x: int) -> Brackets:
+        b = _runs_at(vcpu, st, en, hs, he, g, x)
+        b.reeval = around
+        return b
+
+    return around(0)
+
+
+def _runs_at(vcpu: int, st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray, g: np.ndarray,
+             x: int) -> Brackets:
+    """vCPU-run brackets of guest TSCs ``g`` judged around delta = ``x`` (bounds relative to delta 0)."""
+    ge = g - np.uint64(x % (1 << 64))  # where the events fall on the host's runs if the offset were off by x
+    k = np.searchsorted(st, ge, side="right").astype(np.int64) - 1
     n = len(g)
     lower, upper = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     has_l, has_u = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     before_all = k < 0
     kk = np.clip(k, 0, len(st) - 1)
-    inside = ~before_all & (g <= en[kk])
+    inside = ~before_all & (ge <= en[kk])
     # inside run kk: delta >= g - end (when the end is known), delta <= g - start (when known)
     m = inside & he[kk]
     lower[m], has_l[m] = _diff(g[m], en[kk][m]), True
     m = inside & hs[kk]
     upper[m], has_u[m] = _diff(g[m], st[kk][m]), True
-    # between run kk and kk+1 (or before the first run): outside every run -> violation, nearer escape
+    # between run kk and kk+1 (or before the first run): outside every run -> the nearer escape
     gap = ~inside
     nxt = np.clip(kk + np.where(before_all, 0, 1), 0, len(st) - 1)
     has_next = gap & (before_all | (kk + 1 < len(st)))
-    up_esc = np.where(has_next & hs[nxt], _diff(g, st[nxt]), np.iinfo(np.int64).min)  # delta <= g - next start (<0)
-    lo_esc = np.where(gap & ~before_all & he[kk], _diff(g, en[kk]), np.iinfo(np.int64).max)  # delta >= g - end (>0)
-    use_up = gap & (np.abs(up_esc.astype(np.float64)) <= np.abs(lo_esc.astype(np.float64)))
-    use_lo = gap & ~use_up & (lo_esc != np.iinfo(np.int64).max)
+    i64 = np.iinfo(np.int64)
+    up_esc = np.where(has_next & hs[nxt], _diff(g, st[nxt]), i64.min)  # delta <= g - next start
+    lo_esc = np.where(gap & ~before_all & he[kk], _diff(g, en[kk]), i64.max)  # delta >= g - end
+    xf = float(x)
+    use_up = gap & (np.abs(up_esc.astype(np.float64) - xf) <= np.abs(lo_esc.astype(np.float64) - xf))
+    use_lo = gap & ~use_up & (lo_esc != i64.max)
     upper[use_up], has_u[use_up] = up_esc[use_up], True
     lower[use_lo], has_l[use_lo] = lo_esc[use_lo], True
     return Brackets("vcpu_run", vcpu, lower, upper, has_l, has_u, g)

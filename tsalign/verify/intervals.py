@@ -15,7 +15,7 @@ intersection ``[max lower, min upper]`` is the alignment's error bound.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ class Brackets:
     has_lower: np.ndarray
     has_upper: np.ndarray
     at: np.ndarray
+    #: for evidence that holds only around the offset judged (vCPU runs): the same items judged around
+    #: delta = x (bounds still relative to delta 0); None for pairs, which hold for any offset
+    reeval: Callable[[int], Brackets] | None = None
 
     @classmethod
     def from_rows(cls, kind: str, vcpu: int, rows: Sequence[tuple[int | None, int | None, int]]) -> Brackets:
@@ -150,7 +153,59 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
                          "ns": d * 1_000_000 // tsc_khz if tsc_khz else None,
                          "offset_in_use_is_too": too}
+    if violated:
+        refined = _refine(sets)
+        if refined is not None:
+            lo, hi, kind = refined
+            d = lo if lo is not None and lo > 0 else -hi if hi is not None and hi < 0 else 0
+            if d and worst is not None:
+                worst = {**worst, "kind": kind, "cycles": d, "ns": d * 1_000_000 // tsc_khz if tsc_khz else None,
+                         "offset_in_use_is_too": "low" if lo is not None and lo > 0 else "high",
+                         "guest_tsc": None}
     return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst)
+
+
+def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | None, str | None]:
+    """max lower, min upper over ``sets`` and the kinds that set them."""
+    lo = hi = None
+    klo = khi = None
+    for b in sets:
+        if b.has_lower.any():
+            v = int(b.lower[b.has_lower].max())
+            if lo is None or v > lo:
+                lo, klo = v, b.kind
+        if b.has_upper.any():
+            v = int(b.upper[b.has_upper].min())
+            if hi is None or v < hi:
+                hi, khi = v, b.kind
+    return lo, hi, klo, khi
+
+
+def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str] | None:
+    """For a contradicted offset: what all evidence allows, found by judging the evidence that holds
+    only around an offset (vCPU runs) around the nearest offset the pairs allow, instead of around the
+    wrong one. None when the pairs are absent or contradict each other, or all of it does not hold there."""
+    pairs = [b for b in sets if len(b) and b.reeval is None]
+    relative = [b for b in sets if len(b) and b.reeval is not None]
+    if not pairs or not relative:
+        return None
+    lo, hi, _, _ = _bounds(pairs)
+    if lo is not None and hi is not None and lo > hi:
+        return None
+    x = lo if lo is not None and lo > 0 else hi if hi is not None and hi < 0 else 0
+    if x == 0:
+        return None
+    for _ in range(8):  # move to the nearest offset all evidence allows, judging the runs around it
+        again = pairs + [b.reeval(x) for b in relative if b.reeval is not None]
+        lo2, hi2, klo, khi = _bounds(again)
+        if lo2 is not None and hi2 is not None and lo2 > hi2:
+            return None
+        if (lo2 is None or lo2 <= x) and (hi2 is None or x <= hi2):
+            break
+        x = lo2 if lo2 is not None and x < lo2 else hi2  # type: ignore[assignment]
+    else:
+        return None
+    return lo2, hi2, (klo if x > 0 else khi) or "evidence"
 
 
 def _max(a: int | None, b: int | None) -> int | None:

@@ -89,8 +89,9 @@ def verdict_of(a: Any) -> dict[str, Any]:
             empty = ev.lo is not None and ev.hi is not None and ev.lo > ev.hi
             reasons.append(
                 f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it is "
-                f"{w.get('cycles')} cycles ({w.get('ns')} ns) too {w.get('offset_in_use_is_too')} by {w.get('kind')} "
-                f"(guest TSC {w.get('guest_tsc')}); the evidence allows [{ev.lo}, {ev.hi}] cycles around it"
+                f"{w.get('cycles')} cycles ({w.get('ns')} ns) too {w.get('offset_in_use_is_too')} by {w.get('kind')}"
+                + (f" (guest TSC {w['guest_tsc']})" if w.get("guest_tsc") is not None else "")
+                + f"; the evidence allows [{ev.lo}, {ev.hi}] cycles around it"
                 + ("; no single offset satisfies all of it (did the offset change during the capture without being "
                    "recorded?)" if empty else ""))
         elif not ev.checked:
