@@ -11,6 +11,8 @@ image, given to L1 as a read-only second disk; it runs systemd and sshd, reached
     python -m tests.infra.lab run --out out/lab      # what `make lab` runs: the seed workflow per setup
     python -m tests.infra.lab up --state S.json [--setup kvmclock|tsc]   /   down --state S.json
 
+(``up`` leaves L1 and L2 running and writes their state; ``down`` stops them.)
+
 Waits follow the guests' progress (SSH polled, the QEMU process watched), never a fixed short timeout.
 """
 
@@ -126,32 +128,6 @@ def l2_down(l1: dict[str, Any]) -> None:
                "for i in $(seq 50); do kill -0 $p 2>/dev/null || exit 0; sleep 0.2; done; kill -9 $p", timeout=60)
 
 
-def inventory(l1: dict[str, Any], l2: dict[str, Any], path: Path) -> Path:
-    """An Ansible inventory naming L1 a KVM host (``lab-l1``) and L2 its guest (``lab-l2``, QEMU VM ``l2``,
-    reached through L1 with an ssh ProxyCommand)."""
-    common = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ServerAliveInterval=5 -o ServerAliveCountMax=6"
-    jump = " ".join([*vm.ssh_argv(l1)[:-3], "-W", f"127.0.0.1:{l2['port']}", "-p", str(l1["port"]), "root@127.0.0.1"])
-    node = {"ansible_user": "root", "ansible_ssh_private_key_file": l1["key"], "ansible_python_interpreter": "/usr/bin/python3"}
-    inv = {"all": {"children": {
-        "tsalign_hosts": {"hosts": {"lab-l1": {**node, "ansible_host": "127.0.0.1", "ansible_port": l1["port"],
-                                               "ansible_ssh_common_args": common}}},
-        "tsalign_guests": {"hosts": {"lab-l2": {**node, "ansible_host": "lab-l2",
-                                                "ansible_ssh_common_args": f"{common} -o 'ProxyCommand={jump}'",
-                                                "tsalign_guest_host": "lab-l1", "tsalign_guest_domain": "l2",
-                                                "tsalign_guest_vmm": "qemu"}}}}}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(inv, indent=1))  # JSON is YAML
-    return path
-
-
-def _playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.CompletedProcess:
-    r = subprocess.run(["ansible-playbook", "-i", str(inv), f"playbooks/{name}", *extra], cwd=vm.REPO,
-                       capture_output=True, text=True, timeout=1800,
-                       env={**os.environ, "ANSIBLE_CONFIG": str(vm.REPO / "ansible.cfg")})
-    log.write_text(r.stdout + r.stderr)
-    return r
-
-
 def _tsalign(*args: str) -> tuple[int, dict[str, Any]]:
     r = subprocess.run([sys.executable, "-m", "tsalign", *args, "--json"], capture_output=True, text=True, timeout=900)
     try:
@@ -161,38 +137,40 @@ def _tsalign(*args: str) -> tuple[int, dict[str, Any]]:
 
 
 def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The seed's workflow on the lab, through the playbooks: ``setup.yml`` (host role on L1 incl. the
-    kprobe route; guest role on L2, which boots a kernel its VMM loads, so it says what to change on the
-    host), ``precheck.yml`` over both, ``capture.yml`` capturing L1 and L2 together while L2 runs a small
-    workload (sleeps, O_DIRECT IO), then the three analyses on the bundles and the same capture aligned
-    with one snapshot for the whole capture. Writes under ``out``; returns a summary."""
+    """The seed's workflow on the lab: capture L1 (host, the L2 QEMU by pid) and L2 (guest) together,
+    bring the bundles here, align with the per-vCPU offset timeline, judge, and run the three analyses;
+    also the same capture with one snapshot for the whole capture. Writes under ``out``; returns a summary."""
     from tsalign.capture.capture import DEFAULT_HOST_EVENTS
 
     out.mkdir(parents=True, exist_ok=True)
-    inv = inventory(l1, l2, out / "inventory.yml")
-    r = _playbook(inv, "setup.yml", log=out / "setup.log")
-    if r.returncode != 0:
-        raise RuntimeError(f"setup.yml failed: {r.stdout[-3000:]}")
-    host_side = "its kernel is loaded by the VMM" in r.stdout
-    r = _playbook(inv, "precheck.yml", "-e", f"tsalign_precheck_dir={out}/precheck", "-e", "tsalign_precheck_fail_on=never",
-                  log=out / "precheck.log")
-    if r.returncode != 0:
-        raise RuntimeError(f"precheck.yml failed: {r.stdout[-3000:]}")
-    # a workload in L2 for the capture: timer sleeps and task switches, O_DIRECT writes and reads (virtio IRQs,
-    # host IO), repeated; it outlives this SSH session and stops by itself
-    vm.ssh(l2, "{ for k in $(seq 20); do for i in $(seq 50); do sleep 0.01; done; "
-               "dd if=/dev/zero of=/root/lab-io.bin bs=64k count=16 oflag=direct 2>/dev/null; "
-               "dd if=/root/lab-io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done; } "
-               "> /dev/null 2>&1 < /dev/null &", timeout=60)
     host_events = ",".join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])
-    cap = out / "capture"
-    r = _playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
-                  "-e", "tsalign_capture_host_margin=15", "-e", f"tsalign_capture_host_events={host_events}",
-                  "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
-    if r.returncode != 0 or not (cap / "aligned" / "verdict.json").is_file():
-        raise RuntimeError(f"capture.yml failed: {r.stdout[-3000:]}")
-    verdict = json.loads((cap / "aligned" / "verdict.json").read_text())
-    host, guest = str(cap / "host"), str(cap / "guest")
+    # the host capture runs until the guest's is over (SIGINT ends it and still writes the bundle)
+    # (a background job must not hold the SSH session's descriptors: redirect the whole group)
+    r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
+                   f"--buffer-kb 16384 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
+                   f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"host capture in L1 did not start: {r.stdout}{r.stderr}")
+    # guest: its default events for 8 s while it sleeps (timer IRQs, TSC-deadline writes), reads and writes
+    # O_DIRECT (virtio IRQs, host IO) and switches tasks
+    r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --role guest --duration 8 "
+                   "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
+                   f"{RECORDING.format(n=1200)}; "
+                   "for i in $(seq 100); do sleep 0.005; done; "
+                   "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
+                   "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; wait; cat /root/lab/guest.log",
+               timeout=300)
+    if "bundle /root/lab/guest" not in r.stdout:
+        raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
+    r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
+                   "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
+               timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
+    vm.fetch(l1, "/root/lab/host", out)
+    vm.fetch(l2, "/root/lab/guest", out)
+    host, guest = str(out / "host"), str(out / "guest")
+    code, verdict = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned"))
     code1, one = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned-one-snapshot"),
                           "--ignore-offset-changes")
     analyses = {}
@@ -200,11 +178,7 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
         c, doc = _tsalign("analyze", kind, "--host", host, "--guest", guest, "-o", str(out / f"analysis-{kind}"))
         analyses[kind] = {"exit": c, "status": doc.get("status"), "summary": doc.get("summary"),
                           "needs": doc.get("needs")}
-    prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
-    summary = {"setup": l2["setup"], "l2_clocksource": l2.get("clocksource"), "verdict": verdict,
-               "guest_role_host_side_change": host_side,
-               "prechecks": {n: {"verdict": p["verdict"], "role": p["role"],
-                                 "checks": {c["id"]: c["status"] for c in p["checks"]}} for n, p in prechecks.items()},
+    summary = {"setup": l2["setup"], "l2_clocksource": l2.get("clocksource"), "exit": code, "verdict": verdict,
                "one_snapshot": {"exit": code1, "verdict": one["verdict"], "reasons": one["reasons"]},
                "analyses": analyses}
     (out / "lab-summary.json").write_text(json.dumps(summary, indent=1))
@@ -226,7 +200,7 @@ def _run(out: str) -> int:
             print(f"{setup}: L2 clocksource {s['l2_clocksource']}; verdict {v['verdict']} "
                   f"({v['brackets']['checked']} evidence items, {v['brackets']['violated']} violated; "
                   f"{v['offsets']['changes_seen']} offset changes); one snapshot: {s['one_snapshot']['verdict']}; "
-                  f"{out}/{setup}/capture/aligned/verdict.json", flush=True)
+                  f"{out}/{setup}/aligned/verdict.json", flush=True)
             for d in v["evidence"]["per_vcpu"]:
                 print(f"  vcpu{d['vcpu']}: {d['offset_in_use']['distinct']} offsets in use, error bound "
                       f"{d['width_cycles']} cycles ({d['width_ns']} ns), kinds {', '.join(d['evidence'])}")

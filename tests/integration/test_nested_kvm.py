@@ -108,9 +108,9 @@ def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None
 
 @pytest.mark.parametrize("setup", lab.SETUPS)
 def test_lab_linux_guest_seed_workflow(l1: dict[str, Any], setup: str, tmp_path: Path) -> None:
-    """The seed's workflow on a real Linux guest of real KVM, through the playbooks: setup.yml, precheck.yml,
-    capture.yml (host L1 and guest L2 captured together, aligned with the per-vCPU offset timeline, judged
-    by evidence); the three analyses; and the same capture with one snapshot for the whole capture: fail."""
+    """The seed's workflow on a real Linux guest of real KVM: host (L1) and guest (L2) captured together,
+    aligned with the per-vCPU offset timeline, judged by evidence, analysed; and the same capture with one
+    snapshot for the whole capture judged fail."""
     l2 = lab.l2_up(l1, setup)
     try:
         s = lab.run_workflow(l1, l2, tmp_path / setup)
@@ -135,11 +135,4 @@ def test_lab_linux_guest_seed_workflow(l1: dict[str, Any], setup: str, tmp_path:
     assert a["vcpu"]["status"] == "ok" and a["vcpu"]["summary"]["vcpus"] == [0, 1], a["vcpu"]
     io = a["io"]["summary"]
     assert a["io"]["status"] == "ok" and io["completed"] > 0 and io["with_host_io"] > 0, a["io"]
-    assert (tmp_path / setup / "capture" / "aligned" / "verdict.json").is_file()
-    # setup.yml: L2's kernel is loaded by its VMM, so the guest role says what to change on the host
-    # (only kvm-clock lacks no-kvmclock); precheck.yml: both nodes, with the evidence they can give
-    assert s["guest_role_host_side_change"] is (setup == "kvmclock")
-    pre = s["prechecks"]
-    assert pre["lab-l1"]["role"] == "host" and pre["lab-l2"]["role"] == "guest"
-    assert pre["lab-l1"]["checks"]["evidence_events"] == "ok" and pre["lab-l1"]["checks"]["kprobe_events"] == "ok"
-    assert pre["lab-l2"]["checks"]["evidence_events"] == "ok"
+    assert (tmp_path / setup / "aligned" / "verdict.json").is_file()
