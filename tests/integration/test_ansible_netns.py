@@ -104,6 +104,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict]:
         "          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
         "          ansible_python_interpreter: /usr/bin/python3\n"
         "          tsalign_guest_update_bootloader: false\n"
+        # a netns shares this machine's /proc/cmdline (no BOOT_IMAGE=): say the bootloader is what counts
+        "          tsalign_guest_boot: bootloader\n"
         "    tsalign_hosts:\n      hosts: {}\n")
     st["inventory"] = str(inv)
     try:
