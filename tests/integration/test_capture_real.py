@@ -138,8 +138,8 @@ def test_exception_in_the_middle_removes_instance(tmp_path: Path) -> None:
 def test_guest_capture_records_tsc_timestamps(tmp_path: Path) -> None:
     """This machine is itself a KVM guest whose sched_clock is kvm-clock: x86-tsc still records TSC."""
     real()
-    from tsalign.capture.bundle import Bundle
     from tsalign.node import tsc
+    from tsalign.traces.bundle import Bundle
 
     # A quiet machine may switch tasks only a few times in 0.5 s: make our own context switches
     # (a process sleeping 1 ms in a loop) so the count is not left to chance.
@@ -202,11 +202,11 @@ def test_selftest_verdict_fails_on_wrong_offsets(tmp_path: Path) -> None:
         assert v["evidence"]["per_vcpu"][0]["worst_violation"]["kind"] in ev["kinds_found"]
     # the same micro-VM captured with the offset's tracepoint only: nothing to check -> unverified
     from tsalign.align.merge import align
-    from tsalign.capture.bundle import Bundle
     from tsalign.capture.capture import Capture
     from tsalign.capture.microvm import MicroVM
     from tsalign.node import kvmvms
     from tsalign.node.fs import Root
+    from tsalign.traces.bundle import Bundle
     from tsalign.verify.judge import verdict_of
     from tsalign.verify.selftest import _guest_bundle
 

@@ -193,7 +193,7 @@ def test_real_dat_corruption_is_named(rec: dict[str, Path], tmp_path: Path) -> N
 
 
 def test_bundle_reader_matches_bundle_records() -> None:
-    from tsalign.capture.bundle import Bundle
+    from tsalign.traces.bundle import Bundle
 
     src = Path(__file__).resolve().parents[2] / "examples" / "selftest"
     for side in ("host", "guest"):

@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..capture.bundle import Bundle
 from ..clock import perf as perfclock
 from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
+from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
 
 __all__ = ["Aligned", "align", "guest_records_on_tsc", "select_vm", "write_outputs"]

@@ -16,7 +16,7 @@ from ..node import kvmvms, perfpage, tsc
 from ..node.facts import node_facts
 from ..node.fs import Root
 from ..offsets import OffsetSnapshot
-from .bundle import snapshot_to_dict, write_manifest
+from ..traces.bundle import snapshot_to_dict, write_manifest
 from .tracefs import TraceSession
 
 __all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]

@@ -84,7 +84,7 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
     from ..analyze.io import analyze_io
     from ..analyze.irq import analyze_irq
     from ..analyze.vcpu import analyze_vcpu
-    from ..capture.bundle import Bundle
+    from ..traces.bundle import Bundle
     from ..verify.judge import verdict_of
 
     host, guest = Bundle.open(host_path, "--host"), Bundle.open(guest_path, "--guest")

@@ -13,11 +13,11 @@ from typing import Any
 
 from .. import exitcodes
 from ..align.merge import align, write_outputs
-from ..capture.bundle import Bundle
 from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture, remove_partial
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
+from ..traces.bundle import Bundle
 from ..verdicts import exit_code
 from . import emit
 

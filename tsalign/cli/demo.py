@@ -14,8 +14,8 @@ import shutil
 from typing import Any
 
 from ..align.merge import align, write_outputs
-from ..capture.bundle import Bundle
 from ..errors import InvalidParameter, Unavailable
+from ..traces.bundle import Bundle
 from ..verdicts import exit_code
 from . import emit
 from .capture import render_selftest, term_as_interrupt

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.bundle import Bundle
 from ..errors import InvalidParameter
+from .bundle import Bundle
 from .table import Chunk, merge_sorted
 from .text import TextTrace, detect_text, text_fields
 from .trace import Trace, TraceInfo

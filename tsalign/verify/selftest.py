@@ -10,7 +10,6 @@ from typing import Any
 
 from ..align import brackets
 from ..align.merge import align, write_outputs
-from ..capture.bundle import Bundle, write_manifest
 from ..capture.capture import Capture
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
 from ..errors import Unavailable
@@ -18,6 +17,7 @@ from ..node import kvmvms
 from ..node.facts import node_facts
 from ..node.fs import Root
 from ..numbers import to_signed64
+from ..traces.bundle import Bundle, write_manifest
 from ..verdicts import FAIL, PASS, WARN, worst
 
 __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]

@@ -26,7 +26,7 @@ from typing import Any
 from ..clock.kvm import TscParams
 from ..errors import InvalidParameter
 from ..offsets import OffsetSnapshot
-from ..traces.ftrace_text import Record, parse_lines
+from .ftrace_text import Record, parse_lines
 
 __all__ = ["FORMAT", "VERSION", "Bundle", "snapshot_from_dict", "snapshot_to_dict", "write_manifest"]
 
