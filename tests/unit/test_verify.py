@@ -51,12 +51,12 @@ def test_intervals_by_hand() -> None:
     assert ev.worst == {"kind": "k", "guest_tsc": 300, "cycles": 5, "ns": 5, "offset_in_use_is_too": "high"}
     # one-sided evidence is not bounded; several kinds intersect
     one = judge_vcpu(1, [Brackets.from_rows("a", 1, [(None, 9, 1)]), Brackets.from_rows("b", 1, [(None, 4, 2)])], 0)
-    assert (one.lo, one.hi, one.bounded, one.holds) == (None, 4, False, True)
+    assert (one.lo, one.hi, one.bounded, one.violated) == (None, 4, False, 0)
     assert one.to_dict(0, [5, 6])["offset_interval"] is None  # two offsets in use: no single absolute interval
 
 
 def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], window: tuple = (None, None),
-             lost: int = 0) -> Any:
+             lost: int = 0, spreads: tuple[int, ...] = ()) -> Any:
     """A minimal alignment: host events converted with ``offset`` (what tsalign.align.merge produces)."""
     tl = OffsetTimeline.build([OffsetSnapshot(0, v, TscParams(offset)) for v in vcpus.values()])
     for e in events:
@@ -65,10 +65,11 @@ def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], w
         e.setdefault("pid", 0)
         e.setdefault("cpu", 0)
         e.setdefault("payload", "")
-    return SimpleNamespace(events=events, timeline=tl, tsc_khz=1_000_000, host_count=0, guest_count=0,
+    return SimpleNamespace(events=events, timeline=tl, tsc_khz=1_000_000, host_count=0,
                            vm={"vcpus": [{"id": v, "tid": t} for t, v in vcpus.items()], "pid": 1},
                            dropped={}, notes=[], lost_events={"host": lost, "guest": 0}, host_window=window,
-                           snapshots=[], writes=[], offset_choice="test", placed_by_axis=0, axis_vcpu=None, axis_spreads=[])
+                           snapshots=[], writes=[], offset_choice="test", axis_vcpu=0, axis_spreads=list(spreads),
+                           tid_to_vcpu=dict(vcpus), guest_count=sum(e["side"] == "guest" for e in events))
 
 
 def _switch(ts: int, prev: int, nxt: int) -> dict[str, Any]:
@@ -279,3 +280,24 @@ def test_guest_side_cli_needs_no_numpy() -> None:
         "print('stdlib only')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "stdlib only" in r.stdout, r.stderr
+
+
+def test_captures_that_did_not_overlap_are_not_a_pass() -> None:
+    """The same good case, but the host capture's window (host TSC 50..500) is said to be 600..900:
+    the guest events (true host times 150, 310) fall outside it -> warn, naming the cause."""
+    host = [_switch(100, 5, 77), _switch(200, 77, 5), _switch(300, 5, 77), _switch(400, 77, 5)]
+    guest = [{"side": "guest", "guest_tsc": g, "event": "x", "cpu": 0} for g in (1150, 1310)]
+    v = verdict_of(_aligned(host + guest, 1000, {77: 0}, window=(600, 900)))
+    assert v["verdict"] != PASS
+    assert any("2 of 2 guest events lie outside the host capture" in r for r in v["reasons"]), v["reasons"]
+
+
+def test_non_vcpu_events_placed_with_too_much_uncertainty_warn() -> None:
+    """Host events off the vCPU threads, placed where the vCPUs' offsets differ by more than the error
+    bound (60 cycles here, from the good case), make the verdict warn; within it, a note."""
+    host = [_switch(100, 5, 77), _switch(200, 77, 5), _switch(300, 5, 77), _switch(400, 77, 5)]
+    guest = [{"side": "guest", "guest_tsc": g, "event": "x", "cpu": 0} for g in (1150, 1310)]
+    v = verdict_of(_aligned(host + guest, 1000, {77: 0}, window=(50, 500), spreads=(10, 500, 900)))
+    assert v["verdict"] == WARN and "500 cycles (median; max 900)" in v["reasons"][0], v["reasons"]
+    v = verdict_of(_aligned(host + guest, 1000, {77: 0}, window=(50, 500), spreads=(10, 20, 900)))
+    assert v["verdict"] == PASS and any("within the evidence's error bound" in n for n in v["evidence"]["notes"])

@@ -39,9 +39,10 @@ class Aligned:
     offset_choice: str = ""
     #: host events not on a vCPU thread placed with vCPU ``axis_vcpu``'s offset while the vCPUs' offsets
     #: differed by ``axis_spreads`` cycles (sorted, one per event: their placement uncertainty)
-    placed_by_axis: int = 0
     axis_vcpu: int | None = None
     axis_spreads: list[int] = field(default_factory=list)
+    #: host thread id -> vCPU id of the VM's vCPU threads
+    tid_to_vcpu: dict[int, int] = field(default_factory=dict)
 
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
@@ -155,7 +156,6 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     dropped = {"host_no_offset": 0}
     spreads: list[int] = []  # difference between vCPU offsets where each non-vCPU event was placed (cycles)
     axis_vcpu = min(timeline.vcpus) if timeline.vcpus else None
-    placed_by_axis = 0
     for r in host_recs:
         vcpu = tid_to_vcpu.get(r.pid)
         try:
@@ -168,7 +168,6 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
             # the spread of the vCPUs' offsets is its uncertainty
             offs = [timeline.params_at(v, r.ts).signed_offset for v in timeline.vcpus]
             spreads.append(max(offs) - min(offs))
-            placed_by_axis += 1
             params = timeline.params_at(axis_vcpu, r.ts)
         out.append({"guest_tsc": host_to_guest_tsc(r.ts, params), "side": "host", "host_tsc": r.ts, "cpu": r.cpu,
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
@@ -182,7 +181,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
-                   all_snaps, all_writes, choice, placed_by_axis, axis_vcpu, sorted(spreads))
+                   all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

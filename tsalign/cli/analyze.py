@@ -96,8 +96,7 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
     if kind == "irq":
         res = analyze_irq(a.events, khz)
     elif kind == "vcpu":
-        tids = {int(v["tid"]): int(v["id"]) for v in a.vm.get("vcpus", []) if v.get("tid")}
-        res = analyze_vcpu(a.events, tids, khz, top)
+        res = analyze_vcpu(a.events, a.tid_to_vcpu, khz, top)
     else:
         res = analyze_io(a.events, a.vm.get("pid"), khz)
     if os.path.exists(out) and not os.path.isdir(out):

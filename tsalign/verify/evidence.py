@@ -1,7 +1,5 @@
-"""The catalogue of evidence that judges an alignment, and the extractors that find it.
-
-Each kind says its direction (which side must come first), the tracepoints it needs on each side
-and how guest and host events are paired. Pairing never uses the offset being judged: by content
+"""The extractors of every evidence kind of :mod:`tsalign.catalogue` (direction, tracepoints and
+pairing of each are listed there). Pairing never uses the offset being judged: by content
 (port value, MSR index and value) or by order where order is unambiguous (counts equal, or one
 fd / one line); ambiguous pairs are not evidence. Each extractor returns
 :class:`~tsalign.verify.intervals.Brackets` per vCPU (bounds on the offset error ``delta``) and
@@ -26,13 +24,12 @@ from ..align.brackets import signed_diff
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
 from ..analyze.common import bare, kv, sched_switch
 from ..analyze.irq import INJECTIONS, injection_line
-from ..catalogue import CATALOGUE, needed_events
 from ..clock.kvm import host_to_guest_tsc
-from ..errors import InconsistentData
+from ..errors import InconsistentData, InvalidParameter
 from ..traces.ftrace_text import parse_kvm_payload
 from .intervals import Brackets
 
-__all__ = ["CATALOGUE", "Found", "extract_all", "needed_events"]
+__all__ = ["Found", "extract_all"]
 
 
 
@@ -50,10 +47,18 @@ class _Ctx:
 
     def __init__(self, a: Any) -> None:
         self.a = a
-        self.tid_to_vcpu: dict[int, int] = {int(v["tid"]): int(v["id"]) for v in a.vm.get("vcpus", []) if v.get("tid")}
+        self.tid_to_vcpu: dict[int, int] = a.tid_to_vcpu
         self.by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self.host_times_of: dict[int, list[int]] = defaultdict(list)  # thread id -> host TSCs of its events
         for e in a.events:
             self.by[(e["side"], bare(e))].append(e)
+            if e["side"] == "host":
+                self.host_times_of[e["pid"]].append(e["host_tsc"])
+        for times in self.host_times_of.values():
+            times.sort()
+        # (host TSC, prev_pid, next_pid) of every host sched_switch, parsed once
+        self.switches = [(e["host_tsc"], sw["prev_pid"], sw["next_pid"]) for e in self.by.get(("host", "sched_switch"), [])
+                         if (sw := sched_switch(e["payload"])) is not None]
         for evs in self.by.values():
             evs.sort(key=lambda e: e["host_tsc"] if e["side"] == "host" else e["guest_tsc"])
         self._vcpus = set(a.timeline.vcpus)
@@ -63,10 +68,8 @@ class _Ctx:
             return self.by.get(("host", names[0]), [])
         return sorted((e for n in names for e in self.by.get(("host", n), [])), key=lambda e: e["host_tsc"])
 
-    def guest(self, *names: str) -> list[dict[str, Any]]:
-        if len(names) == 1:
-            return self.by.get(("guest", names[0]), [])
-        return sorted((e for n in names for e in self.by.get(("guest", n), [])), key=lambda e: e["guest_tsc"])
+    def guest(self, name: str) -> list[dict[str, Any]]:
+        return self.by.get(("guest", name), [])
 
     def to_guest(self, host_tsc: int, vcpu: int, at: int | None = None) -> int | None:
         """``host_tsc`` on the guest axis with vCPU ``vcpu``'s offset in use at host TSC ``at``
@@ -86,7 +89,7 @@ class _Ctx:
 
 def _pio_beacons(c: _Ctx, f: Found) -> None:
     beacons = c.guest("tsalign_beacon")
-    if not beacons or not any("port=" in b["payload"] for b in beacons[:1]):
+    if not beacons or "port=" not in beacons[0]["payload"]:
         return
     lo_exits: list[tuple[int, dict[str, Any]]] = []
     hi_ts: list[int] = []
@@ -187,7 +190,7 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
     writes = host_port_write_threads((_R(e) for n in WRITE_CALLS for e in c.host(n)), set(c.tid_to_vcpu))
     try:
         fd = beacon_fd(beacons, writes)
-    except Exception as e:  # noqa: BLE001 - an unusable beacon set is a note, not an error
+    except InvalidParameter as e:  # an unusable beacon set is a note, not an error
         f.notes.append(f"port_beacon: not used: {e}")
         return
     rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
@@ -283,22 +286,13 @@ def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
         if not trans[-1][1] and stop is not None and trans[-1][0] < stop:
             gaps.append((trans[-1][0], stop))
         return "kvm_entry/kvm_exit", gaps
-    outs: list[int] = []
-    ins: list[int] = []
-    for e in c.host("sched_switch"):
-        sw = sched_switch(e["payload"])
-        if sw is None:
-            continue
-        if sw["prev_pid"] == tid:
-            outs.append(e["host_tsc"])
-        if sw["next_pid"] == tid:
-            ins.append(e["host_tsc"])
+    outs = [t for t, prev, _ in c.switches if prev == tid]
+    ins = [t for t, _, nxt in c.switches if nxt == tid]
     if not outs and not ins:
         return None
     wakes = [e["host_tsc"] for e in c.host("sched_waking", "sched_wakeup")
              if (m := _WAKE_PID.findall(e["payload"])) and int(m[-1]) == tid]
-    own = sorted(t for evs in c.by.values() for e in evs if e["side"] == "host" and e["pid"] == tid
-                 for t in (e["host_tsc"],))
+    own = c.host_times_of.get(tid, [])
     signs = sorted(set(ins) | set(wakes))
     if ins and start is not None and start < ins[0] and (not own or own[0] >= ins[0]) and (not outs or outs[0] > ins[0]):
         gaps.append((start, ins[0]))  # off from the capture start until it was first switched in

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..align.brackets import distribution
+from ..clock.display import cycles_to_ns
 
 __all__ = ["Brackets", "VcpuEvidence", "judge_vcpu"]
 
@@ -86,10 +87,6 @@ class VcpuEvidence:
     worst: dict[str, Any] | None
 
     @property
-    def holds(self) -> bool:
-        return self.violated == 0
-
-    @property
     def bounded(self) -> bool:
         return self.lo is not None and self.hi is not None
 
@@ -97,7 +94,7 @@ class VcpuEvidence:
         """JSON-ready: the delta interval, the absolute offset interval when one offset was in use
         for the whole capture, the width (error bound), detection thresholds, per-kind counts."""
         def ns(c: int | None) -> int | None:
-            return None if c is None or not tsc_khz else c * 1_000_000 // tsc_khz
+            return _ns(c, tsc_khz)
 
         absolute = None
         if len(offsets_in_use) == 1:
@@ -130,16 +127,13 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
         if not n:
             continue
         bad = b.violations()
-        k_lo = int(b.lower[b.has_lower].max()) if b.has_lower.any() else None
-        k_hi = int(b.upper[b.has_upper].min()) if b.has_upper.any() else None
+        k_lo, k_hi, _, _ = _bounds([b])
         lo = k_lo if lo is None else (lo if k_lo is None else max(lo, k_lo))
         hi = k_hi if hi is None else (hi if k_hi is None else min(hi, k_hi))
         w = distribution(b.widths().tolist())
-        kd = per_kind.setdefault(b.kind, {"checked": 0, "violated": 0, "delta_interval": [None, None]})
-        kd["checked"] += n
-        kd["violated"] += int(bad.sum())
-        kd["delta_interval"] = [_max(kd["delta_interval"][0], k_lo), _min(kd["delta_interval"][1], k_hi)]
-        kd["bracket_width_cycles"] = {"median": w.median, "p99": w.p99, "count": w.count}
+        # one set per kind and vCPU (one extractor each)
+        per_kind[b.kind] = {"checked": n, "violated": int(bad.sum()), "delta_interval": [k_lo, k_hi],
+                            "bracket_width_cycles": {"median": w.median, "p99": w.p99, "count": w.count}}
         checked += n
         violated += int(bad.sum())
         if bad.any():
@@ -151,18 +145,21 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
             if worst is None or d > worst["cycles"]:
                 too = "low" if dist_lo[i] >= dist_hi[i] else "high"
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
-                         "ns": d * 1_000_000 // tsc_khz if tsc_khz else None,
-                         "offset_in_use_is_too": too}
+                         "ns": _ns(d, tsc_khz), "offset_in_use_is_too": too}
     if violated:
         refined = _refine(sets)
         if refined is not None:
             lo, hi, kind = refined
             d = lo if lo is not None and lo > 0 else -hi if hi is not None and hi < 0 else 0
             if d and worst is not None:
-                worst = {**worst, "kind": kind, "cycles": d, "ns": d * 1_000_000 // tsc_khz if tsc_khz else None,
+                worst = {**worst, "kind": kind, "cycles": d, "ns": _ns(d, tsc_khz),
                          "offset_in_use_is_too": "low" if lo is not None and lo > 0 else "high",
                          "guest_tsc": None}
     return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst)
+
+
+def _ns(cycles: int | None, tsc_khz: int) -> int | None:
+    return None if cycles is None or not tsc_khz else cycles_to_ns(cycles, tsc_khz)
 
 
 def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | None, str | None]:
@@ -206,11 +203,3 @@ def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str] | No
     else:
         return None
     return lo2, hi2, (klo if x > 0 else khi) or "evidence"
-
-
-def _max(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else max(a, b)
-
-
-def _min(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)

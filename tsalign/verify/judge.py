@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ..catalogue import CATALOGUE, needed_events
 from ..numbers import to_signed64
 from ..verdicts import FAIL, PASS, UNVERIFIED, WARN, worst
-from .evidence import CATALOGUE, extract_all, needed_events
+from .evidence import extract_all
 from .intervals import Brackets, VcpuEvidence, judge_vcpu
 
 __all__ = ["capture_hint", "verdict_of"]
@@ -122,10 +123,10 @@ def verdict_of(a: Any) -> dict[str, Any]:
     if a.dropped.get("host_no_offset"):
         status = worst(status, WARN) if status != UNVERIFIED else status
         reasons.append(f"{a.dropped['host_no_offset']} host events had no offset and were dropped")
-    if a.placed_by_axis and a.axis_spreads[-1]:
+    if a.axis_spreads and a.axis_spreads[-1]:
         bound = max((d["width_cycles"] or 0 for d in per_vcpu), default=0)
         median = a.axis_spreads[len(a.axis_spreads) // 2]
-        text = (f"{a.placed_by_axis} host events not on a vCPU thread were placed with vcpu{a.axis_vcpu}'s offset; "
+        text = (f"{len(a.axis_spreads)} host events not on a vCPU thread were placed with vcpu{a.axis_vcpu}'s offset; "
                 f"the vCPUs' offsets differed there by {median} cycles (median; max {a.axis_spreads[-1]}): "
                 "their uncertainty")
         if median > bound:
