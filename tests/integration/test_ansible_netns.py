@@ -143,6 +143,19 @@ def test_unsupported_distribution(target: dict) -> None:
     assert 'GRUB_CMDLINE_LINUX=""' in (Path(target["root"]) / "etc/default/grub").read_text()
 
 
+def test_kernel_loaded_by_the_vmm_gets_the_host_side_change(target: dict) -> None:
+    """tsalign_guest_boot=auto on a node whose /proc/cmdline has no BOOT_IMAGE= (the netns shares this
+    machine's: Firecracker loads its kernel directly): the role names the change to make on the host and
+    leaves GRUB alone; with bootloader it edits GRUB (the other tests)."""
+    assert "BOOT_IMAGE=" not in Path("/proc/cmdline").read_text()
+    grub = Path(target["root"]) / "etc/default/grub"
+    before = grub.read_text()
+    r = _guest_play(target, "-e", "tsalign_guest_boot=auto")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "its kernel is loaded by the VMM" in r.stdout and "no-kvmclock" in r.stdout
+    assert grub.read_text() == before
+
+
 def test_invalid_grub_file_is_not_replaced(target: dict) -> None:
     grub = Path(target["root"]) / "etc/default/grub"
     bad = grub.read_text() + "if [ 1 = 1 ]; then\n"
