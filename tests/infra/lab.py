@@ -33,7 +33,7 @@ from tests.infra import vm
 from tests.infra.statecli import run_state_cli
 from tsalign.analyze.io import HOST_IO_CALLS
 
-__all__ = ["SETUPS", "down", "l2_down", "l2_up", "run_workflow", "up"]
+__all__ = ["SETUPS", "down", "inventory", "l2_down", "l2_up", "run_playbooks", "run_workflow", "up"]
 
 SETUPS = ("kvmclock", "tsc")
 L2_PORT = 2222
@@ -185,6 +185,87 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
     return summary
 
 
+def inventory(l1: dict[str, Any], l2: dict[str, Any], path: Path) -> Path:
+    """An Ansible inventory naming L1 a KVM host (``lab-l1``) and L2 its guest (``lab-l2``: QEMU VM ``l2``,
+    started by hand (``tsalign_guest_vmm: qemu``), reached through L1 with an ssh ProxyCommand)."""
+    common = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=120 "
+              "-o ServerAliveInterval=10 -o ServerAliveCountMax=12")
+    jump = " ".join([*vm.ssh_argv(l1)[:-3], "-W", f"127.0.0.1:{l2['port']}", "-p", str(l1["port"]), "root@127.0.0.1"])
+    node = {"ansible_user": "root", "ansible_ssh_private_key_file": l1["key"], "ansible_python_interpreter": "/usr/bin/python3"}
+    inv = {"all": {"children": {
+        "tsalign_hosts": {"hosts": {"lab-l1": {**node, "ansible_host": "127.0.0.1", "ansible_port": l1["port"],
+                                               "ansible_ssh_common_args": common}}},
+        "tsalign_guests": {"hosts": {"lab-l2": {**node, "ansible_host": "lab-l2",
+                                                "ansible_ssh_common_args": f"{common} -o 'ProxyCommand={jump}'",
+                                                "tsalign_guest_host": "lab-l1", "tsalign_guest_domain": "l2",
+                                                "tsalign_guest_vmm": "qemu"}}}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(inv, indent=1))  # JSON is YAML
+    return path
+
+
+def _playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.CompletedProcess:
+    """ansible-playbook with the repository's ansible.cfg. Over nested SSH (L2 behind L1, both under TCG) a new
+    connection can be closed during key exchange when a guest is slow: one long-lived control master per node
+    for the whole run, and ssh's own retries (exit 255 only) for the rest."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(vm.REPO / "ansible.cfg"), "ANSIBLE_SSH_RETRIES": "5",
+           "ANSIBLE_TIMEOUT": "120", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_SSH_ARGS": (
+               "-o ControlMaster=auto -o ControlPersist=1200s -o ServerAliveInterval=10 -o ServerAliveCountMax=12"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["ansible-playbook", "-i", str(inv), f"playbooks/{name}", *extra], cwd=vm.REPO,
+                       capture_output=True, text=True, timeout=1800, env=env)
+    log.write_text(r.stdout + r.stderr)
+    return r
+
+
+def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The seed's workflow on the lab through the playbooks, as a fleet job runs it: ``setup.yml`` (host role
+    on L1 incl. the kprobe route; guest role on L2, whose kernel its VMM loads, so it says what to change on
+    the host instead of GRUB), ``precheck.yml`` over both, ``capture.yml`` capturing L1 and L2 together while
+    L2 runs a workload (sleeps, O_DIRECT IO) and aligning. Writes under ``out``; returns a summary."""
+    from tsalign.capture.capture import DEFAULT_HOST_EVENTS
+
+    out.mkdir(parents=True, exist_ok=True)
+    inv = inventory(l1, l2, out / "inventory.yml")
+    r = _playbook(inv, "setup.yml", log=out / "setup.log")
+    if r.returncode != 0:
+        raise RuntimeError(f"setup.yml failed (log {out}/setup.log): {r.stdout[-3000:]}")
+    host_side = "its kernel is loaded by the VMM" in r.stdout
+    r = _playbook(inv, "precheck.yml", "-e", f"tsalign_precheck_dir={out}/precheck", "-e", "tsalign_precheck_fail_on=never",
+                  log=out / "precheck.log")
+    if r.returncode != 0:
+        raise RuntimeError(f"precheck.yml failed (log {out}/precheck.log): {r.stdout[-3000:]}")
+    # the workload outlives this SSH session and stops by itself
+    vm.ssh(l2, "{ for k in $(seq 20); do for i in $(seq 50); do sleep 0.01; done; "
+               "dd if=/dev/zero of=/root/lab-io.bin bs=64k count=16 oflag=direct 2>/dev/null; "
+               "dd if=/root/lab-io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done; } "
+               "> /dev/null 2>&1 < /dev/null &", timeout=60)
+    cap = out / "capture"
+    r = _playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
+                  "-e", "tsalign_capture_host_margin=15", "-e",
+                  f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
+                  "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
+    if r.returncode != 0 or not (cap / "aligned" / "verdict.json").is_file():
+        raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}")
+    prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
+    summary = {"setup": l2["setup"], "verdict": json.loads((cap / "aligned" / "verdict.json").read_text()),
+               "guest_role_host_side_change": host_side,
+               "prechecks": {n: {"verdict": p["verdict"], "role": p["role"],
+                                 "checks": {c["id"]: c["status"] for c in p["checks"]}} for n, p in prechecks.items()}}
+    (out / "playbooks-summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _print_verdict(label: str, v: dict[str, Any], path: str) -> None:
+    print(f"{label}: verdict {v['verdict']} ({v['brackets']['checked']} evidence items, {v['brackets']['violated']} "
+          f"violated; {v['offsets']['changes_seen']} offset changes) {path}", flush=True)
+    for r in v["reasons"]:
+        print(f"  reason: {r}", flush=True)
+    for d in v["evidence"]["per_vcpu"]:
+        print(f"  vcpu{d['vcpu']}: {d['offset_in_use']['distinct']} offsets in use, error bound "
+              f"{d['width_cycles']} cycles ({d['width_ns']} ns), kinds {', '.join(d['evidence'])}", flush=True)
+
+
 def _run(out: str) -> int:
     l1 = up()
     results = {}
@@ -195,15 +276,18 @@ def _run(out: str) -> int:
                 s = run_workflow(l1, l2, Path(out) / setup)
             finally:
                 l2_down(l1)
-            v = s["verdict"]
-            results[setup] = v["verdict"]
-            print(f"{setup}: L2 clocksource {s['l2_clocksource']}; verdict {v['verdict']} "
-                  f"({v['brackets']['checked']} evidence items, {v['brackets']['violated']} violated; "
-                  f"{v['offsets']['changes_seen']} offset changes); one snapshot: {s['one_snapshot']['verdict']}; "
-                  f"{out}/{setup}/aligned/verdict.json", flush=True)
-            for d in v["evidence"]["per_vcpu"]:
-                print(f"  vcpu{d['vcpu']}: {d['offset_in_use']['distinct']} offsets in use, error bound "
-                      f"{d['width_cycles']} cycles ({d['width_ns']} ns), kinds {', '.join(d['evidence'])}")
+            results[setup] = s["verdict"]["verdict"]
+            _print_verdict(f"{setup} (CLI; L2 clocksource {s['l2_clocksource']}; one snapshot: "
+                           f"{s['one_snapshot']['verdict']})", s["verdict"], f"{out}/{setup}/aligned/verdict.json")
+        l2 = l2_up(l1, "tsc")  # the seed's configuration, as a fleet job runs it
+        try:
+            p = run_playbooks(l1, l2, Path(out) / "playbooks")
+        finally:
+            l2_down(l1)
+        results["playbooks"] = p["verdict"]["verdict"]
+        print("prechecks: " + ", ".join(f"{n} {x['verdict']}" for n, x in p["prechecks"].items()), flush=True)
+        _print_verdict("tsc (setup.yml, precheck.yml, capture.yml)", p["verdict"],
+                       f"{out}/playbooks/capture/aligned/verdict.json")
     finally:
         down(l1)
     return 0 if all(v in ("pass", "warn") for v in results.values()) else 1

@@ -104,3 +104,28 @@ def test_to_dict_has_signed_and_hex() -> None:
     d = OffsetTimeline.build([snap(1, 0, SEED)]).to_dict()
     seg = d["vcpus"]["0"][0]
     assert seg["offset_hex"] == "0xffee6aba03eccaac" and seg["offset_signed"] == -4949202418480468
+
+
+def test_snapshot_read_while_a_write_was_applied_is_consistent() -> None:
+    # seen on the nested lab (L1 under TCG, ~330 writes/s): kvm_write_tsc_offset fires before KVM
+    # stores the offset, and the debugfs read between rdtsc() 400 and 600 saw either value
+    old_value = [OffsetSnapshot(100, 0, TscParams(0)), OffsetSnapshot(400, 0, TscParams(0), read_until=600)]
+    writes = [OffsetWrite(500, 0, prev=0, next=1000), OffsetWrite(800, 0, prev=1000, next=2000)]
+    tl = OffsetTimeline.build(old_value, writes)
+    assert tl.issues == [] and tl.raced == 1
+    assert tl.params_at(0, 700).offset == 1000 and tl.params_at(0, 900).offset == 2000
+    new_value = [OffsetSnapshot(100, 0, TscParams(0)), OffsetSnapshot(400, 0, TscParams(1000), read_until=600)]
+    tl = OffsetTimeline.build(new_value, writes)
+    assert tl.issues == [] and tl.raced == 0
+    assert tl.to_dict()["snapshots_read_during_a_write"] == 0
+
+
+def test_snapshot_race_needs_the_write_inside_the_read_window() -> None:
+    # the same old value read after the read window closed is a write the hypervisor never applied
+    snaps = [OffsetSnapshot(100, 0, TscParams(0)), OffsetSnapshot(520, 0, TscParams(0), read_until=600)]
+    tl = OffsetTimeline.build(snaps, [OffsetWrite(500, 0, prev=0, next=1000)])
+    assert kinds(tl) == ["write_not_applied"] and tl.raced == 0
+    # a value the vCPU never had inside the window is still a contradiction
+    snaps = [OffsetSnapshot(100, 0, TscParams(0)), OffsetSnapshot(400, 0, TscParams(77), read_until=600)]
+    tl = OffsetTimeline.build(snaps, [OffsetWrite(500, 0, prev=0, next=1000)])
+    assert kinds(tl) == ["unexplained_change"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
@@ -16,8 +17,8 @@ from ..node import kvmvms, perfpage, tsc
 from ..node.facts import node_facts
 from ..node.fs import Root
 from ..offsets import OffsetSnapshot
-from ..traces.bundle import snapshot_to_dict, write_manifest
-from .tracefs import TraceSession
+from ..traces.bundle import INCOMPLETE, LOCK, snapshot_to_dict, write_manifest
+from .tracefs import TraceSession, check_event_name
 
 __all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]
 
@@ -34,7 +35,7 @@ DEFAULT_GUEST_EVENTS = ("irq:irq_handler_entry", "irq:irq_handler_exit", "sched:
 
 def snapshot_vm(vm: kvmvms.VmInfo, source: str = "debugfs") -> list[OffsetSnapshot]:
     """Re-read ``vm``'s per-vCPU TSC parameters from debugfs now; each read is stamped with the
-    host TSC taken just before it (cycles)."""
+    host TSC taken just before it and the one just after (``read_until``, cycles)."""
     out: list[OffsetSnapshot] = []
     if vm.debugfs_dir is None:
         return out
@@ -54,7 +55,8 @@ def snapshot_vm(vm: kvmvms.VmInfo, source: str = "debugfs") -> list[OffsetSnapsh
                 frac = int(f.read().strip())
         except (OSError, ValueError):
             pass
-        out.append(OffsetSnapshot(t, v.id, TscParams(off, ratio or 0, frac if frac is not None else 48), source))
+        out.append(OffsetSnapshot(t, v.id, TscParams(off, ratio or 0, frac if frac is not None else 48), source,
+                                  read_until=tsc.rdtsc()))
     return out
 
 
@@ -79,30 +81,75 @@ class Capture:
     stopped_tsc: int = 0
     t0: float = 0.0
     notes: list[str] = field(default_factory=list)
+    _lock_fd: int | None = None
+    _created: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ("host", "guest"):
             raise InvalidParameter("--role", self.role, "host or guest")
         if self.clock not in ("x86-tsc", "perf"):
             raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles) or perf (perf/local_clock ns)")
+        for e in self.events:
+            check_event_name(e)
         if os.path.isdir(self.out) and os.listdir(self.out):
-            raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty)")
+            raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty" + (
+                f"; its {INCOMPLETE} file says another capture is writing it, or one was killed)"
+                if os.path.exists(os.path.join(self.out, INCOMPLETE)) else ")"))
 
     def __enter__(self) -> Capture:
-        os.makedirs(self.out, exist_ok=True)
-        available = [e for e in self.events if _event_exists(e)]
-        missing = sorted(set(self.events) - set(available))
-        if missing:
-            self.notes.append(f"events not on this kernel, skipped: {', '.join(missing)}")
-        if not available:
-            raise Unavailable(f"none of the events {', '.join(self.events)} exists on this kernel")
-        self.session = TraceSession(available, clock=self.clock, buffer_kb=self.buffer_kb)
-        self.session.open()
+        self._lock_out()
+        try:
+            available = [e for e in self.events if _event_exists(e)]
+            missing = sorted(set(self.events) - set(available))
+            if missing:
+                self.notes.append(f"events not on this kernel, skipped: {', '.join(missing)}")
+            if not available:
+                raise Unavailable(f"none of the events {', '.join(self.events)} exists on this kernel")
+            self.session = TraceSession(available, clock=self.clock, buffer_kb=self.buffer_kb)
+            self.session.open()
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.session is not None:
-            self.session.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if self.session is not None:
+                self.session.close()
+        finally:
+            if self._lock_fd is not None:
+                if exc_type is not None and self._created:  # aborted: remove what this capture made, under its lock
+                    remove_partial(self.out)
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _lock_out(self) -> None:
+        """Create ``out``, lock it for this capture (a second capture into it fails at once, even one started
+        at the same moment), check it is empty and mark it INCOMPLETE until the manifest is written."""
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
+            try:
+                os.mkdir(self.out)
+                self._created = True
+            except FileExistsError:
+                pass
+            fd = os.open(os.path.join(self.out, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise InvalidParameter("--out", self.out, f"a directory this user can create and write ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InvalidParameter("--out", self.out, "a directory no other capture is writing (one is writing this one)") from None
+        self._lock_fd = fd
+        if set(os.listdir(self.out)) - {LOCK}:
+            self._created = False  # never remove what another run wrote
+            os.close(fd)
+            self._lock_fd = None
+            raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty)")
+        with open(os.path.join(self.out, INCOMPLETE), "w", encoding="utf-8") as f:
+            f.write(f"tsalign capture pid {os.getpid()} is writing this bundle; if that process is gone, it did not "
+                    "finish and the data here is partial\n")
 
     def snapshot(self) -> None:
         """Snapshot the offsets of every selected VM now (re-discovering their vCPUs)."""

@@ -5,23 +5,39 @@ and instances of dead tsalign processes are reaped by the next session: SIGKILL)
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import re
-import time
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InvalidParameter, Unavailable
 from ..node import mounts
 from ..node.fs import Root
+from . import watchdog
 
-__all__ = ["INSTANCE_PREFIX", "CpuStats", "TraceSession", "global_state", "reap_stale"]
+__all__ = ["EVENT_NAME", "INSTANCE_PREFIX", "CpuStats", "TraceSession", "check_event_name", "global_state",
+           "parse_events", "reap_stale"]
 
 INSTANCE_PREFIX = "tsalign-"
 _NAME = re.compile(r"^tsalign-(\d+)-(\d+)$")
 _counter = itertools.count()
+#: an event selector: ``system:event`` or ``system:*`` (names as tracefs spells them; nothing else reaches a path)
+EVENT_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}:(\*|[A-Za-z0-9_]{1,128})$")
+
+
+def check_event_name(ev: str) -> str:
+    """``ev`` if it is ``system:event`` or ``system:*``; InvalidParameter otherwise."""
+    if not EVENT_NAME.match(ev):
+        raise InvalidParameter("event", ev[:200], "system:event or system:* (letters, digits, _), e.g. kvm:kvm_entry")
+    return ev
+
+
+def parse_events(text: str) -> list[str]:
+    """A comma-separated ``--events`` value, every name checked (an empty item is an error, not "all")."""
+    return [check_event_name(e.strip()) for e in text.split(",")]
 
 
 @dataclass(frozen=True)
@@ -81,25 +97,20 @@ def reap_stale(tracefs: str | None = None) -> list[str]:
 
 
 def _remove_instance(path: str) -> None:
-    for attempt in range(50):
-        try:
-            _write_quiet(os.path.join(path, "tracing_on"), "0")
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY or attempt == 49:
-                raise Unavailable(f"cannot remove tracefs instance {path}: {e.strerror}") from None
-            time.sleep(0.02)  # a reader still holds a file open
+    if not watchdog.remove(path):  # retried while a reader still holds a file open
+        raise Unavailable(f"cannot remove tracefs instance {path}")
 
 
-def _write_quiet(path: str, value: str) -> None:
+def _start_watchdog(path: str) -> subprocess.Popen[bytes] | None:
+    """A process that removes instance ``path`` when this one dies, even by SIGKILL (see watchdog.py)."""
+    lib = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (lib, os.environ.get("PYTHONPATH")) if p)}
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(value)
+        return subprocess.Popen([sys.executable, "-m", "tsalign.capture.watchdog", path], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                                start_new_session=True, cwd="/", env=env)
     except OSError:
-        pass
+        return None  # no watchdog: the next tsalign command reaps the instance if this process is killed
 
 
 GLOBAL_FILES = ("trace_clock", "set_event", "tracing_on", "buffer_size_kb", "current_tracer", "trace_options")
@@ -133,6 +144,7 @@ class TraceSession:
     name: str = ""
     path: str = ""
     enabled: list[str] = field(default_factory=list)
+    watchdog: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> TraceSession:
         self.open()
@@ -152,6 +164,7 @@ class TraceSession:
         except OSError as e:
             raise Unavailable(f"cannot create tracefs instance {self.path}: {e.strerror}") from None
         try:
+            self.watchdog = _start_watchdog(self.path)
             self._configure()
         except BaseException:
             self.close()
@@ -169,9 +182,8 @@ class TraceSession:
         if os.path.exists(tgid):  # per instance on recent kernels: the TGID column names each thread's process
             _write(tgid, "1")
         for ev in self.events:
-            system, _, event = ev.partition(":")
-            target = os.path.join(self.path, "events", system, event or "*")
-            target = os.path.join(self.path, "events", system) if event in ("", "*") else target
+            system, _, event = check_event_name(ev).partition(":")
+            target = os.path.join(self.path, "events", system) if event == "*" else os.path.join(self.path, "events", system, event)
             if not os.path.isdir(target):
                 raise InvalidParameter("event", ev, f"an event of {self.tracefs}/events (system:event or system:*)")
             _write(os.path.join(target, "enable"), "1")
@@ -218,6 +230,16 @@ class TraceSession:
             return None
 
     def close(self) -> None:
-        """Stop tracing and remove the instance (idempotent)."""
-        if self.path and os.path.isdir(self.path):
-            _remove_instance(self.path)
+        """Stop tracing and remove the instance (idempotent); then let the watchdog go."""
+        try:
+            if self.path and os.path.isdir(self.path):
+                _remove_instance(self.path)
+        finally:
+            w, self.watchdog = self.watchdog, None
+            if w is not None:
+                assert w.stdin is not None
+                w.stdin.close()
+                try:
+                    w.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    w.kill()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -60,11 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reap_stale_instances() -> None:
+    """Remove tracefs instances of tsalign processes that are gone (a capture killed while its watchdog
+    could not run): any tsalign command does it, as root, where tracefs is mounted; never an error."""
+    if os.geteuid() != 0:
+        return
+    from ..capture import tracefs
+
+    for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if os.path.isdir(os.path.join(d, "instances")):
+            try:
+                tracefs.reap_stale(d)
+            except (OSError, TsalignError):
+                pass
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tsalign`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    _reap_stale_instances()
     try:
         return handler(args)
     except TsalignError as err:

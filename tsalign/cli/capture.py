@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import threading
@@ -13,7 +14,8 @@ from typing import Any
 
 from .. import exitcodes
 from ..align.merge import align, write_outputs
-from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture, remove_partial
+from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture
+from ..capture.tracefs import parse_events
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
@@ -111,9 +113,13 @@ def term_as_interrupt() -> Iterator[None]:
 def run_capture(args: argparse.Namespace) -> int:
     if args.role == "guest" and (args.vm or args.pid):
         raise InvalidParameter("--vm/--pid", args.vm or args.pid, "nothing with --role guest (they select a VM on a host)")
-    if args.duration is not None and args.duration <= 0:
-        raise InvalidParameter("--duration", args.duration, "a positive number of seconds")
-    events = [e.strip() for e in args.events.split(",")] if args.events else list(
+    if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= 86400 * 366):
+        raise InvalidParameter("--duration", args.duration, "a finite positive number of seconds (at most a year)")
+    if not 4 <= args.buffer_kb <= 1 << 22:
+        raise InvalidParameter("--buffer-kb", args.buffer_kb, "a per-CPU ring buffer size from 4 to 4194304 KiB")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise InvalidParameter("--out", args.out, "a new or empty directory (this is a file)")
+    events = parse_events(args.events) if args.events is not None else list(
         DEFAULT_HOST_EVENTS if args.role == "host" else DEFAULT_GUEST_EVENTS)
     vms: list[kvmvms.VmInfo] = []
     if args.role == "host":
@@ -122,23 +128,20 @@ def run_capture(args: argparse.Namespace) -> int:
             vms = [v for v in vms if v.name == args.vm]
             if not vms:
                 raise InvalidParameter("--vm", args.vm, "the name of a running VM (tsalign offsets lists them)")
+            if len(vms) > 1:
+                raise InvalidParameter("--vm", args.vm, "the name of one VM: VM processes "
+                                       f"{', '.join(str(v.pid) for v in vms)} share it; choose one with --pid")
         if args.pid is not None and not vms:
             emulated = kvmvms.emulated_vm(Root(), args.pid)
             if emulated is None:
                 raise InvalidParameter("--pid", args.pid, "the pid of a running KVM VM process (tsalign offsets), or of a QEMU TCG one "
                                        "started with -name NAME,debug-threads=on (vCPU threads named 'CPU N/TCG')")
             vms = [emulated]
-    created = not os.path.exists(args.out)
-    try:
-        with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms) as cap:
-            cap.start()
-            stopper.event.wait(args.duration)
-            cap.stop()
-            manifest = cap.finish({"stopped_by_signal": stopper.signal or None})
-    except BaseException:
-        if created:  # never remove a directory this run did not make
-            remove_partial(args.out)
-        raise
+    with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms) as cap:
+        cap.start()
+        stopper.event.wait(args.duration)
+        cap.stop()
+        manifest = cap.finish({"stopped_by_signal": stopper.signal or None})
     lines = [(f"bundle {args.out}: role {args.role}, clock {manifest['clock']['trace_clock']} "
              f"({manifest['clock']['domain']}), {sum(s['entries'] for s in manifest['stats'])} events, "
              f"{manifest['lost_events']} lost, {len(manifest['offsets']['snapshots'])} offset snapshots, "

@@ -29,6 +29,14 @@ class OffsetSnapshot:
     vcpu: int
     params: TscParams
     source: str = "debugfs"
+    #: host TSC just after the read (cycles); the value was read somewhere in [host_tsc, read_until].
+    #: None: an instant (the read took no measurable time, or the source does not say).
+    read_until: int | None = None
+
+    @property
+    def end(self) -> int:
+        """The last host TSC (cycles) at which the value may have been read."""
+        return self.host_tsc if self.read_until is None else max(self.host_tsc, self.read_until)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class _Builder:
     issues: list[Issue] = field(default_factory=list)
     last_snapshot: OffsetSnapshot | None = None
     writes_since_snapshot: list[tuple[OffsetWrite, int]] = field(default_factory=list)
+    raced: int = 0
 
     @property
     def current(self) -> TscParams | None:
@@ -95,10 +104,23 @@ class _Builder:
         self.writes_since_snapshot.append((w, len(self.segments)))
         self.segments.append(Segment(w.host_tsc, replace(cur, offset=w.next), "kvm_write_tsc_offset"))
 
+    def _read_during_a_write(self, s: OffsetSnapshot) -> bool:
+        """Whether ``s`` shows the value from just before a write traced inside its read window: the
+        read took place before that write (the tracepoint fires before KVM stores the offset, and a
+        debugfs read is not instantaneous), so nothing is contradicted."""
+        for w, idx in reversed(self.writes_since_snapshot):
+            if w.host_tsc < s.host_tsc:
+                break
+            if self.segments[idx - 1].params == s.params:
+                return True
+        return False
+
     def add_snapshot(self, s: OffsetSnapshot) -> None:
         cur = self.current
         if cur is None:
             self.segments.append(Segment(0, s.params, s.source))
+        elif cur != s.params and self._read_during_a_write(s):
+            self.raced += 1
         elif cur != s.params:
             prev_snap = self.last_snapshot
             if self.writes_since_snapshot:
@@ -143,17 +165,19 @@ class _Builder:
 class OffsetTimeline:
     """Per-vCPU piecewise-constant TSC parameters, with the issues found building them."""
 
-    def __init__(self, segments: dict[int, list[Segment]], issues: list[Issue]) -> None:
+    def __init__(self, segments: dict[int, list[Segment]], issues: list[Issue], raced: int = 0) -> None:
         self.segments = segments
         self.issues = issues
+        #: snapshots read while a write was being applied (consistent with the value before it)
+        self.raced = raced
         self._starts = {v: [s.start for s in segs] for v, segs in segments.items()}
 
     @classmethod
     def build(cls, snapshots: Iterable[OffsetSnapshot], writes: Iterable[OffsetWrite] = ()) -> OffsetTimeline:
         """Build from snapshots and write events (any order); see the module doc for trust."""
         items: list[tuple[int, int, int, Any]] = []
-        for s in snapshots:
-            items.append((s.vcpu, s.host_tsc, 1, s))
+        for s in snapshots:  # ordered by the end of its read: writes traced during the read come first
+            items.append((s.vcpu, s.end, 1, s))
         for w in writes:
             items.append((w.vcpu, w.host_tsc, 0, w))
         items.sort(key=lambda t: (t[0], t[1], t[2]))
@@ -175,7 +199,7 @@ class OffsetTimeline:
                 "converted with its own vCPU's parameters", None, None))
         if not segments:
             issues.append(Issue("no_source", "no offset snapshot and no kvm_write_tsc_offset event"))
-        return cls(segments, issues)
+        return cls(segments, issues, sum(b.raced for b in builders.values()))
 
     @property
     def vcpus(self) -> list[int]:
@@ -259,4 +283,5 @@ class OffsetTimeline:
                 for v, segs in self.segments.items()
             },
             "issues": [asdict(i) for i in self.issues],
+            "snapshots_read_during_a_write": self.raced,
         }

@@ -27,22 +27,30 @@ from ..clock.kvm import TscParams
 from ..errors import InvalidParameter
 from ..offsets import OffsetSnapshot
 from .ftrace_text import Record, parse_lines
+from .manifest import check_data_file, validate
 
-__all__ = ["FORMAT", "VERSION", "Bundle", "snapshot_from_dict", "snapshot_to_dict", "write_manifest"]
+__all__ = ["FORMAT", "INCOMPLETE", "LOCK", "VERSION", "Bundle", "snapshot_from_dict", "snapshot_to_dict", "write_manifest"]
 
+MAX_MANIFEST_BYTES = 64 << 20
+#: a file in a bundle directory while its capture runs; removed once manifest.json is written
+INCOMPLETE = "INCOMPLETE"
+#: the lock a capture holds on its --out directory while it writes it
+LOCK = ".lock"
 FORMAT = "tsalign-bundle"
 VERSION = 1
 
 
 def snapshot_to_dict(s: OffsetSnapshot) -> dict[str, Any]:
     return {"host_tsc": s.host_tsc, "vcpu": s.vcpu, "offset": s.params.offset, "ratio": s.params.ratio,
-            "frac_bits": s.params.frac_bits, "source": s.source}
+            "frac_bits": s.params.frac_bits, "source": s.source,
+            **({"read_until": s.read_until} if s.read_until is not None else {})}
 
 
 def snapshot_from_dict(d: dict[str, Any]) -> OffsetSnapshot:
     return OffsetSnapshot(int(d["host_tsc"]), int(d["vcpu"]),
                           TscParams(int(d["offset"]), int(d.get("ratio", 0)), int(d.get("frac_bits", 48))),
-                          str(d.get("source", "debugfs")))
+                          str(d.get("source", "debugfs")),
+                          int(d["read_until"]) if d.get("read_until") is not None else None)
 
 
 def write_manifest(path: str, manifest: dict[str, Any]) -> None:
@@ -51,6 +59,26 @@ def write_manifest(path: str, manifest: dict[str, Any]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
     os.replace(tmp, os.path.join(path, "manifest.json"))
+    for name in (INCOMPLETE, LOCK):  # complete now (the lock's holder is this process: flock ends at exit)
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+
+
+def _jsonl_record(line: str, where: str, n: int) -> Record:
+    """One event of a JSON-lines bundle file (line ``n``), every field type- and range-checked."""
+    try:
+        d = json.loads(line) if len(line) <= 1 << 20 else None
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object of at most 1 MiB")
+        ts, cpu, pid = d["ts"], d.get("cpu", 0), d.get("pid", 0)
+        if not all(type(x) is int for x in (ts, cpu, pid)) or not 0 <= ts < 1 << 64 or not 0 <= cpu < 1 << 16 \
+                or not -1 <= pid < 1 << 31 or not isinstance(d["event"], str):
+            raise ValueError("ts (0..2^64-1), cpu, pid must be integers in range and event a string")
+        return Record(ts, cpu, pid, str(d.get("comm", ""))[:64], d["event"][:256], str(d.get("payload", ""))[:65536])
+    except (ValueError, KeyError, RecursionError) as e:
+        raise InvalidParameter("bundle event", f"{where}:{n}", f"a JSON event with ts and event ({str(e)[:200]})") from None
 
 
 @dataclass
@@ -66,17 +94,27 @@ class Bundle:
         mpath = os.path.join(path, "manifest.json")
         if not os.path.isdir(path):
             raise InvalidParameter(what, path, "a capture bundle directory (made by tsalign capture or selftest)")
+        if os.path.exists(os.path.join(path, INCOMPLETE)):
+            raise InvalidParameter(what, path, f"a complete bundle: {INCOMPLETE} says the capture that wrote it did not "
+                                   "finish (killed, or still running); re-capture")
         try:
-            with open(mpath, encoding="utf-8") as f:
-                manifest = json.load(f)
+            if os.path.getsize(mpath) > MAX_MANIFEST_BYTES:
+                raise InvalidParameter(what, path, f"a manifest.json under {MAX_MANIFEST_BYTES >> 20} MiB ({mpath} is larger)")
+            with open(mpath, "rb") as f:
+                manifest = json.loads(f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
         except FileNotFoundError:
-            raise InvalidParameter(what, path, "a directory holding manifest.json (is this a tsalign bundle?)") from None
-        except json.JSONDecodeError as e:
-            raise InvalidParameter(what, path, f"a valid manifest.json ({mpath}: {e})") from None
-        if manifest.get("format") != FORMAT:
-            raise InvalidParameter(what, path, f"manifest format {FORMAT!r}, found {manifest.get('format')!r}")
+            raise InvalidParameter(what, path, "a directory holding manifest.json (is this a tsalign bundle? an "
+                                   "interrupted capture leaves none)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise InvalidParameter(what, path, f"a valid UTF-8 JSON manifest.json ({mpath}: {str(e)[:200]})") from None
+        except OSError as e:
+            raise InvalidParameter(what, path, f"a readable manifest.json ({mpath}: {e.strerror})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise InvalidParameter(what, path, f"manifest format {FORMAT!r}, found {str(found)[:80]!r}")
         if manifest.get("version") != VERSION:
-            raise InvalidParameter(what, path, f"bundle version {VERSION}, found {manifest.get('version')!r}")
+            raise InvalidParameter(what, path, f"bundle version {VERSION}, found {str(manifest.get('version'))[:80]!r}")
+        validate(manifest, mpath)
         return cls(path, manifest)
 
     @property
@@ -96,7 +134,7 @@ class Bundle:
         fmt = data.get("format")
         files = data.get("files", [])
         for name in files:
-            fpath = os.path.join(self.path, name)
+            fpath = check_data_file(self.path, name)
             try:
                 f = open(fpath, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
             except OSError as e:
@@ -106,11 +144,6 @@ class Bundle:
                     yield from parse_lines(f, fpath)
                 elif fmt == "jsonl":
                     for n, line in enumerate(f, 1):
-                        try:
-                            d = json.loads(line)
-                            yield Record(int(d["ts"]), int(d.get("cpu", 0)), int(d.get("pid", 0)), str(d.get("comm", "")),
-                                         str(d["event"]), str(d.get("payload", "")))
-                        except (ValueError, KeyError) as e:
-                            raise InvalidParameter("bundle event", f"{fpath}:{n}", f"a JSON event with ts and event ({e})") from None
+                        yield _jsonl_record(line, fpath, n)
                 else:
                     raise InvalidParameter("bundle data format", fmt, "ftrace-text or jsonl")

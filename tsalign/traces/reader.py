@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from .bundle import Bundle
+from .manifest import check_data_file
 from .table import Chunk, merge_sorted
 from .text import TextTrace, detect_text, text_fields
 from .trace import Trace, TraceInfo
@@ -66,10 +67,7 @@ class BundleTrace(Trace):
 
     def raw_chunks(self) -> Iterator[Chunk]:
         data = self.bundle.manifest.get("data", {})
-        files = [os.path.join(self.bundle.path, n) for n in data.get("files", [])]
-        for f in files:
-            if not os.path.isfile(f):
-                raise InvalidParameter("bundle data", f, "a file listed in manifest.json (the bundle is incomplete)")
+        files = [check_data_file(self.bundle.path, n) for n in data.get("files", [])]
         if data.get("format") == "jsonl":
             streams = [self._jsonl()]
         elif data.get("format") == "ftrace-text":
