@@ -100,24 +100,106 @@ def test_capture_stopped_by_signal_leaves_nothing(tmp_path: Path, sig: int) -> N
     assert instances() == [] and global_state() == before
 
 
-def test_capture_killed_with_sigkill_is_reaped_by_next_run(tmp_path: Path) -> None:
+def _wait_instance(pid: int, recording: bool = False, timeout: float = 30) -> str:
+    """The name of process ``pid``'s first tracefs instance once it exists (and records, if asked)."""
+    name = f"tsalign-{pid}-0"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(TRACEFS, "instances", name, "tracing_on").read_text().strip() == "1" or not recording:
+                return name
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never created {'and started ' if recording else ''}its instance")
+
+
+def _gone_within(name: str, seconds: float) -> float:
+    t0 = time.monotonic()
+    while name in instances():
+        assert time.monotonic() - t0 < seconds, f"{name} still there {seconds} s after its owner died"
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("point", ["configuring", "recording", "writing", "selftest"])
+def test_sigkill_leaves_tracefs_as_it_was(tmp_path: Path, point: str) -> None:
+    """kill -9 at several points of a capture and of a selftest: within a second the instance is gone (the
+    watchdog), the global tracefs state equals its state before, and a capture's --out says INCOMPLETE."""
+    real()
+    before = global_state()
+    out = tmp_path / "k"
+    argv = (["selftest", "--beacons", "200000", "--out", str(out)] if point == "selftest" else
+            ["capture", "--out", str(out), "--role", "guest", "--duration", "120", "--buffer-kb", "65536"])
+    p = subprocess.Popen([sys.executable, "-m", "tsalign", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        name = _wait_instance(p.pid, recording=point != "configuring")
+        if point == "writing":  # SIGINT ends the recording; the kill lands while 2 x 64 MiB are read and written
+            time.sleep(1.0)
+            p.send_signal(signal.SIGINT)
+            for _ in range(500):
+                if Path(TRACEFS, "instances", name, "tracing_on").read_text().strip() == "0" or any(out.glob("cpu*.txt")):
+                    break
+                time.sleep(0.002)
+        elif point != "configuring":
+            time.sleep(0.5)
+    finally:
+        p.kill()
+        p.wait(timeout=30)
+    took = _gone_within(name, 1.0)
+    assert instances() == [] and global_state() == before, took
+    if point != "selftest":
+        assert (out / "INCOMPLETE").is_file() and not (out / "manifest.json").exists()
+        r = tsalign("align", "--host", str(out), "--guest", str(out))
+        assert r.returncode == exitcodes.INVALID_INPUT and "INCOMPLETE" in r.stderr, r.stderr
+
+
+def test_instance_of_a_dead_capture_is_reaped_by_any_command(tmp_path: Path) -> None:
+    """Without its watchdog (killed first), a SIGKILLed capture's instance stays, until any tsalign command runs."""
     real()
     before = global_state()
     p = subprocess.Popen([sys.executable, "-m", "tsalign", "capture", "--out", str(tmp_path / "k"), "--role", "guest",
                           "--duration", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    name = f"tsalign-{p.pid}-0"
-    for _ in range(200):
-        if name in instances():
-            break
-        time.sleep(0.05)
-    assert name in instances()
+    name = _wait_instance(p.pid, recording=True)
+    watchdogs = subprocess.run(["pgrep", "-f", f"tsalign.capture.watchdog .*/{name}$"], capture_output=True, text=True)
+    assert watchdogs.stdout.split(), "the capture runs no watchdog"
+    for w in watchdogs.stdout.split():
+        os.kill(int(w), signal.SIGKILL)
     p.kill()
     p.wait(timeout=30)
-    assert name in instances()  # SIGKILL: nothing could run; the next session reaps it
-    r = tsalign("capture", "--out", str(tmp_path / "next"), "--role", "guest", "--duration", "0.2")
+    time.sleep(0.3)
+    assert name in instances()  # nothing could run
+    r = tsalign("offsets", "--json")
+    assert name not in instances() and instances() == [] and global_state() == before, r.stderr
+
+
+def test_two_captures_into_one_out(tmp_path: Path) -> None:
+    """The second capture into an --out being written fails at once and leaves the first one's data alone."""
+    real()
+    out = tmp_path / "one"
+    first = subprocess.Popen([sys.executable, "-m", "tsalign", "capture", "--out", str(out), "--role", "guest",
+                              "--duration", "1.5", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_instance(first.pid, recording=True)
+    r = tsalign("capture", "--out", str(out), "--role", "guest", "--duration", "0.2")
+    assert r.returncode == exitcodes.INVALID_INPUT and "another capture is writing it" in r.stderr, r.stderr
+    stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert "manifest.json" in files and "INCOMPLETE" not in files and ".lock" not in files, files
+    r = tsalign("events", str(out), "--json")
     assert r.returncode == 0, r.stderr
-    assert name not in instances() and instances() == []
-    assert global_state() == before
+
+
+def test_events_cannot_escape_the_private_instance(tmp_path: Path) -> None:
+    """--events names reach no path outside the instance, and an empty item is an error, not every event."""
+    real()
+    before = global_state()
+    for bad in (f"{TRACEFS}/events/kvm:kvm_pio", "kvm:kvm_pio,,,", "kvm:../../../kvm", ":", "sched:*x"):
+        r = tsalign("capture", "--out", str(tmp_path / "x"), "--role", "guest", "--events", bad, "--duration", "0.2")
+        assert r.returncode == exitcodes.INVALID_INPUT and "system:event" in r.stderr, (bad, r.stderr)
+        assert not (tmp_path / "x").exists() and instances() == [] and global_state() == before
+    enabled = Path(TRACEFS, "events/kvm/kvm_pio/enable")
+    assert not enabled.exists() or enabled.read_text().strip() == "0"
 
 
 def test_exception_in_the_middle_removes_instance(tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ PID = {"type": "integer", "minimum": 0, "maximum": 1 << 22}
 NAME = {"type": "string", "maxLength": 4096}
 OPT_NAME = {"type": ["string", "null"], "maxLength": 4096}
 #: a file name relative to the bundle: path components of safe characters, no "." or ".." component
-REL_PATH = {"type": "string", "pattern": r"^(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9_.:+-]+(/[A-Za-z0-9_.:+-]+)*$",
+#: (\Z, not $: Python's $ also matches before a final newline)
+REL_PATH = {"type": "string", "pattern": r"^(?!\.{1,2}(/|\Z))(?!.*/\.{1,2}(/|\Z))[A-Za-z0-9_.:+-]+(/[A-Za-z0-9_.:+-]+)*\Z",
             "maxLength": 255}
 
 SNAPSHOT = {
