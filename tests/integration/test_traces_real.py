@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import need
+from tests.infra import recorded
 from tsalign.errors import InvalidParameter
 from tsalign.traces.reader import open_trace
 from tsalign.traces.text import parse_kv
@@ -34,62 +35,10 @@ def _tools() -> None:
     need(shutil.which("perf") is not None, "needs perf (Debian linux-perf; make deps installs it)")
 
 
-def _load() -> subprocess.Popen[bytes]:
-    """Context switches, wakeups and syscalls on both CPUs for about a second."""
-    code = "import os,time\nfor i in range(400):\n    os.getppid(); time.sleep(0.0005)\n"
-    return subprocess.Popen([sys.executable, "-c", code])
-
-
-def _sh(cmd: list[str], out: Path | None = None) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, f"{cmd}: {r.stderr[-500:]}"
-    if out is not None:
-        out.write_text(r.stdout)
-    return r.stdout
-
-
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _tools()
-    from tsalign.capture.tracefs import TraceSession
-
-    d = tmp_path_factory.mktemp("recorded")
-    files: dict[str, Path] = {}
-    with TraceSession(["sched:sched_switch", "sched:sched_wakeup", "irq:*", "raw_syscalls:sys_exit"]) as s:
-        with open(os.path.join(s.path, "options", "record-tgid"), "w") as f:
-            f.write("1")
-        s.start()
-        p, q = _load(), _load()
-        p.wait()
-        q.wait()
-        s.stop()
-        trace = os.path.join(s.path, "trace")
-        files["text"] = d / "tracefs.txt"
-        shutil.copyfile(trace, files["text"])
-        with open(os.path.join(s.path, "options", "irq-info"), "w") as f:
-            f.write("0")
-        files["text_noirq"] = d / "tracefs-noirq.txt"
-        shutil.copyfile(trace, files["text_noirq"])
-        files["v7zstd"] = d / "ext.dat"
-        _sh(["trace-cmd", "extract", "-B", s.name, "-o", str(files["v7zstd"])])
-    files["v6"] = d / "v6.dat"
-    _sh(["trace-cmd", "convert", "--file-version", "6", "-i", str(files["v7zstd"]), "-o", str(files["v6"])])
-    files["v7none"] = d / "v7none.dat"
-    _sh(["trace-cmd", "convert", "--compression", "none", "-i", str(files["v7zstd"]), "-o", str(files["v7none"])])
-    files["report"] = d / "report.txt"
-    _sh(["trace-cmd", "report", "-t", str(files["v7zstd"])], files["report"])
-    perf = d / "perf.data"
-    p = _load()
-    _sh(["perf", "record", "-q", "-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-a", "-o", str(perf),
-         "--", "sleep", "0.5"])
-    p.wait()
-    files["perf"] = d / "perf.txt"
-    _sh(["perf", "script", "-i", str(perf)], files["perf"])
-    files["perf_ns"] = d / "perf-ns.txt"
-    _sh(["perf", "script", "--ns", "-i", str(perf)], files["perf_ns"])
-    files["perf_times"] = d / "perf-times.txt"
-    _sh(["perf", "script", "--ns", "-F", "cpu,time,event", "-i", str(perf)], files["perf_times"])
-    return files
+    return recorded.record(tmp_path_factory.mktemp("recorded"))
 
 
 def rows(path: Path, **kw: Any) -> tuple[list[tuple[int, int, int, str, str]], Any]:

@@ -121,3 +121,47 @@ def test_split_btf_continues_ids_and_strings() -> None:
 def test_bad_input(mutate, needle: str) -> None:
     with pytest.raises(BtfError, match=needle):
         Btf(mutate(sample()[0]), source="bad")
+
+
+# ------------------------------------------------------------------ hostile BTF (issue 13's crashers)
+
+def _hostile(types: list[bytes], strings: bytes) -> bytes:
+    t = b"".join(types)
+    return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(t), len(t), len(strings)) + t + strings
+
+
+def _info(kind: int, vlen: int = 0) -> int:
+    return (kind << 24) | vlen
+
+
+def test_pointer_and_array_cycles_end_in_an_error() -> None:
+    from tsalign.kernel.btf import BtfError
+
+    strs = b"\0s\0m\0"
+    # 1: struct s { m: type 2 at bit 0 } size 8;  2: PTR -> 3;  3: PTR -> 2 (a cycle); 4: ARRAY of 4 (a cycle)
+    types = [struct.pack("<III", 1, _info(4, 1), 8) + struct.pack("<III", 3, 2, 0),
+             struct.pack("<III", 0, _info(2), 3), struct.pack("<III", 0, _info(2), 2),
+             struct.pack("<III", 0, _info(3), 0) + struct.pack("<III", 4, 1, 2)]
+    b = Btf(_hostile(types, strs), source="cycle")
+    assert b.offsetof("s", "m").offset == 0 and "..." in b.type_name(2)  # pointers: 8 bytes, named, no recursion
+    with pytest.raises(BtfError, match="nested over 64 deep"):
+        b.sizeof(4)
+
+
+def test_member_beyond_its_struct_and_impossible_int_sizes() -> None:
+    from tsalign.kernel.btf import BtfError
+
+    strs = b"\0s\0m\0int\0"
+    for m_bits, int_size, match in ((0x20000006, 8, "ends at bit"), (0, 0, "INT of 0 bytes"),
+                                    (0, 65535, "INT of 65535 bytes"), (0, 500_000_000, "INT of 500000000 bytes")):
+        types = [struct.pack("<III", 1, _info(4, 1), 16) + struct.pack("<III", 3, 2, m_bits),
+                 struct.pack("<III", 5, _info(1), int_size) + struct.pack("<I", 64)]
+        with pytest.raises(BtfError, match=match):
+            Btf(_hostile(types, strs), source="bad").offsetof("s", "m")
+
+
+def test_btf_from_an_endless_file_is_refused() -> None:
+    from tsalign.kernel.btf import BtfError, load
+
+    with pytest.raises(BtfError, match="more than 256 MiB"):
+        load("/dev/zero")

@@ -37,6 +37,11 @@ _EXTRA = {
 }
 
 
+#: limits no real kernel's BTF comes near: file size, one type's size, nesting of arrays/pointers/anonymous members
+MAX_BTF_BYTES = 256 << 20
+MAX_TYPE_BYTES = 1 << 30
+MAX_DEPTH = 64
+
 class BtfError(TsalignError):
     """The BTF data is missing, truncated, foreign or does not hold what was asked."""
 
@@ -266,38 +271,51 @@ class Btf:
             t = self.type(t.size_or_type)
         raise BtfError(f"{self.source}: modifier chain too long at type {tid}")
 
-    def sizeof(self, tid: int) -> int:
-        """Size in bytes of type ``tid``."""
+    def sizeof(self, tid: int, depth: int = 0) -> int:
+        """Size in bytes of type ``tid``; a size no kernel type has (INT not 1/2/4/8/16 bytes, anything over
+        MAX_TYPE_BYTES) or a cycle of arrays is a BtfError."""
         if tid == 0:
             return 0
+        if depth > MAX_DEPTH:
+            raise BtfError(f"{self.source}: type {tid}: arrays nested over {MAX_DEPTH} deep (a cycle?)")
         t = self.resolve(tid)
+        size = 0
+        if t.kind == INT and t.size_or_type not in (1, 2, 4, 8, 16):
+            raise BtfError(f"{self.source}: type {t.id} ({t.name or 'int'}) is an INT of {t.size_or_type} bytes "
+                           "(1, 2, 4, 8 or 16 expected); the BTF is corrupt")
         if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT):
-            return t.size_or_type
-        if t.kind == PTR:
-            return 8
-        if t.kind == ARRAY and t.array:
-            return self.sizeof(t.array[0]) * t.array[2]
-        return 0
+            size = t.size_or_type
+        elif t.kind == PTR:
+            size = 8
+        elif t.kind == ARRAY and t.array:
+            size = self.sizeof(t.array[0], depth + 1) * t.array[2]
+        if size > MAX_TYPE_BYTES:
+            raise BtfError(f"{self.source}: type {t.id} is {size} bytes (at most {MAX_TYPE_BYTES} expected); the BTF is corrupt")
+        return size
 
-    def type_name(self, tid: int) -> str:
+    def type_name(self, tid: int, depth: int = 0) -> str:
         """A C-like spelling of type ``tid`` (for messages and reports)."""
         if tid == 0:
             return "void"
+        if depth > MAX_DEPTH:
+            return "..."  # a cycle of pointers or arrays: a corrupt BTF (errors say so elsewhere)
         t = self.type(tid)
         if t.kind == PTR:
-            return self.type_name(t.size_or_type) + " *"
+            return self.type_name(t.size_or_type, depth + 1) + " *"
         if t.kind == CONST:
-            return "const " + self.type_name(t.size_or_type)
+            return "const " + self.type_name(t.size_or_type, depth + 1)
         if t.kind == VOLATILE:
-            return "volatile " + self.type_name(t.size_or_type)
+            return "volatile " + self.type_name(t.size_or_type, depth + 1)
         if t.kind in (STRUCT, UNION):
             return f"{'struct' if t.kind == STRUCT else 'union'} {t.name or '(anon)'}"
         if t.kind == ARRAY and t.array:
-            return f"{self.type_name(t.array[0])}[{t.array[2]}]"
+            return f"{self.type_name(t.array[0], depth + 1)}[{t.array[2]}]"
         return t.name or t.kind_name.lower()
 
-    def _member(self, parent: BtfType, name: str) -> tuple[int, BtfMember] | None:
+    def _member(self, parent: BtfType, name: str, depth: int = 0) -> tuple[int, BtfMember] | None:
         """Find ``name`` in ``parent``, descending into anonymous struct/union members."""
+        if depth > MAX_DEPTH:
+            raise BtfError(f"{self.source}: anonymous members of type {parent.id} nest over {MAX_DEPTH} deep (a cycle?)")
         for m in parent.members:
             if m.name == name:
                 return m.bit_offset, m
@@ -305,7 +323,7 @@ class Btf:
             if not m.name:
                 inner = self.resolve(m.type_id)
                 if inner.kind in (STRUCT, UNION):
-                    found = self._member(inner, name)
+                    found = self._member(inner, name, depth + 1)
                     if found:
                         return m.bit_offset + found[0], found[1]
         return None
@@ -328,9 +346,13 @@ class Btf:
             if found is None:
                 where = f"struct {struct_name}" + (f" member {'.'.join(walked)}" if walked else "")
                 raise BtfError(f"{self.source}: {where} ({self.type_name(t.id)}) has no member {part!r}")
-            bits += found[0]
             member = found[1]
             walked.append(part)
+            end = found[0] + (member.bitfield_size or 8 * self.sizeof(member.type_id))
+            if end > 8 * t.size_or_type:
+                raise BtfError(f"{self.source}: member {'.'.join(walked)} ends at bit {end} of {self.type_name(t.id)}, "
+                               f"which is {t.size_or_type} bytes; the BTF is corrupt")
+            bits += found[0]
         assert member is not None
         return MemberOffset(struct_name, path, bits, member.type_id, self.type_name(member.type_id),
                             self.sizeof(member.type_id))
@@ -381,8 +403,10 @@ def load(path: str, base_path: str | None = None) -> Btf:
     base = load(base_path) if base_path else None
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_BTF_BYTES + 1)
     except OSError as e:
         raise BtfError(f"cannot read BTF {path}: {e.strerror}; needs CONFIG_DEBUG_INFO_BTF=y "
                        "(a kernel with /sys/kernel/btf/vmlinux) and read permission") from None
+    if len(data) > MAX_BTF_BYTES:
+        raise BtfError(f"{path}: more than {MAX_BTF_BYTES >> 20} MiB: not a kernel's BTF (vmlinux's is a few MiB)")
     return Btf(data, base, path)

@@ -87,9 +87,12 @@ def parse_format(text: str, system: str = "", source: str = "<format>") -> Event
             name = line.split(":", 1)[1].strip()
         elif line.startswith("ID:"):
             try:
-                ev_id = int(line.split(":", 1)[1])
+                ev_id = int(line.split(":", 1)[1].strip()[:8])
+                if not 0 <= ev_id <= 0xFFFF or not line.split(":", 1)[1].strip().isascii():
+                    raise ValueError
             except ValueError:
-                raise InvalidParameter("event format", f"{source}:{n}", f"an integer ID, got {line!r}") from None
+                raise InvalidParameter("event format", f"{source}:{n}",
+                                       f"an event ID from 0 to 65535 (the ring buffer's type is 16 bits), got {line[:80]!r}") from None
         elif line.startswith("print fmt:"):
             print_fmt = line.split(":", 1)[1].strip()
         elif line.startswith("system:"):

@@ -60,6 +60,10 @@ def walk_pages_py(buf: Any, page_size: int, data_off: int, commit_size: int,
             hdr = int(buf[pos]) | (int(buf[pos + 1]) << 8) | (int(buf[pos + 2]) << 16) | (int(buf[pos + 3]) << 24)
             type_len = hdr & 31
             delta = hdr >> 5
+            if (type_len == 0 or type_len >= 29) and pos + 8 > end:  # these headers have a second word
+                page_info[p, 2] = 2
+                page_info[p, 3] = pos
+                break
             if type_len == 29:  # padding / discarded event
                 if delta == 0:
                     break

@@ -37,7 +37,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
 }
 #: lines that are not events and not errors
 _SKIP = re.compile(r"^\s*(?:#|$|cpus=\d+|version\s*=|CPU:?\s*\d+\s*\[LOST|CPU \d+ is empty|TSC conversion is not supported|\s*=>)")
-_KV = re.compile(r"(\w+)=(\S*)")
+#: a value runs to the next `` key=`` (or sched_switch's `` ==> ``): comms hold spaces ("CPU 1/TCG")
+_KV = re.compile(r"(\w+)=(.*?)(?=\s+(?:==>\s+)?\w+=|\s*$)")
 
 CHUNK_LINES = 1 << 16
 

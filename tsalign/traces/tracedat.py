@@ -22,6 +22,9 @@ from .eventformat import EventFormat, HeaderPage, parse_format, parse_header_pag
 __all__ = ["MAGIC", "BufferInfo", "CpuData", "TraceDat"]
 
 MAGIC = b"\x17\x08\x44tracing"
+#: largest uncompressed block or section accepted (trace-cmd writes chunks of a few pages)
+MAX_BLOCK = 256 << 20
+MAX_CPUS = 8192
 
 # option ids (trace-cmd's enum tracecmd_file_options, the same in v6 and v7)
 OPT_DONE, OPT_DATE, OPT_CPUSTAT, OPT_BUFFER, OPT_TRACECLOCK, OPT_UNAME = 0, 1, 2, 3, 4, 5
@@ -140,6 +143,7 @@ class TraceDat:
         self.long_size = c.take(1)[0]
         c.e = self.endian
         self.page_size = c.u32()
+        _check_page_size(self.page_size, f"{self.path}: page size {self.page_size} (byte 14)")
         if self.version == 6:
             self._parse_v6(c)
         else:
@@ -156,6 +160,13 @@ class TraceDat:
             raise InvalidParameter("trace.dat", c._where(), "the string 'header_page'")
         text = c.take(c.u64()).decode("utf-8", "replace")
         self.header_page = parse_header_page(text, f"{self.path}: header_page")
+        hp = self.header_page
+        # the page walk reads the timestamp at 0 and the commit word at 8 (ring_buffer.c's buffer_data_page)
+        if hp.timestamp_offset != 0 or hp.commit_offset != 8 or hp.commit_size not in (4, 8) \
+                or hp.data_offset != 8 + hp.commit_size:
+            raise InvalidParameter("trace.dat", f"{self.path}: header_page (timestamp at {hp.timestamp_offset}, commit at "
+                                   f"{hp.commit_offset} size {hp.commit_size}, data at {hp.data_offset})",
+                                   "the kernel's page header: timestamp at 0, commit at 8 of size 4 or 8, data right after it")
         c.what = "header_event"
         if c.take(13) != b"header_event\0":
             raise InvalidParameter("trace.dat", c._where(), "the string 'header_event'")
@@ -228,14 +239,26 @@ class TraceDat:
         self._attach_cpustat()
 
     def _cpu_table(self, c: _Cursor, ncpus: int) -> list[CpuData]:
-        out = []
-        for cpu in range(ncpus):
-            off, size = c.u64(), c.u64()
-            if off + size > self.file_size:
-                raise InvalidParameter("trace.dat", f"{self.path}: CPU {cpu} data at {off}+{size}",
+        if ncpus > MAX_CPUS:
+            raise InvalidParameter("trace.dat", f"{self.path}: cpu count {ncpus}", f"at most {MAX_CPUS} CPUs")
+        return self._checked_cpus([CpuData(cpu, c.u64(), c.u64()) for cpu in range(ncpus)])
+
+    def _checked_cpus(self, cpus: list[CpuData]) -> list[CpuData]:
+        """Each CPU once, its data inside the file, no two CPUs sharing bytes (else one CPU's events are read twice)."""
+        seen: set[int] = set()
+        for c in cpus:
+            if c.offset + c.size > self.file_size:
+                raise InvalidParameter("trace.dat", f"{self.path}: CPU {c.cpu} data at {c.offset}+{c.size}",
                                        f"data inside the file ({self.file_size} bytes); the file is truncated")
-            out.append(CpuData(cpu, off, size))
-        return out
+            if c.cpu in seen:
+                raise InvalidParameter("trace.dat", f"{self.path}: CPU {c.cpu}", "each CPU listed once in a buffer")
+            seen.add(c.cpu)
+        spans = sorted((c.offset, c.offset + c.size, c.cpu) for c in cpus if c.size)
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+            if start < end:
+                raise InvalidParameter("trace.dat", f"{self.path}: CPU {b} data at {start}",
+                                       f"data of its own; it overlaps CPU {a}'s, which ends at {end}")
+        return cpus
 
     # ---------------------------------------------------------------- v7
     def _section(self, off: int, what: str) -> tuple[int, int, bytes | None, int]:
@@ -254,13 +277,16 @@ class TraceDat:
     def decompress(self, data: bytes, usize: int, where: str) -> bytes:
         """Uncompress one block with the file's algorithm; the size must match what the file says."""
         algo = self.compression[0]
+        if usize > MAX_BLOCK:
+            raise InvalidParameter("trace.dat", f"{self.path}: {where}",
+                                   f"a compressed block of at most {MAX_BLOCK >> 20} MiB uncompressed (the file says {usize})")
         try:
             if algo == "zstd":
                 import zstandard
 
                 out = zstandard.ZstdDecompressor().decompress(data, max_output_size=usize)
-            elif algo == "zlib":
-                out = zlib.decompress(data)
+            elif algo == "zlib":  # never more than the file says (a small block must not inflate to gigabytes)
+                out = zlib.decompressobj().decompress(data, usize + 1)
             else:
                 raise InvalidParameter("trace.dat", f"{self.path}: {where}", "no compressed sections (file says compression none)")
         except InvalidParameter:
@@ -302,7 +328,11 @@ class TraceDat:
                     self._sub(b.u64(), "cmdlines", self._cmdlines)
                 elif oid == OPT_BUFFER:
                     boff, name, clock, psize, n = b.u64(), b.cstr(), b.cstr(), b.u32(), b.u32()
-                    cpus = [CpuData(b.u32(), b.u64(), b.u64()) for _ in range(n)]
+                    _check_page_size(psize, f"{self.path}: buffer {name[:64]!r} page size {psize}")
+                    if n > MAX_CPUS:
+                        raise InvalidParameter("trace.dat", f"{self.path}: buffer {name[:64]!r} cpu count {n}",
+                                               f"at most {MAX_CPUS} CPUs")
+                    cpus = self._checked_cpus([CpuData(b.u32(), b.u64(), b.u64()) for _ in range(n)])
                     sid, flags, _, _ = self._section(boff, "buffer")
                     self.buffers.append(BufferInfo(name, clock, psize, cpus, bool(flags & SECTION_COMPRESSED)))
                 elif oid == OPT_CPUCOUNT:
@@ -385,13 +415,26 @@ class TraceDat:
             return
         c = _Cursor(self.map, self.path, cpu.offset, self.endian, what=f"buffer {buf.name!r} CPU {cpu.cpu} chunks")
         count = c.u32()
+        end = cpu.offset + 4 + cpu.size  # the size trace-cmd records excludes the count
+        if count == 0 or count > cpu.size // 9:
+            raise InvalidParameter("trace.dat", f"{self.path}: offset {cpu.offset} (CPU {cpu.cpu} chunk count {count})",
+                                   f"1 to {cpu.size // 9} compressed chunks for the CPU's {cpu.size} bytes")
         for k in range(count):
             at = c.pos
             csize, usize = c.u32(), c.u32()
-            if c.pos + csize > cpu.offset + 4 + cpu.size:  # the size trace-cmd records excludes the count
+            if csize == 0 or c.pos + csize > end:
                 raise InvalidParameter("trace.dat", f"{self.path}: offset {at} (CPU {cpu.cpu} chunk {k})",
-                                       f"a compressed chunk of {csize} bytes inside the CPU's data; the file is truncated")
+                                       f"a compressed chunk of 1 to {end - c.pos} bytes inside the CPU's data, found {csize}; "
+                                       "the file is truncated or corrupt")
             yield self.decompress(c.take(csize), usize, f"CPU {cpu.cpu} chunk {k} at offset {at}")
+        if c.pos + 4 < end:  # trace-cmd may round the recorded size; more than a word left means chunks are missing
+            raise InvalidParameter("trace.dat", f"{self.path}: offset {c.pos} (CPU {cpu.cpu} after chunk {count - 1})",
+                                   f"{count} chunks filling the CPU's {cpu.size} bytes; {end - c.pos} bytes follow them")
+
+
+def _check_page_size(size: int, where: str) -> None:
+    if not 1024 <= size <= 1 << 20 or size & (size - 1):
+        raise InvalidParameter("trace.dat", where, "a ring-buffer page size that is a power of two from 1 KiB to 1 MiB")
 
 
 def _selected_clock(traceclock: str) -> str:

@@ -1,0 +1,122 @@
+"""Regression cases for .dat files a hostile user writes (issue 13's crashers): every size and offset is
+checked before the page walker sees it, and each error names the file, the place and what was expected.
+Files come from the project's own v7 writer (tests/infra/ringpages.py), patched byte by byte."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.infra.ringpages import PageWriter, payload, write_v7
+from tsalign.errors import InvalidParameter
+from tsalign.traces.reader import open_trace
+from tsalign.traces.tracedat import TraceDat
+
+
+def dat(tmp_path: Path, compression: str = "none", type_id: int = 7, n: int = 300) -> Path:
+    w0, w1 = PageWriter(1000), PageWriter(1001)
+    for i in range(n):
+        w0.event(10, payload(type_id, 100, i))
+        w1.event(10, payload(type_id, 100, 1000 + i))
+    p = tmp_path / f"t-{compression}.dat"
+    write_v7(str(p), {"": {0: w0.pages(), 1: w1.pages()}}, compression=compression, type_id=type_id)
+    return p
+
+
+def read(p: Path) -> int:
+    with open_trace(str(p), "dat") as t:
+        return sum(len(c) for c in t.chunks())
+
+
+def patched(p: Path, old: bytes, new: bytes) -> Path:
+    data = p.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    p.write_bytes(data.replace(old, new))
+    return p
+
+
+def test_the_unpatched_files_read(tmp_path: Path) -> None:
+    assert read(dat(tmp_path)) == 600 and read(dat(tmp_path, "zlib")) == 600
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (b"commit;\toffset:8;\tsize:8;", b"commit;\toffset:8;\tsize:9;"),     # the walker read 9+ bytes past the header
+    (b"commit;\toffset:8;\tsize:8;", b"commit;\toffset:9;\tsize:8;"),
+    (b"data;\toffset:16;", b"data;\toffset:99;"),                           # inside, but not after the commit word
+    (b"data;\toffset:16;", b"data;\toffset:00;"),
+    (b"timestamp;\toffset:0;", b"timestamp;\toffset:8;"),
+])
+def test_header_page_with_bad_layout(tmp_path: Path, old: bytes, new: bytes) -> None:
+    p = patched(dat(tmp_path), old, new)
+    with pytest.raises(InvalidParameter, match=r"header_page .*the kernel's page header"):
+        read(p)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 1 << 31, 0xFFFFFFFF])
+def test_page_size_out_of_range(tmp_path: Path, size: int) -> None:
+    p = dat(tmp_path)
+    data = bytearray(p.read_bytes())
+    struct.pack_into("<I", data, 14, size)
+    p.write_bytes(bytes(data))
+    with pytest.raises(InvalidParameter, match=rf"page size {size} \(byte 14\).*power of two"):
+        read(p)
+
+
+def test_event_id_beyond_16_bits(tmp_path: Path) -> None:
+    # an ID of 999999 once sized a lookup table of that many entries per byte of the file
+    p = patched(dat(tmp_path, type_id=10000), b"ID: 10000", b"ID:999999")
+    with pytest.raises(InvalidParameter, match="event ID from 0 to 65535"):
+        read(p)
+
+
+def _cpus(p: Path) -> list:
+    with TraceDat(str(p)) as d:
+        return d.buffers[0].cpus
+
+
+def test_compressed_cpu_with_no_chunks_is_an_error(tmp_path: Path) -> None:
+    # was: CPU 0 silently dropped, 300 of 600 events, exit 0
+    p = dat(tmp_path, "zlib")
+    cpu0 = _cpus(p)[0]
+    data = bytearray(p.read_bytes())
+    struct.pack_into("<I", data, cpu0.offset, 0)
+    p.write_bytes(bytes(data))
+    with pytest.raises(InvalidParameter, match=r"CPU 0 chunk count 0"):
+        read(p)
+
+
+def test_compressed_chunk_sizes(tmp_path: Path) -> None:
+    p = dat(tmp_path, "zlib", n=2000)  # 4 chunks of 2 pages per CPU
+    cpu1 = _cpus(p)[1]
+    good = p.read_bytes()
+    for at, value, match in ((4, 0, "found 0"), (8, 1 << 30, "at most 256 MiB uncompressed"),
+                             (0, 1, "1 chunks filling")):
+        data = bytearray(good)
+        struct.pack_into("<I", data, cpu1.offset + at, value)
+        p.write_bytes(bytes(data))
+        with pytest.raises(InvalidParameter, match=match):
+            read(p)
+
+
+def test_two_cpus_pointing_at_the_same_data(tmp_path: Path) -> None:
+    p = dat(tmp_path)
+    c0, c1 = _cpus(p)
+    patched(p, struct.pack("<IQQ", 1, c1.offset, c1.size), struct.pack("<IQQ", 1, c0.offset, c1.size))
+    with pytest.raises(InvalidParameter, match="overlaps CPU 0's"):
+        read(p)
+
+
+def test_event_header_cut_at_the_end_of_the_page_data(tmp_path: Path) -> None:
+    """A time-extend header (8 bytes) whose second word lies past the page's committed data."""
+    w = PageWriter(1000)
+    w.event(10, payload(7, 100, 1))
+    pages = bytearray(w.pages())
+    commit = struct.unpack_from("<Q", pages, 8)[0]
+    struct.pack_into("<I", pages, 16 + commit, 30)  # type_len 30 (time extend) ...
+    struct.pack_into("<Q", pages, 8, commit + 4)    # ... with only its first word committed
+    p = tmp_path / "cut.dat"
+    write_v7(str(p), {"": {0: bytes(pages)}}, compression="none")
+    with pytest.raises(InvalidParameter, match="event runs past the end"):
+        read(p)
