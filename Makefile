@@ -13,13 +13,14 @@ APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils \
 	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base chromium
 OUT         ?= out
 
-.PHONY: help deps venv fixtures test test-unit lab demo bench lint clean
+.PHONY: help deps venv fixtures test test-unit lab fuzz demo bench lint clean
 
 help:
 	@echo "make demo   - run the main job end to end (see README)"
 	@echo "make test   - install what the tests need and run the whole suite"
 	@echo "make lab    - the nested KVM lab: the seed workflow on a real Linux guest (out/lab/)"
 	@echo "make bench  - throughput benchmarks"
+	@echo "make fuzz   - mutation fuzzing of every reader for FUZZ_SECONDS (default 1200; findings in out/fuzz/)"
 	@echo "make lint   - ruff + mypy"
 
 # Debian packages: installed only when running as root and something is missing.
@@ -72,6 +73,11 @@ test: deps venv fixtures
 # workflow once per guest clock setup; results under $(OUT)/lab/<setup>/ (aligned/verdict.json, analyses)
 lab: deps venv fixtures
 	$(ARTEFACTS) $(BIN)/python -m tests.infra.lab run --out $(OUT)/lab
+
+# seeded mutation fuzzing of every reader (the suite runs 2 minutes of it); findings under $(OUT)/fuzz/corpus
+FUZZ_SECONDS ?= 1200
+fuzz: deps venv fixtures
+	$(ARTEFACTS) $(BIN)/python -m tests.fuzz.harness --seconds $(FUZZ_SECONDS) --out $(OUT)/fuzz
 
 test-unit: deps venv
 	$(BIN)/python -m pytest tests/unit

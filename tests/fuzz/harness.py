@@ -336,7 +336,7 @@ def replay(corpus: Path, timeout: float, mem_mb: int) -> dict[str, str]:
             seed = Seed(meta["seed"], meta["kind"], files, meta.get("extra", {}))
             # the argv names the first file: keep the seed's order (main file first)
             if seed.kind in ("dat", "text"):
-                main = [k for k in files if not k.startswith(".")][0]
+                main = next(k for k in files if not k.startswith("."))
                 seed.files = {main: files[main]}
             results[case.name] = run_case(seed, seed.files, work, timeout, mem_mb)["result"]
     finally:

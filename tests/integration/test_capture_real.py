@@ -182,7 +182,7 @@ def test_two_captures_into_one_out(tmp_path: Path) -> None:
     _wait_instance(first.pid, recording=True)
     r = tsalign("capture", "--out", str(out), "--role", "guest", "--duration", "0.2")
     assert r.returncode == exitcodes.INVALID_INPUT and "another capture is writing it" in r.stderr, r.stderr
-    stdout, stderr = first.communicate(timeout=60)
+    _, stderr = first.communicate(timeout=60)
     assert first.returncode == 0, stderr
     files = sorted(p.name for p in out.iterdir())
     assert "manifest.json" in files and "INCOMPLETE" not in files and ".lock" not in files, files

@@ -68,17 +68,18 @@ def write_manifest(path: str, manifest: dict[str, Any]) -> None:
 
 def _jsonl_record(line: str, where: str, n: int) -> Record:
     """One event of a JSON-lines bundle file (line ``n``), every field type- and range-checked."""
+    what = "a JSON object of at most 1 MiB: ts (0..2^64-1), cpu, pid integers in range, event a string"
     try:
-        d = json.loads(line) if len(line) <= 1 << 20 else None
-        if not isinstance(d, dict):
-            raise ValueError("not a JSON object of at most 1 MiB")
-        ts, cpu, pid = d["ts"], d.get("cpu", 0), d.get("pid", 0)
-        if not all(type(x) is int for x in (ts, cpu, pid)) or not 0 <= ts < 1 << 64 or not 0 <= cpu < 1 << 16 \
-                or not -1 <= pid < 1 << 31 or not isinstance(d["event"], str):
-            raise ValueError("ts (0..2^64-1), cpu, pid must be integers in range and event a string")
-        return Record(ts, cpu, pid, str(d.get("comm", ""))[:64], d["event"][:256], str(d.get("payload", ""))[:65536])
-    except (ValueError, KeyError, RecursionError) as e:
-        raise InvalidParameter("bundle event", f"{where}:{n}", f"a JSON event with ts and event ({str(e)[:200]})") from None
+        d: Any = json.loads(line) if len(line) <= 1 << 20 else None
+    except (ValueError, RecursionError) as e:
+        raise InvalidParameter("bundle event", f"{where}:{n}", f"{what} ({str(e)[:200]})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("event"), str):
+        raise InvalidParameter("bundle event", f"{where}:{n}", what)
+    ts, cpu, pid = d.get("ts"), d.get("cpu", 0), d.get("pid", 0)
+    if not (type(ts) is int and type(cpu) is int and type(pid) is int) or not 0 <= ts < 1 << 64 \
+            or not 0 <= cpu < 1 << 16 or not -1 <= pid < 1 << 31:
+        raise InvalidParameter("bundle event", f"{where}:{n}", what)
+    return Record(ts, cpu, pid, str(d.get("comm", ""))[:64], d["event"][:256], str(d.get("payload", ""))[:65536])
 
 
 @dataclass
