@@ -27,6 +27,7 @@ import io
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -100,9 +101,14 @@ def mutate_text(data: bytes, rng: random.Random) -> bytes:
     lines = data.split(b"\n")
     for _ in range(rng.randint(1, 3)):
         i = rng.randrange(len(lines))
-        op = rng.randrange(7)
+        op = rng.randrange(8)
         if op == 0:
             lines.insert(i, lines[rng.randrange(len(lines))])
+        elif op == 7:  # a number made longer in place: pids, CPUs, timestamps past their types' ranges
+            digits = [m.start() for m in re.finditer(rb"\d", lines[i])]
+            if digits:
+                at = rng.choice(digits)
+                lines[i] = lines[i][:at] + b"9" * rng.choice((5, 10, 11, 20, 21, 4400)) + lines[i][at:]
         elif op == 1:
             lines[i] = b"\x00" * rng.randint(1, 5000) + lines[i]
         elif op == 2:

@@ -4,6 +4,7 @@ Files come from the project's own v7 writer (tests/infra/ringpages.py), patched 
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -120,3 +121,69 @@ def test_event_header_cut_at_the_end_of_the_page_data(tmp_path: Path) -> None:
     write_v7(str(p), {"": {0: bytes(pages)}}, compression="none")
     with pytest.raises(InvalidParameter, match="event runs past the end"):
         read(p)
+
+
+# ------------------------------------------------------------------ text traces and CLI values
+
+LINE = "          python-19188   (  19188) [000] ..... 1862006141564: sys_exit: NR 13 = 0"
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from tsalign.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    assert "Traceback" not in err.getvalue()
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize(("bad", "match"), [
+    (LINE.replace("[000]", "[99999999999]"), "a ftrace event line"),                # cpu overflowed int32
+    (LINE.replace("python-19188", "python-" + "9" * 30), "a ftrace event line"),   # pid overflowed int32
+    (LINE.replace("python-19188", "python-4294967295"), "a pid below 2"),
+    (LINE.replace("1862006141564", "9" * 5000), "a ftrace event line"),            # int() digit limit
+    (LINE.replace("1862006141564", "99999999999999999999"), "below 2\\^64"),
+    (LINE.replace("000", "\u0660\u0660\u0660"), "a ftrace event line"),           # Unicode digits are not digits
+    (LINE.replace("sys_exit", "sys\0exit"), "without NUL bytes"),
+    (LINE + "x" * (2 << 20), "a line of at most 1024 KiB"),
+])
+def test_hostile_text_lines(tmp_path: Path, bad: str, match: str) -> None:
+    p = tmp_path / "t.txt"
+    p.write_text(LINE + "\n" + bad + "\n")
+    code, err = cli("events", str(p))
+    assert code == 3 and re.search(match, err) and "t.txt:2" in err, err
+    assert len(err) < 2000  # a 2 MiB line is never echoed whole
+
+
+def test_text_buffer_and_clock_must_exist(tmp_path: Path) -> None:
+    p = tmp_path / "t.txt"
+    p.write_text(LINE + "\n")
+    code, err = cli("events", str(p), "--buffer", "nope")  # was: 0 events, exit 0
+    assert code == 3 and "--buffer" in err and "''" in err
+    code, err = cli("events", str(p), "--clock", "nope")   # was: accepted
+    assert code == 3 and "--clock" in err and "x86-tsc" in err
+
+
+def test_events_parquet_paths_and_inferred_clock(tmp_path: Path) -> None:
+    p = tmp_path / "t.txt"
+    p.write_text(LINE + "\n")
+    code, err = cli("events", str(p), "--parquet", str(tmp_path / "no" / "x.parquet"))
+    assert code == 3 and "existing directory" in err
+    # the clock of a text trace is inferred from its lines: x86-tsc here, so --tsc-offset is accepted
+    code, err = cli("events", str(p), "--parquet", str(tmp_path / "x.parquet"), "--tsc-offset", "5")
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "x.parquet")
+    assert t.column("guest_tsc").to_pylist() == [1862006141564 + 5]
+
+
+def test_align_out_naming_a_file(tmp_path: Path) -> None:
+    ex = Path(__file__).resolve().parents[2] / "examples" / "selftest"
+    (tmp_path / "f").write_text("")
+    code, err = cli("align", "--host", str(ex / "host"), "--guest", str(ex / "guest"), "-o", str(tmp_path / "f"))
+    assert code == 3 and "this is a file" in err

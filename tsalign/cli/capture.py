@@ -65,7 +65,8 @@ def register(sub: Any) -> None:
     p.add_argument("--irqs", type=int, default=50, help="interrupts to inject (default 50)")
     p.add_argument("--request-offset", default="-1000000000000",
                    help="TSC offset (cycles) to request from KVM, or 'none' (default -1e12)")
-    p.add_argument("--out", default="out/selftest", help="output directory (default out/selftest)")
+    p.add_argument("--out", default=None, help="output directory (default out/selftest, or out/selftest-N when "
+                   "that holds an earlier selftest)")
     p.add_argument("--no-align", action="store_true",
                    help="record the host and guest bundles only (standard library; align them with `tsalign align`)")
     p.add_argument("--json", action="store_true")
@@ -161,6 +162,8 @@ def run_align(args: argparse.Namespace) -> int:
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
     verdict = verdict_of(aligned)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InvalidParameter("-o/--out", out, "a directory for the outputs (this is a file)")
     paths = write_outputs(aligned, verdict, out)
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
     public["artifacts"] = paths
@@ -245,6 +248,14 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
     from ..verify.selftest import run_selftest
 
     req = None if args.request_offset.lower() == "none" else parse_int(args.request_offset, "--request-offset")
+    if args.out is None:  # the default never refuses: a new directory next to the earlier runs
+        args.out = "out/selftest"
+        n = 1
+        while os.path.exists(os.path.join(args.out, "host")):
+            n += 1
+            args.out = f"out/selftest-{n}"
+    elif os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise InvalidParameter("--out", args.out, "a directory (this is a file)")
     with term_as_interrupt():
         report = run_selftest(args.out, args.beacons, args.irqs, req, judge=not args.no_align)
     if args.no_align:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 from typing import Any
 
@@ -81,15 +82,19 @@ def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
     from ..traces.export import write_parquet
 
     guest = None
+    chunks = t.chunks()
+    first = next(chunks, None)  # a text trace's clock is known once its first line is read
+    chunks = itertools.chain([first] if first is not None else [], chunks)
     if args.tsc_offset:
         if t.info.domain != "tsc":
             raise InvalidParameter("--tsc-offset", args.tsc_offset,
                                    f"a trace whose clock is x86-tsc (this one is {t.info.clock!r}; pass --clock x86-tsc if it is)")
         p = TscParams(args.tsc_offset, args.tsc_ratio, args.frac_bits)
         guest = lambda c: vec.host_to_guest_tsc(c.ts, p)
-    if os.path.isdir(args.parquet):
-        raise InvalidParameter("--parquet", args.parquet, "a file path, not a directory")
-    doc = write_parquet(t, args.parquet, t.chunks(), guest)
+    parent = os.path.dirname(os.path.abspath(args.parquet))
+    if os.path.isdir(args.parquet) or not os.path.isdir(parent):
+        raise InvalidParameter("--parquet", args.parquet, "a file path in an existing directory")
+    doc = write_parquet(t, args.parquet, chunks, guest)
     return {**doc, "source": t.info.path, "clock": t.info.clock, "domain": t.info.domain, "warnings": t.info.warnings,
             "notes": t.info.notes}
 

@@ -8,12 +8,15 @@ domain so the numbers keep their meaning.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidParameter, Unavailable
 from .table import Chunk
 from .trace import Trace
 
@@ -49,7 +52,11 @@ def write_parquet(trace: Trace, out: str, chunks: Iterator[Chunk],
             "tsalign.domain": trace.info.domain, "tsalign.buffer": trace.info.buffer}
     schema = pa.schema(fields, metadata={k: str(v) for k, v in meta.items()})
     rows = 0
-    writer = pq.ParquetWriter(out, schema, compression="zstd")
+    try:
+        writer = pq.ParquetWriter(out, schema, compression="zstd")
+    except OSError as e:
+        raise InvalidParameter("--parquet", out, f"a file path this user can write ({e})") from None
+    done = False
     try:
         for c in chunks:
             if not len(c):
@@ -64,8 +71,16 @@ def write_parquet(trace: Trace, out: str, chunks: Iterator[Chunk],
                      pa.array(payload, pa.string())]
             writer.write_table(pa.Table.from_arrays(cols, schema=schema))
             rows += len(c)
-    finally:
         writer.close()
+        done = True
+    except OSError as e:  # e.g. the disk filled up
+        raise Unavailable(f"writing {out} failed after {rows} rows: {e}; the partial file was removed") from None
+    finally:
+        if not done:
+            with contextlib.suppress(Exception):
+                writer.close()
+            with contextlib.suppress(OSError):
+                os.unlink(out)
     return {"path": out, "rows": rows}
 
 

@@ -17,9 +17,9 @@ __all__ = ["Record", "parse_kvm_payload", "parse_line", "parse_lines"]
 #: an ftrace event line: tracefs ``trace``/``trace_pipe`` (with or without irq-info flags and the TGID
 #: column) and ``trace-cmd report`` (optionally prefixed by the instance buffer name)
 LINE = re.compile(
-    r"^(?:(?P<buf>[\w.-]+):\s+)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
-    r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+)(?::\s?|(?=\()|\s(?=->))"
-    r"(?P<payload>.*)$"
+    r"^(?:(?P<buf>[\w.-]+):\s+)?\s*(?P<comm>.*?)-(?P<pid>\d{1,10})\s+(?:\(\s*(?P<tgid>[\d-]{1,11})\)\s+)?\[(?P<cpu>\d{1,5})\]\s+"
+    r"(?:(?P<flags>[^\s\d][^\s]{2,5})\s+)?(?P<ts>\d{1,20}|\d{1,11}\.\d{1,12}):\s+(?P<event>[\w:.-]+)(?::\s?|(?=\()|\s(?=->))"
+    r"(?P<payload>.*)$", re.ASCII
 )
 
 
@@ -54,11 +54,14 @@ def split_ts(text: str, where: str = "") -> tuple[int, int]:
     """'27178.697057413' -> (27178697057413, 1); '11129.868688' -> (11129868688000, 1000) (value, resolution);
     '123' -> (123, 1). Exact from the digits, never through a float."""
     secs, dot, frac = text.partition(".")
-    if not dot:
-        return int(secs), 1
+    if not (secs.isascii() and secs.isdigit() and len(secs) <= 20 and (not dot or (frac.isascii() and frac.isdigit()))):
+        raise InvalidParameter("timestamp", text[:40], f"ASCII digits, or secs.fraction ({where})")
     if len(frac) > 9:
-        raise InvalidParameter("timestamp", text, f"secs.fraction with at most 9 digits ({where})")
-    return int(secs) * 1_000_000_000 + int(frac.ljust(9, "0")), 10 ** (9 - len(frac))
+        raise InvalidParameter("timestamp", text[:40], f"secs.fraction with at most 9 digits ({where})")
+    value = int(secs) * 1_000_000_000 + int(frac.ljust(9, "0")) if dot else int(secs)
+    if value >= 1 << 64:
+        raise InvalidParameter("timestamp", text[:40], f"a timestamp below 2^64 ({where})")
+    return value, 10 ** (9 - len(frac)) if dot else 1
 
 
 def parse_line(line: str, where: str = "") -> Record | None:

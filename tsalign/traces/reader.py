@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from .bundle import Bundle
+from .clockcheck import NS_CLOCKS, domain_of
 from .manifest import check_data_file
 from .table import Chunk, merge_sorted
 from .text import TextTrace, detect_text, text_fields
@@ -102,6 +103,9 @@ def open_trace(path: str, fmt: str = "auto", clock: str | None = None, buffer: s
     """Open ``path`` (``-`` = stdin text) with the reader for ``fmt``."""
     if fmt not in FORMATS:
         raise InvalidParameter("--format", fmt, "one of " + ", ".join(FORMATS))
+    if clock is not None and domain_of(clock) == "unknown":
+        raise InvalidParameter("--clock", clock, "a trace clock: x86-tsc, counter, uptime or one in ns ("
+                               + ", ".join(sorted(NS_CLOCKS)) + ")")
     stream = None
     if path == "-":
         import sys

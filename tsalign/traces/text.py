@@ -29,12 +29,14 @@ __all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv", "text_fields"]
 PATTERNS: dict[str, re.Pattern[str]] = {
     "ftrace": LINE,
     "perf-script": re.compile(
-        r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)(?:/(?P<tid>\d+))?\s+\[(?P<cpu>\d+)\]\s+(?P<ts>\d+\.\d+):\s+"
-        r"(?:(?P<period>\d+)\s+)?(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
+        r"^\s*(?P<comm>.*?)\s+(?P<pid>\d{1,10})(?:/(?P<tid>\d{1,10}))?\s+\[(?P<cpu>\d{1,5})\]\s+(?P<ts>\d{1,11}\.\d{1,12}):\s+"
+        r"(?:(?P<period>\d+)\s+)?(?P<event>[\w:.-]+):\s?(?P<payload>.*)$", re.ASCII),
     "perf-prof": re.compile(
-        r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s+(?P<comm>.*?)\s+(?P<pid>\d+)\s+(?P<flags>\S{4})\s+"
-        r"\[(?P<cpu>\d+)\]\s+(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$"),
+        r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s+(?P<comm>.*?)\s+(?P<pid>\d{1,10})\s+(?P<flags>\S{4})\s+"
+        r"\[(?P<cpu>\d{1,5})\]\s+(?P<ts>\d{1,20}|\d{1,11}\.\d{1,12}):\s+(?P<event>[\w:.-]+):\s?(?P<payload>.*)$", re.ASCII),
 }
+#: longest text line read (a longer one is an error naming its line, never read whole)
+MAX_LINE = 1 << 20
 #: lines that are not events and not errors
 _SKIP = re.compile(r"^\s*(?:#|$|cpus=\d+|version\s*=|CPU:?\s*\d+\s*\[LOST|CPU \d+ is empty|TSC conversion is not supported|\s*=>)")
 #: a value runs to the next `` key=`` (or sched_switch's `` ==> ``): comms hold spaces ("CPU 1/TCG")
@@ -90,7 +92,16 @@ class TextTrace(Trace):
         except OSError as e:
             raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
         with f:
-            yield from f
+            n = 0
+            while line := f.readline(MAX_LINE + 1):
+                n += 1
+                if len(line) > MAX_LINE:
+                    raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a line of at most {MAX_LINE >> 10} KiB "
+                                           f"(this one is longer; it starts {line[:60]!r})")
+                if "\0" in line:
+                    raise InvalidParameter("trace line", f"{self.info.path}:{n}",
+                                           "text without NUL bytes (is this a binary file, or a text trace with a hole?)")
+                yield line
 
     def _decide_clock(self, dotted: bool, first: int) -> None:
         if self._clock_given:
@@ -114,6 +125,8 @@ class TextTrace(Trace):
         last = -1
         decided = False
         ecode, ccode = self.events.code, self.comms.code
+        other_buffers: set[str] = set()
+        kept = 0
         for n, line in enumerate(self._lines(), 1):
             m = pat.match(line)
             if m is None:
@@ -126,16 +139,20 @@ class TextTrace(Trace):
                 self.warn(f"{where}: skipped a line that is not a {self.fmt} event: {line.strip()[:80]!r}")
                 continue
             if self.buffer is not None and (m.groupdict().get("buf") or "") != self.buffer:
+                other_buffers.add(m.groupdict().get("buf") or "")
                 continue
             ts, res = split_ts(m.group("ts"), f"{self.info.path}:{n}")
             if not decided:
                 self._decide_clock("." in m.group("ts"), ts)
                 decided = True
             resolution = max(resolution, res)
-            pid = m.group("tid") if m.groupdict().get("tid") else m.group("pid")
-            rows.append((ts, int(m.group("cpu")), int(pid), ecode(event_name(m)),
+            pid = int(m.group("tid") if m.groupdict().get("tid") else m.group("pid"))
+            if pid >= 1 << 31:
+                raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a pid below 2^31, got {pid}")
+            rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)),
                          ccode(m.group("comm").strip()),
                          m.group("payload").rstrip()))
+            kept += 1
             if len(rows) >= CHUNK_LINES:
                 chunk, last = self._chunk(rows, last)
                 rows = []
@@ -143,6 +160,9 @@ class TextTrace(Trace):
         if rows:
             chunk, last = self._chunk(rows, last)
             yield chunk
+        if not kept and other_buffers:
+            raise InvalidParameter("--buffer", self.buffer, "an instance buffer of this file: "
+                                   + ", ".join(repr(b) for b in sorted(other_buffers)[:20]) + " ('' = lines with no prefix)")
         self.info.resolution = resolution
         if resolution > 1:
             self.info.note(f"{self.info.path}: timestamps printed with {9 - len(str(resolution)) + 1} fraction digits: "
