@@ -158,3 +158,8 @@ def test_lab_playbooks_seed_workflow(l1: dict[str, Any], tmp_path: Path) -> None
     assert not [r for r in v["reasons"] if "placed with" not in r], v["reasons"]
     assert v["offsets"]["changes_seen"] > 100 and v["vm"]["name"] == "l2", v["vm"]
     assert {d["vcpu"] for d in v["evidence"]["per_vcpu"]} == {0, 1}
+    # the kprobe setup.yml registered in L1 is a third offset source, beside debugfs and the tracepoint: a snapshot
+    # on every vCPU load, each consistent with the writes (a disagreement would be an issue, and a reason above)
+    assert {"debugfs", "kprobe", "kvm_write_tsc_offset"} <= set(v["offsets"]["sources"]), v["offsets"]["sources"]
+    for d in v["evidence"]["per_vcpu"]:
+        assert len(d["sources"]["kprobe"]["values"]) > 10, d["sources"].keys()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import perf as perfclock
 from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
+from ..numbers import parse_offset
 from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
@@ -44,6 +46,9 @@ class Aligned:
     #: host thread id -> vCPU id of the VM's vCPU threads
     tid_to_vcpu: dict[int, int] = field(default_factory=dict)
 
+
+#: the payload of tsalign's kprobe event: ``(kvm_arch_vcpu_load+0x0/0x2b0 [kvm]) tsc_offset=0xffff...``
+KPROBE_OFFSET = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20})$")
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
     """The host bundle's VM that the guest bundle was recorded in; errors name both bundles."""
@@ -119,11 +124,15 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     vm_threads = set(tid_to_vcpu) | {vm.get("pid")}
     host_recs = list(host.records())
     all_writes = []
+    kprobe_snaps = []
     for r in host_recs:
         if r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
             f = parse_kvm_payload(r.event, r.payload)
             all_writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
-    all_snaps = host.snapshots()
+        elif r.pid in tid_to_vcpu and (m := KPROBE_OFFSET.match(r.payload)):
+            # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset in the vCPU's own thread
+            kprobe_snaps.append(OffsetSnapshot(r.ts, tid_to_vcpu[r.pid], TscParams(parse_offset(m[1])), "kprobe"))
+    all_snaps = host.snapshots() + kprobe_snaps
     snaps, writes = all_snaps, all_writes
     choice = "the bundle's snapshots and kvm_write_tsc_offset events (snapshots trusted over the tracepoint)"
     start = int(host.manifest.get("started_host_tsc", 0))

@@ -22,11 +22,14 @@ from .tracefs import TraceSession, check_event_name
 
 __all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]
 
+#: tsalign's kprobe on the vCPU load path (`tsalign kprobe register`, the host role): each hit reads the vCPU's
+#: tsc_offset in its own thread, an offset snapshot on every vCPU load; skipped with a note where not registered
+KPROBE_EVENTS = "tsalign:*"
 #: the offset's sources, the analyses' events and the cheap evidence (tsalign.catalogue): vCPU runs
 #: (kvm_entry/kvm_exit, sched_switch), MSR writes (kvm_msr), IRQ injections, port IO (kvm_pio)
 DEFAULT_HOST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
                        "kvm:kvm_msi_set_irq", "kvm:kvm_inj_virq", "kvm:kvm_entry", "kvm:kvm_exit",
-                       "sched:sched_switch", "sched:sched_waking")
+                       "sched:sched_switch", "sched:sched_waking", KPROBE_EVENTS)
 #: guest MSR writes (msr:write_msr) pair with the host's kvm_msr; every guest event is checked against
 #: its vCPU's host runs
 DEFAULT_GUEST_EVENTS = ("irq:irq_handler_entry", "irq:irq_handler_exit", "sched:sched_switch",
@@ -102,7 +105,8 @@ class Capture:
             available = [e for e in self.events if _event_exists(e)]
             missing = sorted(set(self.events) - set(available))
             if missing:
-                self.notes.append(f"events not on this kernel, skipped: {', '.join(missing)}")
+                self.notes.append(f"events not on this kernel, skipped: {', '.join(missing)}"
+                                  + (" (tsalign:* exists once `tsalign kprobe register` ran)" if KPROBE_EVENTS in missing else ""))
             if not available:
                 raise Unavailable(f"none of the events {', '.join(self.events)} exists on this kernel")
             self.session = TraceSession(available, clock=self.clock, buffer_kb=self.buffer_kb)
