@@ -143,7 +143,8 @@ def verdict_of(a: Any) -> dict[str, Any]:
                      "kinds_missing": [k.name for k in CATALOGUE if k.name not in kinds_found],
                      "vcpu_run_source": found.details.get("vcpu_run", {}).get("run_source", {}),
                      "notes": found.notes, "capture_for_all_kinds": capture_hint()},
-        "offsets": {"sources": sorted({s.source for segs in a.timeline.segments.values() for s in segs}),
+        "offsets": {"sources": sorted({s.source for segs in a.timeline.segments.values() for s in segs}
+                                      | {s.source for s in a.snapshots} | ({"kvm_write_tsc_offset"} if a.writes else set())),
                     "distinct_values": len(snaps), "issues": issues,
                     "changes_seen": sum(max(0, len(segs) - 1) for segs in a.timeline.segments.values()),
                     "timeline": a.timeline.to_dict()},
