@@ -115,3 +115,18 @@ def test_jsonl_events_are_checked(tmp_path: Path, line: str) -> None:
     (b / "events.jsonl").write_text('{"ts": 1, "event": "tsalign_beacon"}\n' + line + "\n")
     with pytest.raises(InvalidParameter, match=r"events\.jsonl:2"):
         list(Bundle.open(str(b)).records())
+
+
+def test_data_cut_at_a_line_end_is_caught_by_the_declared_counts(tmp_path: Path) -> None:
+    # was: aligned with pass; the manifest's per-CPU entries were never compared with what was read
+    b = bundle(tmp_path)
+    lines = (b / "cpu1.txt").read_text().splitlines(keepends=True)
+    (b / "cpu1.txt").write_text("".join(lines[:-100]))
+    with pytest.raises(InvalidParameter, match=rf"{len(lines)} events, as the capture's ring-buffer stats declare; "
+                                               rf"{len(lines) - 100} were read"):
+        list(Bundle.open(str(b)).records())
+    with pytest.raises(InvalidParameter, match="stats declare"), open_trace(str(b)) as t:
+        list(t.chunks())
+    with open_trace(str(b), strict=False) as t:  # --lenient: the events read, and the numbers as a warning
+        assert sum(len(c) for c in t.chunks()) == 80 + len(lines) - 100
+        assert any("stats declare" in w for w in t.info.warnings)

@@ -161,8 +161,11 @@ class Capture:
             if vm.vm_fd is None:  # emulated VM: no KVM state to snapshot
                 continue
             fresh = [v for v in kvmvms.discover_vms(Root(), vm.pid) if v.vm_fd == vm.vm_fd]
-            if fresh:
-                vm.vcpus = fresh[0].vcpus
+            if not fresh:
+                self.notes.append(f"VM pid {vm.pid} ({vm.name or 'unnamed'}) was gone at host TSC {tsc.rdtsc()}: it "
+                                  "exited during the capture, so this snapshot of its offsets is missing")
+                continue
+            vm.vcpus = fresh[0].vcpus
             self.snapshots.extend(snapshot_vm(vm))
 
     def start(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,28 @@ class Bundle:
     def snapshots(self) -> list[OffsetSnapshot]:
         return [snapshot_from_dict(d) for d in self.manifest.get("offsets", {}).get("snapshots", [])]
 
+    def declared_entries(self, name: str) -> int | None:
+        """How many events the manifest's ring-buffer stats say data file ``name`` (``cpuN.txt``) holds."""
+        m = re.fullmatch(r"cpu(\d+)\.txt", name)
+        if m is None:
+            return None
+        for st in self.manifest.get("stats", []):
+            if st.get("cpu") == int(m[1]):
+                return int(st["entries"])
+        return None
+
+    def check_count(self, name: str, read: int, lenient: bool = False) -> str | None:
+        """Compare the events read from ``name`` with the count the capture declared: a shortfall or a surplus
+        (a file cut at a line end, or edited) is an error, or with ``lenient`` the warning returned."""
+        want = self.declared_entries(name)
+        if want is None or want == read:
+            return None
+        msg = (f"{want} events, as the capture's ring-buffer stats declare; {read} were read "
+               "(the file was cut or edited after the capture)")
+        if lenient:
+            return f"{os.path.join(self.path, name)}: {msg}"
+        raise InvalidParameter("bundle data", os.path.join(self.path, name), msg)
+
     def records(self) -> Iterator[Record]:
         """Every event record of the bundle (per-CPU files in CPU order; not merged by time)."""
         data = self.manifest.get("data", {})
@@ -142,7 +165,11 @@ class Bundle:
                 raise InvalidParameter("bundle data", fpath, f"a readable file listed in manifest.json ({e.strerror})") from None
             with f:
                 if fmt == "ftrace-text":
-                    yield from parse_lines(f, fpath)
+                    n = 0
+                    for rec in parse_lines(f, fpath):
+                        n += 1
+                        yield rec
+                    self.check_count(name, n)
                 elif fmt == "jsonl":
                     for n, line in enumerate(f, 1):
                         yield _jsonl_record(line, fpath, n)

@@ -68,23 +68,30 @@ class BundleTrace(Trace):
 
     def raw_chunks(self) -> Iterator[Chunk]:
         data = self.bundle.manifest.get("data", {})
-        files = [check_data_file(self.bundle.path, n) for n in data.get("files", [])]
+        names = list(data.get("files", []))
+        files = [check_data_file(self.bundle.path, n) for n in names]
         if data.get("format") == "jsonl":
             streams = [self._jsonl()]
         elif data.get("format") == "ftrace-text":
             streams = []
-            for f in files:
+            for name, f in zip(names, files):
                 t = TextTrace(f, "ftrace", clock=self.info.clock, strict=self.strict)
                 t.events, t.comms = self.events, self.comms
-                streams.append(self._forward(t))
+                streams.append(self._forward(t, name))
         else:
             raise InvalidParameter("bundle data format", str(data.get("format")), "ftrace-text or jsonl")
         yield from merge_sorted(streams)
 
-    def _forward(self, t: TextTrace) -> Iterator[Chunk]:
-        yield from t.raw_chunks()
+    def _forward(self, t: TextTrace, name: str) -> Iterator[Chunk]:
+        read = 0
+        for c in t.raw_chunks():
+            read += len(c)
+            yield c
         for w in t.info.warnings:
             self.warn(w)
+        short = self.bundle.check_count(name, read, lenient=not self.strict)
+        if short:
+            self.warn(short)
 
     def _jsonl(self) -> Iterator[Chunk]:
         """JSON-lines bundles (small: the micro-VM's guest side), parsed by :meth:`Bundle.records`."""
