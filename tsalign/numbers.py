@@ -30,12 +30,14 @@ def parse_int(text: str, name: str) -> int:
     neg = s.startswith("-")
     body = s[1:] if s[:1] in "+-" else s
     try:
+        if not body.isascii() or len(body) > 40:  # Unicode digits are not digits here; no 64-bit value is longer
+            raise ValueError
         if body[:2].lower() == "0x":
             if not body[2:]:
                 raise ValueError
             value = int(body, 0)
         else:
-            if not body.isdigit():
+            if not (body.isascii() and body.isdigit()):
                 raise ValueError
             value = int(body, 10)
     except ValueError:

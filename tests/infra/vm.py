@@ -53,22 +53,47 @@ def ssh(st: dict[str, Any], command: str, timeout: int = 30) -> subprocess.Compl
     return subprocess.run([*ssh_argv(st), command], capture_output=True, text=True, timeout=timeout)
 
 
-def wait_ssh(st: dict[str, Any], timeout: float = 180, not_boot_id: str = "") -> str:
-    """Wait until SSH answers (and, after a reboot, with a new boot_id); returns the boot_id."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return True  # not started by us (no pid known): only SSH tells
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_ssh(st: dict[str, Any], timeout: float = 900, not_boot_id: str = "", stall: float = 240) -> str:
+    """Wait until SSH answers (and, after a reboot, with a new boot_id); returns the boot_id.
+
+    Follows the guest's progress, not a fixed time: it waits while QEMU runs and its serial console keeps
+    printing, and gives up when QEMU has exited, when the console has been silent for ``stall`` s with SSH
+    still closed, or after ``timeout`` s in all (a loaded 2-core machine boots a TCG guest slowly)."""
+    t0 = time.monotonic()
+    last_size, last_change = -1, t0
+    why = f"{timeout:.0f} s in all"
+    while time.monotonic() - t0 < timeout:
         try:
-            r = ssh(st, "cat /proc/sys/kernel/random/boot_id", timeout=15)
+            r = ssh(st, "cat /proc/sys/kernel/random/boot_id", timeout=30)
             if r.returncode == 0 and r.stdout.strip() and r.stdout.strip() != not_boot_id:
                 return r.stdout.strip()
         except subprocess.TimeoutExpired:
             pass
+        size = os.path.getsize(st["serial"]) if os.path.exists(st.get("serial", "")) else 0
+        if size != last_size:
+            last_size, last_change = size, time.monotonic()
+        if not _alive(st.get("pid")):
+            why = "QEMU exited"
+            break
+        if time.monotonic() - last_change > stall:
+            why = f"the serial console silent for {stall:.0f} s"
+            break
         time.sleep(1)
     tail = Path(st["serial"]).read_text(errors="replace")[-1500:] if os.path.exists(st["serial"]) else ""
-    raise RuntimeError(f"VM not reachable over SSH within {timeout}s; serial console tail:\n{tail}")
+    raise RuntimeError(f"VM not reachable over SSH after {time.monotonic() - t0:.0f} s ({why}); serial console tail:\n{tail}")
 
 
-def up(image_dir: str, boot_timeout: float = 240, beacon_port: bool = False, cpu: str = CPU,
+def up(image_dir: str, boot_timeout: float = 900, beacon_port: bool = False, cpu: str = CPU,
        memory_mb: int = 1024, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Boot a pristine overlay of the image. ``beacon_port``: give COM2 (ttyS1, port 0x2f8) a chardev
     file of its own, for `tsalign beacons`; ``cpu``: the -cpu model (NESTED_CPU for a KVM host);

@@ -187,3 +187,11 @@ def test_align_out_naming_a_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     code, err = cli("align", "--host", str(ex / "host"), "--guest", str(ex / "guest"), "-o", str(tmp_path / "f"))
     assert code == 3 and "this is a file" in err
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0662", "0x\u0661\u0662", "1" * 41])
+def test_convert_takes_ascii_numbers_only(value: str) -> None:
+    code, err = cli("convert", "--from", "tsc", "--to", "guest-tsc", "--tsc-offset", "12", value)
+    assert code == 3 and "VALUE #1" in err
+    code, err = cli("convert", "--from", "tsc", "--to", "guest-tsc", "--tsc-offset", value, "100")
+    assert code == 3 and "tsalign convert: error: --tsc-offset:" in err  # named once, not ----tsc-offset

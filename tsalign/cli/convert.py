@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _flag(name: str) -> str:
+    """A parameter name as its command-line option: ``time_zero`` -> ``--time-zero``; ``--tsc-offset`` stays."""
+    return name if name.startswith("--") else "--" + name.replace("_", "-").replace(" ", "-")
+
+
 def _opt(args: argparse.Namespace, attr: str, parse: Any = parse_u64) -> int | None:
     text = getattr(args, attr)
     if text is None:
@@ -83,7 +88,7 @@ def _params(args: argparse.Namespace) -> ConvParams:
                 cap_user_time_zero=True, cap_user_time_short=short,
             )
         except InvalidParameter as e:
-            raise InvalidParameter("--" + e.name.replace("_", "-"), e.value, e.expected) from None
+            raise InvalidParameter(_flag(e.name), e.value, e.expected) from None
     if args.tsc_offset is not None or args.tsc_ratio is not None or args.tsc_frac_bits is not None:
         if args.tsc_offset is None:
             raise MissingParameter("--tsc-offset", "tsc <-> guest-tsc", "give the vCPU's TSC offset")
@@ -93,7 +98,7 @@ def _params(args: argparse.Namespace) -> ConvParams:
             p.tsc = TscParams(offset=parse_offset(args.tsc_offset, "--tsc-offset"), ratio=ratio or 0,
                               frac_bits=FRAC_BITS_VMX if frac is None else frac)
         except InvalidParameter as e:
-            raise InvalidParameter("--" + e.name.replace(" ", "-"), e.value, e.expected) from None
+            raise InvalidParameter(_flag(e.name), e.value, e.expected) from None
     pv_fields = ("pvclock_system_time", "pvclock_tsc_timestamp", "pvclock_mul", "pvclock_shift")
     if any(getattr(args, f) is not None for f in pv_fields):
         missing = [f for f in pv_fields if getattr(args, f) is None]
