@@ -162,4 +162,4 @@ def test_lab_playbooks_seed_workflow(l1: dict[str, Any], tmp_path: Path) -> None
     # on every vCPU load, each consistent with the writes (a disagreement would be an issue, and a reason above)
     assert {"debugfs", "kprobe", "kvm_write_tsc_offset"} <= set(v["offsets"]["sources"]), v["offsets"]["sources"]
     for d in v["evidence"]["per_vcpu"]:
-        assert len(d["sources"]["kprobe"]["values"]) > 10, d["sources"].keys()
+        assert d["sources"]["kprobe"]["values"], d["sources"].keys()

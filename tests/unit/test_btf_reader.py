@@ -165,3 +165,20 @@ def test_btf_from_an_endless_file_is_refused() -> None:
 
     with pytest.raises(BtfError, match="more than 256 MiB"):
         load("/dev/zero")
+
+
+def test_kprobe_function_choice_prefers_the_seeds_function_then_its_twin() -> None:
+    from tsalign.errors import Unavailable
+    from tsalign.kernel.kprobe import choose_function
+
+    cands = ["kvm_arch_vcpu_load", "__kvm_vcpu_kick", "kvm_vcpu_kick", "kvm_vcpu_block"]
+    c = choose_function(cands, {"kvm_vcpu_kick", "__kvm_vcpu_kick", "kvm_arch_vcpu_load"}, None)
+    assert (c.function, c.verified_by, c.why) == ("kvm_vcpu_kick", "available_filter_functions", "the seed's function")
+    c = choose_function(cands, {"__kvm_vcpu_kick", "kvm_arch_vcpu_load"}, None)  # kvm_vcpu_kick inline (6.x)
+    assert c.function == "__kvm_vcpu_kick" and "out-of-line twin" in c.why
+    c = choose_function(cands, None, {"kvm_arch_vcpu_load", "kvm_vcpu_block"}, blacklist={"__kvm_vcpu_kick"})
+    assert (c.function, c.verified_by) == ("kvm_arch_vcpu_load", "kallsyms") and "every vCPU load" in c.why
+    c = choose_function(["zz_fn", "aa_fn"], {"zz_fn", "aa_fn"}, None)
+    assert c.function == "aa_fn" and "none of the preferred" in c.why
+    with pytest.raises(Unavailable, match="inlined or notrace"):
+        choose_function(cands, set(), set())

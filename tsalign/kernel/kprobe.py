@@ -27,8 +27,13 @@ __all__ = [
 GROUP = "tsalign"
 # Called often and early for every vCPU. kvm_vcpu_kick is the note's choice but is not a symbol on
 # every kernel; kvm_arch_vcpu_load runs on every vcpu_load() (each KVM_RUN).
-PREFERRED = ("kvm_vcpu_kick", "kvm_arch_vcpu_load", "kvm_arch_vcpu_put", "kvm_arch_vcpu_ioctl_run",
+# Newer kernels make kvm_vcpu_kick an inline wrapper of __kvm_vcpu_kick (its out-of-line twin, same argument).
+PREFERRED = ("kvm_vcpu_kick", "__kvm_vcpu_kick", "kvm_arch_vcpu_load", "kvm_arch_vcpu_put", "kvm_arch_vcpu_ioctl_run",
              "kvm_vcpu_block", "kvm_vcpu_halt")
+_WHY = {"kvm_vcpu_kick": "the seed's function",
+        "__kvm_vcpu_kick": "the out-of-line twin of the seed's kvm_vcpu_kick (inline or untraceable here)",
+        "kvm_arch_vcpu_load": "runs on every vCPU load (each KVM_RUN); the seed's kvm_vcpu_kick and its twin "
+                              "__kvm_vcpu_kick are not traceable here"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class KprobeChoice:
     function: str
     verified_by: str
     candidates: int
+    why: str = ""
 
 
 _KALLSYMS = re.compile(r"^[0-9a-fA-F]+ [tTwW] (\S+)", re.MULTILINE)
@@ -77,9 +83,11 @@ def choose_function(candidates: Iterable[str], traceable: set[str] | None, kalls
         ok = cands & listing
         for name in PREFERRED:
             if name in ok:
-                return KprobeChoice(name, label, len(cands))
+                return KprobeChoice(name, label, len(cands), _WHY.get(
+                    name, f"the first of tsalign's preferred functions traceable here ({', '.join(PREFERRED)})"))
         if ok:
-            return KprobeChoice(min(ok), label, len(cands))
+            return KprobeChoice(min(ok), label, len(cands), "none of the preferred functions is traceable here; "
+                                "the first of the others taking struct kvm_vcpu * first")
     raise Unavailable(f"none of the {len(cands)} BTF candidates is in available_filter_functions or kallsyms "
                       "(all inlined or notrace on this kernel)")
 

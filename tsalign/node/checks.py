@@ -363,14 +363,14 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
         choice = kprobe.choose_function(cands, kprobe.parse_symbol_list(aff) if aff else None,
                                         kprobe.parse_symbol_list(ksyms) if ksyms else None,
                                         kprobe.parse_blacklist(blacklist) if blacklist else set())
-        function, verified = choice.function, choice.verified_by
+        function, verified, why = choice.function, choice.verified_by, choice.why
     else:
         if function not in cands:
             raise kprobe.InvalidParameter("--function", function,
                                           "a function whose first argument is struct kvm_vcpu * "
                                           f"(e.g. {', '.join(n for n in kprobe.PREFERRED if n in cands) or cands[0]})")
-        verified = "user"
-    return {"function": function, "verified_by": verified, "candidates": len(cands),
+        verified, why = "user", "given with --function"
+    return {"function": function, "verified_by": verified, "why": why, "candidates": len(cands),
             "member_offset": member.offset, "btf": b.source, "seed_function_present": "kvm_vcpu_kick" in cands,
             "kprobe": kprobe.render(function, member.offset), "event": kprobe.event_name(function)}
 
