@@ -59,7 +59,7 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
     """Boot L1 and make it a KVM host with QEMU and tsalign; returns its state (vm.up's, plus ``tsc_khz``)."""
     image_dir = image_dir or _cache("TSALIGN_VM_IMAGE", "vm-bookworm-*")
     qemu_bundle = qemu_bundle or _cache("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*")
-    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=1536,
+    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=2048,
                extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
     try:
         r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && test -b /dev/vdb && "
@@ -89,7 +89,7 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
         raise ValueError(f"setup {setup!r}: one of {SETUPS}")
     extra = f" no-kvmclock tsc_early_khz={l1['tsc_khz']} tsc=reliable" if setup == "tsc" else ""
     r = vm.ssh(l1, (
-        "rm -f /root/l2.serial /root/l2.pid && /opt/qemu/qemu-system-x86_64 -accel kvm -M pc -cpu host -m 512 -smp 2 "
+        "rm -f /root/l2.serial /root/l2.pid && /opt/qemu/qemu-system-x86_64 -accel kvm -M pc -cpu host -m 768 -smp 2 "
         "-nodefaults -display none -serial file:/root/l2.serial -name l2,debug-threads=on "
         f"-kernel {KERNEL} -initrd {INITRD} -append 'console=ttyS0 root=/dev/vda1 rw panic=-1{extra}' "
         "-drive file=/dev/vdb,format=raw,if=virtio,snapshot=on "
@@ -204,11 +204,21 @@ def inventory(l1: dict[str, Any], l2: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _l2_console(l1: dict[str, Any]) -> str:
+    """L2's serial console tail and L1's view of it (is QEMU alive, does its port answer), for a failure's message."""
+    try:
+        r = vm.ssh(l1, "echo '--- L2 console tail:'; tail -c 2500 /root/l2.serial; echo; echo '--- L2 QEMU:'; "
+                       "kill -0 $(cat /root/l2.pid) && echo alive || echo gone; free -m", timeout=60)
+        return r.stdout[-4000:]
+    except subprocess.TimeoutExpired:
+        return "(L1 did not answer)"
+
+
 def _playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.CompletedProcess:
     """ansible-playbook with the repository's ansible.cfg. Over nested SSH (L2 behind L1, both under TCG) a new
     connection can be closed during key exchange when a guest is slow: one long-lived control master per node
     for the whole run, and ssh's own retries (exit 255 only) for the rest."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(vm.REPO / "ansible.cfg"), "ANSIBLE_SSH_RETRIES": "5",
+    env = {**os.environ, "ANSIBLE_CONFIG": str(vm.REPO / "ansible.cfg"), "ANSIBLE_SSH_RETRIES": "8",
            "ANSIBLE_TIMEOUT": "120", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_SSH_ARGS": (
                "-o ControlMaster=auto -o ControlPersist=1200s -o ServerAliveInterval=10 -o ServerAliveCountMax=12"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -229,12 +239,12 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     inv = inventory(l1, l2, out / "inventory.yml")
     r = _playbook(inv, "setup.yml", log=out / "setup.log")
     if r.returncode != 0:
-        raise RuntimeError(f"setup.yml failed (log {out}/setup.log): {r.stdout[-3000:]}")
+        raise RuntimeError(f"setup.yml failed (log {out}/setup.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     host_side = "its kernel is loaded by the VMM" in r.stdout
     r = _playbook(inv, "precheck.yml", "-e", f"tsalign_precheck_dir={out}/precheck", "-e", "tsalign_precheck_fail_on=never",
                   log=out / "precheck.log")
     if r.returncode != 0:
-        raise RuntimeError(f"precheck.yml failed (log {out}/precheck.log): {r.stdout[-3000:]}")
+        raise RuntimeError(f"precheck.yml failed (log {out}/precheck.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     # the workload outlives this SSH session and stops by itself
     vm.ssh(l2, "{ for k in $(seq 20); do for i in $(seq 50); do sleep 0.01; done; "
                "dd if=/dev/zero of=/root/lab-io.bin bs=64k count=16 oflag=direct 2>/dev/null; "
@@ -246,7 +256,7 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
     if r.returncode != 0 or not (cap / "aligned" / "verdict.json").is_file():
-        raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}")
+        raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
     summary = {"setup": l2["setup"], "verdict": json.loads((cap / "aligned" / "verdict.json").read_text()),
                "guest_role_host_side_change": host_side,
