@@ -195,3 +195,19 @@ def test_convert_takes_ascii_numbers_only(value: str) -> None:
     assert code == 3 and "VALUE #1" in err
     code, err = cli("convert", "--from", "tsc", "--to", "guest-tsc", "--tsc-offset", value, "100")
     assert code == 3 and "tsalign convert: error: --tsc-offset:" in err  # named once, not ----tsc-offset
+
+
+def test_page_whose_commit_was_zeroed_is_not_silently_empty(tmp_path: Path) -> None:
+    # was: commit 0 -> the page's events vanished, exit 0
+    w = PageWriter(1000)
+    for i in range(400):
+        w.event(10, payload(7, 100, i))
+    pages = bytearray(w.pages())
+    struct.pack_into("<Q", pages, 8, 0)  # the first page's commit word
+    p = tmp_path / "z.dat"
+    write_v7(str(p), {"": {0: bytes(pages)}}, compression="none")
+    with pytest.raises(InvalidParameter, match=r"1 page\(s\) commit 0 bytes but hold data \(first at page 0\)"):
+        read(p)
+    with open_trace(str(p), "dat", strict=False) as t:
+        n = sum(len(c) for c in t.chunks())
+        assert 0 < n < 400 and any("commit 0 bytes" in x for x in t.info.warnings)

@@ -25,7 +25,8 @@ class DatTrace(Trace):
     """A trace-cmd data file, one buffer (instance) of it."""
 
     def __init__(self, path: str, buffer: str | None = None, clock: str | None = None,
-                 block_bytes: int = DEFAULT_BLOCK) -> None:
+                 block_bytes: int = DEFAULT_BLOCK, strict: bool = True) -> None:
+        self.strict = strict
         self.dat = TraceDat(path)
         try:
             self.buf: BufferInfo = self.dat.buffer(buffer)
@@ -87,6 +88,7 @@ class DatTrace(Trace):
                 raise InvalidParameter("trace.dat", f"{where} page at data byte {pos + p * page} (offset {int(info[p, 3]) - p * page} in the page)",
                                        f"a valid ring-buffer page: {ERRORS.get(int(info[p, 2]), 'corrupt')}")
             self.lost_pages += int(info[:, 1].sum())
+            self._empty_pages_with_data(raw, info, page, hp.data_offset, f"{where} data byte {pos}")
             ts, off, ln = ts[:n], off[:n], ln[:n]
             if n:
                 if int(ts[0]) < last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
@@ -110,6 +112,23 @@ class DatTrace(Trace):
             comm_codes = np.array([self.comms.code(self._comm_of.get(p, "<...>")) for p in uniq.tolist()], dtype=np.int32)
             yield Chunk(ts, np.full(n, cpu.cpu, dtype=np.int32), pid, ev.astype(np.int32), comm_codes[inv],
                         raws=[raw], src=np.zeros(n, dtype=np.int32), off=off, size=ln, type_id=typ)
+
+    def _empty_pages_with_data(self, raw: np.ndarray, info: np.ndarray, page: int, data_off: int, where: str) -> None:
+        """A page whose commit says 0 bytes while its data area holds some: events there would vanish unread
+        (a corrupt commit word). An error, or with --lenient a warning with the numbers."""
+        empty = np.nonzero((info[:, 0] == 0) & (info[:, 2] == 0))[0]
+        if not empty.size:
+            return
+        pages = raw.reshape(-1, page)[empty, data_off:]
+        bad = empty[pages.any(axis=1)]
+        if not bad.size:
+            return
+        msg = (f"{where}: {bad.size} page(s) commit 0 bytes but hold data (first at page {int(bad[0])}); "
+               "their events, if any, are not read")
+        if self.strict:
+            raise InvalidParameter("trace.dat", msg.split(": ", 1)[0], "pages whose commit covers their data; " + msg.split(": ", 1)[1]
+                                   + " (--lenient reads the rest)")
+        self.warn(msg)
 
     def raw_chunks(self) -> Iterator[Chunk]:
         streams = [self._cpu_chunks(c) for c in self.buf.cpus if c.size]

@@ -128,7 +128,7 @@ def open_trace(path: str, fmt: str = "auto", clock: str | None = None, buffer: s
     if fmt == "dat":
         from .datreader import DEFAULT_BLOCK, DatTrace
 
-        return DatTrace(path, buffer, clock, block_bytes or DEFAULT_BLOCK)
+        return DatTrace(path, buffer, clock, block_bytes or DEFAULT_BLOCK, strict)
     if fmt == "bundle":
         return BundleTrace(path, clock, strict)
     return TextTrace(path, fmt, clock, buffer, strict, stream)
