@@ -243,7 +243,6 @@ def test_guest_capture_records_tsc_timestamps(tmp_path: Path) -> None:
 
 def test_guest_capture_with_perf_clock_keeps_user_page(tmp_path: Path) -> None:
     real()
-    from tsalign.node.perfpage import conversion_verdict, read_user_page
 
     r = tsalign("capture", "--role", "guest", "--clock", "perf", "--out", str(tmp_path / "p"), "--duration", "0.3",
                 "--json")
