@@ -135,7 +135,9 @@ def test_split_btf_of_a_debian_kernel_equals_pahole() -> None:
     # the kprobe for that kernel: kvm_vcpu_kick exists there (the seed's choice)
     r = tsalign("kprobe", "render", "--btf", kvm, "--btf-base", vml, "--function", "kvm_vcpu_kick", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["kprobe"] == f"p:tsalign/kvm_vcpu_kick kvm_vcpu_kick tsc_offset=+{want:#x}(%di):u64"
+    vcpu_id = _pahole_offset("kvm_vcpu", "vcpu_id", vml, kvm)
+    assert json.loads(r.stdout)["kprobe"] == (f"p:tsalign/kvm_vcpu_kick kvm_vcpu_kick tsc_offset=+{want:#x}(%di):u64 "
+                                              f"vcpu_id=+{vcpu_id:#x}(%di):s32")
 
 
 def test_kprobe_render_and_register_on_this_kernel() -> None:
@@ -147,7 +149,9 @@ def test_kprobe_render_and_register_on_this_kernel() -> None:
     doc = json.loads(r.stdout)
     assert doc["member_offset"] == want  # pahole reads the same BTF with its own code
     # the probe text as the kernel's kprobe_events syntax wants it, spelled here by hand from pahole's offset
-    assert doc["kprobe"] == f"p:tsalign/{doc['function']} {doc['function']} tsc_offset=+{hex(want)}(%di):u64"
+    vcpu_id = _pahole_offset("kvm_vcpu", "vcpu_id")
+    assert doc["kprobe"] == (f"p:tsalign/{doc['function']} {doc['function']} tsc_offset=+{hex(want)}(%di):u64 "
+                             f"vcpu_id=+{hex(vcpu_id)}(%di):s32")
     fn = re.escape(doc["function"])
     assert re.search(rf"^[0-9a-f]+ [tTwW] {fn}(\s|$)", Path("/proc/kallsyms").read_text(), re.MULTILINE)  # a text symbol
     r = tsalign("kprobe", "register", "--json")
@@ -160,7 +164,8 @@ def test_kprobe_render_and_register_on_this_kernel() -> None:
         assert doc["status"] == "registered", doc
         # the kernel accepted it: the event exists and the kernel prints it back with the same fetch arg
         events = Path("/sys/kernel/tracing/kprobe_events").read_text()
-        assert re.search(rf"^p:tsalign/{fn} {fn} tsc_offset=\+{want}\(%di\):u64$", events, re.MULTILINE), events
+        assert re.search(rf"^p:tsalign/{fn} {fn} tsc_offset=\+{hex(want)}\(%di\):u64 vcpu_id=\+{hex(vcpu_id)}\(%di\):s32$",
+                         events, re.MULTILINE), events
         assert Path(f"/sys/kernel/tracing/events/tsalign/{doc['function']}/format").is_file()
     finally:
         tsalign("kprobe", "unregister")

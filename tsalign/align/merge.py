@@ -47,8 +47,8 @@ class Aligned:
     tid_to_vcpu: dict[int, int] = field(default_factory=dict)
 
 
-#: the payload of tsalign's kprobe event: ``(kvm_arch_vcpu_load+0x0/0x2b0 [kvm]) tsc_offset=0xffff...``
-KPROBE_OFFSET = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20})$")
+#: the payload of tsalign's kprobe event: ``(kvm_vcpu_kick+0x0/0x70 [kvm]) tsc_offset=0xffff... vcpu_id=1``
+KPROBE_OFFSET = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20})(?: vcpu_id=(\d{1,4}))?$")
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
     """The host bundle's VM that the guest bundle was recorded in; errors name both bundles."""
@@ -122,6 +122,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     vm = select_vm(host, guest)
     tid_to_vcpu = {v["tid"]: v["id"] for v in vm.get("vcpus", []) if v.get("tid")}
     vm_threads = set(tid_to_vcpu) | {vm.get("pid")}
+    vcpu_ids = {v["id"] for v in vm.get("vcpus", [])}
     host_recs = list(host.records())
     all_writes = []
     kprobe_snaps = []
@@ -129,9 +130,13 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
         if r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
             f = parse_kvm_payload(r.event, r.payload)
             all_writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
-        elif r.pid in tid_to_vcpu and (m := KPROBE_OFFSET.match(r.payload)):
-            # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset in the vCPU's own thread
-            kprobe_snaps.append(OffsetSnapshot(r.ts, tid_to_vcpu[r.pid], TscParams(parse_offset(m[1])), "kprobe"))
+        elif (r.pid in vm_threads or r.tgid == vm.get("pid")) and (m := KPROBE_OFFSET.match(r.payload)):
+            # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset and vcpu->vcpu_id; a probe
+            # without the id is attributed to the calling thread's vCPU only where that thread is the vCPU's own
+            # (kvm_vcpu_kick is called by other vCPUs' threads and the VMM's)
+            vcpu = int(m[2]) if m[2] is not None else (tid_to_vcpu.get(r.pid) if "kick" not in r.event else None)
+            if vcpu is not None and vcpu in vcpu_ids:
+                kprobe_snaps.append(OffsetSnapshot(r.ts, vcpu, TscParams(parse_offset(m[1])), "kprobe"))
     all_snaps = host.snapshots() + kprobe_snaps
     snaps, writes = all_snaps, all_writes
     choice = "the bundle's snapshots and kvm_write_tsc_offset events (snapshots trusted over the tracepoint)"

@@ -1,6 +1,7 @@
 """The kprobe route to each vCPU's ``arch.tsc_offset`` (the perf-prof note's method, automated):
 choose a traceable function whose first argument is ``struct kvm_vcpu *``, render
-``p:tsalign/<fn> <fn> tsc_offset=+0x<off>(%di):u64`` (x86-64: first argument in %di) and
+``p:tsalign/<fn> <fn> tsc_offset=+0x<off>(%di):u64 vcpu_id=+0x<off>(%di):s32`` (x86-64: first argument in
+%di) and
 register/unregister it idempotently through tracefs ``kprobe_events``."""
 
 from __future__ import annotations
@@ -96,13 +97,17 @@ def event_name(function: str) -> str:
     return f"{GROUP}/{function}"
 
 
-def render(function: str, member_offset: int) -> str:
-    """The kprobe_events line fetching the u64 at ``member_offset`` bytes from the first argument."""
+def render(function: str, member_offset: int, vcpu_id_offset: int | None = None) -> str:
+    """The kprobe_events line fetching the u64 at ``member_offset`` bytes from the first argument, and the
+    vCPU's id (``kvm_vcpu.vcpu_id``, s32) at ``vcpu_id_offset``: the thread that calls a function such as
+    kvm_vcpu_kick is often another vCPU's or the VMM's, so the id says whose offset was read."""
     if not function or any(c.isspace() for c in function):
         raise InvalidParameter("function", function, "a kernel function name such as kvm_arch_vcpu_load")
-    if member_offset < 0:
-        raise InvalidParameter("member offset", member_offset, "a non-negative byte offset")
-    return f"p:{event_name(function)} {function} tsc_offset=+{member_offset:#x}(%di):u64"
+    for name, off in (("member offset", member_offset), ("vcpu_id offset", vcpu_id_offset)):
+        if off is not None and not 0 <= off < 1 << 20:
+            raise InvalidParameter(name, off, "a byte offset inside struct kvm_vcpu")
+    line = f"p:{event_name(function)} {function} tsc_offset=+{member_offset:#x}(%di):u64"
+    return line if vcpu_id_offset is None else line + f" vcpu_id=+{vcpu_id_offset:#x}(%di):s32"
 
 
 def events_file(tracefs: str | None) -> str:

@@ -354,6 +354,7 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
     if isinstance(b, Exception):
         raise b
     member = b.offsetof("kvm_vcpu", "arch.tsc_offset")
+    vcpu_id = b.offsetof("kvm_vcpu", "vcpu_id")
     cands = b.functions_with_first_arg("kvm_vcpu")
     if function is None:
         d = c.tracefs
@@ -371,8 +372,9 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
                                           f"(e.g. {', '.join(n for n in kprobe.PREFERRED if n in cands) or cands[0]})")
         verified, why = "user", "given with --function"
     return {"function": function, "verified_by": verified, "why": why, "candidates": len(cands),
-            "member_offset": member.offset, "btf": b.source, "seed_function_present": "kvm_vcpu_kick" in cands,
-            "kprobe": kprobe.render(function, member.offset), "event": kprobe.event_name(function)}
+            "member_offset": member.offset, "vcpu_id_offset": vcpu_id.offset, "btf": b.source,
+            "seed_function_present": "kvm_vcpu_kick" in cands,
+            "kprobe": kprobe.render(function, member.offset, vcpu_id.offset), "event": kprobe.event_name(function)}
 
 
 def check_kprobe_function(c: Context) -> Check:

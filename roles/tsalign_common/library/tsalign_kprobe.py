@@ -10,7 +10,7 @@ short_description: Register tsalign's kprobe reading each vCPU's arch.tsc_offset
 description:
   - Computes offsetof(struct kvm_vcpu, arch.tsc_offset) from the host's own BTF, chooses a traceable
     function whose first argument is C(struct kvm_vcpu *), and registers
-    C(p:tsalign/<fn> <fn> tsc_offset=+0x<off>(%di):u64) in tracefs kprobe_events, idempotently.
+    C(p:tsalign/<fn> <fn> tsc_offset=+0x<off>(%di):u64 vcpu_id=+0x<off>(%di):s32) in tracefs kprobe_events, idempotently.
   - Where the kernel has no kprobe_events it reports C(status=unavailable) and does not fail.
 options:
   state:
