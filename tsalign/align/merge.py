@@ -48,6 +48,8 @@ class Aligned:
 
 
 #: the payload of tsalign's kprobe event: ``(kvm_vcpu_kick+0x0/0x70 [kvm]) tsc_offset=0xffff... vcpu_id=1``
+#: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
+KPROBE_WINDOW = 100_000
 KPROBE_OFFSET = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20})(?: vcpu_id=(\d{1,4}))?$")
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
@@ -136,7 +138,10 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
             # (kvm_vcpu_kick is called by other vCPUs' threads and the VMM's)
             vcpu = int(m[2]) if m[2] is not None else (tid_to_vcpu.get(r.pid) if "kick" not in r.event else None)
             if vcpu is not None and vcpu in vcpu_ids:
-                kprobe_snaps.append(OffsetSnapshot(r.ts, vcpu, TscParams(parse_offset(m[1])), "kprobe"))
+                # read in another thread, the value may predate a write that thread's CPU traced just before it
+                # (the tracepoint fires before KVM stores the offset): a read window, as for debugfs reads
+                kprobe_snaps.append(OffsetSnapshot(max(r.ts - KPROBE_WINDOW, 0), vcpu, TscParams(parse_offset(m[1])),
+                                                   "kprobe", read_until=r.ts))
     all_snaps = host.snapshots() + kprobe_snaps
     snaps, writes = all_snaps, all_writes
     choice = "the bundle's snapshots and kvm_write_tsc_offset events (snapshots trusted over the tracepoint)"
