@@ -129,3 +129,22 @@ def test_snapshot_race_needs_the_write_inside_the_read_window() -> None:
     snaps = [OffsetSnapshot(100, 0, TscParams(0)), OffsetSnapshot(400, 0, TscParams(77), read_until=600)]
     tl = OffsetTimeline.build(snaps, [OffsetWrite(500, 0, prev=0, next=1000)])
     assert kinds(tl) == ["unexplained_change"]
+
+
+def test_debugfs_read_spanning_writes_and_kprobe_hits() -> None:
+    # the lab's case: a debugfs read took 20 M cycles (L1 under TCG); meanwhile vcpu0's offset was written three
+    # times and the kprobe read it twice; debugfs returned the value the second write set
+    writes = [OffsetWrite(200, 0, prev=0, next=10), OffsetWrite(400, 0, prev=10, next=20), OffsetWrite(600, 0, prev=20, next=30)]
+    snaps = [OffsetSnapshot(100, 0, TscParams(0)),
+             OffsetSnapshot(150, 0, TscParams(20), read_until=700),            # debugfs: [150, 700]
+             OffsetSnapshot(450, 0, TscParams(20), "kprobe", read_until=500),  # kprobe hits in between
+             OffsetSnapshot(640, 0, TscParams(30), "kprobe", read_until=650)]
+    tl = OffsetTimeline.build(snaps, writes)
+    assert tl.issues == [] and tl.raced == 1
+    assert [tl.params_at(0, t).offset for t in (199, 200, 400, 600, 10_000)] == [0, 10, 20, 30, 30]
+    # a value the vCPU never held in the window is still a disagreement, and segment starts stay ordered
+    snaps[1] = OffsetSnapshot(150, 0, TscParams(99), read_until=700)
+    tl = OffsetTimeline.build(snaps, writes)
+    assert "unexplained_change" in kinds(tl)
+    starts = [s.start for s in tl.segments[0]]
+    assert starts == sorted(starts)

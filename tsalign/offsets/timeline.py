@@ -104,22 +104,23 @@ class _Builder:
         self.writes_since_snapshot.append((w, len(self.segments)))
         self.segments.append(Segment(w.host_tsc, replace(cur, offset=w.next), "kvm_write_tsc_offset"))
 
-    def _read_during_a_write(self, s: OffsetSnapshot) -> bool:
-        """Whether ``s`` shows the value from just before a write traced inside its read window: the
-        read took place before that write (the tracepoint fires before KVM stores the offset, and a
-        debugfs read is not instantaneous), so nothing is contradicted."""
-        for w, idx in reversed(self.writes_since_snapshot):
-            if w.host_tsc < s.host_tsc:
-                break
-            if self.segments[idx - 1].params == s.params:
+    def _held_during_the_read(self, s: OffsetSnapshot) -> bool:
+        """Whether the vCPU had ``s``'s parameters at some moment of its read window [host_tsc, end]: the value
+        in force when the read began, or one set by a write traced inside the window. Such a read is consistent:
+        KVM traces kvm_write_tsc_offset before it stores the offset, and a read (debugfs, or a kprobe in another
+        thread) is not instantaneous."""
+        for seg in reversed(self.segments):
+            if seg.params == s.params:
                 return True
+            if seg.start <= s.host_tsc:
+                return False
         return False
 
     def add_snapshot(self, s: OffsetSnapshot) -> None:
         cur = self.current
         if cur is None:
             self.segments.append(Segment(0, s.params, s.source))
-        elif cur != s.params and self._read_during_a_write(s):
+        elif cur != s.params and self._held_during_the_read(s):
             self.raced += 1
         elif cur != s.params:
             prev_snap = self.last_snapshot
@@ -148,7 +149,7 @@ class _Builder:
                         f"{cur.offset:#x}, but {s.source} at host TSC {s.host_tsc} reads {s.params.offset:#x} "
                         f"({s.params.signed_offset}); events in between are uncertain",
                         self.vcpu, last_write.host_tsc, s.host_tsc))
-                    self.segments.append(Segment(s.host_tsc, s.params, s.source))
+                    self.segments.append(Segment(max(s.host_tsc, self.segments[-1].start), s.params, s.source))
             else:
                 since = prev_snap.host_tsc if prev_snap else 0
                 self.issues.append(Issue(
@@ -157,7 +158,7 @@ class _Builder:
                     f"between host TSC {since} and {s.host_tsc} with no kvm_write_tsc_offset event; "
                     "events in that interval are uncertain (record kvm:kvm_write_tsc_offset)",
                     self.vcpu, since, s.host_tsc))
-                self.segments.append(Segment(s.host_tsc, s.params, s.source))
+                self.segments.append(Segment(max(s.host_tsc, self.segments[-1].start), s.params, s.source))
         self.last_snapshot = s
         self.writes_since_snapshot = []
 
