@@ -179,6 +179,7 @@ def _argv(seed: Seed, d: Path) -> list[str]:
 def _child(argv: list[str], mem_bytes: int, report: int) -> None:
     """In the forked child: limit memory, run the CLI, report the outcome on fd ``report``; never returns."""
     resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
+    os.environ["TSALIGN_REAP"] = "0"  # thousands of CLI runs must not reap another test's instances
     from tsalign.cli import main
 
     outcome: dict[str, Any]
