@@ -224,6 +224,9 @@ def test_precheck_with_foreign_or_truncated_btf(tmp_path, content: bytes, needle
     assert checks["btf"]["status"] == "fail" and needle in checks["btf"]["evidence"]
     assert "--btf" in checks["btf"]["fix"]
     assert checks["kvm_tsc_offset_member"]["status"] == "skip"
+    # a guest needs no BTF (it computes no kvm_vcpu offsets): a guest without it is not failed for it
+    checks = precheck_json("--btf", str(f), "--role", "guest")
+    assert checks["btf"]["status"] == "skip" and "host-only" in checks["btf"]["evidence"]
 
 
 def test_precheck_on_a_recorded_tree_of_this_machine(tmp_path) -> None:
