@@ -176,7 +176,9 @@ def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
     _judge_tcg_offsets(host_dir, g, off, tmp_path)
     s = doc["summary"]
     assert s["vcpus"] == [0, 1] and s["preempted"]["count"] > 0
-    assert s["top_tasks"][0]["task"].startswith("tsalign-spin"), s["top_tasks"][:3]
+    # the spinning task is among those preempted longest (on a loaded machine the guest's rcu_preempt, starved,
+    # can rank above it: seen in a run beside a CPU-bound job, 2.97e9 vs 2.92e9 cycles)
+    assert any(t["task"].startswith("tsalign-spin") for t in s["top_tasks"][:3]), s["top_tasks"][:3]
     check_reports(doc, "vcpu", "vCPU preemption")
     r = tsalign("analyze", "io", "--host", str(host_dir), "--guest", str(g), "--guest-offset", "beacons",
                 "-o", str(tmp_path / "io"), "--json")
