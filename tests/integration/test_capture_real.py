@@ -161,7 +161,7 @@ def test_instance_of_a_dead_capture_is_reaped_by_any_command(tmp_path: Path) -> 
     p = subprocess.Popen([sys.executable, "-m", "tsalign", "capture", "--out", str(tmp_path / "k"), "--role", "guest",
                           "--duration", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     name = _wait_instance(p.pid, recording=True)
-    watchdogs = subprocess.run(["pgrep", "-f", f"tsalign.capture.watchdog .*/{name}$"], capture_output=True, text=True)
+    watchdogs = subprocess.run(["pgrep", "-f", f"tsalign-watchdog .*/{name}$"], capture_output=True, text=True)
     assert watchdogs.stdout.split(), "the capture runs no watchdog"
     for w in watchdogs.stdout.split():
         os.kill(int(w), signal.SIGKILL)

@@ -9,7 +9,6 @@ import itertools
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -101,18 +100,6 @@ def _remove_instance(path: str) -> None:
         raise Unavailable(f"cannot remove tracefs instance {path}")
 
 
-def _start_watchdog(path: str) -> subprocess.Popen[bytes] | None:
-    """A process that removes instance ``path`` when this one dies, even by SIGKILL (see watchdog.py)."""
-    lib = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (lib, os.environ.get("PYTHONPATH")) if p)}
-    try:
-        return subprocess.Popen([sys.executable, "-m", "tsalign.capture.watchdog", path], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-                                start_new_session=True, cwd="/", env=env)
-    except OSError:
-        return None  # no watchdog: the next tsalign command reaps the instance if this process is killed
-
-
 GLOBAL_FILES = ("trace_clock", "set_event", "tracing_on", "buffer_size_kb", "current_tracer", "trace_options")
 
 
@@ -159,12 +146,14 @@ class TraceSession:
         reap_stale(d)
         self.name = f"{INSTANCE_PREFIX}{os.getpid()}-{next(_counter)}"
         self.path = os.path.join(d, "instances", self.name)
+        # the watchdog first: from the moment the instance exists, this process's death removes it
+        self.watchdog = watchdog.start(self.path)
         try:
             os.mkdir(self.path)
         except OSError as e:
+            self.close()
             raise Unavailable(f"cannot create tracefs instance {self.path}: {e.strerror}") from None
         try:
-            self.watchdog = _start_watchdog(self.path)
             self._configure()
         except BaseException:
             self.close()
