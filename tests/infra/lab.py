@@ -59,7 +59,7 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
     """Boot L1 and make it a KVM host with QEMU and tsalign; returns its state (vm.up's, plus ``tsc_khz``)."""
     image_dir = image_dir or _cache("TSALIGN_VM_IMAGE", "vm-bookworm-*")
     qemu_bundle = qemu_bundle or _cache("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*")
-    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=2048,
+    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072,
                extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
     try:
         r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && test -b /dev/vdb && "
@@ -110,10 +110,9 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
         except subprocess.TimeoutExpired:
             alive = ""
         if "dead" in alive or time.monotonic() > deadline:
-            tail = vm.ssh(l1, "tail -c 2000 /root/l2.serial", timeout=60).stdout
+            tail = _l2_console(l1)
             l2_down(l1)
-            raise RuntimeError(f"L2 ({setup}) not reachable over SSH (QEMU {'exited' if 'dead' in alive else 'alive'}); "
-                               f"serial tail:\n{tail}")
+            raise RuntimeError(f"L2 ({setup}) not reachable over SSH (QEMU {'exited' if 'dead' in alive else 'alive'}):\n{tail}")
         time.sleep(2)
     vm.push_tsalign(l2)
     r = vm.ssh(l2, "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; "
