@@ -37,7 +37,7 @@ def parse_int(text: str, name: str) -> int:
                 raise ValueError
             value = int(body, 0)
         else:
-            if not (body.isascii() and body.isdigit()):
+            if not body.isdigit():
                 raise ValueError
             value = int(body, 10)
     except ValueError:

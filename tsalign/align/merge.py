@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import perf as perfclock
 from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
-from ..numbers import parse_offset
+from ..kernel import kprobe
 from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
@@ -47,10 +46,8 @@ class Aligned:
     tid_to_vcpu: dict[int, int] = field(default_factory=dict)
 
 
-#: the payload of tsalign's kprobe event: ``(kvm_vcpu_kick+0x0/0x70 [kvm]) tsc_offset=0xffff... vcpu_id=1``
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
 KPROBE_WINDOW = 100_000
-KPROBE_OFFSET = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20})(?: vcpu_id=(\d{1,4}))?$")
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
     """The host bundle's VM that the guest bundle was recorded in; errors name both bundles."""
@@ -132,16 +129,13 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
         if r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
             f = parse_kvm_payload(r.event, r.payload)
             all_writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
-        elif (r.pid in vm_threads or r.tgid == vm.get("pid")) and (m := KPROBE_OFFSET.match(r.payload)):
-            # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset and vcpu->vcpu_id; a probe
-            # without the id is attributed to the calling thread's vCPU only where that thread is the vCPU's own
-            # (kvm_vcpu_kick is called by other vCPUs' threads and the VMM's)
-            vcpu = int(m[2]) if m[2] is not None else (tid_to_vcpu.get(r.pid) if "kick" not in r.event else None)
-            if vcpu is not None and vcpu in vcpu_ids:
-                # read in another thread, the value may predate a write that thread's CPU traced just before it
-                # (the tracepoint fires before KVM stores the offset): a read window, as for debugfs reads
-                kprobe_snaps.append(OffsetSnapshot(max(r.ts - KPROBE_WINDOW, 0), vcpu, TscParams(parse_offset(m[1])),
-                                                   "kprobe", read_until=r.ts))
+        elif (r.pid in vm_threads or r.tgid == vm.get("pid")) and (hit := kprobe.parse_hit(r.payload)) \
+                and hit[1] in vcpu_ids:
+            # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset and vcpu->vcpu_id, often in
+            # another thread, where the value may predate a write that thread's CPU traced just before it (the
+            # tracepoint fires before KVM stores the offset): a read window, as for debugfs reads
+            kprobe_snaps.append(OffsetSnapshot(max(r.ts - KPROBE_WINDOW, 0), hit[1], TscParams(hit[0]), "kprobe",
+                                               read_until=r.ts))
     all_snaps = host.snapshots() + kprobe_snaps
     snaps, writes = all_snaps, all_writes
     choice = "the bundle's snapshots and kvm_write_tsc_offset events (snapshots trusted over the tracepoint)"

@@ -42,6 +42,7 @@ MAX_BTF_BYTES = 256 << 20
 MAX_TYPE_BYTES = 1 << 30
 MAX_DEPTH = 64
 
+
 class BtfError(TsalignError):
     """The BTF data is missing, truncated, foreign or does not hold what was asked."""
 

@@ -19,6 +19,7 @@ __all__ = [
     "KprobeChoice",
     "choose_function",
     "event_name",
+    "parse_hit",
     "parse_symbol_list",
     "register",
     "render",
@@ -108,6 +109,21 @@ def render(function: str, member_offset: int, vcpu_id_offset: int | None = None)
             raise InvalidParameter(name, off, "a byte offset inside struct kvm_vcpu")
     line = f"p:{event_name(function)} {function} tsc_offset=+{member_offset:#x}(%di):u64"
     return line if vcpu_id_offset is None else line + f" vcpu_id=+{vcpu_id_offset:#x}(%di):s32"
+
+
+#: a hit of the kprobe :func:`render` defines, as ftrace prints it (u64 in decimal or hex, s32 in decimal):
+#: ``(kvm_vcpu_kick+0x0/0x70 [kvm]) tsc_offset=18446743933619002252 vcpu_id=1``
+_HIT = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20}) vcpu_id=(\d{1,4})$")
+
+
+def parse_hit(payload: str) -> tuple[int, int] | None:
+    """(tsc_offset as unsigned 64-bit cycles, vcpu_id) of one hit, or None for another payload (a probe
+    rendered without vcpu_id cannot say whose offset it read: the calling thread is often another vCPU's)."""
+    m = _HIT.match(payload)
+    if m is None:
+        return None
+    offset = int(m[1], 0)
+    return (offset, int(m[2])) if offset < 1 << 64 else None
 
 
 def events_file(tracefs: str | None) -> str:

@@ -123,12 +123,11 @@ class DatTrace(Trace):
         bad = empty[pages.any(axis=1)]
         if not bad.size:
             return
-        msg = (f"{where}: {bad.size} page(s) commit 0 bytes but hold data (first at page {int(bad[0])}); "
-               "their events, if any, are not read")
+        what = (f"{bad.size} page(s) commit 0 bytes but hold data (first at page {int(bad[0])}); "
+                "their events, if any, are not read")
         if self.strict:
-            raise InvalidParameter("trace.dat", msg.split(": ", 1)[0], "pages whose commit covers their data; " + msg.split(": ", 1)[1]
-                                   + " (--lenient reads the rest)")
-        self.warn(msg)
+            raise InvalidParameter("trace.dat", where, f"pages whose commit covers their data; {what} (--lenient reads the rest)")
+        self.warn(f"{where}: {what}")
 
     def raw_chunks(self) -> Iterator[Chunk]:
         streams = [self._cpu_chunks(c) for c in self.buf.cpus if c.size]

@@ -86,13 +86,11 @@ def parse_format(text: str, system: str = "", source: str = "<format>") -> Event
         if line.startswith("name:"):
             name = line.split(":", 1)[1].strip()
         elif line.startswith("ID:"):
-            try:
-                ev_id = int(line.split(":", 1)[1].strip()[:8])
-                if not 0 <= ev_id <= 0xFFFF or not line.split(":", 1)[1].strip().isascii():
-                    raise ValueError
-            except ValueError:
+            text_id = line.split(":", 1)[1].strip()
+            if not (text_id.isascii() and text_id.isdigit() and len(text_id) <= 5 and int(text_id) <= 0xFFFF):
                 raise InvalidParameter("event format", f"{source}:{n}",
-                                       f"an event ID from 0 to 65535 (the ring buffer's type is 16 bits), got {line[:80]!r}") from None
+                                       f"an event ID from 0 to 65535 (the ring buffer's type is 16 bits), got {line[:80]!r}")
+            ev_id = int(text_id)
         elif line.startswith("print fmt:"):
             print_fmt = line.split(":", 1)[1].strip()
         elif line.startswith("system:"):

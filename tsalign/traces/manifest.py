@@ -47,10 +47,8 @@ GUEST_VM = {"type": "object", "properties": {"pid": PID, "vm_fd": {"type": ["int
                                              "host_boot_id": OPT_NAME}}
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["format", "version", "role", "clock", "data"],
+    "required": ["role", "clock", "data"],  # format and version: checked first by Bundle.open
     "properties": {
-        "format": {"const": "tsalign-bundle"},
-        "version": {"const": 1},
         "role": {"enum": ["host", "guest"]},
         "clock": {"type": "object", "required": ["domain"],
                   "properties": {"domain": {"enum": ["host_tsc", "guest_tsc", "perf_ns", "kvmclock_ns"]},

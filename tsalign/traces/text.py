@@ -126,7 +126,6 @@ class TextTrace(Trace):
         decided = False
         ecode, ccode = self.events.code, self.comms.code
         other_buffers: set[str] = set()
-        kept = 0
         for n, line in enumerate(self._lines(), 1):
             m = pat.match(line)
             if m is None:
@@ -152,7 +151,6 @@ class TextTrace(Trace):
             rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)),
                          ccode(m.group("comm").strip()),
                          m.group("payload").rstrip()))
-            kept += 1
             if len(rows) >= CHUNK_LINES:
                 chunk, last = self._chunk(rows, last)
                 rows = []
@@ -160,7 +158,7 @@ class TextTrace(Trace):
         if rows:
             chunk, last = self._chunk(rows, last)
             yield chunk
-        if not kept and other_buffers:
+        if not decided and other_buffers:  # decided: set by the first line kept
             raise InvalidParameter("--buffer", self.buffer, "an instance buffer of this file: "
                                    + ", ".join(repr(b) for b in sorted(other_buffers)[:20]) + " ('' = lines with no prefix)")
         self.info.resolution = resolution

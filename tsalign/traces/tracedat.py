@@ -239,9 +239,12 @@ class TraceDat:
         self._attach_cpustat()
 
     def _cpu_table(self, c: _Cursor, ncpus: int) -> list[CpuData]:
-        if ncpus > MAX_CPUS:
-            raise InvalidParameter("trace.dat", f"{self.path}: cpu count {ncpus}", f"at most {MAX_CPUS} CPUs")
+        self._check_cpu_count(ncpus, "")
         return self._checked_cpus([CpuData(cpu, c.u64(), c.u64()) for cpu in range(ncpus)])
+
+    def _check_cpu_count(self, n: int, buffer: str) -> None:
+        if n > MAX_CPUS:  # before the table is read: a count from a corrupt file must not drive the loop
+            raise InvalidParameter("trace.dat", f"{self.path}: buffer {buffer[:64]!r} cpu count {n}", f"at most {MAX_CPUS} CPUs")
 
     def _checked_cpus(self, cpus: list[CpuData]) -> list[CpuData]:
         """Each CPU once, its data inside the file, no two CPUs sharing bytes (else one CPU's events are read twice)."""
@@ -329,9 +332,7 @@ class TraceDat:
                 elif oid == OPT_BUFFER:
                     boff, name, clock, psize, n = b.u64(), b.cstr(), b.cstr(), b.u32(), b.u32()
                     _check_page_size(psize, f"{self.path}: buffer {name[:64]!r} page size {psize}")
-                    if n > MAX_CPUS:
-                        raise InvalidParameter("trace.dat", f"{self.path}: buffer {name[:64]!r} cpu count {n}",
-                                               f"at most {MAX_CPUS} CPUs")
+                    self._check_cpu_count(n, name)
                     cpus = self._checked_cpus([CpuData(b.u32(), b.u64(), b.u64()) for _ in range(n)])
                     sid, flags, _, _ = self._section(boff, "buffer")
                     self.buffers.append(BufferInfo(name, clock, psize, cpus, bool(flags & SECTION_COMPRESSED)))
@@ -427,7 +428,7 @@ class TraceDat:
                                        f"a compressed chunk of 1 to {end - c.pos} bytes inside the CPU's data, found {csize}; "
                                        "the file is truncated or corrupt")
             yield self.decompress(c.take(csize), usize, f"CPU {cpu.cpu} chunk {k} at offset {at}")
-        if c.pos + 4 < end:  # trace-cmd may round the recorded size; more than a word left means chunks are missing
+        if c.pos != end:  # trace-cmd's size covers the chunks exactly (checked on its v7 zstd files)
             raise InvalidParameter("trace.dat", f"{self.path}: offset {c.pos} (CPU {cpu.cpu} after chunk {count - 1})",
                                    f"{count} chunks filling the CPU's {cpu.size} bytes; {end - c.pos} bytes follow them")
 
