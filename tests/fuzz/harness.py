@@ -14,7 +14,8 @@ A case is **ok** when the command returns a documented exit code (0, 1, 3, 4, 5,
 traceback; a **traceback** is any other exception (exit 70 from main, or one that escapes it); a
 **hang** is a case over the time limit; **memory** is a MemoryError or a child killed by the limit;
 a **signal** is a child killed by one (segfault in compiled code). Findings are written under
-``--corpus`` as ``<kind>-<seed>-<n>`` with the traceback; ``--replay DIR`` runs a corpus again.
+``OUT/corpus`` as ``<result>-<seed>-<n>/`` with the inputs and ``finding.json`` (result, exit code, traceback);
+rerun one with the command the seed's kind runs (``tsalign events FILE``, ``align``, ``btf offsetof``).
 
     python -m tests.fuzz.harness --seconds 120 --out /tmp/fuzz      # what `make fuzz` runs (longer)
 """
@@ -331,26 +332,6 @@ def campaign(seed_list: list[Seed], seconds: float, rng_seed: int, out: Path, ti
             "slowest_case_s": {k: round(v, 3) for k, v in peak.items()}}
 
 
-def replay(corpus: Path, timeout: float, mem_mb: int) -> dict[str, str]:
-    """Run every case of a corpus (directories with finding.json) again; name -> result."""
-    results = {}
-    work = Path(tempfile.mkdtemp())
-    try:
-        for case in sorted(p for p in corpus.iterdir() if (p / "finding.json").is_file()):
-            meta = json.loads((case / "finding.json").read_text())
-            files = {str(p.relative_to(case)): p.read_bytes() for p in sorted(case.rglob("*"))
-                     if p.is_file() and p.name != "finding.json"}
-            seed = Seed(meta["seed"], meta["kind"], files, meta.get("extra", {}))
-            # the argv names the first file: keep the seed's order (main file first)
-            if seed.kind in ("dat", "text"):
-                main = next(k for k in files if not k.startswith("."))
-                seed.files = {main: files[main]}
-            results[case.name] = run_case(seed, seed.files, work, timeout, mem_mb)["result"]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return results
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=120)
@@ -358,12 +339,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--timeout", type=float, default=20, help="per case, seconds")
     ap.add_argument("--mem-mb", type=int, default=1024, help="per case, above what the harness maps")
-    ap.add_argument("--replay", type=Path, help="run a corpus again instead")
     a = ap.parse_args()
-    if a.replay:
-        res = replay(a.replay, a.timeout, a.mem_mb)
-        print(json.dumps(res, indent=1))
-        sys.exit(0 if all(v == "ok" for v in res.values()) else 1)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "seeds").mkdir(parents=True, exist_ok=True)
     seed_list = seeds(a.out / "seeds")

@@ -381,4 +381,4 @@ def test_capture_never_touches_an_existing_directory(tmp_path: Path) -> None:
     (keep / "notes.txt").write_text("mine")
     r = tsalign("capture", "--role", "guest", "--out", str(keep), "--duration", "0.1")
     assert r.returncode == exitcodes.INVALID_INPUT and "not empty" in r.stderr
-    assert (keep / "notes.txt").read_text() == "mine"
+    assert (keep / "notes.txt").read_text() == "mine" and sorted(os.listdir(keep)) == ["notes.txt"]  # not even a lock

@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..clock.kvm import TscParams
 from ..errors import InvalidParameter, Unavailable
@@ -94,10 +94,6 @@ class Capture:
             raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles) or perf (perf/local_clock ns)")
         for e in self.events:
             check_event_name(e)
-        if os.path.isdir(self.out) and os.listdir(self.out):
-            raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty" + (
-                f"; its {INCOMPLETE} file says another capture is writing it, or one was killed)"
-                if os.path.exists(os.path.join(self.out, INCOMPLETE)) else ")"))
 
     def __enter__(self) -> Capture:
         self._lock_out()
@@ -129,7 +125,12 @@ class Capture:
 
     def _lock_out(self) -> None:
         """Create ``out``, lock it for this capture (a second capture into it fails at once, even one started
-        at the same moment), check it is empty and mark it INCOMPLETE until the manifest is written."""
+        at the same moment) and mark it INCOMPLETE until the manifest is written. An existing ``out`` must be
+        an empty directory; it is checked before anything is written into it, and again under the lock."""
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise InvalidParameter("--out", self.out, "a new or empty directory (this is a file)")
+        if os.path.isdir(self.out) and os.listdir(self.out) and not os.path.exists(os.path.join(self.out, LOCK)):
+            self._refuse_not_empty()
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
             try:
@@ -144,16 +145,21 @@ class Capture:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise InvalidParameter("--out", self.out, "a directory no other capture is writing (one is writing this one)") from None
-        self._lock_fd = fd
-        if set(os.listdir(self.out)) - {LOCK}:
-            self._created = False  # never remove what another run wrote
+            raise InvalidParameter("--out", self.out, "a directory no other capture is writing (another capture is writing "
+                                   "it)") from None
+        if set(os.listdir(self.out)) - {LOCK}:  # filled between the first look and the lock
             os.close(fd)
-            self._lock_fd = None
-            raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty)")
+            self._created = False  # never remove what another run wrote
+            self._refuse_not_empty()
+        self._lock_fd = fd
         with open(os.path.join(self.out, INCOMPLETE), "w", encoding="utf-8") as f:
             f.write(f"tsalign capture pid {os.getpid()} is writing this bundle; if that process is gone, it did not "
                     "finish and the data here is partial\n")
+
+    def _refuse_not_empty(self) -> NoReturn:
+        killed = os.path.exists(os.path.join(self.out, INCOMPLETE))
+        raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty" + (
+            f"; its {INCOMPLETE} file says a capture into it did not finish)" if killed else ")"))
 
     def snapshot(self) -> None:
         """Snapshot the offsets of every selected VM now (re-discovering their vCPUs)."""

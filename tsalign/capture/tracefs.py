@@ -5,10 +5,12 @@ and instances of dead tsalign processes are reaped by the next session: SIGKILL)
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -96,8 +98,25 @@ def reap_stale(tracefs: str | None = None) -> list[str]:
 
 
 def _remove_instance(path: str) -> None:
-    if not watchdog.remove(path):  # retried while a reader still holds a file open
-        raise Unavailable(f"cannot remove tracefs instance {path}")
+    for attempt in range(200):
+        _write_quiet(os.path.join(path, "tracing_on"), "0")
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or attempt == 199:
+                raise Unavailable(f"cannot remove tracefs instance {path}: {e.strerror}") from None
+            time.sleep(0.01)  # a reader still holds a file open
+
+
+def _write_quiet(path: str, value: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(value)
+    except OSError:
+        pass
 
 
 GLOBAL_FILES = ("trace_clock", "set_event", "tracing_on", "buffer_size_kb", "current_tracer", "trace_options")

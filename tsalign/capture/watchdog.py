@@ -9,12 +9,9 @@ milliseconds of its start, even on a loaded machine, and every node has one.
 
 from __future__ import annotations
 
-import errno
-import os
 import subprocess
-import time
 
-__all__ = ["SCRIPT", "remove", "start"]
+__all__ = ["SCRIPT", "start"]
 
 #: $1: the instance directory. Waits for EOF on stdin, then up to ~3 s of tries while a reader holds it busy.
 SCRIPT = """
@@ -37,24 +34,3 @@ def start(path: str) -> subprocess.Popen[bytes] | None:
                                 start_new_session=True, cwd="/")
     except OSError:
         return None
-
-
-def remove(path: str, tries: int = 200) -> bool:
-    """Stop and remove instance directory ``path``; retry while a reader holds it busy (~2 s).
-    Returns whether it is gone."""
-    for _ in range(tries):
-        try:
-            with open(os.path.join(path, "tracing_on"), "w", encoding="ascii") as f:
-                f.write("0")
-        except OSError:
-            pass
-        try:
-            os.rmdir(path)
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                return False
-        time.sleep(0.01)
-    return False

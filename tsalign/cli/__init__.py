@@ -68,14 +68,15 @@ def _reap_stale_instances() -> None:
     if os.geteuid() != 0 or os.environ.get("TSALIGN_REAP") == "0":
         return
     from ..capture import tracefs
+    from ..node import mounts
+    from ..node.fs import Root
 
-    for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if os.path.isdir(os.path.join(d, "instances")):
-            try:
-                tracefs.reap_stale(d)
-            except (OSError, TsalignError):
-                pass
-            return
+    d = mounts.tracefs_dir(Root())
+    if d is not None:
+        try:
+            tracefs.reap_stale(d)
+        except (OSError, TsalignError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,8 +118,6 @@ def run_capture(args: argparse.Namespace) -> int:
         raise InvalidParameter("--duration", args.duration, "a finite positive number of seconds (at most a year)")
     if not 4 <= args.buffer_kb <= 1 << 22:
         raise InvalidParameter("--buffer-kb", args.buffer_kb, "a per-CPU ring buffer size from 4 to 4194304 KiB")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise InvalidParameter("--out", args.out, "a new or empty directory (this is a file)")
     events = parse_events(args.events) if args.events is not None else list(
         DEFAULT_HOST_EVENTS if args.role == "host" else DEFAULT_GUEST_EVENTS)
     vms: list[kvmvms.VmInfo] = []
