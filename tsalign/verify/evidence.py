@@ -361,6 +361,7 @@ def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]],
     def around(x: int) -> Brackets:
         b = _runs_at(vcpu, st, en, hs, he, g, x)
         b.reeval = around
+        b.forbidden = lambda lo, hi: _runs_forbid(st, en, hs, he, g, lo, hi)
         return b
 
     return around(0)
@@ -395,6 +396,41 @@ def _runs_at(vcpu: int, st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.n
     upper[use_up], has_u[use_up] = up_esc[use_up], True
     lower[use_lo], has_l[use_lo] = lo_esc[use_lo], True
     return Brackets("vcpu_run", vcpu, lower, upper, has_l, has_u, g)
+
+
+_FAR = 1 << 62  # beyond any capture (cycles): an unbounded side of a gap
+_MAX_CUTS = 2_000_000
+
+
+def _runs_forbid(st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray, g: np.ndarray,
+                 lo: int, hi: int) -> list[tuple[int, int]] | None:
+    """The open intervals of delta within [lo, hi] where some guest TSC of ``g`` would fall outside
+    every run (exact: event g forbids (g - gap end, g - gap start) for every gap between runs); None
+    when there are more than ``_MAX_CUTS`` of them."""
+    if not len(g) or not len(st):
+        return []
+    ref = g[0]
+    big = np.int64(_FAR)
+    s = np.where(hs, _diff(st, np.full_like(st, ref)), -big)
+    e = np.where(he, _diff(en, np.full_like(en, ref)), big)
+    reach = np.maximum.accumulate(e)  # a gap starts where every earlier run has ended
+    a = np.concatenate(([-big], reach))  # gap k lies between run k-1 and run k; gap len(st) after the last
+    b = np.concatenate((s, [big]))
+    keep = (a < b) & np.concatenate(([hs[0]], np.ones(len(st), dtype=bool))) \
+        & np.concatenate((np.ones(len(st), dtype=bool), [he[-1]]))
+    a, b = a[keep], b[keep]
+    gi = _diff(g, np.full_like(g, ref))
+    first = np.searchsorted(b, gi - np.int64(hi), side="right")  # gaps ending at or before g - hi miss the window
+    last = np.searchsorted(a, gi - np.int64(lo), side="left")  # gaps starting at or after g - lo miss it
+    count = np.maximum(last - first, 0)
+    if int(count.sum()) > _MAX_CUTS:
+        return None
+    cuts: list[tuple[int, int]] = []
+    for m in range(int(count.max(initial=0))):
+        sel = count > m
+        j = first[sel] + m
+        cuts += zip((gi[sel] - b[j]).tolist(), (gi[sel] - a[j]).tolist())
+    return cuts
 
 
 EXTRACTORS: tuple[Callable[[_Ctx, Found], None], ...] = (_vcpu_run, _msr_writes, _pio_beacons, _port_beacons,

@@ -45,6 +45,9 @@ class Brackets:
     #: for evidence that holds only around the offset judged (vCPU runs): the same items judged around
     #: delta = x (bounds still relative to delta 0); None for pairs, which hold for any offset
     reeval: Callable[[int], Brackets] | None = None
+    #: for the same evidence: the open intervals of delta inside [lo, hi] that some item forbids
+    #: (exact; None when that would take too long)
+    forbidden: Callable[[int, int], list[tuple[int, int]] | None] | None = None
 
     @classmethod
     def from_rows(cls, kind: str, vcpu: int, rows: Sequence[tuple[int | None, int | None, int]]) -> Brackets:
@@ -85,6 +88,8 @@ class VcpuEvidence:
     violated: int
     per_kind: dict[str, dict[str, Any]]
     worst: dict[str, Any] | None
+    #: False when it is certain that no single offset satisfies all evidence (an exact search found none)
+    satisfiable: bool | None = None
 
     @property
     def bounded(self) -> bool:
@@ -112,6 +117,8 @@ class VcpuEvidence:
             "detects_error_above_ns": {"raise": ns(self.hi), "lower": ns(None if self.lo is None else -self.lo)},
             "evidence": self.per_kind,
             "worst_violation": self.worst,
+            # false: no single offset satisfies all evidence (an offset that changed unrecorded?)
+            "satisfiable": self.satisfiable,
         }
 
 
@@ -146,16 +153,21 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
                 too = "low" if dist_lo[i] >= dist_hi[i] else "high"
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
                          "ns": _ns(d, tsc_khz), "offset_in_use_is_too": too}
+    satisfiable = None
     if violated:
         refined = _refine(sets)
-        if refined is not None:
+        if refined is False:
+            satisfiable = False
+        elif refined is not None:
             lo, hi, kind = refined
             d = lo if lo is not None and lo > 0 else -hi if hi is not None and hi < 0 else 0
             if d and worst is not None:
                 worst = {**worst, "kind": kind, "cycles": d, "ns": _ns(d, tsc_khz),
                          "offset_in_use_is_too": "low" if lo is not None and lo > 0 else "high",
                          "guest_tsc": None}
-    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst)
+    if lo is not None and hi is not None and lo > hi:
+        satisfiable = False
+    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable)
 
 
 def _ns(cycles: int | None, tsc_khz: int) -> int | None:
@@ -178,28 +190,63 @@ def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | Non
     return lo, hi, klo, khi
 
 
-def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str] | None:
+def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str] | bool | None:
     """For a contradicted offset: what all evidence allows, found by judging the evidence that holds
-    only around an offset (vCPU runs) around the nearest offset the pairs allow, instead of around the
-    wrong one. None when the pairs are absent or contradict each other, or all of it does not hold there."""
+    only around an offset (vCPU runs) around the nearest offset all evidence allows, instead of around
+    the wrong one. False when certainly no offset satisfies all of it; None when that is not known
+    (no pairs, or no runs, or too many items for an exact search)."""
     pairs = [b for b in sets if len(b) and b.reeval is None]
     relative = [b for b in sets if len(b) and b.reeval is not None]
     if not pairs or not relative:
         return None
     lo, hi, _, _ = _bounds(pairs)
     if lo is not None and hi is not None and lo > hi:
+        return False
+    x = _nearest_allowed(lo, hi, relative) if lo is not None and hi is not None else _walk(lo, hi, pairs, relative)
+    if x is None or x is False:
+        return x
+    again = pairs + [b.reeval(x) for b in relative if b.reeval is not None]
+    lo2, hi2, klo, khi = _bounds(again)
+    if (lo2 is not None and x < lo2) or (hi2 is not None and hi2 < x):
         return None
+    return lo2, hi2, (klo if x > 0 else khi) or "evidence"
+
+
+def _nearest_allowed(lo: int, hi: int, relative: Sequence[Brackets]) -> int | bool | None:
+    """The delta in [lo, hi] nearest to 0 that no item of ``relative`` forbids (exact); False when
+    there is none; None when an exact answer would take too long."""
+    cuts: list[tuple[int, int]] = []
+    for b in relative:
+        f = b.forbidden(lo, hi) if b.forbidden is not None else None
+        if f is None:
+            return None
+        cuts += f
+    best: int | None = None
+    cur = lo
+    for a, z in sorted(cuts) + [(hi + 1, hi + 1)]:  # open intervals (a, z): a and z themselves are allowed
+        if a >= cur:  # [cur, min(a, hi)] is allowed
+            piece = (cur, min(a, hi))
+            p = min(max(0, piece[0]), piece[1])
+            if best is None or abs(p) < abs(best):
+                best = p
+        cur = max(cur, z)
+        if cur > hi:
+            break
+    return False if best is None else best
+
+
+def _walk(lo: int | None, hi: int | None, pairs: Sequence[Brackets], relative: Sequence[Brackets]) -> int | None:
+    """With one-sided pairs: step to the nearest offset all evidence allows, judging the runs around
+    it each time (a few steps; None when it does not settle)."""
     x = lo if lo is not None and lo > 0 else hi if hi is not None and hi < 0 else 0
     if x == 0:
         return None
-    for _ in range(8):  # move to the nearest offset all evidence allows, judging the runs around it
-        again = pairs + [b.reeval(x) for b in relative if b.reeval is not None]
-        lo2, hi2, klo, khi = _bounds(again)
+    for _ in range(8):
+        again = list(pairs) + [b.reeval(x) for b in relative if b.reeval is not None]
+        lo2, hi2, _, _ = _bounds(again)
         if lo2 is not None and hi2 is not None and lo2 > hi2:
             return None
         if (lo2 is None or lo2 <= x) and (hi2 is None or x <= hi2):
-            break
+            return x
         x = lo2 if lo2 is not None and x < lo2 else hi2  # type: ignore[assignment]
-    else:
-        return None
-    return lo2, hi2, (klo if x > 0 else khi) or "evidence"
+    return None

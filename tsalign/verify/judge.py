@@ -87,7 +87,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
         if ev.violated:
             w = ev.worst or {}
             status = FAIL
-            empty = ev.lo is not None and ev.hi is not None and ev.lo > ev.hi
+            empty = ev.satisfiable is False
             reasons.append(
                 f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it is "
                 f"{w.get('cycles')} cycles ({w.get('ns')} ns) too {w.get('offset_in_use_is_too')} by {w.get('kind')}"
