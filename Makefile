@@ -5,10 +5,11 @@ PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
 CACHE       ?= /var/cache/tsalign
-# Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf;
+# Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf,
+# libtraceevent1 (prints .dat events for tsalign align/analyze);
 # unpacking kernels; debootstrap + qemu + grub tools for the Ansible targets; libvirt (daemon, and
 # headers for libvirt-python); chromium renders the HTML reports in the tests.
-APT_PACKAGES := pahole bpftool trace-cmd linux-perf zstd xz-utils lz4 binutils \
+APT_PACKAGES := pahole bpftool trace-cmd libtraceevent1 linux-perf zstd xz-utils lz4 binutils \
 	debootstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common e2fsprogs fdisk iproute2 openssh-client \
 	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base chromium
 OUT         ?= out

@@ -50,8 +50,11 @@ class Aligned:
 KPROBE_WINDOW = 100_000
 
 def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
-    """The host bundle's VM that the guest bundle was recorded in; errors name both bundles."""
+    """The host bundle's VM that the guest bundle was recorded in; errors name both bundles. A host trace
+    that is not a bundle (:mod:`tsalign.align.sides`) holds the one VM its vCPU threads name."""
     vms: list[dict[str, Any]] = host.manifest.get("vm", [])
+    if len(vms) == 1 and vms[0].get("foreign"):
+        return vms[0]
     gid = guest.manifest.get("vm", {}) if isinstance(guest.manifest.get("vm"), dict) else {}
     hnode, gnode = host.manifest.get("node", {}), guest.manifest.get("node", {})
     if gid.get("host_boot_id") and hnode.get("boot_id") and gid["host_boot_id"] != hnode["boot_id"]:
@@ -151,7 +154,13 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
             OffsetSnapshot(start, i, p, given_source) for i, p in chosen.items() if p is not None]
         writes = [w for w in all_writes if w.vcpu in keep]
         choice = f"{given_source} (given for vCPU(s) {sorted(i for i, p in chosen.items() if p is not None)})"
-    elif not snaps and vm.get("vm_fd") is None:
+    elif not snaps and not writes and vm.get("foreign"):
+        raise InvalidParameter("--tsc-offset", "(none)",
+                               f"the guest TSC offset: {host.path} holds no kvm_write_tsc_offset event of the vCPU "
+                               f"threads ({sorted(tid_to_vcpu)}); pass --tsc-offset [VCPU=]N (the host's "
+                               "/sys/kernel/debug/kvm/PID-FD/vcpuN/tsc-offset while the VM runs), or record "
+                               "kvm:kvm_write_tsc_offset from before the VM starts")
+    elif not snaps and vm.get("vm_fd") is None and not vm.get("foreign"):
         raise InvalidParameter("--tsc-offset", "(none)",
                                f"the guest TSC offset for VM pid {vm.get('pid')}: it is emulated (no KVM offset); "
                                "measure it with beacons (see tsalign analyze --help) and pass it")
@@ -186,6 +195,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
     grecs, notes = guest_records_on_tsc(guest)
+    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *notes]
     for r in grecs:
         out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
                     "event": r.event, "payload": r.payload, "track": f"vcpu{r.cpu}"})

@@ -12,6 +12,7 @@ from typing import Any
 from .. import exitcodes
 from ..errors import InvalidParameter
 from . import emit
+from .inputs import add_input_options, open_inputs, parse_tsc_offsets
 
 __all__ = ["analyze_bundles", "register"]
 
@@ -25,10 +26,10 @@ def register(sub: Any) -> None:
                                    "VM process -> guest completion. Writes report.json, report.html and "
                                    "trace.perfetto-trace to --out.")
     p.add_argument("kind", choices=KINDS)
-    p.add_argument("--host", required=True, help="host bundle (tsalign capture --role host)")
-    p.add_argument("--guest", required=True, help="guest bundle (tsalign capture --role guest)")
+    add_input_options(p)
     p.add_argument("--guest-offset", help="TSC offset of the guest when KVM holds none (emulated VM): cycles "
-                                          "(0x... or signed), or 'beacons' to measure it from `tsalign beacons` markers")
+                                          "(0x... or signed, as --tsc-offset N), or 'beacons' to measure it from "
+                                          "`tsalign beacons` markers")
     p.add_argument("-o", "--out", help="report directory (default: <guest>/../analysis-KIND)")
     p.add_argument("--top", type=int, default=10, help="vcpu: how many guest tasks to rank")
     p.add_argument("--json", action="store_true")
@@ -78,8 +79,11 @@ def _offset(given: str | None, host: Any, guest: Any) -> tuple[Any, dict[str, An
 
 
 def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_offset: str | None = None,
-                    top: int = 10) -> tuple[dict[str, Any], Any]:
-    """Align two bundles, run analysis ``kind`` and write its reports to ``out``; (document, result)."""
+                    top: int = 10, inputs: tuple[Any, Any] | None = None,
+                    given: dict[int | None, Any] | None = None) -> tuple[dict[str, Any], Any]:
+    """Align two inputs (bundles, or ``inputs`` opened by :func:`~tsalign.cli.inputs.open_inputs`), run
+    analysis ``kind`` and write its reports to ``out``; (document, result). ``given``: offsets per vCPU
+    (``--tsc-offset``)."""
     from ..align.merge import align
     from ..analyze.io import analyze_io
     from ..analyze.irq import analyze_irq
@@ -87,9 +91,14 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
     from ..traces.bundle import Bundle
     from ..verify.judge import verdict_of
 
-    host, guest = Bundle.open(host_path, "--host"), Bundle.open(guest_path, "--guest")
+    host, guest = inputs or (Bundle.open(host_path, "--host"), Bundle.open(guest_path, "--guest"))
+    if guest_offset and given:
+        raise InvalidParameter("--guest-offset", guest_offset, "either --guest-offset or --tsc-offset, not both")
     params, offset_doc = _offset(guest_offset, host, guest)
-    a = align(host, guest, {None: params} if params is not None else None,
+    if given:
+        offset_doc = {"offsets": {("all" if k is None else k): p.signed_offset for k, p in given.items()},
+                      "source": "user (--tsc-offset)"}
+    a = align(host, guest, given or ({None: params} if params is not None else None),
               offset_doc["source"] if offset_doc else "user")
     verdict = verdict_of(a)
     khz = a.tsc_khz
@@ -114,7 +123,8 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
 
 def run_analyze(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
-    doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top)
+    doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top, open_inputs(args),
+                               parse_tsc_offsets(args.tsc_offset))
     if args.json:
         emit(args, doc, [])
     else:

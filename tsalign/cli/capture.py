@@ -19,9 +19,9 @@ from ..capture.tracefs import parse_events
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
-from ..traces.bundle import Bundle
 from ..verdicts import exit_code
 from . import emit
+from .inputs import add_input_options, open_inputs, parse_tsc_offsets
 
 __all__ = ["register", "render_selftest", "term_as_interrupt"]
 
@@ -44,16 +44,13 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_capture)
 
-    p = sub.add_parser("align", help="merge a host and a guest bundle on the guest TSC axis, with a verdict",
+    p = sub.add_parser("align", help="merge host and guest (bundles or TSC traces: .dat, ftrace text) on the guest "
+                                     "TSC axis, with a verdict",
                        description="Merge on the guest TSC axis and judge the result by independent evidence "
                                    "(vCPU runs, MSR writes, beacons, IRQ injections). Exit 0 pass, 1 fail, "
                                    "6 warn, 7 unverified (no evidence).")
-    p.add_argument("--host", required=True, help="host bundle directory")
-    p.add_argument("--guest", required=True, help="guest bundle directory")
+    add_input_options(p)
     p.add_argument("-o", "--out", default=None, help="output directory (default: <guest>/../aligned)")
-    p.add_argument("--tsc-offset", action="append", metavar="[VCPU=]N", default=[],
-                   help="check this guest-minus-host offset (cycles, signed or 0x-hex u64) instead of the bundle's "
-                        "sources, for one vCPU or (without VCPU=) all; repeatable")
     p.add_argument("--ignore-offset-changes", action="store_true",
                    help="use each vCPU's first offset snapshot for the whole capture (what a one-snapshot alignment "
                         "would get)")
@@ -155,7 +152,7 @@ def run_capture(args: argparse.Namespace) -> int:
 def run_align(args: argparse.Namespace) -> int:
     from ..verify.judge import verdict_of  # numpy: not needed by `capture` on a guest
 
-    host, guest = Bundle.open(args.host, "--host"), Bundle.open(args.guest, "--guest")
+    host, guest = open_inputs(args)
     given = parse_tsc_offsets(args.tsc_offset)
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
     verdict = verdict_of(aligned)
@@ -175,23 +172,6 @@ def run_align(args: argparse.Namespace) -> int:
              *(f"artifact: {p}" for p in paths.values())]
     emit(args, public, lines)
     return exit_code(verdict["verdict"])
-
-
-def parse_tsc_offsets(values: list[str]) -> dict[int | None, Any]:
-    """``[VCPU=]N`` strings -> {vcpu or None: TscParams}; errors name the option."""
-    from ..clock.kvm import TscParams
-    from ..numbers import parse_int, parse_offset
-
-    out: dict[int | None, Any] = {}
-    for v in values:
-        vcpu_s, sep, off = v.partition("=")
-        vcpu = parse_int(vcpu_s, "--tsc-offset VCPU") if sep else None
-        if vcpu is not None and vcpu < 0:
-            raise InvalidParameter("--tsc-offset", v, "VCPU=N with a vCPU id >= 0")
-        if vcpu in out:
-            raise InvalidParameter("--tsc-offset", v, "one value per vCPU (and at most one without VCPU=)")
-        out[vcpu] = TscParams(parse_offset(off if sep else vcpu_s, "--tsc-offset"))
-    return out
 
 
 def render_evidence(ev: dict[str, Any]) -> list[str]:

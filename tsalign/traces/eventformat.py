@@ -39,6 +39,8 @@ class EventFormat:
     fields: tuple[Field, ...]
     print_fmt: str = ""
     by_name: dict[str, Field] = field(default_factory=dict, compare=False, repr=False)
+    #: the format file's text (for libtraceevent, which prints events from it)
+    text: str = field(default="", compare=False, repr=False)
 
     @property
     def full_name(self) -> str:
@@ -105,7 +107,7 @@ def parse_format(text: str, system: str = "", source: str = "<format>") -> Event
                 raise InvalidParameter("event format field", f"{source}:{n}", f"a C declaration, got {m.group('decl')!r}") from None
     if not name or ev_id < 0:
         raise InvalidParameter("event format", source, "a format with 'name:' and 'ID:' lines")
-    return EventFormat(ev_id, system, name, tuple(fields), print_fmt)
+    return EventFormat(ev_id, system, name, tuple(fields), print_fmt, text=text)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def parse_line(line: str, where: str = "") -> Record | None:
         return None
     tgid = m.group("tgid")
     return Record(split_ts(m.group("ts"), where)[0], int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
-                  event_name(m), m.group("payload").rstrip(),
+                  event_name(m), m.group("payload").strip(),
                   int(tgid) if tgid and tgid.isdigit() else -1)
 
 

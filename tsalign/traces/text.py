@@ -150,7 +150,7 @@ class TextTrace(Trace):
                 raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a pid below 2^31, got {pid}")
             rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)),
                          ccode(m.group("comm").strip()),
-                         m.group("payload").rstrip()))
+                         m.group("payload").strip()))  # trace-cmd report pads after the name
             if len(rows) >= CHUNK_LINES:
                 chunk, last = self._chunk(rows, last)
                 rows = []

@@ -90,7 +90,8 @@ def verdict_of(a: Any) -> dict[str, Any]:
             empty = ev.satisfiable is False
             reasons.append(
                 f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it is "
-                f"{w.get('cycles')} cycles ({w.get('ns')} ns) too {w.get('offset_in_use_is_too')} by {w.get('kind')}"
+                f"{w.get('cycles')} cycles" + (f" ({w['ns']} ns)" if w.get("ns") is not None else "")
+                + f" too {w.get('offset_in_use_is_too')} by {w.get('kind')}"
                 + (f" (guest TSC {w['guest_tsc']})" if w.get("guest_tsc") is not None else "")
                 + f"; the evidence allows [{ev.lo}, {ev.hi}] cycles around it"
                 + ("; no single offset satisfies all of it (did the offset change during the capture without being "

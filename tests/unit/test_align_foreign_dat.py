@@ -1,0 +1,84 @@
+"""The shipped real .dat host + text guest (examples/foreign, see its README) aligned without root:
+payloads printed from the .dat equal ``trace-cmd report -N -t``'s (the print fmt, no plugins), and the beacon interval equals the one
+computed by hand from ``trace-cmd report`` lines and the guest text."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need
+from tests.unit.test_verify import _tsalign
+from tsalign import exitcodes
+
+EX = Path(__file__).resolve().parents[2] / "examples" / "foreign"
+DEBUGFS_OFFSET = 0  # read during the recording (examples/foreign/README.md)
+
+
+@pytest.fixture(scope="module")
+def report() -> str:
+    need(shutil.which("trace-cmd") is not None, "needs trace-cmd (make deps installs it)")
+    return subprocess.run(["trace-cmd", "report", "-N", "-t", str(EX / "host.dat")], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+
+
+def _by_hand(report: str) -> tuple[int, int]:
+    """Beacon brackets, by plain reading: guest beacon i (port 0x10 exit carries its low 32 bits) was
+    sent before its host exit; beacon i+1 after the exit on port 0x11 that follows it."""
+    raw = re.findall(r"\[\d{3}\]\s+(\d+)\.(\d+):\s+kvm_pio:\s+pio_write at 0x(1[01]) size 4 count 1 val 0x([0-9a-f]+)", report)
+    # x86-tsc labelled 'local': trace-cmd prints the cycle count as secs.nsecs digits
+    pio = sorted((int(s + f.ljust(9, "0")[:9]), int(p, 16), int(v, 16)) for s, f, p, v in raw)
+    beacons = sorted(int(m[1]) for m in re.finditer(r" (\d+): tsalign_beacon: ", (EX / "guest.txt").read_text()))
+    lows = [(t, v) for t, p, v in pio if p == 0x10]
+    highs = [t for t, p, _ in pio if p == 0x11]
+    assert [v for _, v in lows] == [b & 0xFFFFFFFF for b in beacons]
+    lo = max(b - t for b, (t, _) in zip(beacons, lows))
+    hi = min(beacons[i + 1] - next(h for h in highs if h > lows[i][0]) for i in range(len(beacons) - 1))
+    return lo, hi
+
+
+def test_printed_payloads_equal_trace_cmd_report(report: str) -> None:
+    from tsalign.align.sides import _read
+
+    recs, info, _ = _read(str(EX / "host.dat"), None, None, False)
+    theirs = Counter((m[1], m[2].rstrip()) for m in re.finditer(r"\]\s+\d+\.\d+:\s+(\w+):\s+(.*)$", report, re.M))
+    assert len(recs) == 2199 and info.clock == "x86-tsc"
+    assert Counter((r.event, r.payload) for r in recs) == theirs
+
+
+def test_shipped_dat_aligns_and_its_own_offset_is_caught(report: str, tmp_path: Path) -> None:
+    lo, hi = _by_hand(report)
+    args = ["--host", str(EX / "host.dat"), "--guest", str(EX / "guest.txt"), "--tsc-khz", "2445428", "--json"]
+    r = _tsalign("align", *args, "--tsc-offset", f"0={DEBUGFS_OFFSET}", "-o", str(tmp_path / "a"))
+    v = json.loads(r.stdout)
+    assert r.returncode == 0 and v["verdict"] == "pass", v["reasons"]
+    d = v["evidence"]["per_vcpu"][0]
+    assert d["evidence"]["pio_beacon"]["delta_interval"] == [lo, hi]
+    olo, ohi = d["offset_interval"]
+    assert lo <= olo <= DEBUGFS_OFFSET <= ohi <= hi
+    # the trace's own kvm_write_tsc_offset (never applied by the recording host): fail, by how much
+    written = int(re.search(r"kvm_write_tsc_offset:\s+vcpu=0 prev=0 next=(\d+)", report)[1]) - 2**64
+    r = _tsalign("align", *args, "-o", str(tmp_path / "own"))
+    w = json.loads(r.stdout)
+    assert r.returncode == exitcodes.VERDICT_FAIL
+    assert w["reasons"][0].startswith(f"vcpu0: ") and f"it is {olo - written} cycles" in w["reasons"][0], w["reasons"]
+
+
+def test_trace_cmd_report_text_of_it_aligns_the_same(report: str, tmp_path: Path) -> None:
+    """``trace-cmd report -N -t`` of the .dat (event names padded, the x86-tsc clock labelled local:
+    --host-clock says which) gives the interval the .dat gives."""
+    txt = tmp_path / "report.txt"
+    txt.write_text(report)
+    args = ["--guest", str(EX / "guest.txt"), "--tsc-offset", "0=0", "--json"]
+    r = _tsalign("align", "--host", str(txt), *args, "-o", str(tmp_path / "r"))
+    assert r.returncode == exitcodes.INVALID_INPUT and "--host-clock x86-tsc" in r.stderr
+    r = _tsalign("align", "--host", str(txt), "--host-clock", "x86-tsc", *args, "-o", str(tmp_path / "r"))
+    via_text = json.loads(r.stdout)["evidence"]["per_vcpu"][0]["offset_interval"]
+    r = _tsalign("align", "--host", str(EX / "host.dat"), *args, "-o", str(tmp_path / "d"))
+    assert via_text == json.loads(r.stdout)["evidence"]["per_vcpu"][0]["offset_interval"]

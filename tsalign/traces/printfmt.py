@@ -1,0 +1,147 @@
+"""Binary events printed as the kernel prints them, by libtraceevent from the trace's own format files.
+
+tsalign's consumers (offset sources, evidence, analyses) read event payloads in the kernel's text form
+(``pio_write at 0x10 size 4 count 1 val 0x...``, ``prev_comm=... prev_state=R+ ==> ...``); a
+tracefs text trace carries them as printed. For a binary trace (trace-cmd .dat) libtraceevent — the
+library trace-cmd itself prints with — evaluates each event's ``print fmt`` (ternaries,
+``__print_symbolic``, ``__print_flags``, ``__get_str``) on the raw record, so both kinds of input give
+the same text. It is called through ctypes on ``libtraceevent.so.1`` (Debian ``libtraceevent1``, a
+dependency of trace-cmd).
+
+Safety: each record is copied into a zero-padded buffer and its ``__data_loc``/``__rel_loc`` fields
+are checked against the record's size first; a record that fails the check gets an empty payload and
+is counted in :attr:`EventPrinter.bad`, never handed to the library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import Unavailable
+from .eventformat import EventFormat
+from .table import Chunk
+
+__all__ = ["EventPrinter"]
+
+_PAD = 4096  # zero bytes after each record: a string without its NUL stops here
+_MAX_RECORD = 1 << 16  # a ring-buffer event never exceeds a page
+
+
+class _TepRecord(ctypes.Structure):
+    """``struct tep_record`` (libtraceevent's public event-parse.h)."""
+
+    _fields_ = [("ts", ctypes.c_ulonglong), ("offset", ctypes.c_ulonglong), ("missed_events", ctypes.c_longlong),
+                ("record_size", ctypes.c_int), ("size", ctypes.c_int), ("data", ctypes.c_void_p),
+                ("cpu", ctypes.c_int), ("ref_count", ctypes.c_int), ("locked", ctypes.c_int),
+                ("priv", ctypes.c_void_p)]
+
+
+class _TraceSeq(ctypes.Structure):
+    """``struct trace_seq`` (trace-seq.h), with room to spare."""
+
+    _fields_ = [("buffer", ctypes.c_void_p), ("buffer_size", ctypes.c_uint), ("len", ctypes.c_uint),
+                ("readpos", ctypes.c_uint), ("state", ctypes.c_int), ("_spare", ctypes.c_char * 64)]
+
+
+def _library() -> Any:
+    name = ctypes.util.find_library("traceevent") or "libtraceevent.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        raise Unavailable("printing the events of a binary trace needs libtraceevent (Debian/Ubuntu: apt install "
+                          "libtraceevent1; it comes with trace-cmd)") from None
+    lib.tep_alloc.restype = ctypes.c_void_p
+    lib.tep_free.argtypes = [ctypes.c_void_p]
+    lib.tep_set_long_size.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.tep_set_file_bigendian.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.tep_parse_event.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    for f in ("trace_seq_init", "trace_seq_reset", "trace_seq_destroy", "trace_seq_terminate"):
+        getattr(lib, f).argtypes = [ctypes.POINTER(_TraceSeq)]
+    return lib
+
+
+class EventPrinter:
+    """Prints events of one binary trace. ``formats``: the trace's event formats (with their text)."""
+
+    def __init__(self, formats: Iterable[EventFormat], long_size: int = 8, big_endian: bool = False) -> None:
+        self.lib = _library()
+        self.tep = self.lib.tep_alloc()
+        if not self.tep:
+            raise Unavailable("libtraceevent could not allocate a handle (out of memory?)")
+        self.lib.tep_set_long_size(self.tep, long_size)
+        self.lib.tep_set_file_bigendian(self.tep, 1 if big_endian else 0)
+        self.endian = ">" if big_endian else "<"
+        #: event id -> [(offset, size) of each __data_loc / __rel_loc field, relative flag]
+        self.locs: dict[int, list[tuple[int, int, bool]]] = {}
+        self.known: set[int] = set()
+        for f in formats:
+            text = f.text.encode("utf-8", "replace")
+            if text and self.lib.tep_parse_event(self.tep, text, len(text), f.system.encode()) == 0:
+                self.known.add(f.id)
+                self.locs[f.id] = [(x.offset, x.size, x.kind == "rel_loc") for x in f.fields
+                                   if x.kind in ("data_loc", "rel_loc")]
+        self.seq = _TraceSeq()
+        self.lib.trace_seq_init(ctypes.byref(self.seq))
+        self.buf = ctypes.create_string_buffer(_MAX_RECORD + _PAD)
+        self.rec = _TepRecord()
+        self.rec.data = ctypes.cast(self.buf, ctypes.c_void_p)
+        self.bad = 0
+
+    def close(self) -> None:
+        if self.tep:
+            self.lib.trace_seq_destroy(ctypes.byref(self.seq))
+            self.lib.tep_free(self.tep)
+            self.tep = None
+
+    def __enter__(self) -> EventPrinter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _locs_ok(self, data: bytes, ev_id: int) -> bool:
+        """Every dynamic field of the record lies inside it."""
+        size = len(data)
+        for off, fsize, rel in self.locs.get(ev_id, ()):
+            if off + fsize > size:
+                return False
+            if fsize == 4:
+                v = int.from_bytes(data[off:off + 4], "big" if self.endian == ">" else "little")
+                start, length = v & 0xFFFF, v >> 16
+                if rel:
+                    start += off + 4
+                if start + length > size:
+                    return False
+        return True
+
+    def payloads(self, chunk: Chunk) -> list[str]:
+        """The print-fmt text of every event of ``chunk`` (a binary chunk), trailing blanks removed."""
+        assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
+        out = [""] * len(chunk)
+        lib, seq, rec, buf = self.lib, ctypes.byref(self.seq), self.rec, self.buf
+        ptr = ctypes.byref(rec)
+        fmt, info = ctypes.c_char_p(b"%s"), ctypes.c_char_p(b"INFO")  # tep_print_event is variadic: typed here
+        tep = ctypes.c_void_p(self.tep)
+        zeros = bytes(_PAD)
+        for i, (src, off, size, ev, ts, cpu) in enumerate(zip(chunk.src.tolist(), chunk.off.tolist(),
+                                                           chunk.size.tolist(), chunk.type_id.tolist(),
+                                                           chunk.ts.tolist(), chunk.cpu.tolist())):
+            if ev not in self.known:
+                continue
+            data = np.asarray(chunk.raws[src][off:off + size]).tobytes()
+            if len(data) > _MAX_RECORD or not self._locs_ok(data, ev):
+                self.bad += 1
+                continue
+            ctypes.memmove(buf, data + zeros, len(data) + _PAD)
+            rec.ts, rec.size, rec.record_size, rec.cpu = ts, len(data), len(data), cpu
+            lib.trace_seq_reset(seq)
+            lib.tep_print_event(tep, seq, ptr, fmt, info)
+            lib.trace_seq_terminate(seq)
+            if self.seq.buffer and self.seq.len:
+                out[i] = ctypes.string_at(self.seq.buffer, self.seq.len).decode("utf-8", "replace").rstrip()
+        return out
