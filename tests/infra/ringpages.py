@@ -110,9 +110,11 @@ print fmt: "seq=%u", REC->seq
 
 
 def write_v7(path: str, buffers: dict[str, dict[int, bytes]], clock: str = "x86-tsc", compression: str = "zlib",
-             type_id: int = 7, chunk_pages: int = 2, cmdlines: str = "100 worker\n") -> None:
-    """A trace-cmd v7 file: one 'test:tick' format, ``buffers`` name -> {cpu: pages}, sections compressed
-    with zlib (or 'none')."""
+             type_id: int = 7, chunk_pages: int = 2, cmdlines: str = "100 worker\n",
+             formats: tuple[str, list[str]] | None = None, options: list[tuple[int, bytes]] = ()) -> None:
+    """A trace-cmd v7 file: one 'test:tick' format (or ``formats``: a system and its format texts),
+    ``buffers`` name -> {cpu: pages}, sections compressed with zlib (or 'none'); ``options``: more
+    (id, bytes) options in the first options section."""
     comp = compression != "none"
 
     def compress(b: bytes) -> bytes:
@@ -138,8 +140,10 @@ def write_v7(path: str, buffers: dict[str, dict[int, bytes]], clock: str = "x86-
     hdr += b"header_event\0" + struct.pack("<Q", 0)
     opts = []
     opts.append((16, struct.pack("<Q", section(16, hdr))))
-    fmt = FORMAT_TEST.format(id=type_id).encode()
-    ev = struct.pack("<I", 1) + b"test\0" + struct.pack("<I", 1) + struct.pack("<Q", len(fmt)) + fmt
+    system, texts = formats or ("test", [FORMAT_TEST.format(id=type_id)])
+    ev = struct.pack("<I", 1) + system.encode() + b"\0" + struct.pack("<I", len(texts))
+    for text in texts:
+        ev += struct.pack("<Q", len(text.encode())) + text.encode()
     opts.append((18, struct.pack("<Q", section(18, ev))))
     cl = cmdlines.encode()
     opts.append((21, struct.pack("<Q", section(21, struct.pack("<Q", len(cl)) + cl))))
@@ -169,8 +173,64 @@ def write_v7(path: str, buffers: dict[str, dict[int, bytes]], clock: str = "x86-
         body = struct.pack("<Q", at) + name.encode() + b"\0" + clock.encode() + b"\0" + struct.pack("<II", PAGE, len(table))
         body += b"".join(struct.pack("<IQQ", c, o, s) for c, o, s in table)
         opts.append((3, body))
+    opts += list(options)
     opts_blob = b"".join(struct.pack("<HI", i, len(b)) + b for i, b in opts) + struct.pack("<HIQ", 0, 8, 0)
     struct.pack_into("<Q", out, first_opt_at, len(out))
     section(0, opts_blob)
     with open(path, "wb") as f:
         f.write(out)
+
+
+def append_options(path: str, options: list[tuple[int, bytes]]) -> None:
+    """Add ``options`` (id, bytes) to an uncompressed little-endian v7 file (``trace-cmd convert
+    --compression none``): a new options section at the end of the file, linked from the DONE option
+    of the last section of the chain (trace-cmd.dat.v7(5): DONE carries the next section's offset)."""
+    data = bytearray(open(path, "rb").read())
+    assert data[:10] == b"\x17\x08\x44tracing" and data[10:12] == b"7\0" and data[12] == 0
+    pos = 18
+    for _ in range(2):  # compression algorithm and version strings
+        pos = data.index(b"\0", pos) + 1
+    link = pos  # where the offset of the next options section is written
+    nxt = struct.unpack_from("<Q", data, link)[0]
+    while nxt:
+        sid, flags, _, size = struct.unpack_from("<HHIQ", data, nxt)
+        assert sid == 0 and not flags & 1, "options sections must be uncompressed"
+        p, end = nxt + 16, nxt + 16 + size
+        link = 0
+        while p < end:
+            oid, osize = struct.unpack_from("<HI", data, p)
+            if oid == 0:
+                link = p + 6
+                break
+            p += 6 + osize
+        assert link, "an options section without DONE"
+        nxt = struct.unpack_from("<Q", data, link)[0]
+    blob = b"".join(struct.pack("<HI", i, len(b)) + b for i, b in options) + struct.pack("<HIQ", 0, 8, 0)
+    struct.pack_into("<Q", data, link, len(data))
+    data += struct.pack("<HHIQ", 0, 0, 0, len(blob)) + blob
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+
+
+def guest_option(name: str, trace_id: int, vcpus: list[tuple[int, int]]) -> tuple[int, bytes]:
+    """GUEST (13): name, guest trace id, CPU count, (vcpu, host pid) per CPU."""
+    return 13, name.encode() + b"\0" + struct.pack("<QI", trace_id, len(vcpus)) + b"".join(
+        struct.pack("<II", v, p) for v, p in vcpus)
+
+
+def time_shift_option(peer: int, flags: int, cpus: list[list[tuple[int, int, int]]],
+                      frac: list[list[int]] | None = None) -> tuple[int, bytes]:
+    """TIME_SHIFT (12): peer trace id, flags, CPU count; per CPU the sample count, then every ts, every
+    offset, every scaling; then, when given, every CPU's fraction bits."""
+    b = struct.pack("<QII", peer, flags, len(cpus))
+    for samples in cpus:
+        b += struct.pack("<I", len(samples))
+        for col in range(3):
+            b += b"".join(struct.pack("<q", s[col]) for s in samples)
+    for fr in frac or []:
+        b += b"".join(struct.pack("<q", x) for x in fr)
+    return 12, b
+
+
+def traceid_option(trace_id: int) -> tuple[int, bytes]:
+    return 11, struct.pack("<Q", trace_id)

@@ -14,6 +14,7 @@ from ..kernel import kprobe
 from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
+from .sides import time_shift_snapshots
 
 __all__ = ["Aligned", "align", "guest_records_on_tsc", "select_vm", "write_outputs"]
 
@@ -139,7 +140,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
             # tracepoint fires before KVM stores the offset): a read window, as for debugfs reads
             kprobe_snaps.append(OffsetSnapshot(max(r.ts - KPROBE_WINDOW, 0), hit[1], TscParams(hit[0]), "kprobe",
                                                read_until=r.ts))
-    all_snaps = host.snapshots() + kprobe_snaps
+    shift_snaps, shift_notes = time_shift_snapshots(host, guest)
+    all_snaps = host.snapshots() + kprobe_snaps + shift_snaps
     snaps, writes = all_snaps, all_writes
     choice = "the bundle's snapshots and kvm_write_tsc_offset events (snapshots trusted over the tracepoint)"
     start = int(host.manifest.get("started_host_tsc", 0))
@@ -195,7 +197,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
     grecs, notes = guest_records_on_tsc(guest)
-    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *notes]
+    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *notes]
     for r in grecs:
         out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
                     "event": r.event, "payload": r.payload, "track": f"vcpu{r.cpu}"})

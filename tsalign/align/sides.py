@@ -24,12 +24,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidParameter
+from ..clock.kvm import TscParams
+from ..errors import InconsistentData, InvalidParameter
 from ..offsets import OffsetSnapshot
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record
 
-__all__ = ["ForeignSide", "open_side"]
+__all__ = ["ForeignSide", "open_side", "time_shift_snapshots"]
+
+#: TIME_SHIFT flag: trace-cmd interpolates between samples (else each holds until the next)
+TSYNC_INTERPOLATE = 1
 
 _VCPU_OF = {"kvm_entry": re.compile(r"^vcpu (\d+)\b"), "kvm_exit": re.compile(r"^vcpu (\d+)\b"),
             "kvm_write_tsc_offset": re.compile(r"^vcpu=(\d+)\b")}
@@ -57,9 +61,10 @@ class ForeignSide:
 
 def open_side(path: str, role: str, what: str, clock: str | None = None, buffer: str | None = None,
               vcpu_tids: dict[int, int] | None = None, tsc_khz: int | None = None,
-              lenient: bool = False) -> Bundle | ForeignSide:
+              lenient: bool = False, peer: dict[str, Any] | None = None) -> Bundle | ForeignSide:
     """``path`` as the ``role`` side (``what`` names the option in errors): a bundle when it is one,
-    else any trace tsalign reads."""
+    else any trace tsalign reads. ``peer``: the other side's trace-cmd options (a host .dat's GUEST
+    option names the vCPU threads of the guest whose trace id ``peer`` holds)."""
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json")):
         for opt, v in (("clock", clock), ("buffer", buffer)):
             if v is not None:
@@ -78,9 +83,11 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         "role": role, "foreign": {"path": path, "format": info.format, "buffer": info.buffer},
         "clock": {"trace_clock": info.clock, "domain": f"{role}_tsc", "convertible": True},
         "node": {"tsc_khz": tsc_khz}, "lost_events": lost, "notes": notes,
+        "tracecmd": info.meta.get("tracecmd", {}),
     }
     if role == "host":
-        vcpus, how = _vcpu_threads(recs, vcpu_tids or {}, path)
+        vcpus, how = _vcpu_threads(recs, vcpu_tids or {}, path, manifest["tracecmd"].get("guests", []),
+                                   (peer or {}).get("trace_id"))
         manifest["vm"] = [{"name": os.path.basename(path.rstrip("/")) or path, "pid": None, "vm_fd": None,
                            "foreign": True, "vcpus": [{"id": v, "tid": t} for v, t in sorted(vcpus.items())]}]
         notes.append(f"vCPU threads {how}: " + ", ".join(f"vcpu{v}=tid {t}" for v, t in sorted(vcpus.items())))
@@ -91,13 +98,17 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
 
 def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[list[Record], Any, int]:
     """Every event of the trace as records in time order (binary payloads printed as the kernel prints
-    them), the trace's info, and the lost-page count."""
+    them), the trace's info (``meta["tracecmd"]``: a .dat's TRACEID, GUEST and TIME_SHIFT options), and
+    the lost-page count."""
     from ..traces.reader import open_trace
 
     recs: list[Record] = []
     with open_trace(path, "auto", clock, buffer, strict=not lenient) as t:
         printer = None
         dat = getattr(t, "dat", None)
+        if dat is not None:
+            t.info.meta["tracecmd"] = {k: dat.options[k] for k in ("trace_id", "guests", "time_shift")
+                                       if k in dat.options}
         try:
             for c in t.chunks():
                 if not len(c):
@@ -121,10 +132,20 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tu
         return recs, t.info, t.lost_pages
 
 
-def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str) -> tuple[dict[int, int], str]:
+def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str, guests: list[dict[str, Any]],
+                  guest_id: int | None) -> tuple[dict[int, int], str]:
     """vCPU id -> host thread id, and how it was found."""
     if given:
         return dict(given), "given (--vcpu-tid)"
+    if guests:
+        mine = [g for g in guests if g["trace_id"] == guest_id] or (guests if len(guests) == 1 else [])
+        if not mine:
+            named = ", ".join(f"{g['name']} (trace id {g['trace_id']:#x})" for g in guests)
+            raise InvalidParameter("--vcpu-tid", "(none)",
+                                   f"VCPU=TID for each vCPU: {path} names {len(guests)} guests in its GUEST options "
+                                   f"({named}) and the guest trace is none of them")
+        g = mine[0]
+        return {v: pid for v, pid in g["vcpus"]}, f"from trace-cmd's GUEST option (guest {g['name']!r})"
     for ev in ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset"):
         seen: dict[int, set[int]] = defaultdict(set)
         for r in recs:
@@ -144,3 +165,31 @@ def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str) -> tuple
                            f"VCPU=TID for each vCPU: {path} holds no kvm_entry, kvm_exit or kvm_write_tsc_offset "
                            "event that names the VM's vCPU threads (record kvm:kvm_entry, or pass the threads: "
                            "`ps -T -p $(pidof qemu-system-x86_64)` lists them as 'CPU N/KVM')")
+
+
+def time_shift_snapshots(host: Any, guest: Any) -> tuple[list[OffsetSnapshot], list[str]]:
+    """Per-vCPU offset snapshots from a trace-cmd guest file's TIME_SHIFT option (``trace-cmd record -A``:
+    host ts = guest ts + offset, so the guest-minus-host offset is ``-offset``; each sample placed at
+    its host time), and notes; nothing when the guest holds none."""
+    ts = guest.manifest.get("tracecmd", {}).get("time_shift") if isinstance(guest.manifest.get("tracecmd"), dict) else None
+    if not ts:
+        return [], []
+    host_id = host.manifest.get("tracecmd", {}).get("trace_id") if isinstance(host.manifest.get("tracecmd"), dict) else None
+    if host_id is not None and ts["peer"] != host_id:
+        raise InconsistentData(f"{guest.path}: its TIME_SHIFT belongs to the host session with trace id {ts['peer']:#x}, "
+                               f"but {host.path} is trace id {host_id:#x}: files of different trace-cmd sessions")
+    snaps: list[OffsetSnapshot] = []
+    for vcpu, cpu in enumerate(ts["cpus"]):
+        for t, off, scaling, frac in zip(cpu["ts"], cpu["offset"], cpu["scaling"], cpu["frac"]):
+            if scaling != 1 and not (0 < frac < 64 and scaling == 1 << frac):
+                raise InvalidParameter("--guest", guest.path,
+                                       f"TIME_SHIFT samples without TSC scaling (vcpu{vcpu} has scaling {scaling}, "
+                                       f"fraction bits {frac}): trace-cmd's scaled correction is not the kernel's "
+                                       "relation; pass the offsets with --tsc-offset")
+            o = -off
+            snaps.append(OffsetSnapshot((t - o) % (1 << 64), vcpu, TscParams(o % (1 << 64)), "trace-cmd TIME_SHIFT"))
+    varies = len({s.params.offset for s in snaps}) > len(ts["cpus"])
+    how = ("trace-cmd interpolates between them, tsalign holds each until the next"
+           if ts["flags"] & TSYNC_INTERPOLATE and varies else "each held until the next")
+    return snaps, [f"guest offsets from trace-cmd's TIME_SHIFT in {guest.path}: {len(snaps)} samples on "
+                   f"{len(ts['cpus'])} vCPU(s), {how}"]

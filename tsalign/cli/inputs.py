@@ -76,8 +76,9 @@ def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.tsc_khz is not None and not 1000 <= args.tsc_khz <= 100_000_000:
         raise InvalidParameter("--tsc-khz", args.tsc_khz, "a TSC frequency from 1000 to 100000000 kHz")
     kw = {"tsc_khz": args.tsc_khz, "lenient": args.lenient}
-    host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids, **kw)
     guest = open_side(args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer, **kw)
+    host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids,
+                     peer=guest.manifest.get("tracecmd"), **kw)
     if tids and not hasattr(host, "recs"):
         raise InvalidParameter("--vcpu-tid", args.vcpu_tid, "no value with a host bundle (it records its vCPU threads)")
     return host, guest

@@ -28,7 +28,7 @@ MAX_CPUS = 8192
 
 # option ids (trace-cmd's enum tracecmd_file_options, the same in v6 and v7)
 OPT_DONE, OPT_DATE, OPT_CPUSTAT, OPT_BUFFER, OPT_TRACECLOCK, OPT_UNAME = 0, 1, 2, 3, 4, 5
-OPT_OFFSET, OPT_CPUCOUNT, OPT_VERSION, OPT_TRACEID, OPT_TSC2NSEC = 7, 8, 9, 11, 14
+OPT_OFFSET, OPT_CPUCOUNT, OPT_VERSION, OPT_TRACEID, OPT_TIME_SHIFT, OPT_GUEST, OPT_TSC2NSEC = 7, 8, 9, 11, 12, 13, 14
 OPT_HEADER_INFO, OPT_FTRACE_EVENTS, OPT_EVENT_FORMATS, OPT_KALLSYMS, OPT_PRINTK, OPT_CMDLINES = 16, 17, 18, 19, 20, 21
 OPT_BUFFER_TEXT = 22
 SECTION_COMPRESSED = 1
@@ -79,6 +79,9 @@ class _Cursor:
 
     def u64(self) -> int:
         return int(struct.unpack(self.e + "Q", self.take(8))[0])
+
+    def i64(self) -> int:
+        return int(struct.unpack(self.e + "q", self.take(8))[0])
 
     def cstr(self) -> str:
         end = self.data.find(b"\0", self.pos)
@@ -373,6 +376,42 @@ class TraceDat:
             self.options["tsc2nsec"] = {"mult": mult, "shift": shift, "offset": offset}
         elif oid == OPT_CPUCOUNT and len(data) >= 4:
             self.options["cpu_count"] = struct.unpack(self.endian + "I", data[:4])[0]
+        elif oid == OPT_GUEST:
+            self.options.setdefault("guests", []).append(self._guest_option(data))
+        elif oid == OPT_TIME_SHIFT:
+            self.options["time_shift"] = self._time_shift_option(data)
+
+    def _guest_option(self, data: bytes) -> dict[str, Any]:
+        """GUEST (a host file of ``trace-cmd record -A``): name, the guest's trace id, and per guest CPU
+        the vCPU and the host thread that ran it."""
+        c = _Cursor(data, self.path, 0, self.endian, what="GUEST option")
+        name = c.cstr()
+        trace_id, ncpu = c.u64(), c.u32()
+        if ncpu > min(MAX_CPUS, (len(data) - c.pos) // 8):
+            raise InvalidParameter("trace.dat", c._where(), f"a GUEST option whose CPU count fits it (got {ncpu})")
+        return {"name": name, "trace_id": trace_id, "vcpus": [(c.u32(), c.u32()) for _ in range(ncpu)]}
+
+    def _time_shift_option(self, data: bytes) -> dict[str, Any]:
+        """TIME_SHIFT (a guest file of ``trace-cmd record -A``): the host's trace id, flags, and per
+        guest CPU the samples (guest ts, offset, scaling) and, from newer writers, fraction bits;
+        host ts = ((guest ts * scaling) >> frac) + offset."""
+        c = _Cursor(data, self.path, 0, self.endian, what="TIME_SHIFT option")
+        peer, flags, ncpu = c.u64(), c.u32(), c.u32()
+        if ncpu > min(MAX_CPUS, (len(data) - c.pos) // 4):
+            raise InvalidParameter("trace.dat", c._where(), f"a TIME_SHIFT option whose CPU count fits it (got {ncpu})")
+        cpus = []
+        for _ in range(ncpu):
+            n = c.u32()
+            if n > (len(data) - c.pos) // 24:
+                raise InvalidParameter("trace.dat", c._where(), f"a TIME_SHIFT sample count that fits the option (got {n})")
+            cols = [[c.i64() for _ in range(n)] for _ in range(3)]
+            cpus.append({"ts": cols[0], "offset": cols[1], "scaling": cols[2], "frac": [0] * n})
+        if c.pos < len(data):  # fraction bits, per CPU, as many as its samples
+            for cpu in cpus:
+                if (len(data) - c.pos) < 8 * len(cpu["ts"]):
+                    raise InvalidParameter("trace.dat", c._where(), "TIME_SHIFT fraction bits for every sample")
+                cpu["frac"] = [c.i64() for _ in cpu["ts"]]
+        return {"peer": peer, "flags": flags, "cpus": cpus}
 
     def _attach_cpustat(self) -> None:
         """CPUSTAT options come in file order: the top buffer's, then 'Buffer: NAME' and that buffer's."""
