@@ -53,11 +53,12 @@ $(VENV)/.installed: $(VENV)/.runtime
 venv: $(VENV)/.installed
 
 # Heavy test artefacts, built when missing and cached in $(CACHE) keyed by their recipe:
-# real split BTF of a Debian kernel, the Debian rootfs of the netns SSH target, the GRUB VM image,
+# real split BTF of a Debian kernel and the DWARF of its kvm module, the Debian rootfs of the netns SSH target, the GRUB VM image,
 # and this machine's QEMU as a bundle for the nested lab's KVM host.
 fixtures: deps
 	@if [ "$$(id -u)" = 0 ] || [ -w "$(CACHE)" ]; then mkdir -p $(CACHE) && \
 	  scripts/fetch-split-btf.sh $(CACHE) >/dev/null && \
+	  scripts/fetch-kvm-debuginfo.sh $(CACHE) >/dev/null && \
 	  scripts/build-rootfs.sh $(CACHE) > $(CACHE)/.rootfs-path && \
 	  scripts/build-vm-image.sh $(CACHE) > $(CACHE)/.vm-image-path && \
 	  scripts/build-qemu-bundle.sh $(CACHE) > $(CACHE)/.qemu-bundle-path; \

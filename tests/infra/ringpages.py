@@ -185,7 +185,8 @@ def append_options(path: str, options: list[tuple[int, bytes]]) -> None:
     """Add ``options`` (id, bytes) to an uncompressed little-endian v7 file (``trace-cmd convert
     --compression none``): a new options section at the end of the file, linked from the DONE option
     of the last section of the chain (trace-cmd.dat.v7(5): DONE carries the next section's offset)."""
-    data = bytearray(open(path, "rb").read())
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
     assert data[:10] == b"\x17\x08\x44tracing" and data[10:12] == b"7\0" and data[12] == 0
     pos = 18
     for _ in range(2):  # compression algorithm and version strings

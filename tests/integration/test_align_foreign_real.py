@@ -63,7 +63,7 @@ def test_dat_host_text_guest_on_real_kvm(tmp_path: Path) -> None:
     # every event as the kernel printed it (the instance's text) equals tsalign's print of the .dat
     recs, _, _ = _read(str(dat), None, None, False)
     text_recs, _, _ = _read(str(txt), None, None, False)
-    key = lambda r: (r.ts, r.cpu, r.pid, r.event, r.payload)  # noqa: E731
+    key = lambda r: (r.ts, r.cpu, r.pid, r.event, r.payload)
     assert len(recs) > 600 and Counter(map(key, recs)) == Counter(map(key, text_recs))
     # trace-cmd counts the same events in its own file
     report = subprocess.run(["trace-cmd", "report", str(dat)], capture_output=True, text=True, timeout=120).stdout

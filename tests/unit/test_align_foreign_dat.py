@@ -47,7 +47,7 @@ def test_printed_payloads_equal_trace_cmd_report(report: str) -> None:
     from tsalign.align.sides import _read
 
     recs, info, _ = _read(str(EX / "host.dat"), None, None, False)
-    theirs = Counter((m[1], m[2].rstrip()) for m in re.finditer(r"\]\s+\d+\.\d+:\s+(\w+):\s+(.*)$", report, re.M))
+    theirs = Counter((m[1], m[2].rstrip()) for m in re.finditer(r"\]\s+\d+\.\d+:\s+(\w+):\s+(.*)$", report, re.MULTILINE))
     assert len(recs) == 2199 and info.clock == "x86-tsc"
     assert Counter((r.event, r.payload) for r in recs) == theirs
 
@@ -67,7 +67,7 @@ def test_shipped_dat_aligns_and_its_own_offset_is_caught(report: str, tmp_path: 
     r = _tsalign("align", *args, "-o", str(tmp_path / "own"))
     w = json.loads(r.stdout)
     assert r.returncode == exitcodes.VERDICT_FAIL
-    assert w["reasons"][0].startswith(f"vcpu0: ") and f"it is {olo - written} cycles" in w["reasons"][0], w["reasons"]
+    assert w["reasons"][0].startswith("vcpu0: ") and f"it is {olo - written} cycles" in w["reasons"][0], w["reasons"]
 
 
 def test_trace_cmd_report_text_of_it_aligns_the_same(report: str, tmp_path: Path) -> None:

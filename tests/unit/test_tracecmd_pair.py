@@ -18,8 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.infra.ringpages import (PageWriter, append_options, guest_option, time_shift_option, traceid_option,
-                                   write_v7)
+from tests.infra.ringpages import (
+    PageWriter,
+    append_options,
+    guest_option,
+    time_shift_option,
+    traceid_option,
+    write_v7,
+)
 from tests.unit.test_verify import _tsalign
 from tsalign import exitcodes
 from tsalign.errors import InvalidParameter

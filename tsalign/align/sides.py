@@ -117,6 +117,7 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tu
                     if printer is None:
                         from ..traces.printfmt import EventPrinter
 
+                        assert dat is not None, "binary chunks come from a .dat"
                         printer = EventPrinter(dat.formats.values(), dat.long_size, dat.endian == ">")
                     payloads = printer.payloads(c)
                 else:
@@ -191,5 +192,6 @@ def time_shift_snapshots(host: Any, guest: Any) -> tuple[list[OffsetSnapshot], l
     varies = len({s.params.offset for s in snaps}) > len(ts["cpus"])
     how = ("trace-cmd interpolates between them, tsalign holds each until the next"
            if ts["flags"] & TSYNC_INTERPOLATE and varies else "each held until the next")
-    return snaps, [f"guest offsets from trace-cmd's TIME_SHIFT in {guest.path}: {len(snaps)} samples on "
-                   f"{len(ts['cpus'])} vCPU(s), {how}"]
+    note = (f"guest offsets from trace-cmd's TIME_SHIFT in {guest.path}: {len(snaps)} samples on "
+            f"{len(ts['cpus'])} vCPU(s), {how}")
+    return snaps, [note]

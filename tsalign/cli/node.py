@@ -49,6 +49,21 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=run_btf_offsetof)
 
+    p = sub.add_parser("offsetof", help="struct member offsets by BTF, split BTF or DWARF (kernels without BTF)",
+                       description="offsetof(struct STRUCT, MEMBER.PATH) for each MEMBER. Route: --btf [--btf-base], "
+                                   "--debuginfo (DWARF: vmlinux or a module's debug file, e.g. Debian's "
+                                   "linux-image-REL-dbg), or with neither the running kernel's BTF, else its debug "
+                                   "info found by build id. DWARF answers are cached by build id.")
+    p.add_argument("struct")
+    p.add_argument("members", nargs="+", metavar="MEMBER")
+    p.add_argument("--btf", help="BTF file (e.g. /sys/kernel/btf/kvm)")
+    p.add_argument("--btf-base", help="base BTF of a split --btf (vmlinux's)")
+    p.add_argument("--debuginfo", help="ELF file with DWARF (vmlinux, or kvm.ko from the kernel's debug package)")
+    p.add_argument("--cache", default=None, help="cache directory of DWARF answers (default ~/.cache/tsalign/offsets); "
+                                                "'none' to compute every time")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_offsetof)
+
     p = sub.add_parser("kprobe", help="the kprobe route to vcpu->arch.tsc_offset")
     p.add_argument("action", choices=("render", "register", "unregister"))
     p.add_argument("--function", help="kprobe this function (default: chosen from BTF and kallsyms)")
@@ -106,6 +121,19 @@ def run_btf_offsetof(args: argparse.Namespace) -> int:
            "bit_offset": m.bit_offset, "size": m.size, "type": m.type_name, "btf": b.source}
     emit(args, doc, [(f"offsetof(struct {m.struct}, {m.path}) = {m.offset} ({m.offset:#x}); "
                      f"{m.type_name}, {m.size} bytes")])
+    return exitcodes.OK
+
+
+def run_offsetof(args: argparse.Namespace) -> int:
+    from ..kernel.routes import CACHE_DIR, member_offsets
+
+    cache = None if args.cache == "none" else (args.cache or CACHE_DIR)
+    doc = member_offsets(args.struct, args.members, args.btf, args.btf_base, args.debuginfo, cache)
+    lines = [f"offsetof(struct {doc['struct']}, {m['member']}) = {m['offset']} ({m['offset']:#x}); {m['type']}, "
+             f"{m['size']} bytes" for m in doc["members"]]
+    lines.append(f"route: {doc['route']} ({doc['source']}" + (f", build id {doc['build_id']}" if doc["build_id"] else "")
+                 + (", from the cache" if doc["cached"] else "") + ")")
+    emit(args, doc, lines)
     return exitcodes.OK
 
 

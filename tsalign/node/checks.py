@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import verdicts
+from ..errors import Unavailable
 from ..kernel import btf as btfmod
 from ..kernel import kprobe
 from . import dmesg, kvmvms, mounts, perfpage
@@ -354,10 +355,23 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
     """
     b = c.btf()
     if isinstance(b, Exception):
-        raise b
-    member = b.offsetof("kvm_vcpu", "arch.tsc_offset")
-    vcpu_id = b.offsetof("kvm_vcpu", "vcpu_id")
-    cands = b.functions_with_first_arg("kvm_vcpu")
+        # no BTF: the DWARF of the kernel's debug package, when installed (tsalign.kernel.routes)
+        from ..kernel.routes import DEBUG_PACKAGES, debug_file_for_running_kernel, member_offsets
+
+        dbg = debug_file_for_running_kernel(c.root.path) if not c.btf_path else None
+        if dbg is None:
+            if c.btf_path:
+                raise b
+            raise Unavailable(f"{b}; without BTF, the DWARF of the kernel's debug package gives the offsets "
+                              f"({DEBUG_PACKAGES})")
+        doc = member_offsets("kvm_vcpu", ["arch.tsc_offset", "vcpu_id"], debuginfo=dbg)
+        member_offset, vcpu_id_offset = (m["offset"] for m in doc["members"])
+        # without BTF no prototype is known: the preferred names take struct kvm_vcpu * first on every kernel
+        cands, route, source = list(kprobe.PREFERRED), "dwarf", dbg
+    else:
+        member_offset = b.offsetof("kvm_vcpu", "arch.tsc_offset").offset
+        vcpu_id_offset = b.offsetof("kvm_vcpu", "vcpu_id").offset
+        cands, route, source = b.functions_with_first_arg("kvm_vcpu"), "split-btf" if b.base else "btf", b.source
     if function is None:
         d = c.tracefs
         aff = c.root.read(f"{d}/available_filter_functions", limit=1 << 26) if d else None
@@ -374,9 +388,10 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
                                           f"(e.g. {', '.join(n for n in kprobe.PREFERRED if n in cands) or cands[0]})")
         verified, why = "user", "given with --function"
     return {"function": function, "verified_by": verified, "why": why, "candidates": len(cands),
-            "member_offset": member.offset, "vcpu_id_offset": vcpu_id.offset, "btf": b.source,
+            "member_offset": member_offset, "vcpu_id_offset": vcpu_id_offset, "btf": source,
+            "offsets_route": route, "offsets_source": source,
             "seed_function_present": "kvm_vcpu_kick" in cands,
-            "kprobe": kprobe.render(function, member.offset, vcpu_id.offset), "event": kprobe.event_name(function)}
+            "kprobe": kprobe.render(function, member_offset, vcpu_id_offset), "event": kprobe.event_name(function)}
 
 
 def check_kprobe_function(c: Context) -> Check:

@@ -158,7 +158,7 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
         refined = _refine(sets)
         if refined is False:
             satisfiable = False
-        elif refined is not None:
+        elif isinstance(refined, tuple):
             lo, hi, kind = refined
             d = lo if lo is not None and lo > 0 else -hi if hi is not None and hi < 0 else 0
             if d and worst is not None:

@@ -35,6 +35,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+offsets_route:
+  description: Where the member offsets came from (btf, split-btf, or dwarf from the kernel's debug package).
+  returned: always
+  type: str
+offsets_source:
+  description: The BTF or debug file read.
+  returned: always
+  type: str
 kprobe:
   description: The kprobe_events line.
   returned: always
@@ -73,7 +81,8 @@ def main() -> None:
         plan = kprobe_plan(ctx, module.params["function"])
     except TsalignError as e:
         module.fail_json(msg=f"cannot plan the kprobe: {e}")
-    out = {"kprobe": plan["kprobe"], "function": plan["function"], "member_offset": plan["member_offset"]}
+    out = {"kprobe": plan["kprobe"], "function": plan["function"], "member_offset": plan["member_offset"],
+           "offsets_route": plan["offsets_route"], "offsets_source": plan["offsets_source"]}
     try:
         events = kprobe.events_file(ctx.tracefs)
     except Unavailable as e:
