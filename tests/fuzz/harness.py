@@ -33,6 +33,7 @@ import resource
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,6 +177,8 @@ def _argv(seed: Seed, d: Path) -> list[str]:
     if seed.kind == "aligndat":  # a .dat host printed by libtraceevent (tsalign.traces.printfmt), a text guest
         return ["align", "--host", str(main), "--guest", str(d / "guest.txt"), "--vcpu-tid", "0=1", "--tsc-offset", "0",
                 "-o", str(d / "out"), "--json"]
+    if seed.kind == "dwarf":  # a gcc-compiled relocatable object (tsalign.kernel.dwarf)
+        return ["offsetof", "outer", "e.in.value", "wide", "--debuginfo", str(main), "--cache", "none", "--json"]
     return ["btf", "offsetof", "--btf", str(d / "kvm.btf"), "--btf-base", str(d / "vmlinux.btf"), "--json",
             "kvm_vcpu_arch", "tsc_offset"]
 
@@ -275,6 +278,12 @@ def seeds(d: Path) -> list[Seed]:
                     sorted((json.loads(x) for x in (ex / "guest" / "events.jsonl").open()), key=lambda r: r["ts"]))
     out.append(Seed("align-dat", "aligndat", {"host.dat": rec["v7zstd"].read_bytes(), "guest.txt": guest.encode()},
                     {"mutate": "host.dat"}))
+    if shutil.which("gcc"):
+        from tests.unit.test_dwarf_route import C_SOURCE
+
+        (d / "t.c").write_text(C_SOURCE)
+        subprocess.run(["gcc", "-g", "-c", "-o", str(d / "t.o"), str(d / "t.c")], check=True, timeout=60)
+        out.append(Seed("dwarf-obj", "dwarf", {"t.o": (d / "t.o").read_bytes()}))
     btf = sorted(Path(os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")).glob("btf-linux-image-*"))
     if btf:
         out.append(Seed("btf-kvm", "btf", {"kvm.btf": (btf[-1] / "kvm.btf").read_bytes(),

@@ -188,3 +188,32 @@ def test_kprobe_plan_falls_back_to_dwarf_without_btf(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "tsalign", "kprobe", "render", "--root", str(tree)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 4 and "BTF" in r.stderr and "linux-image-$(uname -r)-dbg" in r.stderr
+
+
+def test_malformed_objects_are_named_never_crash(tmp_path: Path) -> None:
+    """Fuzzing found pyelftools allocating what a section header claims, seeking to negative offsets and
+    asserting: each becomes an error naming the file (regressions of tests/fuzz findings)."""
+    import struct as st
+
+    need(shutil.which("gcc"), "needs gcc")
+    src = tmp_path / "t.c"
+    src.write_text(C_SOURCE)
+    obj = tmp_path / "t.o"
+    subprocess.run(["gcc", "-g", "-c", "-o", str(obj), str(src)], check=True, timeout=60)
+    data = obj.read_bytes()
+    shoff, = st.unpack_from("<Q", data, 0x28)
+    shnum, = st.unpack_from("<H", data, 0x3C)
+    cases = []
+    for i in range(1, shnum):
+        b = bytearray(data)
+        st.pack_into("<Q", b, shoff + 64 * i + 0x20, 1 << 40)  # sh_size: a terabyte
+        cases.append(bytes(b))
+    b = bytearray(data)
+    st.pack_into("<Q", b, 0x28, len(data) + 12345)  # section headers beyond the file
+    cases.append(bytes(b))
+    cases.append(data[: len(data) // 2])  # truncated
+    for n, case in enumerate(cases):
+        p = tmp_path / f"bad{n}.o"
+        p.write_bytes(case)
+        r = _tsalign("offsetof", "outer", "e.in.value", "--debuginfo", str(p), "--cache", "none")
+        assert r.returncode == 3 and str(p) in r.stderr, (n, r.stderr[-500:])

@@ -23,13 +23,15 @@ import numpy as np
 from ..errors import InvalidParameter, TsalignError
 from .btf import MAX_DEPTH, MemberOffset
 
-__all__ = ["Dwarf", "DwarfError", "build_id", "load"]
+__all__ = ["Dwarf", "DwarfError", "build_id", "load", "malformed"]
 
 _STRUCTS = ("DW_TAG_structure_type", "DW_TAG_union_type")
 _QUALIFIERS = ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type", "DW_TAG_atomic_type",
                "DW_TAG_restrict_type")
 # x86-64 relocation types found in DWARF sections (psABI): value width in bytes, PC-relative
 _X64 = {1: (8, False), 10: (4, False), 11: (4, False), 2: (4, True)}  # R_X86_64_64, _32, _32S, _PC32
+#: largest DWARF section read (kvm.ko's .debug_info is ~10 MiB, vmlinux's a few hundred)
+MAX_SECTION = 1 << 30
 _RELA = np.dtype([("off", "<u8"), ("info", "<u8"), ("addend", "<i8")])
 _SYM = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"), ("size", "<u8")])
 
@@ -51,7 +53,7 @@ def build_id(path: str) -> str | None:
                     for note in sec.iter_notes():
                         if note["n_type"] == "NT_GNU_BUILD_ID":
                             return str(note["n_desc"])
-    except (OSError, ELFError):
+    except (OSError, ELFError, Exception, MemoryError, RecursionError):  # noqa: BLE001 - load() names what is wrong
         return None
     return None
 
@@ -119,16 +121,34 @@ class Dwarf:
             raise InvalidParameter("--debuginfo", path, f"a readable ELF debug file ({e.strerror})") from None
         try:
             self.elf = _elffile(self._f)
+            self._check_sections(os.fstat(self._f.fileno()).st_size)
             if self.elf.get_section_by_name(".debug_info") is None:
                 raise DwarfError(f"{path}: no DWARF debug info (.debug_info); the distribution's debug package "
                                  "has it (Debian: linux-image-$(uname -r)-dbg)")
             self.dwarf = self.elf.get_dwarf_info()
+        except TsalignError:
+            self.close()
+            raise
         except ELFError as e:
             self.close()
             raise InvalidParameter("--debuginfo", path, f"an ELF file with DWARF ({e})") from None
-        except Exception:
+        except (Exception, MemoryError, RecursionError) as e:  # noqa: BLE001 - pyelftools on a malformed file
             self.close()
-            raise
+            raise malformed(path, e) from None
+
+    def _check_sections(self, file_size: int) -> None:
+        """Every section with contents lies inside the file and decompresses to a bounded size (before
+        pyelftools reads one: it allocates what a header claims)."""
+        for i in range(self.elf.num_sections()):
+            sec = self.elf.get_section(i)
+            h = sec.header
+            if h["sh_type"] != "SHT_NOBITS" and (h["sh_offset"] + h["sh_size"] > file_size):
+                raise InvalidParameter("--debuginfo", self.source,
+                                       f"an ELF file whose sections lie inside it (section {i} claims {h['sh_size']} "
+                                       f"bytes at {h['sh_offset']}; the file has {file_size})")
+            if sec.data_size > MAX_SECTION:
+                raise InvalidParameter("--debuginfo", self.source,
+                                       f"sections under {MAX_SECTION >> 20} MiB (section {i}: {sec.data_size} bytes)")
 
     def close(self) -> None:
         self._f.close()
@@ -267,6 +287,11 @@ class Dwarf:
             bits += found[0]
         typ = member.get_DIE_from_attribute("DW_AT_type")
         return MemberOffset(struct_name, path, bits, typ.offset, self.type_name(typ), self.sizeof(typ))
+
+
+def malformed(path: str, e: BaseException) -> InvalidParameter:
+    """The error for DWARF pyelftools could not parse (any exception it raises on a malformed file)."""
+    return InvalidParameter("--debuginfo", path, f"well-formed ELF/DWARF ({type(e).__name__}: {str(e)[:200]})")
 
 
 def load(path: str) -> Dwarf:

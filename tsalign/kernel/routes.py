@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from ..errors import InvalidParameter, Unavailable
+from ..errors import InvalidParameter, TsalignError, Unavailable
 
 __all__ = ["CACHE_DIR", "DEBUG_PACKAGES", "debug_file_for_running_kernel", "member_offsets", "note_build_id"]
 
@@ -69,7 +69,7 @@ def _cache_path(cache_dir: str, bid: str) -> str:
 
 
 def _dwarf_offsets(path: str, struct: str, members: list[str], cache_dir: str | None) -> dict[str, Any]:
-    from .dwarf import build_id, load
+    from .dwarf import build_id, load, malformed
 
     if not os.path.isfile(path):
         raise InvalidParameter("--debuginfo", path, f"an existing debug file ({DEBUG_PACKAGES})")
@@ -90,7 +90,12 @@ def _dwarf_offsets(path: str, struct: str, members: list[str], cache_dir: str | 
         return {"route": "dwarf", "source": cached["source"], "build_id": bid, "cached": True,
                 "members": [cached["offsets"][key(m)] for m in members]}
     with load(path) as d:
-        found = [d.offsetof(struct, m) for m in members]
+        try:
+            found = [d.offsetof(struct, m) for m in members]
+        except TsalignError:
+            raise
+        except (Exception, MemoryError, RecursionError) as e:  # noqa: BLE001 - DIEs parsed lazily by pyelftools
+            raise malformed(path, e) from None
     rows: list[dict[str, Any]] = [{"member": m.path, "offset": m.offset, "bit_offset": m.bit_offset, "size": m.size,
                                    "type": m.type_name} for m in found]
     if cpath:
