@@ -21,7 +21,7 @@ import pytest
 from tsalign import exitcodes
 from tsalign.catalogue import CATALOGUE, needed_events
 from tsalign.clock.kvm import TscParams
-from tsalign.offsets import OffsetSnapshot, OffsetTimeline
+from tsalign.offsets import OffsetSnapshot, OffsetTimeline, PvclockTimeline
 from tsalign.verdicts import FAIL, PASS, UNVERIFIED, WARN, exit_code, worst
 from tsalign.verify.intervals import Brackets, judge_vcpu
 from tsalign.verify.judge import verdict_of
@@ -70,7 +70,8 @@ def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], w
                            vm={"vcpus": [{"id": v, "tid": t} for t, v in vcpus.items()], "pid": 1},
                            dropped={}, notes=[], lost_events={"host": lost, "guest": 0}, host_window=window,
                            snapshots=[], writes=[], offset_choice="test", axis_vcpu=0, axis_spreads=list(spreads),
-                           tid_to_vcpu=dict(vcpus), guest_count=sum(e["side"] == "guest" for e in events))
+                           tid_to_vcpu=dict(vcpus), guest_count=sum(e["side"] == "guest" for e in events),
+                           guest_rounding=0, pvclock=PvclockTimeline())
 
 
 def _switch(ts: int, prev: int, nxt: int) -> dict[str, Any]:
@@ -335,3 +336,13 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     mid = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest=lambda h, v, at=None: h + 6000), 0, runs, g),
                          Brackets.from_rows("pio_beacon", 0, [(-1080, -1050, 5190)])], 1_000_000)
     assert mid.worst["cycles"] == 1050
+
+
+def test_guest_rounding_widens_upper_bounds_only() -> None:
+    """Guest TSCs converted from kvm-clock ns lie up to the rounding below the truth: a host-first
+    bound (upper) 2 cycles short is no violation with 4 cycles of rounding; a guest-first one still is."""
+    b = Brackets.from_rows("k", 0, [(None, -2, 100), (3, None, 200)])
+    assert judge_vcpu(0, [b], 1_000_000).violated == 2
+    w = b.widened(4)
+    ev = judge_vcpu(0, [w], 1_000_000)
+    assert ev.violated == 1 and (ev.lo, ev.hi) == (3, 2) and ev.worst["offset_in_use_is_too"] == "low"

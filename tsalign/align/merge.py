@@ -11,7 +11,7 @@ from ..clock import perf as perfclock
 from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..kernel import kprobe
-from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
+from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite, PvclockTimeline, parse_pvclock_update
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
 from .sides import time_shift_snapshots
@@ -45,6 +45,10 @@ class Aligned:
     axis_spreads: list[int] = field(default_factory=list)
     #: host thread id -> vCPU id of the VM's vCPU threads
     tid_to_vcpu: dict[int, int] = field(default_factory=dict)
+    #: the guest's kvm-clock records traced by the host (kvm_pvclock_update), per vCPU
+    pvclock: PvclockTimeline = field(default_factory=PvclockTimeline)
+    #: cycles a guest event's TSC may lie below the true one (kvm-clock ns converted back; 0: exact)
+    guest_rounding: int = 0
 
 
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
@@ -78,13 +82,18 @@ def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
         f"{[(v.get('name'), v.get('uuid'), v.get('pid')) for v in vms]}): bundles of different machines or VMs")
 
 
-def guest_records_on_tsc(guest: Bundle) -> tuple[list[Record], list[str]]:
-    """Guest records with ts in guest TSC cycles; converts perf ns when the perf page allows."""
+def guest_records_on_tsc(guest: Bundle, pvclock: PvclockTimeline | None = None,
+                         host_path: str = "the host bundle") -> tuple[list[Record], list[str], int]:
+    """Guest records with ts in guest TSC cycles, notes, and how many cycles a converted TSC may lie
+    below the true one (0: exact). Converts perf ns when the perf page allows, and kvmclock ns with the
+    host's pvclock records (``pvclock``)."""
     clock = guest.manifest.get("clock", {})
     domain = clock.get("domain")
     recs = list(guest.records())
     if domain == "guest_tsc":
-        return recs, []
+        return recs, [], 0
+    if domain == "kvmclock_ns":
+        return _kvmclock_records(recs, pvclock or PvclockTimeline(), guest.path, host_path)
     if domain == "perf_ns":
         page = clock.get("perf_user_page")
         if not clock.get("convertible") or not page:
@@ -97,15 +106,34 @@ def guest_records_on_tsc(guest: Bundle) -> tuple[list[Record], list[str]]:
                                       page.get("time_cycles", 0), page.get("time_mask", 0),
                                       bool(page.get("cap_user_time_zero")), bool(page.get("cap_user_time_short")))
         return [Record(perfclock.perf_ns_to_tsc(r.ts, conv), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid)
-                for r in recs], ["guest perf ns converted to guest TSC with the guest's perf user page"]
-    if domain == "kvmclock_ns":
-        if not clock.get("pvclock"):
-            raise InvalidParameter(
-                "--guest", guest.path,
-                "a guest bundle with pvclock data for its kvm-clock timestamps (none recorded); "
-                "record with `tsalign capture --role guest` (trace clock x86-tsc) instead")
-        raise InvalidParameter("--guest", guest.path, "guest_tsc or perf_ns timestamps (kvmclock_ns is not supported yet)")
+                for r in recs], ["guest perf ns converted to guest TSC with the guest's perf user page"], 0
     raise InvalidParameter("--guest", guest.path, f"a known clock domain (found {domain!r})")
+
+
+def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: str,
+                      host_path: str) -> tuple[list[Record], list[str], int]:
+    """kvmclock ns -> guest TSC per vCPU with the pvclock record in force (tsalign.offsets.pvclock)."""
+    missing = sorted({r.cpu for r in recs} - set(pvclock.updates))
+    if missing:
+        raise InvalidParameter(
+            "--host", host_path,
+            f"kvm:kvm_pvclock_update events of vCPU(s) {missing} for the guest's kvm-clock timestamps ({guest_path}); "
+            "KVM writes a vCPU's pvclock record on vCPU load (without a stable master clock), on master clock "
+            "changes and when the guest writes MSR_KVM_SYSTEM_TIME_NEW: capture the host with "
+            "kvm:kvm_pvclock_update from before the guest starts (or migrate it, or write the MSR again) — "
+            "`tsalign capture` records it by default")
+    out, early = [], 0
+    for r in recs:
+        tsc, before = pvclock.to_tsc(r.cpu, r.ts)  # type: ignore[misc]
+        early += before
+        out.append(Record(tsc, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid))
+    bound = max(v["rounding_cycles"] for v in pvclock.summary().values())
+    notes = [f"guest kvm-clock ns converted to guest TSC with {sum(len(u) for u in pvclock.updates.values())} traced "
+             f"pvclock record(s); each converted TSC lies at most {bound} cycles below the true one"]
+    if early:
+        notes.append(f"{early} guest events precede every traced pvclock record: converted with the first one "
+                     "(right if the record did not change between them)")
+    return out, notes, bound
 
 
 def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None = None,
@@ -129,8 +157,13 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     host_recs = list(host.records())
     all_writes = []
     kprobe_snaps = []
+    pv_updates = []
     for r in host_recs:
-        if r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
+        if r.event == "kvm_pvclock_update" and r.pid in vm_threads:
+            u = parse_pvclock_update(r.ts, r.payload)
+            if u is not None and u.vcpu in vcpu_ids:
+                pv_updates.append(u)
+        elif r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
             f = parse_kvm_payload(r.event, r.payload)
             all_writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
         elif (r.pid in vm_threads or r.tgid == vm.get("pid")) and (hit := kprobe.parse_hit(r.payload)) \
@@ -196,7 +229,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
         out.append({"guest_tsc": host_to_guest_tsc(r.ts, params), "side": "host", "host_tsc": r.ts, "cpu": r.cpu,
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
-    grecs, notes = guest_records_on_tsc(guest)
+    pvclock = PvclockTimeline.build(pv_updates)
+    grecs, notes, rounding = guest_records_on_tsc(guest, pvclock, host.path)
     notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *notes]
     for r in grecs:
         out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
@@ -206,7 +240,7 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
-                   all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu)
+                   all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock, rounding)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

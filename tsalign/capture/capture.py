@@ -29,6 +29,7 @@ KPROBE_EVENTS = "tsalign:*"
 #: (kvm_entry/kvm_exit, sched_switch), MSR writes (kvm_msr), IRQ injections, port IO (kvm_pio)
 DEFAULT_HOST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
                        "kvm:kvm_msi_set_irq", "kvm:kvm_inj_virq", "kvm:kvm_entry", "kvm:kvm_exit",
+                       "kvm:kvm_pvclock_update",
                        "sched:sched_switch", "sched:sched_waking", KPROBE_EVENTS)
 #: guest MSR writes (msr:write_msr) pair with the host's kvm_msr; every guest event is checked against
 #: its vCPU's host runs

@@ -40,6 +40,8 @@ KVM_SET_REGS = 0x4090AE82
 KVM_GET_SREGS = 0x8138AE83
 KVM_SET_SREGS = 0x4138AE84
 KVM_SET_DEVICE_ATTR = 0x4018AEE1
+KVM_SET_MSRS = 0x4008AE89
+MSR_KVM_SYSTEM_TIME_NEW = 0x4B564D01
 KVM_GET_TSC_KHZ = 0xAEA3
 KVM_VCPU_TSC_CTRL = 0
 KVM_VCPU_TSC_OFFSET = 0
@@ -59,6 +61,7 @@ MEM_SIZE = 0x10000
 CODE_ADDR = 0x1000
 HANDLER_ADDR = 0x2000
 STACK_TOP = 0x8000
+PVCLOCK_ADDR = 0x3000  # struct pvclock_vcpu_time_info of vCPU 0 (32 bytes), when kvm-clock is enabled
 
 
 def _guest_code() -> bytes:
@@ -99,11 +102,14 @@ def _handler_code() -> bytes:
 
 @dataclass(frozen=True)
 class Beacon:
-    """One TSC value the guest read (cycles) and the order it arrived in."""
+    """One TSC value the guest read (cycles) and the order it arrived in; with kvm-clock enabled, the
+    guest's pvclock record as it was in guest memory then (version, tsc_timestamp, system_time,
+    tsc_to_system_mul, tsc_shift, flags): what a kvm-clock guest reads to turn that TSC into ns."""
 
     seq: int
     guest_tsc: int
     irq: bool = False
+    pvclock: tuple[int, int, int, int, int, int] | None = None
 
 
 @dataclass
@@ -150,6 +156,7 @@ class MicroVM:
             if irqchip:
                 fcntl.ioctl(self.vm_fd, KVM_CREATE_IRQCHIP, 0)
             self.irqchip = irqchip
+            self.kvmclock = False
             self.vcpu_fd = fcntl.ioctl(self.vm_fd, KVM_CREATE_VCPU, 0)
             size = fcntl.ioctl(self.kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0)
             self._run = mmap.mmap(self.vcpu_fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -203,6 +210,26 @@ class MicroVM:
             return f"KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET): {errno.errorcode.get(e.errno or 0, e.errno)} {e.strerror}"
         return None
 
+    def enable_kvmclock(self) -> None:
+        """Give vCPU 0 a kvm-clock: MSR_KVM_SYSTEM_TIME_NEW = PVCLOCK_ADDR | enable (KVM_SET_MSRS, as a guest
+        kernel's kvmclock_init writes it). KVM then keeps the pvclock record in guest memory up to date and
+        traces each update (kvm:kvm_pvclock_update)."""
+        msrs = struct.pack("<II", 1, 0) + struct.pack("<IIQ", MSR_KVM_SYSTEM_TIME_NEW, 0, PVCLOCK_ADDR | 1)
+        try:
+            done = struct.unpack_from("<I", fcntl.ioctl(self.vcpu_fd, KVM_SET_MSRS, msrs))[0]
+        except OSError as e:
+            raise Unavailable(f"KVM_SET_MSRS(MSR_KVM_SYSTEM_TIME_NEW): {e.strerror}") from None
+        if done != 1:
+            raise Unavailable("KVM refused MSR_KVM_SYSTEM_TIME_NEW (no kvm-clock for this VM)")
+        self.kvmclock = True
+
+    def pvclock_record(self) -> tuple[int, int, int, int, int, int] | None:
+        """vCPU 0's pvclock record in guest memory (see :class:`Beacon`), None without kvm-clock."""
+        if not self.kvmclock or self._mem is None:
+            return None
+        version, _, tsc_ts, system_time, mul, shift, flags, _ = struct.unpack_from("<IIQQIbBH", self._mem, PVCLOCK_ADDR)
+        return version, tsc_ts, system_time, mul, shift, flags
+
     def raise_irq(self) -> None:
         """Pulse ISA IRQ GUEST_IRQ (edge: level 1 then 0) through the in-kernel irqchip."""
         fcntl.ioctl(self.vm_fd, KVM_IRQ_LINE, struct.pack("<II", GUEST_IRQ, 1))
@@ -253,9 +280,11 @@ class MicroVM:
                     if port in (BEACON_PORT_LO, IRQ_PORT_LO):
                         halves[port] = value
                     elif port == BEACON_PORT_HI:
-                        res.beacons.append(Beacon(len(res.beacons), (value << 32) | halves[BEACON_PORT_LO]))
+                        res.beacons.append(Beacon(len(res.beacons), (value << 32) | halves[BEACON_PORT_LO],
+                                                  pvclock=self.pvclock_record()))
                     elif port == IRQ_PORT_HI:
-                        res.irq_beacons.append(Beacon(len(res.irq_beacons), (value << 32) | halves[IRQ_PORT_LO], True))
+                        res.irq_beacons.append(Beacon(len(res.irq_beacons), (value << 32) | halves[IRQ_PORT_LO], True,
+                                                      self.pvclock_record()))
                 elif reason == KVM_EXIT_INTR:
                     continue
                 else:

@@ -64,6 +64,9 @@ def register(sub: Any) -> None:
                    help="TSC offset (cycles) to request from KVM, or 'none' (default -1e12)")
     p.add_argument("--out", default=None, help="output directory (default out/selftest, or out/selftest-N when "
                    "that holds an earlier selftest)")
+    p.add_argument("--guest-clock", choices=("tsc", "kvmclock"), default="tsc",
+                   help="kvmclock: give the micro-VM a kvm-clock and stamp its events in kvm-clock ns (as a kvm-clock "
+                        "Linux guest's trace); align converts them back with the host's traced pvclock records")
     p.add_argument("--no-align", action="store_true",
                    help="record the host and guest bundles only (standard library; align them with `tsalign align`)")
     p.add_argument("--json", action="store_true")
@@ -235,7 +238,8 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
     elif os.path.exists(args.out) and not os.path.isdir(args.out):
         raise InvalidParameter("--out", args.out, "a directory (this is a file)")
     with term_as_interrupt():
-        report = run_selftest(args.out, args.beacons, args.irqs, req, judge=not args.no_align)
+        report = run_selftest(args.out, args.beacons, args.irqs, req, judge=not args.no_align,
+                              kvmclock=args.guest_clock == "kvmclock")
     if args.no_align:
         a = report["artifacts"]
         emit(args, report, [(f"host bundle {a['host_bundle']}, guest bundle {a['guest_bundle']} "

@@ -105,12 +105,18 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
     residuals: list[int] = []
     last = -1
+    tol = c.a.guest_rounding  # a converted guest TSC lies up to this far below the value the guest sent
     for i, b in enumerate(beacons):
-        cands = by_val.get(b["guest_tsc"] & 0xFFFFFFFF, [])
-        k = bisect.bisect_right(cands, last)
-        if k == len(cands):
+        # the exit carrying this beacon's low 32 bits: the first unused one, for each value it may have had
+        k_best = None
+        for r in range(tol + 1):
+            cands = by_val.get((b["guest_tsc"] + r) & 0xFFFFFFFF, [])
+            k = bisect.bisect_right(cands, last)
+            if k < len(cands) and (k_best is None or cands[k] < k_best):
+                k_best = cands[k]
+        if k_best is None:
             continue
-        last = cands[k]
+        last = k_best
         exit_ev = lo_exits[last][1]
         vcpu = c.vcpu_of_thread(exit_ev["pid"])
         if vcpu is None:

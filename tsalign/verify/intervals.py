@@ -67,6 +67,16 @@ class Brackets:
     def __len__(self) -> int:
         return int((self.has_lower | self.has_upper).sum())
 
+    def widened(self, cycles: int) -> Brackets:
+        """The same items when each guest TSC may lie up to ``cycles`` below the truth: a guest-before-host
+        bound (lower) stays valid, a host-before-guest bound (upper) moves up by ``cycles``."""
+        b = Brackets(self.kind, self.vcpu, self.lower, self.upper + np.int64(cycles), self.has_lower, self.has_upper,
+                     self.at, None, self.forbidden)
+        if self.reeval is not None:
+            inner = self.reeval
+            b.reeval = lambda x: inner(x).widened(cycles)
+        return b
+
     def violations(self) -> np.ndarray:
         """Mask of items the offset in use (delta = 0) contradicts."""
         return (self.has_lower & (self.lower > 0)) | (self.has_upper & (self.upper < 0))

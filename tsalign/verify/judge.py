@@ -65,6 +65,10 @@ def _outside_host_window(a: Any) -> int:
 def verdict_of(a: Any) -> dict[str, Any]:
     """The evidence-backed verdict of an alignment (``tsalign.align.merge.Aligned``), JSON-ready."""
     found = extract_all(a)
+    if a.guest_rounding:  # guest TSCs converted from kvm-clock ns lie up to this far below the truth
+        found.brackets = [b.widened(a.guest_rounding) for b in found.brackets]
+        found.notes.append(f"guest timestamps converted from kvm-clock ns: every upper bound widened by their rounding "
+                           f"({a.guest_rounding} cycles)")
     by_vcpu: dict[int, list[Brackets]] = defaultdict(list)
     for b in found.brackets:
         by_vcpu[b.vcpu].append(b)
@@ -149,6 +153,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
                     "distinct_values": len(snaps), "issues": issues,
                     "changes_seen": sum(max(0, len(segs) - 1) for segs in a.timeline.segments.values()),
                     "timeline": a.timeline.to_dict()},
+        "kvmclock": a.pvclock.summary(),
         "brackets": {"checked": checked, "violated": violated},
         "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.events), "dropped": a.dropped,
                    "lost_in_ring_buffers": a.lost_events},

@@ -12,6 +12,7 @@ from ..align import brackets
 from ..align.merge import align, write_outputs
 from ..capture.capture import Capture
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
+from ..clock.pvclock import Pvclock, tsc_to_kvmclock
 from ..errors import Unavailable
 from ..node import kvmvms
 from ..node.facts import node_facts
@@ -25,24 +26,38 @@ __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
 #: the offset's sources and every kind of evidence the micro-VM gives: beacons (kvm_pio), MSR writes
 #: (kvm_msr), IRQ injections, and its vCPU thread's runs (sched_switch; kvm_entry/kvm_exit where they fire)
 SELFTEST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
-                   "kvm:kvm_entry", "kvm:kvm_exit", "sched:sched_switch", "sched:sched_waking")
+                   "kvm:kvm_entry", "kvm:kvm_exit", "kvm:kvm_pvclock_update", "sched:sched_switch", "sched:sched_waking")
 DEFAULT_REQUEST = -(10**12)  # ask KVM for guest TSC = host TSC - 1e12 cycles
 
 
-def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, tsc_khz: int | None) -> None:
+def _kvmclock_ns(b: Any) -> int:
+    """The kvm-clock ns a guest reads at beacon ``b``'s TSC, with the pvclock record then in its memory."""
+    if b.pvclock is None or b.pvclock[0] % 2:
+        raise Unavailable(f"beacon {b.seq}: no settled pvclock record in guest memory (kvm-clock not enabled?)")
+    _, tsc_ts, system_time, mul, shift, _ = b.pvclock
+    return tsc_to_kvmclock(b.guest_tsc, Pvclock(system_time, tsc_ts, mul, shift))
+
+
+def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, tsc_khz: int | None,
+                  kvmclock: bool = False) -> None:
+    """The micro-VM's events as a guest bundle: stamped with the guest TSC, or (``kvmclock``) with the
+    kvm-clock ns the guest computes from its pvclock record, as a kvm-clock Linux guest's trace is."""
     os.makedirs(path, exist_ok=True)
+    ts = _kvmclock_ns if kvmclock else (lambda b: b.guest_tsc)
     with open(os.path.join(path, "events.jsonl"), "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"ts": b.guest_tsc, "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_beacon",
+        f.writelines(json.dumps({"ts": ts(b), "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_beacon",
                                 "payload": f"seq={b.seq} port={BEACON_PORT_LO:#x}"}) + "\n" for b in res.beacons)
-        f.writelines(json.dumps({"ts": b.guest_tsc, "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_irq",
+        f.writelines(json.dumps({"ts": ts(b), "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_irq",
                                 "payload": f"seq={b.seq} port={IRQ_PORT_LO:#x}"}) + "\n" for b in res.irq_beacons)
         # the guest wrote each beacon's TSC to MSR_BEACON right after reading it (before its `out`)
-        f.writelines(json.dumps({"ts": b.guest_tsc, "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_msr",
+        f.writelines(json.dumps({"ts": ts(b), "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_msr",
                                 "payload": f"msr={MSR_BEACON:#x} value={b.guest_tsc:#x}"}) + "\n" for b in res.beacons)
+    clock = ({"trace_clock": "kvm-clock", "domain": "kvmclock_ns", "convertible": True} if kvmclock else
+             {"trace_clock": "rdtsc", "domain": "guest_tsc", "convertible": True})
     write_manifest(path, {
         "role": "guest",
         "node": {"kind": "tsalign micro-VM (real-mode guest on /dev/kvm)", "tsc_khz": tsc_khz},
-        "clock": {"trace_clock": "rdtsc", "domain": "guest_tsc", "convertible": True},
+        "clock": clock,
         "events": ["tsalign_beacon", "tsalign_irq", "tsalign_msr"],
         "vm": {"host_boot_id": host_boot_id, "pid": os.getpid(), "vm_fd": vm.vm_fd},
         "data": {"format": "jsonl", "files": ["events.jsonl"]},
@@ -52,11 +67,14 @@ def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, ts
 
 
 def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: int | None = DEFAULT_REQUEST,
-                 buffer_kb: int = 8192, judge: bool = True) -> dict[str, Any]:
+                 buffer_kb: int = 8192, judge: bool = True, kvmclock: bool = False) -> dict[str, Any]:
     """Capture + micro-VM + align + verify; returns the report (also written to out/report.json).
 
     ``judge=False``: record the two bundles only (standard library: runs on a KVM host that has no
-    numpy, e.g. a nested one; align them elsewhere with ``tsalign align``)."""
+    numpy, e.g. a nested one; align them elsewhere with ``tsalign align``). ``kvmclock``: the micro-VM
+    gets a kvm-clock and its bundle is stamped in kvm-clock ns, as a kvm-clock Linux guest's trace is
+    (the TSC-stamped truth goes to ``out/guest-tsc``); align converts it back with the host's traced
+    pvclock records and the report says how far each converted TSC lies from the truth."""
     t0 = time.monotonic()
     host_dir, guest_dir, aligned_dir = (os.path.join(out, d) for d in ("host", "guest", "aligned"))
     for d in (host_dir, guest_dir):
@@ -73,10 +91,16 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
         cap.start()
         if request_offset is not None:
             requested_error = vm.request_tsc_offset(request_offset)
+        if kvmclock:
+            vm.enable_kvmclock()  # traced by the capture: KVM writes the record on the next entry
         res = vm.run(beacons=beacons, irqs=irqs)
         cap.stop()
-        cap.finish({"workload": {"kind": "tsalign micro-VM", "beacons": beacons, "irqs": irqs}})
-        _guest_bundle(guest_dir, vm, res, facts.get("boot_id"), facts.get("tsc_khz") or vm.tsc_khz())
+        cap.finish({"workload": {"kind": "tsalign micro-VM", "beacons": beacons, "irqs": irqs,
+                                 "guest_clock": "kvm-clock" if kvmclock else "tsc"}})
+        khz = facts.get("tsc_khz") or vm.tsc_khz()
+        _guest_bundle(guest_dir, vm, res, facts.get("boot_id"), khz, kvmclock)
+        if kvmclock:
+            _guest_bundle(os.path.join(out, "guest-tsc"), vm, res, facts.get("boot_id"), khz)
     if not judge:
         return {"verdict": None, "artifacts": {"host_bundle": host_dir, "guest_bundle": guest_dir},
                 "run": {"beacons": len(res.beacons), "irqs": len(res.irq_beacons), "exits": res.exits,
@@ -88,6 +112,8 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
     verdict = verdict_of(aligned)
     artifacts = write_outputs(aligned, verdict, aligned_dir)
     report = evaluate(verdict, aligned.tsc_khz, host, request_offset, requested_error)
+    if kvmclock:
+        _judge_kvmclock(report, aligned, res)
     report["artifacts"] = {**artifacts, "host_bundle": host_dir, "guest_bundle": guest_dir,
                            "report": os.path.join(out, "report.json")}
     report["timing"] = {"wall_s": round(time.monotonic() - t0, 3), "vm_run_s": round(res.wall_s, 3),
@@ -95,6 +121,27 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
     with open(report["artifacts"]["report"], "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=True)
     return report
+
+
+def _judge_kvmclock(report: dict[str, Any], aligned: Any, res: Any) -> None:
+    """How far each guest event's TSC, converted back from kvm-clock ns with the host's traced pvclock
+    records, lies below the TSC the guest really read (0 <= error < the rounding bound, or fail)."""
+    truth = {("tsalign_irq" if b.irq else "tsalign_beacon", b.seq): b.guest_tsc for b in [*res.beacons, *res.irq_beacons]}
+    errors = []
+    for e in aligned.events:
+        if e["side"] == "guest" and e["event"] in ("tsalign_beacon", "tsalign_irq"):
+            seq = int(e["payload"].split()[0].split("=")[1])
+            errors.append(to_signed64((truth[(e["event"], seq)] - e["guest_tsc"]) % (1 << 64)))
+    summary = aligned.pvclock.summary()
+    bound = max((v["rounding_cycles"] for v in summary.values()), default=0)
+    ok = bool(errors) and min(errors) >= 0 and max(errors) < bound
+    report["kvmclock"] = {"events": len(errors), "error_cycles": {"min": min(errors, default=None),
+                                                                   "max": max(errors, default=None)},
+                          "rounding_bound_cycles": bound, "pvclock": summary, "ok": ok}
+    if not ok:
+        report["verdict"] = FAIL
+        report["reasons"].append(f"kvm-clock: converted guest TSCs lie {min(errors, default=None)}..{max(errors, default=None)} "
+                                 f"cycles below the TSCs the guest read; the pvclock rounding allows 0..{bound - 1}")
 
 
 def evaluate(verdict: dict[str, Any], tsc_khz: int, host: Bundle, request_offset: int | None,

@@ -1,0 +1,51 @@
+"""kvm-clock records as the host traces them -> per-vCPU timelines -> kvmclock ns back to guest TSC,
+checked by hand and against the forward formula the guest uses (tsalign.clock.pvclock.tsc_to_kvmclock
+is itself checked against the kernel's __pvclock_read_cycles in tests/unit/test_clock_tables.py)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tsalign.clock.pvclock import Pvclock, tsc_to_kvmclock
+from tsalign.offsets.pvclock import PvclockTimeline, parse_pvclock_update
+
+# a real record (this machine's micro-VM, kvm_pvclock_update as the kernel printed it)
+LINE = ("vcpu_id 0, pvclock { version 2, tsc_timestamp 0x224affcc26dc, system_time 0x10100c, "
+        "tsc_to_system_mul 0xd15ecc24, tsc_shift -1, flags 0x1 }")
+
+
+def test_parse_the_kernels_text() -> None:
+    u = parse_pvclock_update(123, LINE)
+    assert u is not None and (u.host_tsc, u.vcpu, u.version, u.flags) == (123, 0, 2, 1)
+    assert u.pv == Pvclock(0x10100C, 0x224AFFCC26DC, 0xD15ECC24, -1)
+    assert parse_pvclock_update(1, LINE.replace("0xd15ecc24", "0x0")) is None  # mul 0 is no record
+    assert parse_pvclock_update(1, "vcpu_id 0, something else") is None
+
+
+def test_record_in_force_and_rounding_by_hand() -> None:
+    a = parse_pvclock_update(10, LINE)
+    b = parse_pvclock_update(20, LINE.replace("version 2", "version 4").replace("system_time 0x10100c", "system_time 0x20000000")
+                             .replace("tsc_timestamp 0x224affcc26dc", "tsc_timestamp 0x224b00000000"))
+    tl = PvclockTimeline.build([b, a])
+    assert tl.record_for(0, 0x10100C) == (a, False) and tl.record_for(0, 0x1FFFFFFF) == (a, False)
+    assert tl.record_for(0, 0x20000000) == (b, False) and tl.record_for(0, 5) == (a, True)
+    assert tl.to_tsc(1, 5) is None
+    # at system_time exactly: tsc_timestamp; 1 ns later: ceil(2^32 / mul) << 1 cycles later at most
+    assert tl.to_tsc(0, 0x10100C) == (0x224AFFCC26DC, False)
+    per_ns = -(-(1 << 32) // 0xD15ECC24)  # 2 (mul ~ 0.818 ns per (cycle >> 1))
+    s = tl.summary()["vcpu0"]
+    assert s["rounding_cycles"] == per_ns << 1 == 4 and s["updates"] == 2 and s["versions_increasing"] and s["tsc_stable"]
+    assert not PvclockTimeline.build([parse_pvclock_update(30, LINE), b]).summary()["vcpu0"]["versions_increasing"]
+
+
+@given(st.integers(0, 10**13))
+def test_back_and_forth_within_the_rounding(delta: int) -> None:
+    u = parse_pvclock_update(0, LINE)
+    assert u is not None
+    tl = PvclockTimeline.build([u])
+    t = u.pv.tsc_timestamp + delta
+    ns = tsc_to_kvmclock(t, u.pv)
+    back, early = tl.to_tsc(0, ns)  # type: ignore[misc]
+    assert not early and 0 <= t - back < tl.summary()["vcpu0"]["rounding_cycles"]
+    assert tsc_to_kvmclock(back, u.pv) == ns
