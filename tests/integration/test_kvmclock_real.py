@@ -47,7 +47,7 @@ def test_kvmclock_guest_converted_within_the_rounding(run: tuple[Path, dict]) ->
     assert set(rep["evidence"]["kinds_found"]) == {"vcpu_run", "msr_write", "pio_beacon", "irq_injection"}
 
 
-def _host_text(out: Path, dst: Path, edit=None) -> Path:  # noqa: ANN001
+def _host_text(out: Path, dst: Path, edit=None) -> Path:
     lines = []
     for f in sorted((out / "host").glob("cpu*.txt")):
         for x in f.open():

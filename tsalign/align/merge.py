@@ -11,7 +11,13 @@ from ..clock import perf as perfclock
 from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..kernel import kprobe
-from ..offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite, PvclockTimeline, parse_pvclock_update
+from ..offsets import (
+    OffsetSnapshot,
+    OffsetTimeline,
+    OffsetWrite,
+    PvclockTimeline,
+    parse_pvclock_update,
+)
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
 from .sides import time_shift_snapshots
@@ -128,8 +134,9 @@ def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: 
         early += before
         out.append(Record(tsc, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid))
     bound = max(v["rounding_cycles"] for v in pvclock.summary().values())
-    notes = [f"guest kvm-clock ns converted to guest TSC with {sum(len(u) for u in pvclock.updates.values())} traced "
-             f"pvclock record(s); each converted TSC lies at most {bound} cycles below the true one"]
+    records = sum(len(u) for u in pvclock.updates.values())
+    notes = [(f"guest kvm-clock ns converted to guest TSC with {records} traced pvclock record(s); each converted TSC "
+              f"lies at most {bound} cycles below the true one")]
     if early:
         notes.append(f"{early} guest events precede every traced pvclock record: converted with the first one "
                      "(right if the record did not change between them)")
