@@ -82,3 +82,22 @@ def test_trace_cmd_report_text_of_it_aligns_the_same(report: str, tmp_path: Path
     via_text = json.loads(r.stdout)["evidence"]["per_vcpu"][0]["offset_interval"]
     r = _tsalign("align", "--host", str(EX / "host.dat"), *args, "-o", str(tmp_path / "d"))
     assert via_text == json.loads(r.stdout)["evidence"]["per_vcpu"][0]["offset_interval"]
+
+
+@pytest.mark.parametrize("op", [b"/", b"%"])
+def test_a_format_that_crashes_libtraceevent_is_named(tmp_path: Path, op: bytes) -> None:
+    """Fuzzing found libtraceevent dying of SIGFPE on a corrupt print fmt (a constant division by zero):
+    tsalign parses each format in a forked child first and names the one that crashes."""
+    need(shutil.which("trace-cmd") is not None, "needs trace-cmd (make deps installs it)")
+    unc = tmp_path / "unc.dat"
+    subprocess.run(["trace-cmd", "convert", "--compression", "none", "-i", str(EX / "host.dat"), "-o", str(unc)],
+                   check=True, capture_output=True, timeout=120)
+    data = unc.read_bytes()
+    old = b"REC->port, REC->size, REC->count"
+    assert data.count(old) == 1
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(data.replace(old, b"REC->port, 1 " + op + b"0     , REC->count"))
+    r = _tsalign("align", "--host", str(bad), "--guest", str(EX / "guest.txt"), "--tsc-offset", "0=0",
+                 "-o", str(tmp_path / "a"))
+    assert r.returncode == exitcodes.INVALID_INPUT
+    assert "the format of kvm:kvm_pio crashed it (signal 8)" in r.stderr and str(bad) in r.stderr

@@ -8,21 +8,24 @@ library trace-cmd itself prints with — evaluates each event's ``print fmt`` (t
 the same text. It is called through ctypes on ``libtraceevent.so.1`` (Debian ``libtraceevent1``, a
 dependency of trace-cmd).
 
-Safety: each record is copied into a zero-padded buffer and its ``__data_loc``/``__rel_loc`` fields
-are checked against the record's size first; a record that fails the check gets an empty payload and
-is counted in :attr:`EventPrinter.bad`, never handed to the library.
+Safety: only the formats of events that occur are parsed, each batch first in a forked child (a
+corrupt format that crashes the library is named as an error); each record is copied into a
+zero-padded buffer and its ``__data_loc``/``__rel_loc`` fields are checked against the record's size
+first; a record that fails the check gets an empty payload and is counted in
+:attr:`EventPrinter.bad`, never handed to the library.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from ..errors import Unavailable
+from ..errors import InvalidParameter, Unavailable
 from .eventformat import EventFormat
 from .table import Chunk
 
@@ -66,9 +69,12 @@ def _library() -> Any:
 
 
 class EventPrinter:
-    """Prints events of one binary trace. ``formats``: the trace's event formats (with their text)."""
+    """Prints events of one binary trace. ``formats``: the trace's event formats (with their text);
+    only the formats of events that occur are handed to libtraceevent, each batch first in a forked
+    child: a format whose parsing crashes the library (a corrupt file) is named, never fatal here."""
 
-    def __init__(self, formats: Iterable[EventFormat], long_size: int = 8, big_endian: bool = False) -> None:
+    def __init__(self, formats: Iterable[EventFormat], long_size: int = 8, big_endian: bool = False,
+                 source: str = "<trace>") -> None:
         self.lib = _library()
         self.tep = self.lib.tep_alloc()
         if not self.tep:
@@ -76,21 +82,50 @@ class EventPrinter:
         self.lib.tep_set_long_size(self.tep, long_size)
         self.lib.tep_set_file_bigendian(self.tep, 1 if big_endian else 0)
         self.endian = ">" if big_endian else "<"
+        self.source = source
+        self.formats = {f.id: f for f in formats}
+        self.parsed: set[int] = set()
         #: event id -> [(offset, size) of each __data_loc / __rel_loc field, relative flag]
         self.locs: dict[int, list[tuple[int, int, bool]]] = {}
         self.known: set[int] = set()
-        for f in formats:
-            text = f.text.encode("utf-8", "replace")
-            if text and self.lib.tep_parse_event(self.tep, text, len(text), f.system.encode()) == 0:
-                self.known.add(f.id)
-                self.locs[f.id] = [(x.offset, x.size, x.kind == "rel_loc") for x in f.fields
-                                   if x.kind in ("data_loc", "rel_loc")]
         self.seq = _TraceSeq()
         self.lib.trace_seq_init(ctypes.byref(self.seq))
         self.buf = ctypes.create_string_buffer(_MAX_RECORD + _PAD)
         self.rec = _TepRecord()
         self.rec.data = ctypes.cast(self.buf, ctypes.c_void_p)
         self.bad = 0
+
+    def _parse(self, ids: list[int]) -> None:
+        """Hand the formats of ``ids`` to libtraceevent, after a forked child survived the same."""
+        todo = [self.formats[i] for i in ids if i in self.formats]
+        self.parsed.update(ids)
+        if not todo:
+            return
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the probe: parse in a throw-away copy of this process, naming each format first
+            os.close(r)
+            tep = self.lib.tep_alloc()
+            for f in todo:
+                os.write(w, f.full_name.encode()[:200] + b"\n")
+                text = f.text.encode("utf-8", "replace")
+                self.lib.tep_parse_event(tep, text, len(text), f.system.encode())
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            names = pipe.read().decode("utf-8", "replace").splitlines()
+        _, status = os.waitpid(pid, 0)
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status):
+            why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+            raise InvalidParameter("trace.dat", self.source,
+                                   f"event formats libtraceevent can parse: the format of {names[-1] if names else '?'} "
+                                   f"crashed it ({why}); the file's format section is corrupt")
+        for f in todo:
+            text = f.text.encode("utf-8", "replace")
+            if self.lib.tep_parse_event(self.tep, text, len(text), f.system.encode()) == 0:
+                self.known.add(f.id)
+                self.locs[f.id] = [(x.offset, x.size, x.kind == "rel_loc") for x in f.fields
+                                   if x.kind in ("data_loc", "rel_loc")]
 
     def close(self) -> None:
         if self.tep:
@@ -122,6 +157,9 @@ class EventPrinter:
     def payloads(self, chunk: Chunk) -> list[str]:
         """The print-fmt text of every event of ``chunk`` (a binary chunk), trailing blanks removed."""
         assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
+        new = [int(i) for i in np.unique(chunk.type_id).tolist() if int(i) not in self.parsed]
+        if new:
+            self._parse(new)
         out = [""] * len(chunk)
         lib, seq, rec, buf = self.lib, ctypes.byref(self.seq), self.rec, self.buf
         ptr = ctypes.byref(rec)
