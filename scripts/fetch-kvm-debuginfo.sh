@@ -5,10 +5,7 @@
 # Cached in $CACHE/dbg-<package>_<version>/kvm.ko with SOURCE, keyed by package and version.
 set -euo pipefail
 CACHE=${1:-/var/cache/tsalign}
-meta=linux-image-cloud-amd64
-pkg=$(apt-cache depends "$meta" | awk '/Depends: linux-image-/{print $2; exit}')
-[ -n "$pkg" ] || { echo "fetch-kvm-debuginfo: apt knows no $meta (run apt-get update)" >&2; exit 1; }
-ver=$(apt-cache policy "$pkg" | awk '/Candidate:/{print $2}')
+. "$(dirname "$0")/debian-kernel-package.sh"
 out="$CACHE/dbg-${pkg}_${ver}"
 if [ -s "$out/kvm.ko" ]; then echo "$out"; exit 0; fi
 work=$(mktemp -d)

@@ -7,10 +7,7 @@
 #   SOURCE       where they came from
 set -euo pipefail
 CACHE=${1:-/var/cache/tsalign}
-meta=linux-image-cloud-amd64
-pkg=$(apt-cache depends "$meta" | awk '/Depends: linux-image-/{print $2; exit}')
-[ -n "$pkg" ] || { echo "fetch-split-btf: apt knows no $meta (run apt-get update)" >&2; exit 1; }
-ver=$(apt-cache policy "$pkg" | awk '/Candidate:/{print $2}')
+. "$(dirname "$0")/debian-kernel-package.sh"
 out="$CACHE/btf-${pkg}_${ver}"
 if [ -s "$out/kvm.btf" ] && [ -s "$out/vmlinux.btf" ]; then echo "$out"; exit 0; fi
 work=$(mktemp -d)

@@ -95,18 +95,17 @@ HEADER_PAGE = ("\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
                "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
                "\tfield: char data;\toffset:16;\tsize:4080;\tsigned:0;\n")
 
-FORMAT_TEST = """name: tick
-ID: {id}
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+def event_format(name: str, fields: str, print_fmt: str, event_id: int | str = "{id}") -> str:
+    """A format file: the common fields, then ``fields`` (field lines), then the print fmt."""
+    return (f"name: {name}\nID: {event_id}\nformat:\n"
+            "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+            "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
+            "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
+            "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n"
+            f"{fields}\nprint fmt: {print_fmt}\n")
 
-\tfield:unsigned int seq;\toffset:8;\tsize:4;\tsigned:0;
 
-print fmt: "seq=%u", REC->seq
-"""
+FORMAT_TEST = event_format("tick", "\tfield:unsigned int seq;\toffset:8;\tsize:4;\tsigned:0;\n", '"seq=%u", REC->seq')
 
 
 def write_v7(path: str, buffers: dict[str, dict[int, bytes]], clock: str = "x86-tsc", compression: str = "zlib",

@@ -21,6 +21,7 @@ from tests.conftest import need
 from tests.infra.ringpages import (
     PageWriter,
     append_options,
+    event_format,
     guest_option,
     time_shift_option,
     traceid_option,
@@ -36,22 +37,11 @@ D = -(233 << 32)
 HOST_ID, GUEST_ID = 0x1111222233334444, 0x5555666677778888
 VCPU_TID = 2181  # the micro-VM's vCPU thread in examples/foreign/host.dat
 
-_FMT = """name: {name}
-ID: {id}
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-{fields}
-print fmt: {pfmt}
-"""
 _SEQ = "\tfield:unsigned int seq;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:unsigned int port;\toffset:12;\tsize:4;\tsigned:0;\n"
 _MSR = "\tfield:unsigned int msr;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:unsigned long long value;\toffset:16;\tsize:8;\tsigned:0;\n"
-FORMATS = [_FMT.format(name="tsalign_beacon", id=1001, fields=_SEQ, pfmt='"seq=%u port=0x%x", REC->seq, REC->port'),
-           _FMT.format(name="tsalign_msr", id=1002, fields=_MSR, pfmt='"msr=0x%x value=0x%llx", REC->msr, REC->value'),
-           _FMT.format(name="tsalign_irq", id=1003, fields=_SEQ, pfmt='"seq=%u port=0x%x", REC->seq, REC->port')]
+FORMATS = [event_format("tsalign_beacon", _SEQ, '"seq=%u port=0x%x", REC->seq, REC->port', 1001),
+           event_format("tsalign_msr", _MSR, '"msr=0x%x value=0x%llx", REC->msr, REC->value', 1002),
+           event_format("tsalign_irq", _SEQ, '"seq=%u port=0x%x", REC->seq, REC->port', 1003)]
 
 
 def guest_rows() -> list[tuple[int, str, dict[str, int]]]:

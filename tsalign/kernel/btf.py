@@ -9,7 +9,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import InvalidParameter, TsalignError
+from ..errors import TsalignError
 
 __all__ = [
     "KIND_NAMES",
@@ -331,30 +331,12 @@ class Btf:
 
     def offsetof(self, struct_name: str, path: str) -> MemberOffset:
         """offsetof(struct ``struct_name``, ``path``) with ``path`` like ``arch.tsc_offset``."""
-        if not path or any(not p for p in path.split(".")):
-            raise InvalidParameter("member path", path, "dot-separated member names, e.g. arch.tsc_offset")
-        t = self.find(struct_name, (STRUCT, UNION))
-        bits = 0
-        member: BtfMember | None = None
-        walked: list[str] = []
-        for part in path.split("."):
-            if member is not None:
-                t = self.resolve(member.type_id)
-            if t.kind not in (STRUCT, UNION):
-                raise BtfError(f"{'.'.join(walked)} is {self.type_name(member.type_id if member else t.id)}, "
-                               f"not a struct: cannot take member {part!r}")
-            found = self._member(t, part)
-            if found is None:
-                where = f"struct {struct_name}" + (f" member {'.'.join(walked)}" if walked else "")
-                raise BtfError(f"{self.source}: {where} ({self.type_name(t.id)}) has no member {part!r}")
-            member = found[1]
-            walked.append(part)
-            end = found[0] + (member.bitfield_size or 8 * self.sizeof(member.type_id))
-            if end > 8 * t.size_or_type:
-                raise BtfError(f"{self.source}: member {'.'.join(walked)} ends at bit {end} of {self.type_name(t.id)}, "
-                               f"which is {t.size_or_type} bytes; the BTF is corrupt")
-            bits += found[0]
-        assert member is not None
+        from .memberpath import TypeOps, walk
+
+        ops = TypeOps(self.source, BtfError, lambda t: t.kind in (STRUCT, UNION), self._member,
+                      lambda m: self.resolve(m.type_id), lambda m: m.bitfield_size or 8 * self.sizeof(m.type_id),
+                      lambda t: t.size_or_type, lambda t: self.type_name(t.id))
+        bits, member = walk(struct_name, path, self.find(struct_name, (STRUCT, UNION)), ops)
         return MemberOffset(struct_name, path, bits, member.type_id, self.type_name(member.type_id),
                             self.sizeof(member.type_id))
 

@@ -261,30 +261,17 @@ class Dwarf:
 
     def offsetof(self, struct_name: str, path: str) -> MemberOffset:
         """offsetof(struct ``struct_name``, ``path``) with ``path`` like ``arch.tsc_offset``."""
-        if not path or any(not p for p in path.split(".")):
-            raise InvalidParameter("member path", path, "dot-separated member names, e.g. arch.tsc_offset")
-        t = self.find(struct_name)
-        bits = 0
-        member: Any = None
-        walked: list[str] = []
-        for part in path.split("."):
-            if member is not None:
-                t = self.resolve(member.get_DIE_from_attribute("DW_AT_type"))
-            if t.tag not in _STRUCTS:
-                raise DwarfError(f"{'.'.join(walked)} is {self.type_name(t)}, not a struct: cannot take member {part!r}")
-            found = self._member(t, part)
-            if found is None:
-                where = f"struct {struct_name}" + (f" member {'.'.join(walked)}" if walked else "")
-                raise DwarfError(f"{self.source}: {where} ({self.type_name(t)}) has no member {part!r}")
-            member = found[1]
-            walked.append(part)
-            size = self.sizeof(member.get_DIE_from_attribute("DW_AT_type"))
-            end = found[0] + (int(member.attributes["DW_AT_bit_size"].value) if "DW_AT_bit_size" in member.attributes
-                              else 8 * size)
-            if end > 8 * self.sizeof(t):
-                raise DwarfError(f"{self.source}: member {'.'.join(walked)} ends at bit {end} of {self.type_name(t)}, "
-                                 f"which is {self.sizeof(t)} bytes; the debug info is corrupt")
-            bits += found[0]
+        from .memberpath import TypeOps, walk
+
+        def bits_of(m: Any) -> int:
+            if "DW_AT_bit_size" in m.attributes:
+                return int(m.attributes["DW_AT_bit_size"].value)
+            return 8 * self.sizeof(m.get_DIE_from_attribute("DW_AT_type"))
+
+        ops = TypeOps(self.source, DwarfError, lambda t: t.tag in _STRUCTS, self._member,
+                      lambda m: self.resolve(m.get_DIE_from_attribute("DW_AT_type")), bits_of, self.sizeof,
+                      self.type_name)
+        bits, member = walk(struct_name, path, self.find(struct_name), ops)
         typ = member.get_DIE_from_attribute("DW_AT_type")
         return MemberOffset(struct_name, path, bits, typ.offset, self.type_name(typ), self.sizeof(typ))
 
