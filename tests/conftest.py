@@ -14,7 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Property tests build arrays and run numpy: no per-example deadline (CI machines vary in speed).
-settings.register_profile("tsalign", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the same examples every run, so CI cannot fail on a case no earlier run tried (a new
+# counterexample belongs in a test of its own, as test_pvclock_round_trip's bound is); set
+# TSALIGN_HYPOTHESIS_RANDOM=1 to explore new examples.
+settings.register_profile("tsalign", deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                          derandomize=os.environ.get("TSALIGN_HYPOTHESIS_RANDOM", "") in ("", "0"))
 settings.load_profile("tsalign")
 
 REQUIRE_REAL = os.environ.get("TSALIGN_REQUIRE_REAL", "") not in ("", "0")

@@ -65,7 +65,7 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
     """``path`` as the ``role`` side (``what`` names the option in errors): a bundle when it is one,
     else any trace tsalign reads. ``peer``: the other side's trace-cmd options (a host .dat's GUEST
     option names the vCPU threads of the guest whose trace id ``peer`` holds)."""
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json")):
+    if os.path.isdir(path):  # a directory is a bundle (Bundle.open names what is wrong with it)
         for opt, v in (("clock", clock), ("buffer", buffer)):
             if v is not None:
                 raise InvalidParameter(f"--{role}-{opt}", v, f"no value for a tsalign bundle ({path} records its own)")
