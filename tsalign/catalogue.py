@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CATALOGUE", "IRQ_INJECTIONS", "KINDS", "EvidenceKind", "needed_events"]
+__all__ = ["ANALYSIS_GUEST_EVENTS", "CATALOGUE", "DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "IRQ_INJECTIONS", "KINDS",
+           "KPROBE_EVENTS", "OFFSET_EVENTS", "SELFTEST_EVENTS", "EvidenceKind", "needed_events"]
 
 #: host injection tracepoints, in the order a request travels
 IRQ_INJECTIONS = ("kvm_set_irq", "kvm_msi_set_irq", "kvm_pic_set_irq", "kvm_apic_accept_irq", "kvm_inj_virq")
@@ -76,3 +77,22 @@ def needed_events(kinds: Iterable[str] | None = None) -> dict[str, list[str]]:
         out["host"] += [e for e in k.host_events if ":" in e and e not in out["host"]]
         out["guest"] += [e for e in k.guest_events if ":" in e and " " not in e and e not in out["guest"]]
     return out
+
+
+# -- what each capture records: the one list of tracepoints --------------------------------------------
+
+#: host tracepoints that are offset sources (tsalign.offsets): KVM's TSC offset writes, kvm-clock records
+OFFSET_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pvclock_update")
+#: tsalign's kprobe on the vCPU load path (`tsalign kprobe register`, the host role): each hit reads the
+#: vCPU's tsc_offset in its own thread; skipped with a note where not registered
+KPROBE_EVENTS = "tsalign:*"
+#: guest tracepoints the analyses read besides the evidence (irq handler exit, guest scheduling, block IO)
+ANALYSIS_GUEST_EVENTS = ("irq:irq_handler_exit", "sched:sched_switch", "block:block_rq_issue", "block:block_rq_complete")
+#: `tsalign capture --role host`: the offset sources, every kind's host events except the VMM's write
+#: system calls (port beacons of emulated guests: costly on a busy host, add them with --events), the kprobe
+DEFAULT_HOST_EVENTS = (*OFFSET_EVENTS, *(e for e in needed_events()["host"] if not e.startswith("syscalls:")),
+                       KPROBE_EVENTS)
+#: `tsalign capture --role guest`: every kind's guest events and the analyses'
+DEFAULT_GUEST_EVENTS = tuple(dict.fromkeys((*needed_events()["guest"], *ANALYSIS_GUEST_EVENTS)))
+#: `tsalign selftest`: the host defaults without the kprobe (the micro-VM's offsets come from debugfs)
+SELFTEST_EVENTS = tuple(e for e in DEFAULT_HOST_EVENTS if e != KPROBE_EVENTS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..clock.display import ns_or_none
 from ..numbers import MASK64, to_signed64
 
 __all__ = ["Distribution", "distribution", "match_by_value", "offset_interval", "signed_diff"]
@@ -38,9 +39,7 @@ class Distribution:
 
     def to_ns(self, tsc_khz: int | None) -> dict[str, int | None]:
         """The statistics in ns from ``tsc_khz`` (None values when the frequency is unknown)."""
-        if not tsc_khz:
-            return {k: None for k in ("min", "median", "p99", "max")}
-        return {k: (None if v is None else v * 1_000_000 // tsc_khz) for k, v in self.to_dict().items()}
+        return {k: ns_or_none(v, tsc_khz) for k, v in self.to_dict().items()}
 
 
 def _rank(sorted_vals: Sequence[int], q: float) -> int:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..catalogue import IRQ_INJECTIONS
+from ..clock.display import ns_or_none
 from .common import AnalysisResult, Needs, bare, dist, have, kv
 
 __all__ = ["HANDLERS", "INJECTIONS", "analyze_irq", "injection_line"]
@@ -86,7 +87,7 @@ def analyze_irq(events: list[dict[str, Any]], tsc_khz: int, window: int = DEFAUL
         by_line[lname].append(lat)
         by_vcpu[f"vcpu{h['cpu']}"].append(lat)
         res.rows.append({"injected_guest_tsc": t0, "handler_guest_tsc": t, "latency_cycles": lat,
-                         "latency_ns": lat * 1_000_000 // tsc_khz if tsc_khz else None, "line": lname,
+                         "latency_ns": ns_or_none(lat, tsc_khz), "line": lname,
                          "vcpu": h["cpu"], "injection": bare(src), "handler": bare(h)})
         res.slices.append({"side": "guest", "track": f"vcpu{h['cpu']}", "name": f"irq latency {lname}",
                            "start": t0, "end": t})

@@ -13,6 +13,7 @@ import bisect
 from collections import defaultdict
 from typing import Any
 
+from ..clock.display import ns_or_none
 from .common import AnalysisResult, Needs, bare, dist, sched_switch
 
 __all__ = ["analyze_vcpu"]
@@ -72,7 +73,7 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
         if is_pre:
             per_task[task].append(d)
         res.rows.append({"vcpu": vcpu, "tid": tid, "out_guest_tsc": t0, "in_guest_tsc": t1, "duration_cycles": d,
-                         "duration_ns": d * 1_000_000 // tsc_khz if tsc_khz else None, "host_state": state,
+                         "duration_ns": ns_or_none(d, tsc_khz), "host_state": state,
                          "preempted": is_pre, "guest_task": task})
         if is_pre:
             res.slices.append({"side": "host", "track": f"vcpu{vcpu}", "name": f"preempted: {task}", "start": t0, "end": t1})
@@ -81,8 +82,8 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
         "vcpus": sorted(set(vcpu_tids.values())), "intervals": len(intervals), "outside_guest_capture": outside,
         "preempted": dist(preempted, tsc_khz), "blocked": dist(blocked, tsc_khz),
         "top_tasks": [{"task": t, "preemptions": len(v), "total_cycles": sum(v),
-                       "total_ns": sum(v) * 1_000_000 // tsc_khz if tsc_khz else None, "max_cycles": max(v),
-                       "max_ns": max(v) * 1_000_000 // tsc_khz if tsc_khz else None}
+                       "total_ns": ns_or_none(sum(v), tsc_khz), "max_cycles": max(v),
+                       "max_ns": ns_or_none(max(v), tsc_khz)}
                       for t, v in ranking],
     }
     if not intervals:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from ..catalogue import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, KPROBE_EVENTS
 from ..clock.kvm import TscParams
 from ..errors import InvalidParameter, Unavailable
 from ..node import kvmvms, perfpage, tsc
@@ -21,20 +22,6 @@ from ..traces.bundle import INCOMPLETE, LOCK, snapshot_to_dict, write_manifest
 from .tracefs import TraceSession, check_event_name
 
 __all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]
-
-#: tsalign's kprobe on the vCPU load path (`tsalign kprobe register`, the host role): each hit reads the vCPU's
-#: tsc_offset in its own thread, an offset snapshot on every vCPU load; skipped with a note where not registered
-KPROBE_EVENTS = "tsalign:*"
-#: the offset's sources, the analyses' events and the cheap evidence (tsalign.catalogue): vCPU runs
-#: (kvm_entry/kvm_exit, sched_switch), MSR writes (kvm_msr), IRQ injections, port IO (kvm_pio)
-DEFAULT_HOST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
-                       "kvm:kvm_msi_set_irq", "kvm:kvm_inj_virq", "kvm:kvm_entry", "kvm:kvm_exit",
-                       "kvm:kvm_pvclock_update",
-                       "sched:sched_switch", "sched:sched_waking", KPROBE_EVENTS)
-#: guest MSR writes (msr:write_msr) pair with the host's kvm_msr; every guest event is checked against
-#: its vCPU's host runs
-DEFAULT_GUEST_EVENTS = ("irq:irq_handler_entry", "irq:irq_handler_exit", "sched:sched_switch",
-                        "block:block_rq_issue", "block:block_rq_complete", "msr:write_msr")
 
 
 def snapshot_vm(vm: kvmvms.VmInfo, source: str = "debugfs") -> list[OffsetSnapshot]:

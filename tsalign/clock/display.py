@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import InvalidParameter
 
-__all__ = ["cycles_to_ns", "ns_to_cycles"]
+__all__ = ["cycles_to_ns", "ns_or_none", "ns_to_cycles"]
 
 
 def _check_khz(tsc_khz: int) -> None:
@@ -16,6 +16,11 @@ def cycles_to_ns(cycles: int, tsc_khz: int) -> int:
     """A duration in cycles -> ns (rounded toward minus infinity)."""
     _check_khz(tsc_khz)
     return cycles * 1_000_000 // tsc_khz
+
+
+def ns_or_none(cycles: int | None, tsc_khz: int | None) -> int | None:
+    """:func:`cycles_to_ns`, or None when either the cycles or the frequency is unknown."""
+    return None if cycles is None or not tsc_khz else cycles_to_ns(cycles, tsc_khz)
 
 
 def ns_to_cycles(ns: int, tsc_khz: int) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import verdicts
+from ..catalogue import DEFAULT_HOST_EVENTS
 from ..errors import Unavailable
 from ..kernel import btf as btfmod
 from ..kernel import kprobe
@@ -23,8 +24,8 @@ __all__ = ["CHECKS", "Check", "Context", "Report", "kprobe_plan", "resolve_role"
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 TSC_MEMBERS = ("arch.tsc_offset", "arch.l1_tsc_offset", "arch.tsc_scaling_ratio")
-KVM_EVENTS = ("kvm_write_tsc_offset", "kvm_pio", "kvm_set_irq", "kvm_pic_set_irq", "kvm_msi_set_irq",
-              "kvm_apic_accept_irq", "kvm_inj_virq", "kvm_entry", "kvm_exit", "kvm_pvclock_update")
+#: the KVM tracepoints tsalign records by default (tsalign.catalogue), looked for by the kvm_tracepoints check
+KVM_EVENTS = tuple(e.split(":")[1] for e in DEFAULT_HOST_EVENTS if e.startswith("kvm:"))
 
 
 @dataclass

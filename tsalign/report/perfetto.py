@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..clock.display import cycles_to_ns
+
 __all__ = ["write_perfetto"]
 
 SEQ_ID = 0x7A5A
@@ -57,7 +59,7 @@ def write_perfetto(path: str, events: Iterable[dict[str, Any]], tsc_khz: int,
             pkt.track_descriptor.parent_uuid = procs[ev["side"]][0]
             pkt.track_descriptor.name = f"{ev['side']} {ev['track']}"
         pkt = builder.add_packet()
-        pkt.timestamp = ev["guest_tsc"] * 1_000_000 // tsc_khz
+        pkt.timestamp = cycles_to_ns(ev["guest_tsc"], tsc_khz)
         pkt.trusted_packet_sequence_id = SEQ_ID
         if first:
             pkt.sequence_flags = 1  # SEQ_INCREMENTAL_STATE_CLEARED
@@ -82,7 +84,7 @@ def write_perfetto(path: str, events: Iterable[dict[str, Any]], tsc_khz: int,
             pkt.track_descriptor.name = name
         for ts, kind in ((sl["start"], TrackEvent.Type.TYPE_SLICE_BEGIN), (sl["end"], TrackEvent.Type.TYPE_SLICE_END)):
             pkt = builder.add_packet()
-            pkt.timestamp = ts * 1_000_000 // tsc_khz
+            pkt.timestamp = cycles_to_ns(ts, tsc_khz)
             pkt.trusted_packet_sequence_id = SEQ_ID
             if first:
                 pkt.sequence_flags = 1

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..align.brackets import distribution
-from ..clock.display import cycles_to_ns
+from ..clock.display import ns_or_none
 
 __all__ = ["Brackets", "VcpuEvidence", "judge_vcpu"]
 
@@ -109,7 +109,7 @@ class VcpuEvidence:
         """JSON-ready: the delta interval, the absolute offset interval when one offset was in use
         for the whole capture, the width (error bound), detection thresholds, per-kind counts."""
         def ns(c: int | None) -> int | None:
-            return _ns(c, tsc_khz)
+            return ns_or_none(c, tsc_khz)
 
         absolute = None
         if len(offsets_in_use) == 1:
@@ -162,7 +162,7 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
             if worst is None or d > worst["cycles"]:
                 too = "low" if dist_lo[i] >= dist_hi[i] else "high"
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
-                         "ns": _ns(d, tsc_khz), "offset_in_use_is_too": too}
+                         "ns": ns_or_none(d, tsc_khz), "offset_in_use_is_too": too}
     satisfiable = None
     if violated:
         refined = _refine(sets)
@@ -172,16 +172,12 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
             lo, hi, kind = refined
             d = lo if lo is not None and lo > 0 else -hi if hi is not None and hi < 0 else 0
             if d and worst is not None:
-                worst = {**worst, "kind": kind, "cycles": d, "ns": _ns(d, tsc_khz),
+                worst = {**worst, "kind": kind, "cycles": d, "ns": ns_or_none(d, tsc_khz),
                          "offset_in_use_is_too": "low" if lo is not None and lo > 0 else "high",
                          "guest_tsc": None}
     if lo is not None and hi is not None and lo > hi:
         satisfiable = False
     return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable)
-
-
-def _ns(cycles: int | None, tsc_khz: int) -> int | None:
-    return None if cycles is None or not tsc_khz else cycles_to_ns(cycles, tsc_khz)
 
 
 def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | None, str | None]:

@@ -12,6 +12,7 @@ from ..align import brackets
 from ..align.merge import align, write_outputs
 from ..capture.capture import Capture
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
+from ..catalogue import SELFTEST_EVENTS
 from ..clock.pvclock import Pvclock, tsc_to_kvmclock
 from ..errors import Unavailable
 from ..node import kvmvms
@@ -23,10 +24,6 @@ from ..verdicts import FAIL, PASS, WARN, worst
 
 __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
 
-#: the offset's sources and every kind of evidence the micro-VM gives: beacons (kvm_pio), MSR writes
-#: (kvm_msr), IRQ injections, and its vCPU thread's runs (sched_switch; kvm_entry/kvm_exit where they fire)
-SELFTEST_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_set_irq", "kvm:kvm_pic_set_irq",
-                   "kvm:kvm_entry", "kvm:kvm_exit", "kvm:kvm_pvclock_update", "sched:sched_switch", "sched:sched_waking")
 DEFAULT_REQUEST = -(10**12)  # ask KVM for guest TSC = host TSC - 1e12 cycles
 
 
