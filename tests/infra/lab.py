@@ -106,13 +106,15 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
         except subprocess.TimeoutExpired:
             pass
         try:  # an SSH hiccup to L1 (a loaded machine) is not a dead L2: only L1's own answer counts
-            alive = vm.ssh(l1, f"kill -0 {l2['pid']} 2>/dev/null && echo alive || echo dead", timeout=60).stdout
+            r1 = vm.ssh(l1, f"kill -0 {l2['pid']} 2>/dev/null && echo alive || echo dead", timeout=60)
+            alive = r1.stdout if r1.returncode == 0 else "L1 did not answer SSH"
         except subprocess.TimeoutExpired:
-            alive = ""
+            alive = "L1 did not answer SSH"
         if "dead" in alive or time.monotonic() > deadline:
             tail = _l2_console(l1)
             l2_down(l1)
-            raise RuntimeError(f"L2 ({setup}) not reachable over SSH (QEMU {'exited' if 'dead' in alive else 'alive'}):\n{tail}")
+            state = "QEMU exited" if "dead" in alive else ("QEMU alive" if "alive" in alive else alive)
+            raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({state}):\n{tail}")
         time.sleep(2)
     vm.push_tsalign(l2)
     r = vm.ssh(l2, "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; "
@@ -209,9 +211,15 @@ def _l2_console(l1: dict[str, Any]) -> str:
         r = vm.ssh(l1, "echo '--- L2 console tail:'; tail -c 1500 /root/l2.serial; echo; echo '--- L2 QEMU:'; "
                        "kill -0 $(cat /root/l2.pid) && echo alive || echo gone; cat /root/l2.stderr; free -m; "
                        "echo '--- L1 kernel log tail:'; dmesg | tail -25; df -h / /var/tmp", timeout=60)
-        return r.stdout[-6000:]
+        if r.returncode != 255:
+            return r.stdout[-6000:]
+        why = f"L1 did not answer SSH: {r.stderr.strip()[-300:]}"
     except subprocess.TimeoutExpired:
-        return "(L1 did not answer)"
+        why = "L1 did not answer"
+    try:  # L1's own serial console is a file on this machine
+        return f"({why})\n--- L1 console tail:\n{Path(l1['serial']).read_text(errors='replace')[-3000:]}"
+    except (OSError, KeyError):
+        return f"({why})"
 
 
 def _playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.CompletedProcess:

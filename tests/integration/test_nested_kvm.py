@@ -1,7 +1,7 @@
 """Real KVM whose TSC offsets are applied and change during a capture: the nested lab
 (tests/infra/lab.py). L1, the GRUB test VM booted with an AMD vendor under TCG, is a KVM host of its
 own (kvm_amd, nested paging, kvm_entry/kvm_exit fire; its TSC is unstable, so KVM rewrites each vCPU's
-offset on every vCPU load). One L1 boot serves both tests:
+offset on every vCPU load). The tests:
 
 - tsalign's micro-VM runs inside it (``selftest --no-align``: standard library only, as on any node);
   the truth is checked without tsalign's timeline: each beacon's guest TSC minus L1's TSC at its
@@ -41,14 +41,25 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-@pytest.fixture(scope="module")
-def l1() -> Iterator[dict[str, Any]]:
+def _l1() -> Iterator[dict[str, Any]]:
     need(os.geteuid() == 0 and shutil.which("qemu-system-x86_64"), "needs root and qemu-system-x86 (make test)")
     image = cached("TSALIGN_VM_IMAGE", "vm-bookworm-*", "GRUB VM image (scripts/build-vm-image.sh)")
     bundle = cached("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*", "QEMU bundle (scripts/build-qemu-bundle.sh)")
     st = lab.up(image, bundle)  # ~55 s idle; SSH polled with a generous deadline, not a fixed sleep
     yield st
     lab.down(st)
+
+
+@pytest.fixture(scope="module")
+def l1() -> Iterator[dict[str, Any]]:
+    yield from _l1()
+
+
+@pytest.fixture()
+def fresh_l1() -> Iterator[dict[str, Any]]:
+    """An L1 of its own: in full suite runs, an L2 booted second in one L1 once never answered and L1's
+    sshd stopped answering too (1 run in 3); each guest setup now starts from a fresh KVM host."""
+    yield from _l1()
 
 
 def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None:
@@ -107,10 +118,11 @@ def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("setup", lab.SETUPS)
-def test_lab_linux_guest_seed_workflow(l1: dict[str, Any], setup: str, tmp_path: Path) -> None:
+def test_lab_linux_guest_seed_workflow(fresh_l1: dict[str, Any], setup: str, tmp_path: Path) -> None:
     """The seed's workflow on a real Linux guest of real KVM: host (L1) and guest (L2) captured together,
     aligned with the per-vCPU offset timeline, judged by evidence, analysed; and the same capture with one
     snapshot for the whole capture judged fail."""
+    l1 = fresh_l1
     l2 = lab.l2_up(l1, setup)
     try:
         s = lab.run_workflow(l1, l2, tmp_path / setup)
