@@ -33,7 +33,7 @@ from tests.infra import vm
 from tests.infra.statecli import run_state_cli
 from tsalign.analyze.io import HOST_IO_CALLS
 
-__all__ = ["SETUPS", "down", "inventory", "l2_down", "l2_up", "run_playbooks", "run_workflow", "up"]
+__all__ = ["SETUPS", "check_workflow", "down", "inventory", "l2_down", "l2_up", "run_playbooks", "run_workflow", "up"]
 
 SETUPS = ("kvmclock", "tsc")
 L2_PORT = 2222
@@ -284,6 +284,32 @@ def _print_verdict(label: str, v: dict[str, Any], path: str) -> None:
               f"{d['width_cycles']} cycles ({d['width_ns']} ns), kinds {', '.join(d['evidence'])}", flush=True)
 
 
+def check_workflow(s: dict[str, Any], setup: str, out: Path) -> None:
+    """The seed's workflow on L2 judged (AssertionError when not): clocksource of the setup, a verdict
+    backed by evidence with no violation, offsets that changed, both vCPUs judged by vCPU runs and MSR
+    writes, the one-snapshot alignment caught, the three analyses answered."""
+    assert s["l2_clocksource"] in (("kvm-clock",) if setup == "kvmclock" else ("tsc", "tsc-early")), s["l2_clocksource"]
+    v = s["verdict"]
+    assert v["verdict"] in ("pass", "warn") and v["brackets"]["violated"] == 0, v["reasons"]
+    assert not [r for r in v["reasons"] if "placed with" not in r], v["reasons"]  # warn only for placement
+    assert v["offsets"]["changes_seen"] > 100 and v["evidence"]["vcpu_run_source"] == {
+        "vcpu0": "kvm_entry/kvm_exit", "vcpu1": "kvm_entry/kvm_exit"}
+    per = {d["vcpu"]: d for d in v["evidence"]["per_vcpu"]}
+    assert set(per) == {0, 1}
+    for d in per.values():
+        assert d["offset_in_use"]["distinct"] > 10 and d["width_cycles"] is not None and d["violated"] == 0
+        assert {"vcpu_run", "msr_write"} <= set(d["evidence"]), d["evidence"]
+        assert all(val != 0 for val in d["sources"]["debugfs"]["values"])
+    assert s["one_snapshot"]["verdict"] == "fail", s["one_snapshot"]["reasons"]
+    a = s["analyses"]
+    assert a["irq"]["status"] == "ok" and a["irq"]["summary"]["matched"] > 0, a["irq"]
+    assert a["irq"]["summary"]["latency"]["cycles"]["min"] > 0
+    assert a["vcpu"]["status"] == "ok" and a["vcpu"]["summary"]["vcpus"] == [0, 1], a["vcpu"]
+    io = a["io"]["summary"]
+    assert a["io"]["status"] == "ok" and io["completed"] > 0 and io["with_host_io"] > 0, a["io"]
+    assert (out / "aligned" / "verdict.json").is_file()
+
+
 def _run(out: str) -> int:
     l1 = up()
     results = {}
@@ -295,6 +321,11 @@ def _run(out: str) -> int:
             finally:
                 l2_down(l1)
             results[setup] = s["verdict"]["verdict"]
+            try:
+                check_workflow(s, setup, Path(out) / setup)
+            except AssertionError as e:
+                print(f"{setup}: check failed: {e}", flush=True)
+                results[setup] = "check failed"
             _print_verdict(f"{setup} (CLI; L2 clocksource {s['l2_clocksource']}; one snapshot: "
                            f"{s['one_snapshot']['verdict']})", s["verdict"], f"{out}/{setup}/aligned/verdict.json")
         l2 = l2_up(l1, "tsc")  # the seed's configuration, as a fleet job runs it
