@@ -10,6 +10,7 @@ from typing import Any
 
 from ..align import brackets
 from ..align.merge import align, write_outputs
+from ..analyze.common import kv
 from ..capture.capture import Capture
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
 from ..catalogue import SELFTEST_EVENTS
@@ -127,7 +128,7 @@ def _judge_kvmclock(report: dict[str, Any], aligned: Any, res: Any) -> None:
     errors = []
     for e in aligned.events:
         if e["side"] == "guest" and e["event"] in ("tsalign_beacon", "tsalign_irq"):
-            seq = int(e["payload"].split()[0].split("=")[1])
+            seq = kv(e["payload"])["seq"]
             errors.append(to_signed64((truth[(e["event"], seq)] - e["guest_tsc"]) % (1 << 64)))
     summary = aligned.pvclock.summary()
     bound = max((v["rounding_cycles"] for v in summary.values()), default=0)
