@@ -72,10 +72,24 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
         st["tsc_khz"] = int(float(m[1]) * 1000)
         vm.push(st, Path(qemu_bundle, "qemu.tgz").read_bytes(), "mkdir -p /opt && tar -xz -C /opt")
         vm.push_tsalign(st)
+        push_drgn(st)
     except BaseException:
         vm.down(st)
         raise
     return st
+
+
+def push_drgn(st: dict[str, Any]) -> None:
+    """drgn as installed in this venv (a manylinux wheel for the same CPython as L1's python3) to
+    /opt/tsalign/lib in L1: its memory offset source (tsalign.node.memory) reads L1's /proc/kcore."""
+    import drgn
+
+    site = Path(drgn.__file__).resolve().parents[1]
+    names = sorted(p.name for p in site.iterdir() if p.name in ("drgn", "_drgn_util", "drgn.libs")
+                   or (p.name.startswith("_drgn.") and p.suffix == ".so"))
+    tar = subprocess.run(["tar", "-C", str(site), "--exclude=__pycache__", "-c", *names], capture_output=True,
+                         check=True).stdout
+    vm.push(st, tar, "mkdir -p /opt/tsalign/lib && tar -x -C /opt/tsalign/lib")
 
 
 def down(st: dict[str, Any]) -> None:
@@ -186,20 +200,24 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
     return summary
 
 
-def inventory(l1: dict[str, Any], l2: dict[str, Any], path: Path) -> Path:
+def inventory(l1: dict[str, Any], l2: dict[str, Any] | None, path: Path) -> Path:
     """An Ansible inventory naming L1 a KVM host (``lab-l1``) and L2 its guest (``lab-l2``: QEMU VM ``l2``,
-    started by hand (``tsalign_guest_vmm: qemu``), reached through L1 with an ssh ProxyCommand)."""
+    started by hand (``tsalign_guest_vmm: qemu``), reached through L1 with an ssh ProxyCommand); L1 alone
+    without ``l2``."""
     common = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=120 "
               "-o ServerAliveInterval=10 -o ServerAliveCountMax=12")
-    jump = " ".join([*vm.ssh_argv(l1)[:-3], "-W", f"127.0.0.1:{l2['port']}", "-p", str(l1["port"]), "root@127.0.0.1"])
     node = {"ansible_user": "root", "ansible_ssh_private_key_file": l1["key"], "ansible_python_interpreter": "/usr/bin/python3"}
-    inv = {"all": {"children": {
+    groups: dict[str, Any] = {
         "tsalign_hosts": {"hosts": {"lab-l1": {**node, "ansible_host": "127.0.0.1", "ansible_port": l1["port"],
-                                               "ansible_ssh_common_args": common}}},
-        "tsalign_guests": {"hosts": {"lab-l2": {**node, "ansible_host": "lab-l2",
-                                                "ansible_ssh_common_args": f"{common} -o 'ProxyCommand={jump}'",
-                                                "tsalign_guest_host": "lab-l1", "tsalign_guest_domain": "l2",
-                                                "tsalign_guest_vmm": "qemu"}}}}}}
+                                               "ansible_ssh_common_args": common}}}}
+    if l2 is not None:
+        jump = " ".join([*vm.ssh_argv(l1)[:-3], "-W", f"127.0.0.1:{l2['port']}", "-p", str(l1["port"]),
+                         "root@127.0.0.1"])
+        groups["tsalign_guests"] = {"hosts": {"lab-l2": {**node, "ansible_host": "lab-l2",
+                                                         "ansible_ssh_common_args": f"{common} -o 'ProxyCommand={jump}'",
+                                                         "tsalign_guest_host": "lab-l1", "tsalign_guest_domain": "l2",
+                                                         "tsalign_guest_vmm": "qemu"}}}
+    inv = {"all": {"children": groups}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(inv, indent=1))  # JSON is YAML
     return path
@@ -222,7 +240,7 @@ def _l2_console(l1: dict[str, Any]) -> str:
         return f"({why})"
 
 
-def _playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.CompletedProcess:
+def playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.CompletedProcess:
     """ansible-playbook with the repository's ansible.cfg. Over nested SSH (L2 behind L1, both under TCG) a new
     connection can be closed during key exchange when a guest is slow: one long-lived control master per node
     for the whole run, and ssh's own retries (exit 255 only) for the rest."""
@@ -245,11 +263,11 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
 
     out.mkdir(parents=True, exist_ok=True)
     inv = inventory(l1, l2, out / "inventory.yml")
-    r = _playbook(inv, "setup.yml", log=out / "setup.log")
+    r = playbook(inv, "setup.yml", log=out / "setup.log")
     if r.returncode != 0:
         raise RuntimeError(f"setup.yml failed (log {out}/setup.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     host_side = "its kernel is loaded by the VMM" in r.stdout
-    r = _playbook(inv, "precheck.yml", "-e", f"tsalign_precheck_dir={out}/precheck", "-e", "tsalign_precheck_fail_on=never",
+    r = playbook(inv, "precheck.yml", "-e", f"tsalign_precheck_dir={out}/precheck", "-e", "tsalign_precheck_fail_on=never",
                   log=out / "precheck.log")
     if r.returncode != 0:
         raise RuntimeError(f"precheck.yml failed (log {out}/precheck.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
@@ -259,7 +277,7 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                "dd if=/root/lab-io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done; } "
                "> /dev/null 2>&1 < /dev/null &", timeout=60)
     cap = out / "capture"
-    r = _playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
+    r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
                   "-e", "tsalign_capture_host_margin=15", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")

@@ -196,6 +196,24 @@ def test_host_role_and_precheck_on_this_machine(tmp_path: Path) -> None:
     statuses = {c["id"]: c["status"] for c in direct["checks"]}
     assert row.split()[4:7] == [statuses["clocksource"], statuses["tsc_flags"], statuses["kernel_cmdline"]]
     assert node["verdict"] == direct["verdict"]
+    # the controller's kernel table: this machine's build, resolved from its own BTF, with the kprobe the node
+    # itself chooses; setup.yml takes it from the table unchanged, and refuses a table that contradicts the node
+    table = json.loads((out / "kernels.json").read_text())
+    build = next(c for c in direct["checks"] if c["id"] == "kernel_build")["value"]
+    assert [(b["build_id"], b["status"], b["nodes"]) for b in table["builds"]] == [(build["build_id"], "resolved",
+                                                                                    ["localhost"])]
+    plan = next(c for c in direct["checks"] if c["id"] == "kprobe_function")["value"]
+    if plan:
+        assert table["nodes"]["localhost"]["kprobe"] == plan["kprobe"]
+        r = run("ansible-playbook", "-i", "inventory/local/hosts.yml", "playbooks/setup.yml", *extra,
+                "-e", f"tsalign_host_kernel_table={out / 'kernels.json'}")
+        assert recap(r.stdout)["changed"] == 0 and recap(r.stdout)["failed"] == 0, r.stdout[-3000:]
+        wrong = tmp_path / "wrong.json"
+        table["nodes"]["localhost"]["kprobe"] = plan["kprobe"].replace(f"+{plan['member_offset']:#x}(", "+0x8(")
+        wrong.write_text(json.dumps(table))
+        r = run("ansible-playbook", "-i", "inventory/local/hosts.yml", "playbooks/setup.yml", *extra,
+                "-e", f"tsalign_host_kernel_table={wrong}", check=False)
+        assert r.returncode != 0 and "differ from this node's own" in r.stdout, r.stdout[-3000:]
 
 
 def test_lint_and_syntax() -> None:

@@ -30,6 +30,7 @@ from tests.infra import lab, vm
 from tests.infra.artefacts import cached
 
 OFFSET_WRITE = re.compile(r" (\d+): kvm_write_tsc_offset: vcpu=0 prev=\d+ next=(\d+)")
+KPROBE_HIT = re.compile(r" (\d+): kvm_arch_vcpu_load: \([^)]*\) tsc_offset=(0x[0-9a-f]+|\d+) vcpu_id=0")
 PIO_LO = re.compile(r" (\d+): kvm_pio: +pio_write at 0x10 size 4 count 1 val 0x([0-9a-f]+)")
 
 
@@ -54,24 +55,46 @@ def l1() -> Iterator[dict[str, Any]]:
 
 
 def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None:
-    # after the capture starts, the selftest asks KVM for guest TSC = host TSC - 1e12 (applied here)
+    # setup.yml's host role on L1 registers the kprobe (its offsets from L1's split BTF of kvm.ko)
+    inv = lab.inventory(l1, None, tmp_path / "inventory.yml")
+    # (on kvm_arch_vcpu_load, a function run on every vCPU load: the seed's kvm_vcpu_kick fires only on kicks)
+    r = lab.playbook(inv, "setup.yml", "-e", "tsalign_host_kprobe_function=kvm_arch_vcpu_load", log=tmp_path / "setup.log")
+    assert r.returncode == 0, r.stdout[-3000:]
+    kp = re.search(r"kprobe p:(\S+) .*?: (\w+) \(offsets by (\S+)\)", r.stdout)
+    assert kp and kp[1] == "tsalign/kvm_arch_vcpu_load" and kp[3] == "split-btf", r.stdout[-3000:]
+    # after the capture starts, the selftest asks KVM for guest TSC = host TSC - 1e12 (applied here); three
+    # offset sources: debugfs and kernel memory (drgn on L1's /proc/kcore) at start and end, the kprobe's hits
     r = vm.ssh(l1, "cd /opt/tsalign/lib && rm -rf /root/st && python3 -m tsalign selftest --no-align --beacons 200 "
-                   "--irqs 10 --out /root/st --json", timeout=600)
+                   "--irqs 10 --kprobe --memory-offsets on --out /root/st --json", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     vm.fetch(l1, "/root/st", tmp_path)
     host, guest = tmp_path / "st" / "host", tmp_path / "st" / "guest"
 
     # the truth, from the raw files: offsets are non-zero and change; each beacon sits at the offset in force
-    writes, pios = [], []
+    writes, pios, hits = [], [], []
     for f in sorted(host.glob("cpu*.txt")):
         for line in f.open():
             if m := OFFSET_WRITE.search(line):
                 writes.append((int(m[1]), _signed(int(m[2]))))
             elif m := PIO_LO.search(line):
                 pios.append((int(m[1]), int(m[2], 16)))
+            elif m := KPROBE_HIT.search(line):
+                hits.append((int(m[1]), _signed(int(m[2], 0))))
     writes.sort()
     pios.sort()
+    hits.sort()
     assert len({v for _, v in writes}) > 10 and all(v != 0 for _, v in writes), writes[:5]
+    # the kprobe fires on every vCPU load, before KVM adjusts the offset in it: each hit reads the offset the
+    # last write set
+    assert len(hits) > 50 and len({v for _, v in hits}) > 10, hits[:5]
+    in_force = [next((v for t, v in reversed(writes) if t < h), None) for h, _ in hits]
+    assert sum(1 for (_, v), w in zip(hits, in_force) if v == w) >= len(hits) - 2, list(zip(hits, in_force))[:10]
+    # debugfs and drgn read the same vCPU at the same capture points (the vCPU not loaded in between)
+    manifest = json.loads((host / "manifest.json").read_text())
+    snaps = manifest["offsets"]["snapshots"]
+    by = {src: [s["offset"] for s in snaps if s["source"] == src] for src in ("debugfs", "memory")}
+    assert len(by["memory"]) == 2 and by["memory"] == by["debugfs"], snaps
+    assert any("kernel memory (drgn, types from btf)" in n for n in manifest["notes"]), manifest["notes"]
     assert any(abs(b - a) > 10**11 for (_, a), (_, b) in zip(writes, writes[1:]))  # the requested -1e12 applied
     beacons = sorted(json.loads(line)["ts"] for line in (guest / "events.jsonl").open()
                      if '"tsalign_beacon"' in line)
@@ -94,6 +117,11 @@ def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None
     assert d["offset_in_use"]["distinct"] > 10 and d["violated"] == 0 and d["width_cycles"] is not None
     first = d["sources"]["debugfs"]["values"][0]
     assert first != 0
+    # three independent sources side by side, none contradicting the timeline
+    assert {"debugfs", "memory", "kprobe", "kvm_write_tsc_offset"} <= set(d["sources"]), d["sources"].keys()
+    assert d["sources"]["memory"]["values"] == sorted({_signed(x) for x in by["memory"]}) and len(d["sources"]["kprobe"]["values"]) > 10
+    assert not [i for i in v["offsets"]["issues"] if i["kind"] in ("unexplained_change", "prev_mismatch")], \
+        v["offsets"]["issues"]
 
     # the same capture aligned with one snapshot for the whole capture (the one from before the
     # requested change): caught

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
+from tests.infra import pahole
 
 CACHE = os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")
 MEMBERS = ["arch.tsc_offset", "arch.l1_tsc_offset", "arch.tsc_scaling_ratio", "vcpu_id"]
@@ -45,18 +45,7 @@ struct outer instance;
 
 
 def _pahole(obj: str, struct: str) -> dict[str, int]:
-    """member -> byte offset, as pahole prints them (``/* offset size */``; bitfields ``offset:bits``)."""
-    out = subprocess.run(["pahole", "-F", "dwarf", "-C", struct, obj], capture_output=True, text=True, timeout=60).stdout
-    assert out, f"pahole printed nothing for {struct} in {obj}"
-    found: dict[str, int] = {}
-    depth = 0
-    for line in out.splitlines():
-        depth += line.count("{") - line.count("}")
-        m = re.match(r"^\s+.*?\b(\w+)(?:\[\d+\])*(?:\s*:\s*\d+)?(?:\s+__attribute__\(\(.*?\)\))?;\s+/\*\s+(\d+)(?::\s*\d+)?\s+\d+\s+\*/",
-                     line)
-        if m and depth == 1:
-            found[m[1]] = int(m[2])
-    return found
+    return {k: v for k, v in pahole.members(obj, struct, "dwarf").items() if k != "sizeof"}
 
 
 def _kvm_debuginfo() -> tuple[str, str]:

@@ -21,7 +21,7 @@ from ..offsets import OffsetSnapshot
 from ..traces.bundle import INCOMPLETE, LOCK, snapshot_to_dict, write_manifest
 from .tracefs import TraceSession, check_event_name
 
-__all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "snapshot_vm"]
+__all__ = ["DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "Capture", "event_exists", "snapshot_vm"]
 
 
 def snapshot_vm(vm: kvmvms.VmInfo, source: str = "debugfs") -> list[OffsetSnapshot]:
@@ -72,12 +72,18 @@ class Capture:
     stopped_tsc: int = 0
     t0: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: host role: also read each vCPU's offset from kernel memory (drgn): ``auto`` where it works, ``on``
+    #: (an error where it does not), ``off``
+    memory: str = "auto"
+    _memory: Any = None
     _lock_fd: int | None = None
     _created: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ("host", "guest"):
             raise InvalidParameter("--role", self.role, "host or guest")
+        if self.memory not in ("auto", "on", "off"):
+            raise InvalidParameter("--memory-offsets", self.memory, "auto, on or off")
         if self.clock not in ("x86-tsc", "perf"):
             raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles) or perf (perf/local_clock ns)")
         for e in self.events:
@@ -86,13 +92,15 @@ class Capture:
     def __enter__(self) -> Capture:
         self._lock_out()
         try:
-            available = [e for e in self.events if _event_exists(e)]
+            available = [e for e in self.events if event_exists(e)]
             missing = sorted(set(self.events) - set(available))
             if missing:
                 self.notes.append(f"events not on this kernel, skipped: {', '.join(missing)}"
                                   + (" (tsalign:* exists once `tsalign kprobe register` ran)" if KPROBE_EVENTS in missing else ""))
             if not available:
                 raise Unavailable(f"none of the events {', '.join(self.events)} exists on this kernel")
+            if self.role == "host" and self.memory != "off":
+                self._memory = self._open_memory()
             self.session = TraceSession(available, clock=self.clock, buffer_kb=self.buffer_kb)
             self.session.open()
         except BaseException as e:
@@ -149,6 +157,20 @@ class Capture:
         raise InvalidParameter("--out", self.out, "a new or empty directory (this one is not empty" + (
             f"; its {INCOMPLETE} file says a capture into it did not finish)" if killed else ")"))
 
+    def _open_memory(self) -> Any:
+        """The live kernel opened with drgn (tsalign.node.memory), or None with a note (``auto``)."""
+        try:
+            from ..node.memory import KernelMemory
+
+            mem = KernelMemory()
+        except (ImportError, Unavailable) as e:
+            if self.memory == "on":
+                raise Unavailable(f"--memory-offsets on: {e}") from None
+            self.notes.append(f"vCPU offsets not read from kernel memory: {e}")
+            return None
+        self.notes.append(f"vCPU offsets also read from kernel memory (drgn, types from {mem.route})")
+        return mem
+
     def snapshot(self) -> None:
         """Snapshot the offsets of every selected VM now (re-discovering their vCPUs)."""
         for vm in self.vms:
@@ -161,6 +183,18 @@ class Capture:
                 continue
             vm.vcpus = fresh[0].vcpus
             self.snapshots.extend(snapshot_vm(vm))
+            if self._memory is not None:
+                self.snapshots.extend(self._memory_snapshots(vm))
+
+    def _memory_snapshots(self, vm: kvmvms.VmInfo) -> list[OffsetSnapshot]:
+        try:
+            snaps: list[OffsetSnapshot] = self._memory.snapshots(vm.pid, vm.vm_fd)
+        except Exception as e:  # noqa: BLE001 - drgn raises FaultError, LookupError, ...: a source lost, not the capture
+            self.notes.append(f"kernel memory read failed at host TSC {tsc.rdtsc()}: {type(e).__name__}: {e}")
+            return []
+        if not snaps:
+            self.notes.append(f"VM pid {vm.pid} fd {vm.vm_fd} not found on kvm's vm_list in kernel memory")
+        return snaps
 
     def start(self) -> None:
         """Start recording, then snapshot: the snapshot lies inside the trace, so every offset write
@@ -241,7 +275,7 @@ class Capture:
                 "debugfs_dir": vm.debugfs_dir, "vcpus": [{"id": v.id, "tid": v.tid} for v in vm.vcpus]}
 
 
-def _event_exists(ev: str) -> bool:
+def event_exists(ev: str) -> bool:
     from ..node import mounts
 
     d = mounts.tracefs_dir(Root())

@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
     p.add_argument("--clock", choices=("x86-tsc", "perf"), default="x86-tsc",
                    help="x86-tsc: TSC cycles (default); perf: perf/local_clock ns plus the perf user page")
     p.add_argument("--buffer-kb", type=int, default=4096, help="per-CPU ring buffer size in KiB")
+    p.add_argument("--memory-offsets", choices=("auto", "on", "off"), default="auto",
+                   help="host role: also read each vCPU's TSC offset from kernel memory with drgn (/proc/kcore; types "
+                        "from BTF or debug info) at start and end: auto (where it works; a note says why not), on, off")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_capture)
 
@@ -67,6 +70,11 @@ def register(sub: Any) -> None:
     p.add_argument("--guest-clock", choices=("tsc", "kvmclock"), default="tsc",
                    help="kvmclock: give the micro-VM a kvm-clock and stamp its events in kvm-clock ns (as a kvm-clock "
                         "Linux guest's trace); align converts them back with the host's traced pvclock records")
+    p.add_argument("--memory-offsets", choices=("auto", "on", "off"), default="auto",
+                   help="host role: also read each vCPU's TSC offset from kernel memory with drgn (/proc/kcore; types "
+                        "from BTF or debug info) at start and end: auto (where it works; a note says why not), on, off")
+    p.add_argument("--kprobe", action="store_true",
+                   help="also record tsalign's kprobe (tsalign kprobe register): its hits become offset snapshots")
     p.add_argument("--no-align", action="store_true",
                    help="record the host and guest bundles only (standard library; align them with `tsalign align`)")
     p.add_argument("--json", action="store_true")
@@ -136,7 +144,8 @@ def run_capture(args: argparse.Namespace) -> int:
                 raise InvalidParameter("--pid", args.pid, "the pid of a running KVM VM process (tsalign offsets), or of a QEMU TCG one "
                                        "started with -name NAME,debug-threads=on (vCPU threads named 'CPU N/TCG')")
             vms = [emulated]
-    with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms) as cap:
+    with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms,
+                                                memory=args.memory_offsets) as cap:
         cap.start()
         stopper.event.wait(args.duration)
         cap.stop()
@@ -239,7 +248,7 @@ def run_selftest_cli(args: argparse.Namespace) -> int:
         raise InvalidParameter("--out", args.out, "a directory (this is a file)")
     with term_as_interrupt():
         report = run_selftest(args.out, args.beacons, args.irqs, req, judge=not args.no_align,
-                              kvmclock=args.guest_clock == "kvmclock")
+                              kvmclock=args.guest_clock == "kvmclock", memory=args.memory_offsets, kprobe=args.kprobe)
     if args.no_align:
         a = report["artifacts"]
         emit(args, report, [(f"host bundle {a['host_bundle']}, guest bundle {a['guest_bundle']} "

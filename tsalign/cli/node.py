@@ -1,4 +1,5 @@
-"""Node verbs: ``tsalign precheck``, ``tsalign offsets``, ``tsalign btf offsetof``, ``tsalign kprobe``."""
+"""Node verbs: ``tsalign precheck``, ``tsalign offsets``, ``tsalign btf offsetof``, ``tsalign kprobe``, and the
+controller's ``tsalign kernels`` (a fleet's per-build offset table from their precheck reports)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,23 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_offsetof)
 
+    p = sub.add_parser("kernels", help="a fleet's per-kernel-build offset table and each host's kprobe, from "
+                                       "precheck reports", description=(
+        "Group the KVM hosts of precheck.yml's reports by kernel build (build id), take each build's "
+        "kvm_vcpu offsets from its nodes (they must agree) or else from a debug file of that build id under "
+        "--debuginfo-dir (DWARF, cached by build id), and render each host's kprobe. Exit 0 when every host "
+        "has one, 4 when some build is unresolved (the package that resolves it is named), 5 when offsets "
+        "of one build disagree."))
+    p.add_argument("reports", nargs="+", metavar="REPORT", help="NODE.json files or directories of them "
+                                                               "(precheck.yml's tsalign_precheck_dir)")
+    p.add_argument("--debuginfo-dir", action="append", default=[], metavar="DIR",
+                   help="directory of kernel debug files (kvm.ko / vmlinux of debug packages); repeatable")
+    p.add_argument("--cache", default=None, help="cache directory of DWARF answers (default ~/.cache/tsalign/offsets); "
+                                                "'none' to compute every time")
+    p.add_argument("-o", "--out", default=None, help="also write the table here (JSON)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_kernels)
+
     p = sub.add_parser("kprobe", help="the kprobe route to vcpu->arch.tsc_offset")
     p.add_argument("action", choices=("render", "register", "unregister"))
     p.add_argument("--function", help="kprobe this function (default: chosen from BTF and kallsyms)")
@@ -72,6 +90,41 @@ def register(sub: Any) -> None:
     p.add_argument("--root", default="/", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_kprobe)
+
+
+def run_kernels(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from ..kernel.fleet import kernel_table, load_reports
+    from ..kernel.routes import CACHE_DIR
+
+    table = kernel_table(load_reports(args.reports), args.debuginfo_dir,
+                         None if args.cache == "none" else (args.cache or CACHE_DIR))
+    if args.out:
+        tmp = f"{args.out}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(table, f, indent=1, sort_keys=True)
+            os.replace(tmp, args.out)
+        except OSError as e:
+            raise InvalidParameter("--out", args.out, f"a file path this user can write ({e.strerror})") from None
+    lines = [(f"{len(table['builds'])} kernel build(s), {table['summary']['hosts']} KVM host(s), "
+             f"{table['summary']['with_kprobe']} with a kprobe")]
+    for b in table["builds"]:
+        off = b["offsets"]
+        lines.append(f"  {b['release']} {b['kvm_file']} {b['build_id'] or '(no build id)'}: {b['status']}"
+                     + (f", tsc_offset {off['arch.tsc_offset']:#x} vcpu_id {off['vcpu_id']:#x} by {b['route']}"
+                        if off else f": {b.get('reason', '')}") + f" [{len(b['nodes'])} node(s)]")
+        if b.get("fix"):
+            lines.append(f"    fix: {b['fix']}")
+    for name, n in sorted(table["nodes"].items()):
+        lines.append(f"  {name}: {n['kprobe'] or n['status'] + ': ' + n.get('reason', '')}")
+    emit(args, table, lines)
+    statuses = {b["status"] for b in table["builds"]}
+    if "inconsistent" in statuses:
+        return exitcodes.INCONSISTENT
+    return exitcodes.UNAVAILABLE if table["summary"]["unresolved"] else exitcodes.OK
 
 
 def run_precheck(args: argparse.Namespace) -> int:

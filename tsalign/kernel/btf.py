@@ -239,6 +239,17 @@ class Btf:
             owner = owner.base
         return owner._recs[tid - owner.first_id]
 
+    def int_encoding(self, tid: int) -> int:
+        """The BTF_INT_ENCODING bits of INT type ``tid`` (1 signed, 2 char, 4 bool)."""
+        owner = self
+        while tid < owner.first_id:
+            assert owner.base is not None
+            owner = owner.base
+        pos, _name, info, _size = owner._recs[tid - owner.first_id]
+        if (info >> 24) & 0x1F != INT:
+            raise BtfError(f"{self.source}: type {tid} is not an INT")
+        return (int.from_bytes(owner._buf[pos + 12:pos + 16], "little") >> 24) & 0xF
+
     def _ids_of_kind(self, kind: int) -> list[int]:
         if self._kinds is None:
             kinds: dict[int, list[int]] = {}

@@ -19,11 +19,13 @@ __all__ = [
     "KprobeChoice",
     "choose_function",
     "event_name",
+    "parse_definition",
     "parse_hit",
     "parse_symbol_list",
     "register",
     "render",
     "unregister",
+    "why",
 ]
 
 GROUP = "tsalign"
@@ -70,6 +72,11 @@ def parse_blacklist(text: str) -> set[str]:
     return out
 
 
+def why(function: str) -> str:
+    """Why a preferred ``function`` is the one probed (it being the first of PREFERRED traceable there)."""
+    return _WHY.get(function, f"the first of tsalign's preferred functions traceable here ({', '.join(PREFERRED)})")
+
+
 def choose_function(candidates: Iterable[str], traceable: set[str] | None, kallsyms: set[str] | None,
                     blacklist: Iterable[str] = ()) -> KprobeChoice:
     """Pick from BTF ``candidates`` (first arg ``struct kvm_vcpu *``): preferred names first, each
@@ -85,8 +92,7 @@ def choose_function(candidates: Iterable[str], traceable: set[str] | None, kalls
         ok = cands & listing
         for name in PREFERRED:
             if name in ok:
-                return KprobeChoice(name, label, len(cands), _WHY.get(
-                    name, f"the first of tsalign's preferred functions traceable here ({', '.join(PREFERRED)})"))
+                return KprobeChoice(name, label, len(cands), why(name))
         if ok:
             return KprobeChoice(min(ok), label, len(cands), "none of the preferred functions is traceable here; "
                                 "the first of the others taking struct kvm_vcpu * first")
@@ -114,6 +120,21 @@ def render(function: str, member_offset: int, vcpu_id_offset: int | None = None)
 #: a hit of the kprobe :func:`render` defines, as ftrace prints it (u64 in decimal or hex, s32 in decimal):
 #: ``(kvm_vcpu_kick+0x0/0x70 [kvm]) tsc_offset=18446743933619002252 vcpu_id=1``
 _HIT = re.compile(r"^\([^)]*\) tsc_offset=(0x[0-9a-fA-F]{1,16}|\d{1,20}) vcpu_id=(\d{1,4})$")
+
+
+#: a definition :func:`render` writes (what a controller's kernel table hands a host)
+_DEFINITION = re.compile(r"^p:tsalign/(\S+) (\S+) tsc_offset=\+0x([0-9a-f]{1,5})\(%di\):u64"
+                         r"(?: vcpu_id=\+0x([0-9a-f]{1,5})\(%di\):s32)?$")
+
+
+def parse_definition(line: str) -> tuple[str, int, int | None]:
+    """(function, tsc_offset member offset, vcpu_id offset) of a definition :func:`render` made; anything else
+    (another group, register, type or an extra fetch) is refused."""
+    m = _DEFINITION.match(line.strip())
+    if m is None or m[1] != m[2]:
+        raise InvalidParameter("kprobe definition", line[:200],
+                               "p:tsalign/FN FN tsc_offset=+0xN(%di):u64 vcpu_id=+0xN(%di):s32 (as tsalign renders it)")
+    return m[1], int(m[3], 16), int(m[4], 16) if m[4] else None
 
 
 def parse_hit(payload: str) -> tuple[int, int] | None:

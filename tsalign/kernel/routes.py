@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import InvalidParameter, TsalignError, Unavailable
 
-__all__ = ["CACHE_DIR", "DEBUG_PACKAGES", "debug_file_for_running_kernel", "member_offsets", "note_build_id"]
+__all__ = ["CACHE_DIR", "DEBUG_PACKAGES", "debug_file_for_running_kernel", "debug_package", "kernel_identity",
+           "member_offsets", "note_build_id"]
 
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tsalign", "offsets")
 DEBUG_PACKAGES = ("Debian: apt install linux-image-$(uname -r)-dbg; Ubuntu: linux-image-$(uname -r)-dbgsym; "
@@ -60,6 +61,41 @@ def debug_file_for_running_kernel(root: str = "/") -> str | None:
         if release and os.path.exists(os.path.join(root, p)):
             return os.path.join(root, p)
     return None
+
+
+def debug_package(os_release: str, release: str) -> str:
+    """The distribution package that holds the debug info of kernel ``release``, from /etc/os-release's text."""
+    ids = {m[0]: m[1].strip('"') for m in (ln.split("=", 1) for ln in os_release.splitlines()) if len(m) == 2}
+    family = " ".join((ids.get("ID", ""), ids.get("ID_LIKE", ""))).split()
+    if "ubuntu" in family:
+        return f"linux-image-{release}-dbgsym (Ubuntu's ddebs archive)"
+    if "debian" in family:
+        return f"linux-image-{release}-dbg (apt install; or scripts/fetch-kvm-debuginfo.sh on a controller)"
+    if {"fedora", "rhel", "centos"} & set(family):
+        return f"kernel-debuginfo-{release} (dnf debuginfo-install kernel-{release})"
+    if "suse" in family or "opensuse" in family:
+        return f"kernel-default-debuginfo (zypper install, for {release})"
+    return f"the debug info of kernel {release} ({DEBUG_PACKAGES})"
+
+
+def kernel_identity(root: str = "/") -> dict[str, Any]:
+    """Which kernel build runs under ``root`` and which offset routes it offers: release, GNU build ids of
+    vmlinux and the kvm module (None when kvm is built in, or not loaded), the file whose types hold
+    ``struct kvm_vcpu`` (``kvm_file``: ``kvm.ko`` or ``vmlinux``) and its build id (``build_id``: the key of
+    a fleet's offset table), BTF present, the debug file found, and the package that would give one."""
+    release = (_read(root, "/proc/sys/kernel/osrelease") or b"").decode("ascii", "replace").strip()
+    vml = _read(root, "/sys/kernel/notes")
+    kvm = _read(root, "/sys/module/kvm/notes/.note.gnu.build-id")
+    vml_id = note_build_id(vml) if vml else None
+    kvm_id = note_build_id(kvm) if kvm else None
+    builtin = kvm_id is None and os.path.isdir(os.path.join(root, "sys/module/kvm")) and \
+        not os.path.exists(os.path.join(root, "sys/module/kvm/initstate"))
+    btf = {"vmlinux": os.path.exists(os.path.join(root, "sys/kernel/btf/vmlinux")),
+           "kvm": os.path.exists(os.path.join(root, "sys/kernel/btf/kvm"))}
+    osr = (_read(root, "/etc/os-release") or _read(root, "/usr/lib/os-release") or b"").decode("utf-8", "replace")
+    return {"release": release, "vmlinux_build_id": vml_id, "kvm_build_id": kvm_id, "kvm_builtin": builtin,
+            "kvm_file": "kvm.ko" if kvm_id else "vmlinux", "build_id": kvm_id or vml_id, "btf": btf,
+            "debug_file": debug_file_for_running_kernel(root), "debug_package": debug_package(osr, release)}
 
 
 def _cache_path(cache_dir: str, bid: str) -> str:

@@ -430,6 +430,37 @@ def check_kvm_vms(c: Context) -> Check:
                  "tsalign precheck --mount" if notes else "")
 
 
+def check_kernel_build(c: Context) -> Check:
+    """The kernel build (release, build ids) and the offset routes it offers, for a fleet's per-build
+    table (``tsalign kernels``): the node's own offsets where it has BTF or debug info, and the preferred
+    kprobe functions it can trace (so a controller that resolves the offsets can render its kprobe)."""
+    if c.role != "host":
+        return Check("kernel_build", SKIP, None, "guest role: host-only check")
+    from ..kernel.routes import kernel_identity
+
+    value: dict[str, Any] = kernel_identity(c.root.path)
+    d = c.tracefs
+    aff = c.root.read(f"{d}/available_filter_functions", limit=1 << 26) if d else None
+    ksyms = c.root.read("/proc/kallsyms", limit=1 << 27)
+    listed = kprobe.parse_symbol_list(aff) if aff else kprobe.parse_symbol_list(ksyms) if ksyms else set()
+    value["traceable"] = [f for f in kprobe.PREFERRED if f in listed]
+    value["traceable_from"] = "available_filter_functions" if aff else "kallsyms" if ksyms else None
+    try:
+        plan = kprobe_plan(c)
+        value["offsets"] = {"arch.tsc_offset": plan["member_offset"], "vcpu_id": plan["vcpu_id_offset"],
+                            "route": plan["offsets_route"], "source": plan["offsets_source"]}
+    except Exception as e:  # noqa: BLE001 - no route on the node is this check's finding, not its failure
+        value["offsets"] = None
+        value["offsets_error"] = str(e)
+    ident = f"{value['release']} ({value['kvm_file']} build id {value['build_id'] or 'unknown'})"
+    if value["offsets"] is not None:
+        return Check("kernel_build", OK, value, f"{ident}: struct offsets by {value['offsets']['route']} on the node")
+    return Check("kernel_build", WARN, value,
+                 f"{ident}: no BTF and no debug info here, so no struct offsets on the node ({value['offsets_error']})",
+                 f"the controller resolves them once per build from debug info (tsalign kernels --debuginfo-dir DIR); "
+                 f"or install {value['debug_package']}")
+
+
 def check_kvm_memory_offsets(c: Context) -> Check:
     if c.role != "host":
         return Check("kvm_memory_offsets", SKIP, None, "guest role: host-only check")
@@ -452,7 +483,8 @@ def check_kvm_memory_offsets(c: Context) -> Check:
 CHECKS: list[Callable[[Context], Check]] = [
     check_clocksource, check_tsc_flags, check_kernel_cmdline, check_sched_clock, check_perf_tsc_conversion,
     check_tracefs, check_trace_clock_x86_tsc, check_debugfs, check_kprobe_events, check_kvm_tracepoints,
-    check_evidence_events, check_btf, check_kvm_tsc_offset_member, check_kprobe_function, check_kvm_vms, check_kvm_memory_offsets,
+    check_evidence_events, check_btf, check_kvm_tsc_offset_member, check_kprobe_function, check_kernel_build,
+    check_kvm_vms, check_kvm_memory_offsets,
 ]
 
 

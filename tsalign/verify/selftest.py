@@ -11,9 +11,9 @@ from typing import Any
 from ..align import brackets
 from ..align.merge import align, write_outputs
 from ..analyze.common import kv
-from ..capture.capture import Capture
+from ..capture.capture import Capture, event_exists
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
-from ..catalogue import SELFTEST_EVENTS
+from ..catalogue import KPROBE_EVENTS, SELFTEST_EVENTS
 from ..clock.pvclock import Pvclock, tsc_to_kvmclock
 from ..errors import Unavailable
 from ..node import kvmvms
@@ -65,14 +65,17 @@ def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, ts
 
 
 def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: int | None = DEFAULT_REQUEST,
-                 buffer_kb: int = 8192, judge: bool = True, kvmclock: bool = False) -> dict[str, Any]:
+                 buffer_kb: int = 8192, judge: bool = True, kvmclock: bool = False, memory: str = "auto",
+                 kprobe: bool = False) -> dict[str, Any]:
     """Capture + micro-VM + align + verify; returns the report (also written to out/report.json).
 
     ``judge=False``: record the two bundles only (standard library: runs on a KVM host that has no
     numpy, e.g. a nested one; align them elsewhere with ``tsalign align``). ``kvmclock``: the micro-VM
     gets a kvm-clock and its bundle is stamped in kvm-clock ns, as a kvm-clock Linux guest's trace is
     (the TSC-stamped truth goes to ``out/guest-tsc``); align converts it back with the host's traced
-    pvclock records and the report says how far each converted TSC lies from the truth."""
+    pvclock records and the report says how far each converted TSC lies from the truth. ``memory``: read the
+    offsets from kernel memory too (Capture.memory); ``kprobe``: record tsalign's registered kprobe, whose
+    hits become offset snapshots (an error when it is not registered)."""
     t0 = time.monotonic()
     host_dir, guest_dir, aligned_dir = (os.path.join(out, d) for d in ("host", "guest", "aligned"))
     for d in (host_dir, guest_dir):
@@ -80,7 +83,13 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
             raise Unavailable(f"{out} already holds a selftest; choose a new --out directory")
     facts = node_facts(Root())
     requested_error = None
-    with Capture(host_dir, "host", SELFTEST_EVENTS, "x86-tsc", buffer_kb) as cap, MicroVM() as vm:
+    events = SELFTEST_EVENTS
+    if kprobe:
+        if not event_exists(KPROBE_EVENTS):
+            raise Unavailable("--kprobe: tsalign's kprobe is not registered; run `tsalign kprobe register` "
+                              "(or the host role of setup.yml) first")
+        events = (*SELFTEST_EVENTS, KPROBE_EVENTS)
+    with Capture(host_dir, "host", events, "x86-tsc", buffer_kb, memory=memory) as cap, MicroVM() as vm:
         vm.run(beacons=1)  # the vCPU thread is known to KVM (debugfs vcpu0/pid) after its first KVM_RUN
         found = [v for v in kvmvms.discover_vms(Root(), os.getpid()) if v.vm_fd == vm.vm_fd]
         if not found:

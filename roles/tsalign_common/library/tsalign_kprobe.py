@@ -21,6 +21,12 @@ options:
   function:
     description: Probe this function instead of the chosen one.
     type: str
+  definition:
+    description:
+      - The kprobe line the controller's kernel table (C(tsalign kernels)) rendered for this host's kernel
+        build; registered as given (validated) where the node has no route of its own (no BTF, no debug
+        info). Where the node computes offsets itself, they must equal the table's.
+    type: str
   tsalign_lib:
     description: Directory holding the tsalign package on the node.
     type: path
@@ -67,6 +73,7 @@ def main() -> None:
         argument_spec={
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "function": {"type": "str"},
+            "definition": {"type": "str"},
             **TSALIGN_LIB_SPEC,
         },
         supports_check_mode=True,
@@ -77,10 +84,26 @@ def main() -> None:
     from tsalign.node.checks import Context, kprobe_plan
     from tsalign.node.fs import Root
     ctx = Context(Root(), "host")
+    given = module.params["definition"]
     try:
         plan = kprobe_plan(ctx, module.params["function"])
     except TsalignError as e:
-        module.fail_json(msg=f"cannot plan the kprobe: {e}")
+        if not given:
+            module.fail_json(msg=f"cannot plan the kprobe: {e}")
+        plan = None
+    if given:
+        try:
+            fn, member, vcpu_id = kprobe.parse_definition(given)
+        except TsalignError as e:
+            module.fail_json(msg=str(e))
+        if plan is not None and (plan["member_offset"], plan["vcpu_id_offset"]) != (member, vcpu_id):
+            module.fail_json(msg=f"the kernel table's offsets ({member}, {vcpu_id}) differ from this node's own "
+                                 f"({plan['member_offset']}, {plan['vcpu_id_offset']} by {plan['offsets_route']}): "
+                                 "re-run precheck.yml and tsalign kernels")
+        plan = {"kprobe": kprobe.render(fn, member, vcpu_id), "function": fn, "member_offset": member,
+                "offsets_route": "kernel table" if plan is None else plan["offsets_route"],
+                "offsets_source": "the controller's kernel table" if plan is None else plan["offsets_source"],
+                "event": kprobe.event_name(fn)}
     out = {"kprobe": plan["kprobe"], "function": plan["function"], "member_offset": plan["member_offset"],
            "offsets_route": plan["offsets_route"], "offsets_source": plan["offsets_source"]}
     try:
