@@ -105,7 +105,14 @@ def test_kernel_table_resolves_each_build_once(tmp_path: Path) -> None:
     assert t["nodes"]["this-host"]["kprobe"] is None and "different offsets" in t["nodes"]["this-host"]["reason"]
     assert t["nodes"]["debian-1"]["status"] == "ok"
 
-    # not a report
+    # a report whose kernel_build was edited into nonsense, and one that is not a report
+    for c in doc["checks"]:
+        if c["id"] == "kernel_build":
+            c["value"]["release"] = 6
+    (reports / "this-host-edited.json").write_text(json.dumps(doc))
+    r = _tsalign("kernels", str(reports), env=env)
+    assert r.returncode == 3 and "this-host-edited" in r.stderr
+    (reports / "this-host-edited.json").unlink()
     (reports / "junk.json").write_text("[1, 2]")
     r = _tsalign("kernels", str(reports), env=env)
     assert r.returncode == 3 and "junk.json" in r.stderr

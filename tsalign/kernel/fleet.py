@@ -93,6 +93,17 @@ def _value(report: dict[str, Any], cid: str) -> Any:
     return None
 
 
+def _well_formed(v: dict[str, Any]) -> bool:
+    """The fields of a kernel_build value the table uses, type-checked (reports are files: they may be edited)."""
+    bid = v.get("build_id")
+    return (isinstance(v.get("release"), str) and len(v["release"]) < 256
+            and (bid is None or (isinstance(bid, str) and 8 <= len(bid) <= 128
+                                 and all(c in "0123456789abcdef" for c in bid)))
+            and v.get("kvm_file") in ("kvm.ko", "vmlinux", None)
+            and isinstance(v.get("traceable") or [], list) and all(isinstance(f, str) for f in v.get("traceable") or [])
+            and isinstance(v.get("debug_package") or "", str))
+
+
 def _controller_offsets(path: str, cache_dir: str | None) -> dict[str, Any]:
     from .routes import member_offsets
 
@@ -110,6 +121,9 @@ def kernel_table(reports: dict[str, dict[str, Any]], debuginfo_dirs: Sequence[st
         if rep.get("role") != "host":
             continue
         v = _value(rep, "kernel_build")
+        if isinstance(v, dict) and not _well_formed(v):
+            raise InvalidParameter("precheck report", name, "a kernel_build value with a release string, a hex build id "
+                                   "(or null), a kvm_file, and traceable function names (as tsalign precheck writes it)")
         if not isinstance(v, dict) or not v.get("release"):
             nodes[name] = {"build": None, "kprobe": None, "status": "unknown",
                            "reason": "its precheck report has no kernel_build check (re-run precheck.yml with this "
