@@ -18,7 +18,6 @@ and from options otherwise:
 from __future__ import annotations
 
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,14 +28,13 @@ from ..errors import InconsistentData, InvalidParameter
 from ..offsets import OffsetSnapshot
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record
+from ..traces.payloads import kv
 
 __all__ = ["ForeignSide", "open_side", "time_shift_snapshots"]
 
 #: TIME_SHIFT flag: trace-cmd interpolates between samples (else each holds until the next)
 TSYNC_INTERPOLATE = 1
 
-_VCPU_OF = {"kvm_entry": re.compile(r"^vcpu (\d+)\b"), "kvm_exit": re.compile(r"^vcpu (\d+)\b"),
-            "kvm_write_tsc_offset": re.compile(r"^vcpu=(\d+)\b")}
 
 
 @dataclass
@@ -150,8 +148,8 @@ def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str, guests: 
     for ev in ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset"):
         seen: dict[int, set[int]] = defaultdict(set)
         for r in recs:
-            if r.event == ev and (m := _VCPU_OF[ev].match(r.payload)):
-                seen[int(m[1])].add(r.pid)
+            if r.event == ev and (v := kv(r.payload).get("vcpu")) is not None:
+                seen[v].add(r.pid)
         if not seen:
             continue
         shared = {v: sorted(t) for v, t in seen.items() if len(t) > 1}

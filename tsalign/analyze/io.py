@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .common import AnalysisResult, Needs, bare, block_rq, dist
+from ..traces.payloads import block_rq
+from .common import AnalysisResult, Needs, bare, dist
 
 __all__ = ["HOST_IO_CALLS", "analyze_io"]
 

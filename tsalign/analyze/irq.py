@@ -14,7 +14,8 @@ from typing import Any
 
 from ..catalogue import IRQ_INJECTIONS
 from ..clock.display import ns_or_none
-from .common import AnalysisResult, Needs, bare, dist, have, kv
+from ..traces.payloads import kv
+from .common import AnalysisResult, Needs, bare, dist, have
 
 __all__ = ["HANDLERS", "INJECTIONS", "analyze_irq", "injection_line"]
 

@@ -14,7 +14,8 @@ from collections import defaultdict
 from typing import Any
 
 from ..clock.display import ns_or_none
-from .common import AnalysisResult, Needs, bare, dist, sched_switch
+from ..traces.payloads import sched_switch
+from .common import AnalysisResult, Needs, bare, dist
 
 __all__ = ["analyze_vcpu"]
 

@@ -22,11 +22,12 @@ import numpy as np
 
 from ..align.brackets import signed_diff
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
-from ..analyze.common import bare, kv, sched_switch
+from ..analyze.common import bare
 from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..traces.ftrace_text import parse_kvm_payload
+from ..traces.payloads import kv, sched_switch
 from .intervals import Brackets
 
 __all__ = ["Found", "extract_all"]

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..align import brackets
 from ..align.merge import align, write_outputs
-from ..analyze.common import kv
 from ..capture.capture import Capture, event_exists
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
 from ..catalogue import KPROBE_EVENTS, SELFTEST_EVENTS
@@ -21,6 +20,7 @@ from ..node.facts import node_facts
 from ..node.fs import Root
 from ..numbers import to_signed64
 from ..traces.bundle import Bundle, write_manifest
+from ..traces.payloads import kv
 from ..verdicts import FAIL, PASS, WARN, worst
 
 __all__ = ["SELFTEST_EVENTS", "evaluate", "run_selftest"]
