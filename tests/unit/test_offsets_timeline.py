@@ -148,3 +148,20 @@ def test_debugfs_read_spanning_writes_and_kprobe_hits() -> None:
     assert "unexplained_change" in kinds(tl)
     starts = [s.start for s in tl.segments[0]]
     assert starts == sorted(starts)
+
+
+def test_guest_axis_frequency_follows_tsc_scaling() -> None:
+    """ns on the guest axis: the guest's stated kHz, else the host's scaled by the vCPUs' ratio (by hand:
+    2 000 000 kHz * 1.5 = 3 000 000 kHz), else the host's; mixed ratios give cycles only."""
+    from tsalign.align.merge import guest_axis_khz
+
+    scaled = TscParams(5, 3 << 47, 48)  # ratio 1.5 in 16.48 fixed point
+    t = OffsetTimeline.build([OffsetSnapshot(0, 0, scaled), OffsetSnapshot(0, 1, scaled)])
+    khz, note = guest_axis_khz(2_000_000, 0, t)
+    assert khz == 3_000_000 and note is not None and f"{3 << 47}/2^48" in note
+    assert guest_axis_khz(2_000_000, 2_999_000, t) == (2_999_000, None)
+    plain = OffsetTimeline.build([OffsetSnapshot(0, 0, TscParams(5))])
+    assert guest_axis_khz(2_000_000, 0, plain) == (2_000_000, None)
+    mixed = OffsetTimeline.build([OffsetSnapshot(0, 0, scaled), OffsetSnapshot(0, 1, TscParams(5))])
+    khz, note = guest_axis_khz(2_000_000, 0, mixed)
+    assert khz == 0 and note is not None and "cycles only" in note

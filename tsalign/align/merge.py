@@ -22,7 +22,7 @@ from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record, parse_kvm_payload
 from .sides import time_shift_snapshots
 
-__all__ = ["Aligned", "align", "guest_records_on_tsc", "select_vm", "write_outputs"]
+__all__ = ["Aligned", "align", "guest_axis_khz", "guest_records_on_tsc", "select_vm", "write_outputs"]
 
 
 @dataclass
@@ -86,6 +86,25 @@ def select_vm(host: Bundle, guest: Bundle) -> dict[str, Any]:
         f"guest bundle {guest.path} matches none of the {len(vms)} VM(s) in host bundle {host.path} "
         f"(guest identity {gid or gnode.get('product_uuid')}; host VMs "
         f"{[(v.get('name'), v.get('uuid'), v.get('pid')) for v in vms]}): bundles of different machines or VMs")
+
+
+def guest_axis_khz(host_khz: int, guest_khz: int, timeline: OffsetTimeline) -> tuple[int, str | None]:
+    """The TSC frequency (kHz) of the guest axis, for its ns: the guest's own where its bundle says it; else the
+    host's scaled by the vCPUs' TSC ratio (``host_khz * ratio >> frac_bits``: with TSC scaling a guest cycle is
+    not a host cycle); else the host's. A note says where it came from when it is not the obvious one."""
+    ratios = {(p.params.ratio, p.params.frac_bits) if p.params.scaled else (1, 0)
+              for segs in timeline.segments.values() for p in segs}
+    if guest_khz:
+        return guest_khz, None
+    if ratios <= {(1, 0)} or not host_khz:
+        return host_khz, None
+    if len(ratios) > 1:
+        return 0, (f"the vCPUs run with {len(ratios)} different TSC scaling ratios and the guest bundle states no TSC "
+                   "frequency: durations on the guest axis are given in cycles only")
+    ratio, frac = next(iter(ratios))
+    khz = (host_khz * ratio) >> frac
+    return khz, (f"guest axis at {khz} kHz: the host's {host_khz} kHz scaled by the vCPUs' TSC ratio "
+                 f"{ratio}/2^{frac}")
 
 
 def guest_records_on_tsc(guest: Bundle, pvclock: PvclockTimeline | None = None,
@@ -215,7 +234,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
         snaps, writes = list(firsts.values()), []
         choice += "; offset changes ignored (first snapshot of each vCPU only)"
     timeline = OffsetTimeline.build(snaps, writes)
-    khz = int(host.manifest.get("node", {}).get("tsc_khz") or guest.manifest.get("node", {}).get("tsc_khz") or 0)
+    khz, khz_note = guest_axis_khz(int(host.manifest.get("node", {}).get("tsc_khz") or 0),
+                                   int(guest.manifest.get("node", {}).get("tsc_khz") or 0), timeline)
     out: list[dict[str, Any]] = []
     dropped = {"host_no_offset": 0}
     spreads: list[int] = []  # difference between vCPU offsets where each non-vCPU event was placed (cycles)
@@ -238,7 +258,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
     pvclock = PvclockTimeline.build(pv_updates)
     grecs, notes, rounding = guest_records_on_tsc(guest, pvclock, host.path)
-    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *notes]
+    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *notes,
+             *([khz_note] if khz_note else [])]
     for r in grecs:
         out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
                     "event": r.event, "payload": r.payload, "track": f"vcpu{r.cpu}"})
