@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .clock import display, kvm, perf, pvclock
 from .errors import InvalidParameter, MissingParameter
 
-__all__ = ["CHAIN", "DOMAINS", "DURATIONS", "ConvParams", "convert", "plan"]
+__all__ = ["CALIBRATED", "CHAIN", "DOMAINS", "DURATIONS", "ConvParams", "convert", "plan"]
 
 CHAIN = ["perf", "tsc", "guest-tsc", "kvmclock", "guest-sched"]
+#: with a calibration measured in the guest (tsalign calibrate): guest-tsc <-> guest-sched (ftrace ``local``,
+#: sched_clock) or guest-perf (perf's local_clock) directly, without the pvclock parameters
+CALIBRATED = {"guest-sched": "local", "guest-perf": "perf"}
 DURATIONS = ["cycles", "ns"]
-DOMAINS = CHAIN + DURATIONS
+DOMAINS = CHAIN + ["guest-perf"] + DURATIONS
 
 
 @dataclass
@@ -31,6 +34,8 @@ class ConvParams:
     kvm_sched_clock_offset: int | None = None
     sched_clock_offset: int = 0
     tsc_khz: int | None = None
+    #: clock (``local``, ``perf``) -> its calibration (tsalign.clock.calib)
+    calibration: dict[str, Any] | None = None
 
 
 Step = Callable[[int], int]
@@ -69,6 +74,17 @@ def _step(a: str, b: str, p: ConvParams) -> Step:
         if a == "kvmclock":
             return lambda v: pvclock.kvmclock_to_sched_ns(v, k, s)
         return lambda v: pvclock.sched_ns_to_kvmclock(v, k, s)
+    if {a, b} & set(CALIBRATED) and "guest-tsc" in {a, b}:
+        clock = CALIBRATED[b if a == "guest-tsc" else a]
+        _need(p.calibration, "--calibration", pair, "measure one in the guest: tsalign calibrate -o FILE")
+        assert p.calibration is not None
+        if clock not in p.calibration:
+            raise MissingParameter("--calibration", pair, f"a calibration of the {clock} clock (this file has "
+                                   f"{', '.join(sorted(p.calibration))})")
+        cal = p.calibration[clock]
+        if a == "guest-tsc":
+            return lambda v: int(cal.to_ns([v])[0])
+        return lambda v: int(cal.to_tsc([v])[0][0])
     if {a, b} == {"cycles", "ns"}:
         _need(p.tsc_khz, "--tsc-khz", pair, "e.g. --tsc-khz 2596000")
         assert p.tsc_khz is not None
@@ -77,8 +93,9 @@ def _step(a: str, b: str, p: ConvParams) -> Step:
     raise InvalidParameter("--from/--to", pair, f"two domains of the chain {' <-> '.join(CHAIN)}, or cycles <-> ns")
 
 
-def plan(src: str, dst: str) -> list[str]:
-    """The domains visited converting ``src`` to ``dst`` (inclusive)."""
+def plan(src: str, dst: str, calibrated: bool = False) -> list[str]:
+    """The domains visited converting ``src`` to ``dst`` (inclusive); ``calibrated``: a guest calibration is
+    given, so guest-sched and guest-perf are one step from guest-tsc."""
     for name in (src, dst):
         if name not in DOMAINS:
             raise InvalidParameter("--from/--to", name, f"one of {', '.join(DOMAINS)}")
@@ -87,13 +104,25 @@ def plan(src: str, dst: str) -> list[str]:
             raise InvalidParameter("--from/--to", f"{src} -> {dst}",
                                    "cycles <-> ns (durations) or two timestamp domains of the chain")
         return [src, dst] if src != dst else [src]
-    i, j = CHAIN.index(src), CHAIN.index(dst)
-    return CHAIN[i:j + 1] if i <= j else CHAIN[j:i + 1][::-1]
+    ends = {src, dst}
+    if "guest-perf" in ends or (calibrated and "guest-sched" in ends and "kvmclock" not in ends):
+        if src == dst:
+            return [src]
+        if ends == {"guest-sched", "guest-perf"}:
+            return [src, "guest-tsc", dst]
+        chain = CHAIN[:3] + [next(iter(ends & set(CALIBRATED)))]
+        if "kvmclock" in ends:
+            raise InvalidParameter("--from/--to", f"{src} -> {dst}", "guest-perf with the domains "
+                                   f"{' <-> '.join(chain)} (a calibration does not give kvmclock)")
+    else:
+        chain = CHAIN
+    i, j = chain.index(src), chain.index(dst)
+    return chain[i:j + 1] if i <= j else chain[j:i + 1][::-1]
 
 
 def convert(values: Sequence[int], src: str, dst: str, p: ConvParams) -> list[int]:
     """Convert ``values`` from domain ``src`` to ``dst`` step by step along the chain."""
-    path = plan(src, dst)
+    path = plan(src, dst, p.calibration is not None)
     steps = [_step(a, b, p) for a, b in zip(path, path[1:])]
     out = []
     for v in values:

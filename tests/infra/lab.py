@@ -102,13 +102,18 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
     if setup not in SETUPS:
         raise ValueError(f"setup {setup!r}: one of {SETUPS}")
     extra = f" no-kvmclock tsc_early_khz={l1['tsc_khz']} tsc=reliable" if setup == "tsc" else ""
+    # not -daemonize: a daemonized QEMU closes its stderr, and an L2 that died during boot said nothing (KVM
+    # internal errors, aborts). In its own session, detached from this SSH connection, stderr kept in a file.
     r = vm.ssh(l1, (
-        "rm -f /root/l2.serial /root/l2.pid /root/l2.stderr && /opt/qemu/qemu-system-x86_64 -accel kvm -M pc -cpu host -m 768 -smp 2 "
+        "rm -f /root/l2.serial /root/l2.pid /root/l2.stderr && "
+        "setsid /opt/qemu/qemu-system-x86_64 -accel kvm -M pc -cpu host -m 768 -smp 2 "
         "-nodefaults -display none -serial file:/root/l2.serial -name l2,debug-threads=on "
         f"-kernel {KERNEL} -initrd {INITRD} -append 'console=ttyS0 root=/dev/vda1 rw panic=-1{extra}' "
         "-drive file=/dev/vdb,format=raw,if=virtio,snapshot=on "
         f"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:{L2_PORT}-:22 -device virtio-net-pci,netdev=n0,romfile= "
-        "-daemonize -pidfile /root/l2.pid 2>/root/l2.stderr && cat /root/l2.pid"), timeout=120)
+        "-pidfile /root/l2.pid </dev/null >/root/l2.stderr 2>&1 & "
+        "for i in $(seq 100); do [ -s /root/l2.pid ] && break; sleep 0.2; done; "
+        "kill -0 $(cat /root/l2.pid) && cat /root/l2.pid || { cat /root/l2.stderr; exit 1; }"), timeout=120)
     if r.returncode != 0:
         raise RuntimeError(f"L2 did not start: {r.stdout}{r.stderr}")
     l2 = {"key": l1["key"], "port": L2_PORT, "jump": l1, "pid": int(r.stdout.split()[-1]), "setup": setup}
@@ -227,7 +232,8 @@ def _l2_console(l1: dict[str, Any]) -> str:
     """L2's serial console tail and L1's view of it (is QEMU alive, does its port answer), for a failure's message."""
     try:
         r = vm.ssh(l1, "echo '--- L2 console tail:'; tail -c 1500 /root/l2.serial; echo; echo '--- L2 QEMU:'; "
-                       "kill -0 $(cat /root/l2.pid) && echo alive || echo gone; cat /root/l2.stderr; free -m; "
+                       "kill -0 $(cat /root/l2.pid) && echo alive || echo gone; echo '--- its stderr:'; "
+                       "tail -c 3000 /root/l2.stderr; free -m; "
                        "echo '--- L1 kernel log tail:'; dmesg | tail -25; df -h / /var/tmp", timeout=60)
         if r.returncode != 255:
             return r.stdout[-6000:]

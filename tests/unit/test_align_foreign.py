@@ -132,3 +132,46 @@ def test_analyze_takes_foreign_traces(tmp_path: Path, kind: str) -> None:
     assert got["alignment"]["guest_offset"]["source"] == "user (--tsc-offset)"
     if kind == "irq":
         assert got["summary"]["matched"] == 20
+
+
+def test_guest_in_ns_aligned_through_a_calibration(tmp_path: Path) -> None:
+    """The shipped guest rewritten in the ns of a kvm-clock-like `local` clock (a pvclock record by hand),
+    with a calibration fitted on pairs of that clock (brackets of +-300 cycles): aligned with
+    --guest-calibration it passes with an evidence interval that contains the TSC route's and is at most
+    the calibration's bound wider on each side; a calibration 1 ms off fails."""
+    import numpy as np
+
+    from tsalign.clock import calib, pvclock
+    from tsalign.clock.pvclock import Pvclock
+
+    rows = sorted((json.loads(line) for line in (SHIPPED / "guest" / "events.jsonl").open()), key=lambda r: r["ts"])
+    first, last = rows[0]["ts"], rows[-1]["ts"]
+    pv = Pvclock(7_000_000_000_000, first - 10**9, 3_512_649_356, -1)
+    g = tmp_path / "guest-local.txt"
+    g.write_text("".join(f"{r['comm']:>16}-{r['pid']:<7} [{r['cpu']:03d}] "
+                         f"{divmod(pvclock.tsc_to_kvmclock(r['ts'], pv), 10**9)[0]}."
+                         f"{divmod(pvclock.tsc_to_kvmclock(r['ts'], pv), 10**9)[1]:09d}: {r['event']}: {r['payload']}\n"
+                         for r in rows))
+    tscs = np.linspace(first - 10**8, last + 10**8, 2000).astype(np.int64)
+    cal = calib.fit([pvclock.tsc_to_kvmclock(int(t), pv) for t in tscs], [int(t) - 300 for t in tscs],
+                    [int(t) + 300 for t in tscs], "local", 2_445_428)
+    calib.save(str(tmp_path / "cal.json"), [cal])
+    h = host_text(tmp_path)
+    code, ref = _align("--host", str(h), "--guest", str(guest_text(tmp_path)), "--tsc-offset", "0", "-o", str(tmp_path / "r"))
+    assert code == 0
+    code, v = _align("--host", str(h), "--guest", str(g), "--guest-clock", "local", "--guest-calibration",
+                     str(tmp_path / "cal.json"), "--tsc-offset", "0", "-o", str(tmp_path / "c"))
+    assert code == 0 and v["verdict"] == "pass", v["reasons"]
+    (lo, hi), (rlo, rhi) = v["evidence"]["per_vcpu"][0]["offset_interval"], ref["evidence"]["per_vcpu"][0]["offset_interval"]
+    assert lo <= rlo and rhi <= hi and rlo - lo <= 2 * cal.bound_cycles and hi - rhi <= 2 * cal.bound_cycles
+    assert any("calibration measured in the guest" in n for n in v["notes"])
+    moved = json.loads((tmp_path / "cal.json").read_text())
+    moved["clocks"]["local"]["pieces"][0]["system_time"] += 1_000_000
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    code, v = _align("--host", str(h), "--guest", str(g), "--guest-clock", "local", "--guest-calibration",
+                     str(tmp_path / "moved.json"), "--tsc-offset", "0", "-o", str(tmp_path / "m"))
+    assert (code, v["verdict"]) == (1, "fail"), v["reasons"]
+    # a calibration for a trace already on the TSC is refused
+    r = _tsalign("align", "--host", str(h), "--guest", str(guest_text(tmp_path)), "--guest-calibration",
+                 str(tmp_path / "cal.json"), "--tsc-offset", "0", "-o", str(tmp_path / "x"))
+    assert r.returncode == 3 and "a guest trace in ns" in r.stderr

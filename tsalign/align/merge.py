@@ -55,6 +55,8 @@ class Aligned:
     pvclock: PvclockTimeline = field(default_factory=PvclockTimeline)
     #: cycles a guest event's TSC may lie below the true one (kvm-clock ns converted back; 0: exact)
     guest_rounding: int = 0
+    #: cycles a guest event's TSC may lie above the true one (ns converted with a guest calibration; 0: exact)
+    guest_above: int = 0
 
 
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
@@ -267,8 +269,11 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
+    cal = guest.manifest.get("calibration") if isinstance(guest.manifest.get("calibration"), dict) else None
+    above = int(cal["bound_cycles"]) if cal else 0
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
-                   all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock, rounding)
+                   all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
+                   rounding + above, above)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

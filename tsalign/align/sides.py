@@ -59,7 +59,8 @@ class ForeignSide:
 
 def open_side(path: str, role: str, what: str, clock: str | None = None, buffer: str | None = None,
               vcpu_tids: dict[int, int] | None = None, tsc_khz: int | None = None,
-              lenient: bool = False, peer: dict[str, Any] | None = None) -> Bundle | ForeignSide:
+              lenient: bool = False, peer: dict[str, Any] | None = None,
+              calibration: dict[str, Any] | None = None) -> Bundle | ForeignSide:
     """``path`` as the ``role`` side (``what`` names the option in errors): a bundle when it is one,
     else any trace tsalign reads. ``peer``: the other side's trace-cmd options (a host .dat's GUEST
     option names the vCPU threads of the guest whose trace id ``peer`` holds)."""
@@ -71,7 +72,13 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
     if not os.path.exists(path):
         raise InvalidParameter(what, path, "an existing tsalign bundle directory or trace file")
     recs, info, lost = _read(path, clock, buffer, lenient)
-    if info.domain != "tsc":
+    cal_note: dict[str, Any] | None = None
+    if role == "guest" and calibration is not None and info.domain == "ns":
+        recs, cal_note = _calibrated(recs, info.clock, calibration, path)
+    elif calibration is not None:
+        raise InvalidParameter("--guest-calibration", path, "a guest trace in ns of the local or perf clock (this one "
+                               f"is {info.clock!r}, {info.domain}); a calibration converts only those")
+    if info.domain != "tsc" and cal_note is None:
         raise InvalidParameter(
             what, path, f"timestamps in TSC cycles; this trace's clock is {info.clock!r} ({info.domain}): record with "
             f"trace clock x86-tsc (`trace-cmd record -C x86-tsc`, tracefs trace_clock), or pass --{role}-clock x86-tsc "
@@ -83,6 +90,12 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         "node": {"tsc_khz": tsc_khz}, "lost_events": lost, "notes": notes,
         "tracecmd": info.meta.get("tracecmd", {}),
     }
+    if cal_note is not None:
+        manifest["calibration"] = cal_note
+        notes.append(f"guest {cal_note['clock']} ns converted to guest TSC with the calibration measured in the guest "
+                     f"(tsalign calibrate): each converted TSC lies within {cal_note['bound_cycles']} cycles of the "
+                     f"true one" + (f"; {cal_note['outside']} events outside the calibrated range (converted with the "
+                                    "nearest piece)" if cal_note["outside"] else ""))
     if role == "host":
         vcpus, how = _vcpu_threads(recs, vcpu_tids or {}, path, manifest["tracecmd"].get("guests", []),
                                    (peer or {}).get("trace_id"))
@@ -92,6 +105,22 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         # when the capture started and stopped is unknown (its first event is later than its start): no
         # window, so no guest event is called outside it and no vCPU gap is assumed at either end
     return ForeignSide(path, role, manifest, recs)
+
+
+def _calibrated(recs: list[Record], clock: str, calibration: dict[str, Any], path: str) -> tuple[list[Record], dict[str, Any]]:
+    """Records in the guest's ``local``/``perf`` ns -> guest TSC with the calibration of that clock."""
+    import numpy as np
+
+    which = {"local": "local", "perf": "perf"}.get(clock)
+    if which is None or which not in calibration:
+        raise InvalidParameter("--guest-calibration", path,
+                               f"a calibration of the trace's clock ({clock!r}); the file holds {sorted(calibration)} "
+                               "(the ftrace 'local' clock and perf's clock are calibrated)")
+    cal = calibration[which]
+    tsc, outside = cal.to_tsc(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)))
+    out = [Record(t, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc.tolist(), recs)]
+    return out, {"clock": which, "bound_cycles": cal.bound_cycles, "pieces": len(cal.pieces), "outside": outside,
+                 "boot_id": cal.boot_id}
 
 
 def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[list[Record], Any, int]:

@@ -17,7 +17,8 @@ from ..numbers import check_u64, parse_int, parse_offset, parse_u64
 __all__ = ["register"]
 
 _EPILOG = f"""\
-domains: {' <-> '.join(CHAIN)} (timestamps), {' <-> '.join(DURATIONS)} (durations, with --tsc-khz).
+domains: {' <-> '.join(CHAIN)} (timestamps), {' <-> '.join(DURATIONS)} (durations, with --tsc-khz);
+with --calibration FILE (tsalign calibrate, in a guest): guest-tsc <-> guest-sched or guest-perf directly.
 Numbers are decimal or 0x-hex. Example (the perf-prof note's offset, negative as signed):
   tsalign convert --from tsc --to guest-tsc --tsc-offset 0xffee6aba03eccaac 5096000000000000
 """
@@ -49,6 +50,8 @@ def register(sub: Any) -> None:
     g = p.add_argument_group("guest sched clock (kvmclock <-> guest-sched)")
     g.add_argument("--kvm-sched-clock-offset", help="ns: the guest's kvm_sched_clock_offset")
     g.add_argument("--sched-clock-offset", help="ns: the guest's __sched_clock_offset (default 0)")
+    g = p.add_argument_group("guest calibration (guest-tsc <-> guest-sched / guest-perf, no host needed)")
+    g.add_argument("--calibration", metavar="FILE", help="a file `tsalign calibrate -o FILE` wrote in the guest")
     p.add_argument("--tsc-khz", help="TSC frequency in kHz (cycles <-> ns)")
     p.add_argument("--json", action="store_true", help="write one JSON document to stdout")
     p.add_argument("values", nargs="*", metavar="VALUE", help="values to convert (default: stdin, one per line)")
@@ -117,6 +120,10 @@ def _params(args: argparse.Namespace) -> ConvParams:
             raise InvalidParameter(flag.get(e.name, e.name), e.value, e.expected) from None
     p.kvm_sched_clock_offset = _opt(args, "kvm_sched_clock_offset")
     p.sched_clock_offset = _opt(args, "sched_clock_offset") or 0
+    if args.calibration is not None:
+        from ..clock import calib
+
+        p.calibration = calib.load(args.calibration)
     p.tsc_khz = _opt(args, "tsc_khz")
     if p.tsc_khz == 0:
         raise InvalidParameter("--tsc-khz", args.tsc_khz, "a positive frequency in kHz, e.g. 2596000")
@@ -136,8 +143,8 @@ def _read_values(args: argparse.Namespace) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = plan(args.src, args.dst)
     params = _params(args)
+    path = plan(args.src, args.dst, params.calibration is not None)
     values = _read_values(args)
     result = convert(values, args.src, args.dst, params)
     if args.dst not in DURATIONS:

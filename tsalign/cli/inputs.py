@@ -32,6 +32,9 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
                             "(x86-tsc)")
         p.add_argument(f"--{side}-buffer", default=None,
                        help=f"{side} trace-cmd .dat: the instance buffer to read ('' = top)")
+    p.add_argument("--guest-calibration", metavar="FILE", default=None,
+                   help="guest trace in ns of its local (sched_clock) or perf clock, e.g. `perf script --ns` of a "
+                        "kvm-clock guest: convert it to guest TSC with this calibration (tsalign calibrate in the guest)")
     p.add_argument("--lenient", action="store_true",
                    help="traces that are not bundles: skip unparsable lines with a warning instead of failing")
 
@@ -76,7 +79,12 @@ def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.tsc_khz is not None and not 1000 <= args.tsc_khz <= 100_000_000:
         raise InvalidParameter("--tsc-khz", args.tsc_khz, "a TSC frequency from 1000 to 100000000 kHz")
     kw = {"tsc_khz": args.tsc_khz, "lenient": args.lenient}
-    guest = open_side(args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer, **kw)
+    cal = None
+    if getattr(args, "guest_calibration", None):
+        from ..clock import calib
+
+        cal = calib.load(args.guest_calibration)
+    guest = open_side(args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer, calibration=cal, **kw)
     host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids,
                      peer=guest.manifest.get("tracecmd"), **kw)
     if tids and not hasattr(host, "recs"):

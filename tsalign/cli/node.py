@@ -82,6 +82,23 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_kernels)
 
+    p = sub.add_parser("calibrate", help="measure this machine's ns clocks (sched_clock 'local', perf) against its TSC",
+                       description=(
+        "Record the same tracepoint hits in private tracefs instances with the clocks x86-tsc, local, perf, "
+        "x86-tsc, fit each ns clock as pvclock-shaped pieces of TSC (steps found), state the error bound, and "
+        "write FILE for `tsalign convert --calibration` and `tsalign align --guest-calibration`. For a guest that "
+        "keeps kvm-clock: its perf and ftrace local timestamps convert to TSC without the host. --check measures "
+        "fresh pairs afterwards and judges the map by them (exit 1 when a fresh pair lies beyond the bound)."))
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-o", "--out", help="calibration file to write (JSON)")
+    g.add_argument("--verify", metavar="FILE", help="judge an existing calibration on fresh pairs instead (after a "
+                                                   "migration or a long time: exit 1 when it no longer holds)")
+    p.add_argument("--pairs", type=int, default=20_000, help="tracepoint hits to measure (default 20000)")
+    p.add_argument("--seconds", type=float, default=2.0, help="spread over this many seconds (default 2)")
+    p.add_argument("--check", action="store_true", help="judge the map on fresh pairs measured afterwards")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_calibrate)
+
     p = sub.add_parser("kprobe", help="the kprobe route to vcpu->arch.tsc_offset")
     p.add_argument("action", choices=("render", "register", "unregister"))
     p.add_argument("--function", help="kprobe this function (default: chosen from BTF and kallsyms)")
@@ -90,6 +107,59 @@ def register(sub: Any) -> None:
     p.add_argument("--root", default="/", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_kprobe)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..clock import calib
+    from ..clock.display import ns_or_none
+    from ..node.calibrate import CLOCKS, measure
+    from ..node.facts import node_facts
+
+    facts = node_facts(Root())
+    khz = facts.get("tsc_khz")
+    if args.verify:
+        cals = list(calib.load(args.verify).values())
+        if any(c.boot_id and c.boot_id != facts.get("boot_id") for c in cals):
+            raise InvalidParameter("--verify", args.verify, f"a calibration of this boot ({facts.get('boot_id')}): "
+                                   "it was measured on another boot (or machine)")
+        measured: dict[str, Any] = {"verified_file": args.verify}
+        lines = [f"verifying {args.verify} on fresh pairs"]
+    else:
+        m = measure(args.pairs, args.seconds)
+        cals = [calib.fit(m["ns"][c], m["lo"], m["hi"], c, khz, facts.get("boot_id")) for c in CLOCKS]
+        measured = {"hits": m["hits"], "cpu": m["cpu"], "seconds": args.seconds, "bracket_order": m["bracket_order"],
+                    "clocksource": facts.get("clocksource"), "sched_clock": facts.get("sched_clock")}
+        calib.save(args.out, cals, measured)
+        lines = [(f"wrote {args.out}: {m['hits']} hits on CPU {m['cpu']} over {args.seconds} s (clocksource "
+                  f"{facts.get('clocksource')}, sched_clock {facts.get('sched_clock') or 'native'})")]
+    doc: dict[str, Any] = {"out": args.out, "measured": measured,
+                           "clocks": {c.clock: {"pieces": len(c.pieces), "bound_cycles": c.bound_cycles,
+                                                "bound_ns": ns_or_none(c.bound_cycles, khz), "disturbed": c.disturbed,
+                                                "median_bracket_cycles": c.median_bracket_cycles, "notes": c.notes}
+                                      for c in cals}}
+    lines += [f"  {c.clock}: {len(c.pieces)} piece(s), bound {c.bound_cycles} cycles "
+              f"({ns_or_none(c.bound_cycles, khz)} ns); {c.disturbed} disturbed pairs set aside" for c in cals]
+    code = exitcodes.OK
+    if args.check or args.verify:
+        fresh = measure(args.pairs, args.seconds)
+        doc["check"] = {}
+        for c in cals:
+            err = c.errors(fresh["ns"][c.clock], fresh["lo"], fresh["hi"])
+            width = fresh["hi"] - fresh["lo"]
+            calm = width <= np.uint64(max(c.median_bracket_cycles, 1) * calib.DISTURBED_FACTOR)
+            beyond = int(np.count_nonzero(err[calm] > np.uint64(c.bound_cycles)))
+            worst = int(err[calm].max()) if calm.any() else None
+            doc["check"][c.clock] = {"fresh_pairs": int(calm.sum()), "disturbed": int((~calm).sum()),
+                                     "beyond_bound": beyond, "max_error_cycles": worst,
+                                     "max_error_ns": ns_or_none(worst, khz), "verdict": "pass" if not beyond else "fail"}
+            lines.append(f"  check {c.clock}: {int(calm.sum())} fresh pairs, {beyond} beyond the bound, worst "
+                         f"{worst} cycles ({ns_or_none(worst, khz)} ns): {'PASS' if not beyond else 'FAIL'}")
+            if beyond:
+                code = exitcodes.VERDICT_FAIL
+    emit(args, doc, lines)
+    return code
 
 
 def run_kernels(args: argparse.Namespace) -> int:

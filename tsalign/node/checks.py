@@ -165,8 +165,11 @@ def check_sched_clock(c: Context) -> Check:
     if on_kvm:
         line = next((ln for ln in (log or "").splitlines() if "kvm-clock: using sched offset" in ln), "")
         return Check("sched_clock", WARN, "kvm-clock", f"kernel log: {line.strip()}",
-                     "perf/local-clock timestamps of this kernel are kvm-clock ns, not TSC: record with "
-                     "ftrace trace_clock=x86-tsc (tsalign capture does), or boot with no-kvmclock")
+                     "perf/local-clock timestamps of this kernel are kvm-clock ns, not TSC. Without a reboot: record "
+                     "with ftrace trace_clock=x86-tsc (tsalign capture does), or convert perf/local timestamps with "
+                     "a calibration measured here (tsalign calibrate -o FILE; align --guest-calibration FILE) or "
+                     "with the host's traced pvclock records (tsalign capture --role host records them); or boot "
+                     "with no-kvmclock")
     if "hypervisor" not in flags:
         return Check("sched_clock", OK, "tsc", "no hypervisor flag: native sched_clock runs on the TSC")
     if log is None:
@@ -400,10 +403,9 @@ def check_kprobe_function(c: Context) -> Check:
         return Check("kprobe_function", SKIP, None, "guest role: host-only check")
     if isinstance(c.btf(), Exception):
         return Check("kprobe_function", SKIP, None, f"no BTF: {c.btf()}", "see the btf check")
-    try:
-        value = kprobe_plan(c)
-    except Exception as e:  # noqa: BLE001
-        return Check("kprobe_function", FAIL, None, str(e), "")
+    value = c.once("kprobe_plan", lambda: kprobe_plan(c))
+    if isinstance(value, Exception):
+        return Check("kprobe_function", FAIL, None, str(value), "")
     note = "" if value["seed_function_present"] else "; kvm_vcpu_kick (the note's choice) is not a function here"
     return Check("kprobe_function", OK, value,
                  f"{value['function']} (first arg struct kvm_vcpu *, in {value['verified_by']}; "
@@ -445,13 +447,13 @@ def check_kernel_build(c: Context) -> Check:
     listed = kprobe.parse_symbol_list(aff) if aff else kprobe.parse_symbol_list(ksyms) if ksyms else set()
     value["traceable"] = [f for f in kprobe.PREFERRED if f in listed]
     value["traceable_from"] = "available_filter_functions" if aff else "kallsyms" if ksyms else None
-    try:
-        plan = kprobe_plan(c)
+    plan = c.once("kprobe_plan", lambda: kprobe_plan(c))  # no route on the node is this check's finding
+    if isinstance(plan, Exception):
+        value["offsets"] = None
+        value["offsets_error"] = str(plan)
+    else:
         value["offsets"] = {"arch.tsc_offset": plan["member_offset"], "vcpu_id": plan["vcpu_id_offset"],
                             "route": plan["offsets_route"], "source": plan["offsets_source"]}
-    except Exception as e:  # noqa: BLE001 - no route on the node is this check's finding, not its failure
-        value["offsets"] = None
-        value["offsets_error"] = str(e)
     ident = f"{value['release']} ({value['kvm_file']} build id {value['build_id'] or 'unknown'})"
     if value["offsets"] is not None:
         return Check("kernel_build", OK, value, f"{ident}: struct offsets by {value['offsets']['route']} on the node")

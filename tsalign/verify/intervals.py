@@ -67,14 +67,15 @@ class Brackets:
     def __len__(self) -> int:
         return int((self.has_lower | self.has_upper).sum())
 
-    def widened(self, cycles: int) -> Brackets:
-        """The same items when each guest TSC may lie up to ``cycles`` below the truth: a guest-before-host
-        bound (lower) stays valid, a host-before-guest bound (upper) moves up by ``cycles``."""
-        b = Brackets(self.kind, self.vcpu, self.lower, self.upper + np.int64(cycles), self.has_lower, self.has_upper,
-                     self.at, None, self.forbidden)
+    def widened(self, cycles: int, above: int = 0) -> Brackets:
+        """The same items when each guest TSC may lie up to ``cycles`` below the truth (a host-before-guest
+        bound, upper, moves up by ``cycles``) and up to ``above`` above it (a guest-before-host bound, lower,
+        moves down by ``above``)."""
+        b = Brackets(self.kind, self.vcpu, self.lower - np.int64(above), self.upper + np.int64(cycles), self.has_lower,
+                     self.has_upper, self.at, None, self.forbidden)
         if self.reeval is not None:
             inner = self.reeval
-            b.reeval = lambda x: inner(x).widened(cycles)
+            b.reeval = lambda x: inner(x).widened(cycles, above)
         return b
 
     def violations(self) -> np.ndarray:

@@ -65,10 +65,10 @@ def _outside_host_window(a: Any) -> int:
 def verdict_of(a: Any) -> dict[str, Any]:
     """The evidence-backed verdict of an alignment (``tsalign.align.merge.Aligned``), JSON-ready."""
     found = extract_all(a)
-    if a.guest_rounding:  # guest TSCs converted from kvm-clock ns lie up to this far below the truth
-        found.brackets = [b.widened(a.guest_rounding) for b in found.brackets]
-        found.notes.append(f"guest timestamps converted from kvm-clock ns: every upper bound widened by their rounding "
-                           f"({a.guest_rounding} cycles)")
+    if a.guest_rounding:  # guest TSCs converted from ns lie up to this far below (and guest_above above) the truth
+        found.brackets = [b.widened(a.guest_rounding, a.guest_above) for b in found.brackets]
+        found.notes.append(f"guest timestamps converted from ns: every upper bound widened by {a.guest_rounding} "
+                           f"cycles, every lower bound by {a.guest_above} (their conversion's bound)")
     by_vcpu: dict[int, list[Brackets]] = defaultdict(list)
     for b in found.brackets:
         by_vcpu[b.vcpu].append(b)

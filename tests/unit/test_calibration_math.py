@@ -1,0 +1,74 @@
+"""The calibration map (tsalign.clock.calib) on pairs made by hand from known pvclock records: the fit
+recovers maps that put every pair's ns inside its TSC bracket, finds a step as a second piece, sets
+interrupted (wide) brackets aside, and its file round-trips and refuses edits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsalign.clock import calib, pvclock
+from tsalign.clock.pvclock import Pvclock
+from tsalign.errors import InvalidParameter
+
+TRUE = Pvclock(5_000_000_000, 10_000_000_000, 3_510_000_000, -1)  # ~0.4086 ns per cycle (2.447 GHz)
+
+
+def _pairs(pv: Pvclock, tscs: np.ndarray, before: int = 300, after: int = 400) -> tuple[list[int], list[int], list[int]]:
+    ns = [pvclock.tsc_to_kvmclock(int(t), pv) for t in tscs]
+    return ns, [int(t) - before for t in tscs], [int(t) + after for t in tscs]
+
+
+def test_fit_recovers_a_pvclock_clock_within_the_brackets() -> None:
+    tscs = np.linspace(10_000_000_000, 10_000_000_000 + 5 * 2_447_000_000, 4000).astype(np.int64)
+    ns, lo, hi = _pairs(TRUE, tscs)
+    cal = calib.fit(ns, lo, hi, "local", 2_447_000)
+    assert len(cal.pieces) == 1 and cal.disturbed == 0
+    assert int(cal.errors(ns, lo, hi).max()) == 0 and cal.bound_cycles <= 2
+    back, outside = cal.to_tsc(np.array(ns, dtype=np.uint64))
+    assert outside == 0 and np.all(back >= np.array(lo, dtype=np.uint64)) and np.all(back <= np.array(hi, dtype=np.uint64))
+    # and TSC -> ns lands within a few ns of the true clock
+    got = cal.to_ns(np.array(tscs, dtype=np.uint64)).astype(np.int64)
+    assert int(np.abs(got - np.array(ns, dtype=np.int64)).max()) < 200
+
+
+def test_a_step_becomes_a_second_piece_and_wide_brackets_are_disturbed() -> None:
+    a = np.linspace(10_000_000_000, 12_000_000_000, 1000).astype(np.int64)
+    b = np.linspace(12_000_100_000, 14_000_000_000, 1000).astype(np.int64)
+    stepped = Pvclock(TRUE.system_time + 3_000_000, TRUE.tsc_timestamp, TRUE.tsc_to_system_mul, TRUE.tsc_shift)
+    ns1, lo1, hi1 = _pairs(TRUE, a)
+    ns2, lo2, hi2 = _pairs(stepped, b)
+    lo2[10] -= 500_000  # an interrupt between the two TSC reads of one pair
+    cal = calib.fit(ns1 + ns2, lo1 + lo2, hi1 + hi2, "perf")
+    assert len(cal.pieces) == 2 and cal.disturbed == 1 and "step" in cal.notes[0]
+    assert [p.pairs for p in cal.pieces] == [1000, 999]
+    assert int(cal.errors(ns1 + ns2, lo1 + lo2, hi1 + hi2)[np.arange(2000) != 1010].max()) == 0
+
+
+def test_calibration_file_round_trips_and_refuses_edits(tmp_path: Path) -> None:
+    tscs = np.linspace(10_000_000_000, 11_000_000_000, 100).astype(np.int64)
+    cal = calib.fit(*_pairs(TRUE, tscs), "local", 2_447_000, "boot-1")
+    path = tmp_path / "cal.json"
+    calib.save(str(path), [cal])
+    again = calib.load(str(path))["local"]
+    assert again.pieces == cal.pieces and again.tsc_khz == 2_447_000 and again.boot_id == "boot-1"
+    doc = json.loads(path.read_text())
+    for edit in ({"format": "other"}, {"clocks": {"local": {"clock": "perf", "pieces": doc["clocks"]["local"]["pieces"]}}},
+                 {"clocks": {"local": {**doc["clocks"]["local"], "pieces": [{"system_time": -1}]}}}):
+        (tmp_path / "bad.json").write_text(json.dumps({**doc, **edit}))
+        with pytest.raises(InvalidParameter):
+            calib.load(str(tmp_path / "bad.json"))
+    with pytest.raises(InvalidParameter, match="at least 16"):
+        calib.fit([1, 2], [1, 2], [1, 2], "local")
+
+
+def test_a_timestamp_the_calibration_cannot_reach_is_refused() -> None:
+    tscs = np.linspace(10_000_000_000, 11_000_000_000, 100).astype(np.int64)
+    cal = calib.fit(*_pairs(TRUE, tscs), "local")
+    with pytest.raises(InvalidParameter, match="calibration reaches"):
+        cal.to_tsc([cal.pieces[0].pv.system_time - 1])
+    tsc, outside = cal.to_tsc([cal.pieces[0].pv.system_time, cal.pieces[-1].ns_last + 10**9])
+    assert outside == 2 and int(tsc[1]) > int(tsc[0])
