@@ -27,7 +27,9 @@ def test_fit_recovers_a_pvclock_clock_within_the_brackets() -> None:
     ns, lo, hi = _pairs(TRUE, tscs)
     cal = calib.fit(ns, lo, hi, "local", 2_447_000)
     assert len(cal.pieces) == 1 and cal.disturbed == 0
-    assert int(cal.errors(ns, lo, hi).max()) == 0 and cal.bound_cycles <= 2
+    # every bracket is 700 cycles wide (by hand): the map and the true line differ by at most that, plus the
+    # inverse's rounding
+    assert int(cal.errors(ns, lo, hi).max()) == 0 and cal.bound_cycles == 701
     back, outside = cal.to_tsc(np.array(ns, dtype=np.uint64))
     assert outside == 0 and np.all(back >= np.array(lo, dtype=np.uint64)) and np.all(back <= np.array(hi, dtype=np.uint64))
     # and TSC -> ns lands within a few ns of the true clock

@@ -112,9 +112,9 @@ def register(sub: Any) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..capture.calibrate import CLOCKS, measure
     from ..clock import calib
     from ..clock.display import ns_or_none
-    from ..node.calibrate import CLOCKS, measure
     from ..node.facts import node_facts
 
     facts = node_facts(Root())

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.tracefs import TraceSession
 from ..errors import InvalidParameter, Unavailable
 from ..traces.eventformat import parse_header_page
 from ..traces.ringbuf import walk_pages
+from .tracefs import TraceSession
 
 __all__ = ["CLOCKS", "measure"]
 
