@@ -161,7 +161,7 @@ def mutate(seed: Seed, rng: random.Random) -> dict[str, bytes]:
         fn = mutate_manifest if name.endswith("manifest.json") else mutate_text
     else:
         name = seed.extra.get("mutate", next(iter(files)))
-        fn = mutate_text if seed.kind == "text" else mutate_bytes
+        fn = mutate_text if seed.kind == "text" else mutate_manifest if name.endswith(".json") else mutate_bytes
     files[name] = fn(files[name], rng)
     return files
 
@@ -177,6 +177,11 @@ def _argv(seed: Seed, d: Path) -> list[str]:
     if seed.kind == "aligndat":  # a .dat host printed by libtraceevent (tsalign.traces.printfmt), a text guest
         return ["align", "--host", str(main), "--guest", str(d / "guest.txt"), "--vcpu-tid", "0=1", "--tsc-offset", "0",
                 "-o", str(d / "out"), "--json"]
+    if seed.kind == "calibration":  # tsalign calibrate's file (tsalign.clock.calib), read by convert
+        return ["convert", "--from", "guest-sched", "--to", "guest-tsc", "--calibration", str(main), "--json",
+                *seed.extra["args"]]
+    if seed.kind == "kernels":  # precheck reports read by the controller's kernel table (tsalign.kernel.fleet)
+        return ["kernels", str(main.parent), "--cache", "none", "--json"]
     if seed.kind == "dwarf":  # a gcc-compiled relocatable object (tsalign.kernel.dwarf)
         return ["offsetof", "outer", "e.in.value", "wide", "--debuginfo", str(main), "--cache", "none", "--json"]
     return ["btf", "offsetof", "--btf", str(d / "kvm.btf"), "--btf-base", str(d / "vmlinux.btf"), "--json",
@@ -278,6 +283,10 @@ def seeds(d: Path) -> list[Seed]:
                     sorted((json.loads(x) for x in (ex / "guest" / "events.jsonl").open()), key=lambda r: r["ts"]))
     out.append(Seed("align-dat", "aligndat", {"host.dat": rec["v7zstd"].read_bytes(), "guest.txt": guest.encode()},
                     {"mutate": "host.dat"}))
+    out.append(_calibration_seed(d))
+    report = subprocess.run([sys.executable, "-m", "tsalign", "precheck", "--role", "host", "--json"], capture_output=True,
+                            cwd=REPO, timeout=300).stdout
+    out.append(Seed("kernels-reports", "kernels", {"reports/this-host.json": report}))
     if shutil.which("gcc"):
         from tests.unit.test_dwarf_route import C_SOURCE
 
@@ -290,6 +299,18 @@ def seeds(d: Path) -> list[Seed]:
                                            "vmlinux.btf": (btf[-1] / "vmlinux.btf").read_bytes()},
                         {"mutate": "kvm.btf"}))
     return out
+
+
+def _calibration_seed(d: Path) -> Seed:
+    """A calibration file fitted on pairs of a pvclock record made by hand (what tsalign calibrate writes)."""
+    from tsalign.clock import calib, pvclock
+
+    pv = pvclock.Pvclock(5_000_000_000, 10_000_000_000, 3_512_649_356, -1)
+    tscs = [10_000_000_000 + i * 2_000_000 for i in range(200)]
+    ns = [pvclock.tsc_to_kvmclock(t, pv) for t in tscs]
+    cal = calib.fit(ns, [t - 500 for t in tscs], [t + 500 for t in tscs], "local", 2_445_428)
+    calib.save(str(d / "cal.json"), [cal])
+    return Seed("calibration", "calibration", {"cal.json": (d / "cal.json").read_bytes()}, {"args": [str(ns[100])]})
 
 
 def warm(seed_list: list[Seed], work: Path) -> None:

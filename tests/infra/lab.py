@@ -105,7 +105,7 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
     # not -daemonize: a daemonized QEMU closes its stderr, and an L2 that died during boot said nothing (KVM
     # internal errors, aborts). In its own session, detached from this SSH connection, stderr kept in a file.
     r = vm.ssh(l1, (
-        "rm -f /root/l2.serial /root/l2.pid /root/l2.stderr && "
+        "rm -f /root/l2.serial /root/l2.pid /root/l2.stderr; "  # `;`: with `&&`, `&` would background the list
         "setsid /opt/qemu/qemu-system-x86_64 -accel kvm -M pc -cpu host -m 768 -smp 2 "
         "-nodefaults -display none -serial file:/root/l2.serial -name l2,debug-threads=on "
         f"-kernel {KERNEL} -initrd {INITRD} -append 'console=ttyS0 root=/dev/vda1 rw panic=-1{extra}' "

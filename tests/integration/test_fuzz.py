@@ -19,7 +19,8 @@ def test_fuzz_every_reader(tmp_path: Path) -> None:
     need(shutil.which("trace-cmd") and shutil.which("perf"), "needs trace-cmd and perf (make deps)")
     (tmp_path / "seeds").mkdir()
     seeds = harness.seeds(tmp_path / "seeds")
-    assert {s.kind for s in seeds} == {"dat", "text", "bundle", "aligndat", "dwarf", "btf"}, [s.name for s in seeds]
+    assert {s.kind for s in seeds} == {"dat", "text", "bundle", "aligndat", "dwarf", "btf", "calibration",
+                                          "kernels"}, [s.name for s in seeds]
     seconds = float(os.environ.get("TSALIGN_FUZZ_SECONDS", "120"))
     figures = harness.campaign(seeds, seconds, 20261201, tmp_path, timeout=30, mem_mb=1024)
     print(json.dumps(figures, indent=1))

@@ -170,10 +170,13 @@ class Calibration:
         khz = d.get("tsc_khz")
         if khz is not None and (type(khz) is not int or not 0 < khz < 1 << 32):
             raise InvalidParameter("--calibration", where, "tsc_khz a positive integer or null")
-        boot = d.get("boot_id")
-        return cls(d["clock"], out, khz, boot if isinstance(boot, str) else None,
-                   int(d.get("disturbed") or 0), int(d.get("median_bracket_cycles") or 0),
-                   [str(n) for n in d.get("notes") or []][:100])
+        boot, notes = d.get("boot_id"), d.get("notes") or []
+        counts = [d.get("disturbed") or 0, d.get("median_bracket_cycles") or 0]
+        if not all(type(c) is int and 0 <= c < 1 << 64 for c in counts) or not isinstance(notes, list) \
+                or not (boot is None or isinstance(boot, str)):
+            raise InvalidParameter("--calibration", where, "disturbed and median_bracket_cycles counts, notes a list, "
+                                   "boot_id a string")
+        return cls(d["clock"], out, khz, boot, counts[0], counts[1], [str(n)[:1000] for n in notes][:100])
 
 
 def _distance(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
