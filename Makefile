@@ -92,6 +92,7 @@ bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_precheck.py
 	$(BIN)/python benchmarks/bench_selftest.py
 	$(BIN)/python benchmarks/bench_readers.py
+	$(BIN)/python benchmarks/bench_align.py
 
 lint: deps venv
 	$(BIN)/ruff check tsalign tests benchmarks

@@ -59,7 +59,9 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
     """Boot L1 and make it a KVM host with QEMU and tsalign; returns its state (vm.up's, plus ``tsc_khz``)."""
     image_dir = image_dir or _cache("TSALIGN_VM_IMAGE", "vm-bookworm-*")
     qemu_bundle = qemu_bundle or _cache("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*")
-    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072,
+    # one vCPU: with two, a vCPU of L1 running L2 under TCG's SVM emulation did not take L1's IPIs, and L1's
+    # other vCPU spun in smp_call_function_many_cond (soft lockups for minutes, sshd silent: its serial console)
+    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072, smp=1,
                extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
     try:
         r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && test -b /dev/vdb && "

@@ -94,7 +94,7 @@ def wait_ssh(st: dict[str, Any], timeout: float = 900, not_boot_id: str = "", st
 
 
 def up(image_dir: str, boot_timeout: float = 900, beacon_port: bool = False, cpu: str = CPU,
-       memory_mb: int = 1024, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+       memory_mb: int = 1024, extra: tuple[str, ...] = (), smp: int = 2) -> dict[str, Any]:
     """Boot a pristine overlay of the image. ``beacon_port``: give COM2 (ttyS1, port 0x2f8) a chardev
     file of its own, for `tsalign beacons`; ``cpu``: the -cpu model (NESTED_CPU for a KVM host);
     ``extra``: more qemu arguments (e.g. a second drive)."""
@@ -109,7 +109,7 @@ def up(image_dir: str, boot_timeout: float = 900, beacon_port: bool = False, cpu
     try:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.join(image_dir, "base.img"), st["disk"]], check=True)
-        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-cpu", cpu,
+        subprocess.run(["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", str(smp), "-cpu", cpu,
                         "-name", "tsalign-vm,debug-threads=on",  # vCPU threads named "CPU N/TCG"
                         "-drive", f"file={st['disk']},if=virtio,format=qcow2",
                         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{st['port']}-:22",

@@ -266,6 +266,9 @@ def register_microvm(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--name", default="tsalign-microvm", help="name `tsalign offsets`/`capture --vm` know it by")
     p.add_argument("--irq-every", type=int, default=0, help="inject an IRQ every N beacons batches (0: none)")
+    p.add_argument("--guest-out", default=None, metavar="FILE",
+                   help="write the guest's events (beacons and their MSR writes, on the guest TSC) as ftrace text, a "
+                        "guest trace `tsalign align --guest FILE` reads")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_microvm)
 
@@ -278,13 +281,23 @@ def run_microvm(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds")
     beacons = irqs = 0
-    with _Stopper() as stopper, MicroVM() as vm:
+    from ..capture.microvm import BEACON_PORT_LO, MSR_BEACON
+
+    try:
+        out = open(args.guest_out, "w", encoding="utf-8") if args.guest_out else None  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise InvalidParameter("--guest-out", args.guest_out, f"a file this user can write ({e.strerror})") from None
+    with _Stopper() as stopper, MicroVM() as vm, (out or contextlib.nullcontext()):
         progress({"event": "started", "pid": os.getpid(), "vm_fd": vm.vm_fd, "name": args.name})
         end = time.monotonic() + args.seconds
         batch = 0
         while time.monotonic() < end and not stopper.event.is_set():
             n_irq = 1 if args.irq_every and batch % args.irq_every == 0 else 0
             res = vm.run(beacons=200, irqs=n_irq, irq_interval_s=0.001)
+            if out is not None:  # the trace a guest's tracefs would hold, one line per event, in TSC order
+                out.writelines(f"microvm-0 [000] {b.guest_tsc}: tsalign_beacon: seq={b.seq} port={BEACON_PORT_LO:#x}\n"
+                               f"microvm-0 [000] {b.guest_tsc}: tsalign_msr: msr={MSR_BEACON:#x} value={b.guest_tsc:#x}\n"
+                               for b in res.beacons)
             beacons += len(res.beacons)
             irqs += len(res.irq_beacons)
             batch += 1

@@ -271,17 +271,9 @@ def save(path: str, cals: Sequence[Calibration], measured: dict[str, Any] | None
 
 def load(path: str) -> dict[str, Calibration]:
     """clock -> calibration, from a file :func:`save` wrote; every field checked."""
-    import json
-    import os
+    from ..jsonfile import load_json
 
-    try:
-        if os.path.getsize(path) > MAX_FILE_BYTES:
-            raise InvalidParameter("--calibration", path, f"a calibration file under {MAX_FILE_BYTES >> 20} MiB")
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise InvalidParameter("--calibration", path, f"a readable calibration file (tsalign calibrate -o FILE): "
-                               f"{str(e)[:200]}") from None
+    doc = load_json(path, "--calibration", "a calibration file (tsalign calibrate -o FILE)", MAX_FILE_BYTES)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != 1 \
             or not isinstance(doc.get("clocks"), dict) or not doc["clocks"]:
         raise InvalidParameter("--calibration", path, "a tsalign calibration (tsalign calibrate -o FILE)")

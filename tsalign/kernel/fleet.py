@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import InvalidParameter, TsalignError
+from ..jsonfile import load_json
 from . import kprobe
 
 __all__ = ["MEMBERS", "find_debug_files", "kernel_table", "load_reports"]
@@ -49,13 +50,7 @@ def load_reports(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
             raise InvalidParameter("precheck report", p, "a NODE.json written by precheck.yml, or a directory of them")
     out: dict[str, dict[str, Any]] = {}
     for f in files:
-        try:
-            if os.path.getsize(f) > MAX_REPORT_BYTES:
-                raise InvalidParameter("precheck report", f, f"a report under {MAX_REPORT_BYTES >> 20} MiB")
-            with open(f, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise InvalidParameter("precheck report", f, f"a readable JSON report ({str(e)[:200]})") from None
+        doc = load_json(f, "precheck report", "a precheck report (precheck.yml's NODE.json)", MAX_REPORT_BYTES)
         if not isinstance(doc, dict) or not isinstance(doc.get("checks"), list) or "role" not in doc:
             raise InvalidParameter("precheck report", f, "a tsalign precheck report (role, checks)")
         out[os.path.basename(f)[:-len(".json")] if f.endswith(".json") else os.path.basename(f)] = doc

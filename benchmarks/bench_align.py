@@ -1,0 +1,99 @@
+"""`tsalign align` end to end on a real host .dat and a guest trace, against `trace-cmd report` of the host
+file alone, side by side, with peak RSS — issue #10's benchmark.
+
+Records on this machine (root, /dev/kvm, trace-cmd): tsalign's micro-VM runs for a while (`tsalign microvm
+--guest-out`: its beacons and MSR writes on the guest TSC, as ftrace text) while a private x86-tsc tracefs
+instance records the host's KVM and scheduler events (kvm_entry/kvm_exit/kvm_pio/kvm_msr/...,
+sched_switch/sched_waking), extracted with `trace-cmd extract` (v7, zstd). Then, each in a fresh process:
+  trace-cmd report HOST.dat > /dev/null
+  tsalign align --host HOST.dat --guest GUEST.txt --tsc-offset 0 -o OUT   (read both, convert, merge,
+      verify, default outputs; this host's KVM applies no TSC offset: debugfs shows 0)
+twice: a capture of S seconds and one 4x longer, to show how time and memory grow.
+Goal (issue #10): align >= 3x faster than trace-cmd report of the host file; peak RSS < 1 GiB and flat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_readers import run
+
+GOAL = 3.0
+HOST_EVENTS = ["kvm:kvm_entry", "kvm:kvm_exit", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_write_tsc_offset",
+               "kvm:kvm_pvclock_update", "sched:sched_switch", "sched:sched_waking"]
+
+
+def record(d: str, seconds: float) -> tuple[str, str, int]:
+    """host .dat, guest text, guest events."""
+    from tsalign.capture.tracefs import TraceSession
+
+    host, guest = os.path.join(d, f"host-{seconds:g}.dat"), os.path.join(d, f"guest-{seconds:g}.txt")
+    with TraceSession(HOST_EVENTS, buffer_kb=400_000) as s:
+        s.start()
+        subprocess.run([sys.executable, "-m", "tsalign", "microvm", "--seconds", str(seconds), "--guest-out", guest],
+                       check=True, capture_output=True)
+        s.stop()
+        lost = sum(x.lost for x in s.stats())
+        subprocess.run(["trace-cmd", "extract", "-B", s.name, "-o", host], capture_output=True, check=True)
+    if lost:
+        print(f"note: {lost} host events overwritten in the ring buffer while recording {host}")
+    with open(guest, "rb") as f:
+        n = sum(1 for _ in f)
+    return host, guest, n
+
+
+def count_host(path: str) -> int:
+    r = subprocess.run([sys.executable, "-m", "tsalign", "events", path, "--json"], capture_output=True, text=True,
+                       check=True)
+    return int(json.loads(r.stdout)["events"])
+
+
+def measure(host: str, guest: str, out: str) -> dict[str, float | int | str]:
+    with open(os.devnull, "wb") as null:
+        tc_wall, tc_rss, _ = run(["trace-cmd", "report", host], stdout=null.fileno())
+    t_wall, t_rss, text = run([sys.executable, "-m", "tsalign", "align", "--host", host, "--guest", guest,
+                               "--tsc-offset", "0", "-o", out, "--json"])
+    verdict = json.loads(text)["verdict"] if text.strip() else "?"
+    return {"trace_cmd_s": tc_wall, "trace_cmd_rss_mib": tc_rss, "align_s": t_wall, "align_rss_mib": t_rss,
+            "verdict": verdict}
+
+
+def main() -> None:
+    if os.geteuid() != 0 or not shutil.which("trace-cmd") or not os.path.exists("/dev/kvm"):
+        print(json.dumps({"skipped": "needs root, /dev/kvm and trace-cmd to record a real capture"}))
+        return
+    seconds = float(os.environ.get("TSALIGN_BENCH_ALIGN_SECONDS", "15"))
+    d = tempfile.mkdtemp(prefix="tsalign-bench-align-")
+    rows = []
+    try:
+        for s in (seconds, 4 * seconds):
+            host, guest, gn = record(d, s)
+            hn = count_host(host)
+            m = measure(host, guest, os.path.join(d, f"out-{s:g}"))
+            rows.append({"seconds": s, "host_events": hn, "guest_events": gn,
+                         "host_mib": round(os.path.getsize(host) / 2**20, 1), **m})
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print(f"{'capture':>8}{'host ev':>11}{'guest ev':>10}{'trace-cmd s':>13}{'align s':>9}{'speed-up':>10}"
+          f"{'align RSS MiB':>15}{'verdict':>9}")
+    for r in rows:
+        sp = float(r["trace_cmd_s"]) / float(r["align_s"])
+        print(f"{r['seconds']:>7g}s{r['host_events']:>11,}{r['guest_events']:>10,}{float(r['trace_cmd_s']):>13.2f}"
+              f"{float(r['align_s']):>9.2f}{sp:>9.2f}x{r['align_rss_mib']:>15}{r['verdict']:>9}")
+    big = rows[-1]
+    sp = float(big["trace_cmd_s"]) / float(big["align_s"])
+    flat = int(rows[-1]["align_rss_mib"]) <= 1.5 * int(rows[0]["align_rss_mib"])
+    print(f"goal: align >= {GOAL:.0f}x faster than trace-cmd report: {'met' if sp >= GOAL else 'NOT met'} ({sp:.2f}x); "
+          f"peak RSS < 1 GiB: {'met' if int(big['align_rss_mib']) < 1024 else 'NOT met'}; flat for a 4x longer "
+          f"capture: {'met' if flat else 'NOT met'}")
+    print(json.dumps({"rows": rows, "speedup": round(sp, 2), "goal_met": sp >= GOAL, "rss_flat": flat}))
+
+
+if __name__ == "__main__":
+    main()
