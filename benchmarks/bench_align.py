@@ -68,7 +68,7 @@ def main() -> None:
     if os.geteuid() != 0 or not shutil.which("trace-cmd") or not os.path.exists("/dev/kvm"):
         print(json.dumps({"skipped": "needs root, /dev/kvm and trace-cmd to record a real capture"}))
         return
-    seconds = float(os.environ.get("TSALIGN_BENCH_ALIGN_SECONDS", "15"))
+    seconds = float(os.environ.get("TSALIGN_BENCH_ALIGN_SECONDS", "10"))
     d = tempfile.mkdtemp(prefix="tsalign-bench-align-")
     rows = []
     try:

@@ -55,15 +55,32 @@ def _cache(env: str, pattern: str) -> str:
     return path
 
 
-def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeout: float = 900) -> dict[str, Any]:
-    """Boot L1 and make it a KVM host with QEMU and tsalign; returns its state (vm.up's, plus ``tsc_khz``)."""
+def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeout: float = 900,
+       for_l2: bool = False) -> dict[str, Any]:
+    """Boot L1 and make it a KVM host with QEMU and tsalign; returns its state (vm.up's, plus ``tsc_khz``).
+
+    ``for_l2``: an L1 that runs a Linux L2. With two vCPUs, a vCPU of L1 running L2 under TCG's SVM emulation
+    did not take L1's IPIs, and L1's other vCPU spun in smp_call_function_many_cond (soft lockups for minutes,
+    sshd silent: L1's serial console). So one vCPU — but then L1's TSC counts as stable and KVM keeps each
+    offset: L1 is rebooted once with ``tsc=unstable`` (the GRUB config of its overlay), so KVM rewrites the
+    offsets on every vCPU load, as with two vCPUs."""
     image_dir = image_dir or _cache("TSALIGN_VM_IMAGE", "vm-bookworm-*")
     qemu_bundle = qemu_bundle or _cache("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*")
-    # one vCPU: with two, a vCPU of L1 running L2 under TCG's SVM emulation did not take L1's IPIs, and L1's
-    # other vCPU spun in smp_call_function_many_cond (soft lockups for minutes, sshd silent: its serial console)
-    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072, smp=1,
+    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072, smp=1 if for_l2 else 2,
                extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
     try:
+        if for_l2:
+            boot = vm.ssh(st, "cat /proc/sys/kernel/random/boot_id", timeout=60).stdout.strip()
+            # `;` before the background reboot: `A && B &` would background the whole list
+            r = vm.ssh(st, "mkdir -p /etc/default/grub.d && echo 'GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT "
+                           "tsc=unstable\"' > /etc/default/grub.d/tsalign-lab.cfg && update-grub >/tmp/ug.log 2>&1 "
+                           "|| { cat /tmp/ug.log; exit 1; }; (sleep 1; reboot) </dev/null >/dev/null 2>&1 &", timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"L1: tsc=unstable could not be set: {r.stdout}{r.stderr}")
+            vm.wait_ssh(st, boot_timeout, not_boot_id=boot)
+            r = vm.ssh(st, "cat /proc/cmdline", timeout=60)
+            if "tsc=unstable" not in r.stdout:
+                raise RuntimeError(f"L1 rebooted without tsc=unstable: {r.stdout}")
         r = vm.ssh(st, "modprobe kvm_amd && test -c /dev/kvm && test -b /dev/vdb && "
                        "(mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing) && "
                        "(mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug) && "
@@ -337,7 +354,7 @@ def check_workflow(s: dict[str, Any], setup: str, out: Path) -> None:
 
 
 def _run(out: str) -> int:
-    l1 = up()
+    l1 = up(for_l2=True)
     results = {}
     try:
         for setup in SETUPS:
@@ -381,7 +398,7 @@ def main() -> None:
         ap.error("--state is required for up/down")
 
     def start() -> dict[str, Any]:
-        l1 = up()
+        l1 = up(for_l2=True)
         l1["l2"] = {k: v for k, v in l2_up(l1, a.setup).items() if k != "jump"}
         return l1
 
