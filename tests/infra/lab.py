@@ -286,6 +286,7 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     L2 runs a workload (sleeps, O_DIRECT IO) and aligning. Writes under ``out``; returns a summary."""
     from tsalign.capture.capture import DEFAULT_HOST_EVENTS
 
+    out = out.resolve()  # the playbooks resolve a relative directory against their own
     out.mkdir(parents=True, exist_ok=True)
     inv = inventory(l1, l2, out / "inventory.yml")
     r = playbook(inv, "setup.yml", log=out / "setup.log")
