@@ -36,7 +36,6 @@ __all__ = ["ForeignSide", "open_side", "time_shift_snapshots"]
 TSYNC_INTERPOLATE = 1
 
 
-
 @dataclass
 class ForeignSide:
     """A trace that is not a tsalign bundle, read whole, with a manifest built from it and the options."""
@@ -68,6 +67,9 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         for opt, v in (("clock", clock), ("buffer", buffer)):
             if v is not None:
                 raise InvalidParameter(f"--{role}-{opt}", v, f"no value for a tsalign bundle ({path} records its own)")
+        if calibration is not None:
+            raise InvalidParameter("--guest-calibration", path, "a guest trace file in local/perf ns, not a tsalign bundle "
+                                   "(a bundle records its clock; export its events with `tsalign events` to convert them)")
         return Bundle.open(path, what)
     if not os.path.exists(path):
         raise InvalidParameter(what, path, "an existing tsalign bundle directory or trace file")
