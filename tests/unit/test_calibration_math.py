@@ -74,3 +74,31 @@ def test_a_timestamp_the_calibration_cannot_reach_is_refused() -> None:
         cal.to_tsc([cal.pieces[0].pv.system_time - 1])
     tsc, outside = cal.to_tsc([cal.pieces[0].pv.system_time, cal.pieces[-1].ns_last + 10**9])
     assert outside == 2 and int(tsc[1]) > int(tsc[0])
+
+
+def test_wide_brackets_are_no_step() -> None:
+    """Brackets wider than the step threshold (a loaded machine) but a clock without a step: one piece, its bound
+    the bracket width (a step is a map that misses the brackets, not a wide bracket)."""
+    tscs = np.linspace(10_000_000_000, 12_000_000_000, 2000).astype(np.int64)
+    ns, lo, hi = _pairs(TRUE, tscs, before=15_000, after=15_000)
+    cal = calib.fit(ns, lo, hi, "local")
+    assert len(cal.pieces) == 1 and cal.bound_cycles == 30_001 and int(cal.errors(ns, lo, hi).max()) == 0
+
+
+def test_judging_on_fresh_pairs_can_fail() -> None:
+    """Fresh pairs of the same clock pass; the same map moved by 5 us fails; fresh pairs that are all
+    interrupted (brackets 100x the usual) leave nothing to judge: fail, not pass."""
+    tscs = np.linspace(10_000_000_000, 11_000_000_000, 500).astype(np.int64)
+    cal = calib.fit(*_pairs(TRUE, tscs), "local", 2_445_428)
+    fresh = np.linspace(11_000_000_000, 11_200_000_000, 300).astype(np.int64)
+    ns, lo, hi = _pairs(TRUE, fresh)
+    ok = cal.judge(ns, lo, hi)
+    assert ok["verdict"] == "pass" and ok["fresh_pairs"] == 300 and ok["beyond_bound"] == 0
+    moved = calib.Calibration("local", [calib.Piece(
+        Pvclock(p.pv.system_time + 5000, p.pv.tsc_timestamp, p.pv.tsc_to_system_mul, p.pv.tsc_shift),
+        p.ns_first, p.ns_last, p.tsc_first, p.tsc_last, p.pairs, p.bound_cycles) for p in cal.pieces],
+        2_445_428, median_bracket_cycles=cal.median_bracket_cycles)
+    bad = moved.judge(ns, lo, hi)
+    assert bad["verdict"] == "fail" and bad["beyond_bound"] == 300 and bad["max_error_ns"] > 4000
+    wide = cal.judge(ns, [v - 70_000 for v in lo], [v + 70_000 for v in hi])
+    assert wide["verdict"] == "fail" and wide["fresh_pairs"] == 0 and wide["disturbed"] == 300

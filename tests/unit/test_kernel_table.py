@@ -93,6 +93,20 @@ def test_kernel_table_resolves_each_build_once(tmp_path: Path) -> None:
     own = next(c for c in json.loads(here.stdout)["checks"] if c["id"] == "kvm_tsc_offset_member")["value"]
     assert mine["route"] == "node btf" and mine["offsets"]["arch.tsc_offset"] == own["arch.tsc_offset"]
 
+    # a node of the Debian build that computed its own offsets wrongly (edited: a BTF answer 8 bytes off):
+    # the controller's debug file of the same build id contradicts it
+    liar = json.loads((reports / "debian-1.json").read_text())
+    for c in liar["checks"]:
+        if c["id"] == "kernel_build":
+            c["value"]["offsets"] = {"arch.tsc_offset": deb_row["offsets"]["arch.tsc_offset"] + 8,
+                                     "vcpu_id": deb_row["offsets"]["vcpu_id"], "route": "btf", "source": "edited"}
+    (reports / "debian-1.json").write_text(json.dumps(liar))
+    r = _tsalign("kernels", str(reports), "--debuginfo-dir", os.path.dirname(ko), "--json", env=env)
+    assert r.returncode == 5, r.stdout + r.stderr
+    row = next(b for b in json.loads(r.stdout)["builds"] if b["release"] == REL)
+    assert row["status"] == "inconsistent" and row["checked_against"]["agrees"] is False and ko in row["reason"]
+    (reports / "debian-1.json").write_text((reports / "debian-2.json").read_text())
+
     # two nodes of one build that disagree: inconsistent, no kprobe for either
     doc = json.loads(here.stdout)
     for c in doc["checks"]:

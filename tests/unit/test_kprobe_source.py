@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tsalign.align.merge import align
-from tsalign.kernel.kprobe import parse_hit
+from tsalign.errors import InvalidParameter
+from tsalign.kernel.kprobe import parse_definition, parse_hit, render
 from tsalign.traces.bundle import Bundle
 from tsalign.verify.judge import verdict_of
 
@@ -60,3 +61,16 @@ def test_a_wrong_hit_fails(tmp_path: Path, wrong: int) -> None:
 def test_hits_without_vcpu_id_or_of_another_vm_are_not_used(tmp_path: Path) -> None:
     v = verdict_of(align(*_with_hits(tmp_path, [f"tsc_offset={APPLIED + 10**9}", f"tsc_offset={APPLIED + 10**9} vcpu_id=7"])))
     assert v["verdict"] == "pass" and "kprobe" not in v["offsets"]["sources"], v["reasons"]
+
+
+def test_a_kernel_table_definition_is_taken_only_as_tsalign_renders_it() -> None:
+    """What a host registers from the controller's table: render's own line round-trips; another group, another
+    register, another type, an extra fetch or a mismatched function name is refused."""
+    line = render("kvm_arch_vcpu_load", 0xA48, 0x24)
+    assert parse_definition(line) == ("kvm_arch_vcpu_load", 0xA48, 0x24)
+    assert parse_definition(render("kvm_vcpu_kick", 0x9B0)) == ("kvm_vcpu_kick", 0x9B0, None)
+    for bad in (line.replace("p:tsalign/", "p:other/"), line.replace("(%di)", "(%si)", 1),
+                line.replace(":u64", ":u32"), line + " comm=$comm",
+                line.replace("p:tsalign/kvm_arch_vcpu_load", "p:tsalign/kvm_vcpu_kick"), "-:tsalign/kvm_arch_vcpu_load"):
+        with pytest.raises(InvalidParameter, match="as tsalign renders it"):
+            parse_definition(bad)

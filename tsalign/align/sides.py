@@ -113,15 +113,14 @@ def _calibrated(recs: list[Record], clock: str, calibration: dict[str, Any], pat
     """Records in the guest's ``local``/``perf`` ns -> guest TSC with the calibration of that clock."""
     import numpy as np
 
-    which = {"local": "local", "perf": "perf"}.get(clock)
-    if which is None or which not in calibration:
+    if clock not in calibration:
         raise InvalidParameter("--guest-calibration", path,
                                f"a calibration of the trace's clock ({clock!r}); the file holds {sorted(calibration)} "
                                "(the ftrace 'local' clock and perf's clock are calibrated)")
-    cal = calibration[which]
+    cal = calibration[clock]
     tsc, outside = cal.to_tsc(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)))
     out = [Record(t, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc.tolist(), recs)]
-    return out, {"clock": which, "bound_cycles": cal.bound_cycles, "pieces": len(cal.pieces), "outside": outside,
+    return out, {"clock": clock, "bound_cycles": cal.bound_cycles, "pieces": len(cal.pieces), "outside": outside,
                  "boot_id": cal.boot_id}
 
 

@@ -110,8 +110,6 @@ def register(sub: Any) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..capture.calibrate import CLOCKS, measure
     from ..clock import calib
     from ..clock.display import ns_or_none
@@ -146,39 +144,24 @@ def run_calibrate(args: argparse.Namespace) -> int:
         fresh = measure(args.pairs, args.seconds)
         doc["check"] = {}
         for c in cals:
-            err = c.errors(fresh["ns"][c.clock], fresh["lo"], fresh["hi"])
-            width = fresh["hi"] - fresh["lo"]
-            calm = width <= np.uint64(max(c.median_bracket_cycles, 1) * calib.DISTURBED_FACTOR)
-            beyond = int(np.count_nonzero(err[calm] > np.uint64(c.bound_cycles)))
-            worst = int(err[calm].max()) if calm.any() else None
-            doc["check"][c.clock] = {"fresh_pairs": int(calm.sum()), "disturbed": int((~calm).sum()),
-                                     "beyond_bound": beyond, "max_error_cycles": worst,
-                                     "max_error_ns": ns_or_none(worst, khz), "verdict": "pass" if not beyond else "fail"}
-            lines.append(f"  check {c.clock}: {int(calm.sum())} fresh pairs, {beyond} beyond the bound, worst "
-                         f"{worst} cycles ({ns_or_none(worst, khz)} ns): {'PASS' if not beyond else 'FAIL'}")
-            if beyond:
+            j = doc["check"][c.clock] = c.judge(fresh["ns"][c.clock], fresh["lo"], fresh["hi"])
+            lines.append(f"  check {c.clock}: {j['fresh_pairs']} fresh pairs, {j['beyond_bound']} beyond the bound, "
+                         f"worst {j['max_error_cycles']} cycles ({j['max_error_ns']} ns): {j['verdict'].upper()}")
+            if j["verdict"] != "pass":
                 code = exitcodes.VERDICT_FAIL
     emit(args, doc, lines)
     return code
 
 
 def run_kernels(args: argparse.Namespace) -> int:
-    import json
-    import os
-
+    from ..jsonfile import save_json
     from ..kernel.fleet import kernel_table, load_reports
     from ..kernel.routes import CACHE_DIR
 
     table = kernel_table(load_reports(args.reports), args.debuginfo_dir,
                          None if args.cache == "none" else (args.cache or CACHE_DIR))
     if args.out:
-        tmp = f"{args.out}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(table, f, indent=1, sort_keys=True)
-            os.replace(tmp, args.out)
-        except OSError as e:
-            raise InvalidParameter("--out", args.out, f"a file path this user can write ({e.strerror})") from None
+        save_json(args.out, table, "--out")
     lines = [(f"{len(table['builds'])} kernel build(s), {table['summary']['hosts']} KVM host(s), "
              f"{table['summary']['with_kprobe']} with a kprobe")]
     for b in table["builds"]:

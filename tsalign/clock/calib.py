@@ -33,7 +33,7 @@ __all__ = ["FORMAT", "Calibration", "Piece", "fit", "load", "pvclock_for", "save
 
 #: a pair whose bracket is this many times wider than the median is disturbed (interrupted between reads)
 DISTURBED_FACTOR = 8
-#: a residual jump larger than this many cycles (beyond the brackets) starts a new piece
+#: a map missing a bracket by more than this many cycles has a step in its range: cut where the residual jumps
 STEP_CYCLES = 20_000
 MIN_PAIRS = 16
 #: stretches of a piece's range whose narrowest bracket bounds the map's error there
@@ -146,6 +146,19 @@ class Calibration:
                 out[m] = vec.tsc_to_kvmclock(tsc[m], p.pv)
         return out
 
+    def judge(self, ns: Any, lo: Any, hi: Any) -> dict[str, Any]:
+        """This map judged on fresh pairs (ns of this clock, TSC brackets): pairs whose bracket is far wider than
+        the calibration's usual one are set aside; the verdict is fail when a calm pair's prediction lies
+        further beyond its bracket than the stated bound."""
+        err = self.errors(ns, lo, hi)
+        width = np.asarray(hi, dtype=np.uint64) - np.asarray(lo, dtype=np.uint64)
+        calm = width <= np.uint64(max(self.median_bracket_cycles, 1) * DISTURBED_FACTOR)
+        beyond = int(np.count_nonzero(err[calm] > np.uint64(self.bound_cycles)))
+        worst = int(err[calm].max()) if calm.any() else None
+        return {"fresh_pairs": int(calm.sum()), "disturbed": int((~calm).sum()), "beyond_bound": beyond,
+                "max_error_cycles": worst, "max_error_ns": ns_or_none(worst, self.tsc_khz),
+                "verdict": "pass" if calm.any() and not beyond else "fail"}
+
     def errors(self, ns: Any, lo: Any, hi: Any) -> np.ndarray:
         """For pairs (ns, bracket [lo, hi]): how many cycles the TSC predicted for ns lies outside its bracket."""
         pred, _ = self.to_tsc(ns)
@@ -186,8 +199,9 @@ def _distance(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return below + above
 
 
-def _fit_piece(ns: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Piece:
-    """One pvclock-shaped piece through pairs (sorted by ns)."""
+def _fit_piece(ns: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[Piece, int]:
+    """One pvclock-shaped piece through pairs (sorted by ns), and how far (cycles) its prediction lies beyond
+    the farthest-missed bracket (0: it passes through all of them)."""
     mid = lo + (hi - lo) // np.uint64(2)
     x = (mid - mid[0]).astype(np.float64)
     y = (ns - ns[0]).astype(np.float64)
@@ -211,13 +225,15 @@ def _fit_piece(ns: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Piece:
     width = hi - lo
     bins = np.array_split(width, max(1, min(BINS, len(width) // MIN_PAIRS)))
     band = max(int(b.min()) for b in bins if len(b))
-    bound = band + int(_distance(pred, lo, hi).max()) + 1  # +1: the inverse's rounding to a whole cycle
-    return Piece(pv, int(ns[0]), int(ns[-1]), int(lo[0]), int(hi[-1]), len(ns), bound)
+    beyond = int(_distance(pred, lo, hi).max())
+    bound = band + beyond + 1  # +1: the inverse's rounding to a whole cycle
+    return Piece(pv, int(ns[0]), int(ns[-1]), int(lo[0]), int(hi[-1]), len(ns), bound), beyond
 
 
 def _split(ns: np.ndarray, lo: np.ndarray, hi: np.ndarray, depth: int = 0) -> list[Piece]:
-    piece = _fit_piece(ns, lo, hi)
-    if piece.bound_cycles <= STEP_CYCLES or len(ns) < 2 * MIN_PAIRS or depth >= 12:
+    piece, beyond = _fit_piece(ns, lo, hi)
+    # a step is a map that misses brackets by far; wide brackets alone (a loaded machine) are none
+    if beyond <= STEP_CYCLES or len(ns) < 2 * MIN_PAIRS or depth >= 12:
         return [piece]
     # a step: cut where the residual (predicted TSC minus bracket middle) jumps the most
     pred = vec.kvmclock_to_tsc(ns, piece.pv).view(np.int64)
@@ -256,17 +272,10 @@ def fit(ns: Sequence[int] | np.ndarray, lo: Sequence[int] | np.ndarray, hi: Sequ
 
 def save(path: str, cals: Sequence[Calibration], measured: dict[str, Any] | None = None) -> None:
     """Write ``cals`` (one per clock) to ``path`` as JSON (atomically), with what the measurement said."""
-    import json
-    import os
+    from ..jsonfile import save_json
 
-    doc = {"format": FORMAT, "version": 1, "clocks": {c.clock: c.to_dict() for c in cals}, "measured": measured or {}}
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise InvalidParameter("-o", path, f"a file path this user can write ({e.strerror})") from None
+    save_json(path, {"format": FORMAT, "version": 1, "clocks": {c.clock: c.to_dict() for c in cals},
+                     "measured": measured or {}}, "-o")
 
 
 def load(path: str) -> dict[str, Calibration]:

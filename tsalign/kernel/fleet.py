@@ -103,7 +103,7 @@ def _controller_offsets(path: str, cache_dir: str | None) -> dict[str, Any]:
     from .routes import member_offsets
 
     doc = member_offsets("kvm_vcpu", list(MEMBERS), debuginfo=path, cache_dir=cache_dir)
-    return {"offsets": {m["member"]: m["offset"] for m in doc["members"]}, "source": path, "cached": doc["cached"]}
+    return {"offsets": {m["member"]: m["offset"] for m in doc["members"]}, "source": path}
 
 
 def kernel_table(reports: dict[str, dict[str, Any]], debuginfo_dirs: Sequence[str] = (),

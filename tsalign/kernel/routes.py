@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidParameter, TsalignError, Unavailable
+from ..jsonfile import save_json
 
 __all__ = ["CACHE_DIR", "DEBUG_PACKAGES", "debug_file_for_running_kernel", "debug_package", "kernel_identity",
            "member_offsets", "note_build_id"]
@@ -139,10 +140,7 @@ def _dwarf_offsets(path: str, struct: str, members: list[str], cache_dir: str | 
         offsets: dict[str, Any] = {**cached.get("offsets", {}), **{key(r["member"]): r for r in rows}}
         entry = {"build_id": bid, "source": path, "route": "dwarf", "offsets": offsets,
                  "computed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        tmp = cpath + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(entry, f, indent=1, sort_keys=True)
-        os.replace(tmp, cpath)
+        save_json(cpath, entry, "--cache")
     return {"route": "dwarf", "source": path, "build_id": bid, "cached": False, "members": rows}
 
 

@@ -54,6 +54,17 @@ class Context:
     btf_base: str | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
+    def symbol_lists(self) -> tuple[set[str] | None, set[str] | None]:
+        """(functions in available_filter_functions, text symbols in /proc/kallsyms); None where unreadable.
+        Read once: the kprobe plan and the kernel-build check both need them (each file is megabytes)."""
+        def read() -> tuple[set[str] | None, set[str] | None]:
+            d = self.tracefs
+            aff = self.root.read(f"{d}/available_filter_functions", limit=1 << 26) if d else None
+            ksyms = self.root.read("/proc/kallsyms", limit=1 << 27)
+            return (kprobe.parse_symbol_list(aff) if aff else None, kprobe.parse_symbol_list(ksyms) if ksyms else None)
+        lists: tuple[set[str] | None, set[str] | None] = self.once("symbol_lists", read)
+        return lists
+
     def once(self, key: str, fn: Callable[[], Any]) -> Any:
         if key not in self._cache:
             try:
@@ -377,13 +388,9 @@ def kprobe_plan(c: Context, function: str | None = None) -> dict[str, Any]:
         vcpu_id_offset = b.offsetof("kvm_vcpu", "vcpu_id").offset
         cands, route, source = b.functions_with_first_arg("kvm_vcpu"), "split-btf" if b.base else "btf", b.source
     if function is None:
-        d = c.tracefs
-        aff = c.root.read(f"{d}/available_filter_functions", limit=1 << 26) if d else None
-        ksyms = c.root.read("/proc/kallsyms", limit=1 << 27)
+        traceable, ksyms = c.symbol_lists()
         blacklist = c.root.read(f"{c.debugfs}/kprobes/blacklist") if c.debugfs else None
-        choice = kprobe.choose_function(cands, kprobe.parse_symbol_list(aff) if aff else None,
-                                        kprobe.parse_symbol_list(ksyms) if ksyms else None,
-                                        kprobe.parse_blacklist(blacklist) if blacklist else set())
+        choice = kprobe.choose_function(cands, traceable, ksyms, kprobe.parse_blacklist(blacklist) if blacklist else set())
         function, verified, why = choice.function, choice.verified_by, choice.why
     else:
         if function not in cands:
@@ -441,12 +448,11 @@ def check_kernel_build(c: Context) -> Check:
     from ..kernel.routes import kernel_identity
 
     value: dict[str, Any] = kernel_identity(c.root.path)
-    d = c.tracefs
-    aff = c.root.read(f"{d}/available_filter_functions", limit=1 << 26) if d else None
-    ksyms = c.root.read("/proc/kallsyms", limit=1 << 27)
-    listed = kprobe.parse_symbol_list(aff) if aff else kprobe.parse_symbol_list(ksyms) if ksyms else set()
+    traceable, ksyms = c.symbol_lists()
+    listed = traceable if traceable is not None else ksyms if ksyms is not None else set()
     value["traceable"] = [f for f in kprobe.PREFERRED if f in listed]
-    value["traceable_from"] = "available_filter_functions" if aff else "kallsyms" if ksyms else None
+    value["traceable_from"] = ("available_filter_functions" if traceable is not None else
+                               "kallsyms" if ksyms is not None else None)
     plan = c.once("kprobe_plan", lambda: kprobe_plan(c))  # no route on the node is this check's finding
     if isinstance(plan, Exception):
         value["offsets"] = None

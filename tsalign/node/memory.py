@@ -1,9 +1,9 @@
 """Each vCPU's TSC offset (and scaling ratio) read from the running kernel's memory with drgn: a third
 offset source beside debugfs and the kprobe, independent of both (it reads ``struct kvm_vcpu`` itself).
 
-Needs root, ``/proc/kcore`` and the ``drgn`` package. Types come from DWARF when drgn finds the
-kernel's debug info, else from the kernel's own BTF (``/sys/kernel/btf/vmlinux`` and the ``kvm``
-module's split BTF) through :mod:`tsalign.kernel.drgnbtf`; kvm's ``vm_list`` and ``kvm_caps`` are
+Needs root, ``/proc/kcore`` and the ``drgn`` package. Types come from the kernel's own BTF
+(``/sys/kernel/btf/vmlinux`` and the ``kvm`` module's split BTF) through :mod:`tsalign.kernel.drgnbtf` where it
+has BTF, else from DWARF where drgn finds the kernel's debug info; kvm's ``vm_list`` and ``kvm_caps`` are
 found in ``/proc/kallsyms``. VMs are named as debugfs names them (``PID-FD``, from each VM's
 ``debugfs_dentry``), with the owning process id (``userspace_pid``).
 """
