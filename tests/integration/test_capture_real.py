@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -258,6 +259,28 @@ def test_guest_capture_with_perf_clock_keeps_user_page(tmp_path: Path) -> None:
     elif Path("/sys/devices/system/clocksource/clocksource0/current_clocksource").read_text().strip() == "tsc" \
             and "Marking TSC unstable" not in log:
         assert clock["convertible"] is True, clock
+
+
+def test_guest_capture_with_local_clock_records_the_sched_offset(tmp_path: Path) -> None:
+    """`--clock local` on this machine (a kvm-clock guest): sched_clock ns at tracefs' microsecond resolution,
+    with kvm_sched_clock_offset from the kernel log (read here with dmesg, not tsalign's reader); refused on a host."""
+    real()
+    r = tsalign("capture", "--role", "guest", "--clock", "local", "--out", str(tmp_path / "l"), "--duration", "0.3",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    clock = json.loads(r.stdout)["manifest"]["clock"]
+    assert clock["trace_clock"] == "local" and clock["domain"] == "sched_ns" and clock["resolution_ns"] == 1000
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    m = re.search(r"kvm-clock: using sched offset of (\d+) cycles", log)
+    assert clock["kvm_sched_clock_offset_ns"] == (int(m[1]) if m else None), clock
+    # its timestamps are sched_clock: microseconds, near this machine's uptime-based local clock
+    stamps = [re.search(r"\] \S* *(\d+)\.(\d+): ", x) for f in (tmp_path / "l").glob("cpu*.txt")
+              for x in f.open() if x.strip() and not x.startswith("#")]
+    up_ns = int(float(Path("/proc/uptime").read_text().split()[0]) * 1e9)
+    assert stamps and all(m and len(m[2]) == 6 for m in stamps)  # secs.usecs
+    assert abs(max(int(m[1]) * 10**9 + int(m[2]) * 1000 for m in stamps) - up_ns) < 60 * 10**9
+    r = tsalign("capture", "--role", "host", "--clock", "local", "--out", str(tmp_path / "h"), "--duration", "0.1")
+    assert r.returncode == exitcodes.INVALID_INPUT and "--clock" in r.stderr and not (tmp_path / "h").exists()
 
 
 def test_selftest_verdict_fails_on_wrong_offsets(tmp_path: Path) -> None:

@@ -78,3 +78,78 @@ def test_without_pvclock_records_or_with_a_moved_one(run: tuple[Path, dict], tmp
     r = tsalign("align", "--host", str(h), *base, "-o", str(tmp_path / "c"))
     v = json.loads(r.stdout)
     assert r.returncode == exitcodes.VERDICT_FAIL and v["reasons"][0].startswith("vcpu0: "), v["reasons"]
+
+
+def _sched_guest(out: Path, dst: Path, sched_offset: int, recorded_offset: int) -> list[int]:
+    """The micro-VM's kvm-clock guest bundle as a kvm-clock Linux guest's `local` capture: sched_clock ns =
+    kvm-clock ns - ``sched_offset``, printed at microsecond resolution as tracefs text prints `local`; the
+    manifest records ``recorded_offset`` as the kernel log's kvm_sched_clock_offset. Returns the full-ns
+    sched_clock values (for a calibration)."""
+    import shutil
+
+    shutil.copytree(out / "guest", dst)
+    rows = [json.loads(x) for x in (out / "guest" / "events.jsonl").open()]
+    full = [r["ts"] - sched_offset for r in rows]
+    (dst / "events.jsonl").write_text("".join(json.dumps({**r, "ts": t // 1000 * 1000}) + "\n" for r, t in zip(rows, full)))
+    m = json.loads((dst / "manifest.json").read_text())
+    m["clock"] = {"trace_clock": "local", "domain": "sched_ns", "convertible": False, "resolution_ns": 1000,
+                  "kvm_sched_clock_offset_ns": recorded_offset}
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return full
+
+
+def test_sched_clock_guest_through_pvclock_and_a_calibration(run: tuple[Path, dict], tmp_path: Path) -> None:
+    """A kvm-clock guest's sched_clock (`local`) timestamps at tracefs' microsecond resolution: align converts
+    them with kvm_sched_clock_offset and the host's pvclock records; each converted TSC lies at or below the
+    TSC the guest read, within the stated bound. A wrong kvm_sched_clock_offset (1 ms) fails. A guest
+    calibration fitted on the guest's own (sched ns, TSC) pairs is cross-checked against the pvclock route per
+    vCPU and agrees; one moved by 1 ms disagrees and fails the verdict."""
+    from tsalign.clock import calib
+
+    out, rep = run
+    truth = [json.loads(x)["ts"] for x in (out / "guest-tsc" / "events.jsonl").open()]
+    kvm = [json.loads(x)["ts"] for x in (out / "guest" / "events.jsonl").open()]
+    off = min(kvm) - 5_000_000  # the guest "booted" 5 ms before its first event
+    full = _sched_guest(out, tmp_path / "g", off, off)
+    r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "g"), "-o", str(tmp_path / "a"), "--json")
+    v = json.loads(r.stdout)
+    assert r.returncode == 0 and v["verdict"] == "pass", v["reasons"]
+    note = next(n for n in v["notes"] if "converted to guest TSC with" in n)
+    below = int(re.search(r"at most (\d+) cycles below", note)[1])
+    got = sorted(json.loads(x)["guest_tsc"] for x in (tmp_path / "a" / "timeline.jsonl").open() if '"side": "guest"' in x)
+    assert len(got) == len(truth) > 100
+    diffs = [t - c for t, c in zip(sorted(truth), got)]
+    assert 0 <= min(diffs) and max(diffs) <= below, (min(diffs), max(diffs), below)
+    assert max(diffs) > rep["kvmclock"]["rounding_bound_cycles"]  # the microseconds cost more than the rounding
+    # a kernel log read wrongly (the offset 1 ms off): fail
+    _sched_guest(out, tmp_path / "w", off, off + 1_000_000)
+    r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "w"), "-o", str(tmp_path / "b"), "--json")
+    assert r.returncode == exitcodes.VERDICT_FAIL and json.loads(r.stdout)["verdict"] == "fail"
+    # a calibration from the guest's own pairs (brackets of +-50 cycles around the TSC it read)
+    cal = calib.fit(full, [t - 50 for t in truth], [t + 50 for t in truth], "local",
+                    json.loads((out / "host" / "manifest.json").read_text())["node"]["tsc_khz"])
+    calib.save(str(tmp_path / "cal.json"), [cal])
+    r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "g"), "--guest-calibration",
+                str(tmp_path / "cal.json"), "-o", str(tmp_path / "c"), "--json")
+    v = json.loads(r.stdout)
+    cross = v["kvmclock_cross_check"]
+    assert r.returncode == 0 and v["verdict"] == "pass" and cross["agree"], (v["reasons"], cross)
+    assert cross["per_vcpu"]["vcpu0"]["events"] == len(truth)
+    assert -cross["allowed_cycles"][1] <= cross["per_vcpu"]["vcpu0"]["min_cycles"] <= cross["per_vcpu"]["vcpu0"]["max_cycles"] <= cross["allowed_cycles"][1]
+    moved = json.loads((tmp_path / "cal.json").read_text())
+    for p in moved["clocks"]["local"]["pieces"]:  # each ns predicted 1 ms of cycles later
+        p["tsc_timestamp"] += cal.tsc_khz
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "g"), "--guest-calibration",
+                str(tmp_path / "moved.json"), "-o", str(tmp_path / "d"), "--json")
+    v = json.loads(r.stdout)
+    assert r.returncode == exitcodes.VERDICT_FAIL and not v["kvmclock_cross_check"]["agree"]
+    assert any("calibration and the host's pvclock records disagree" in x for x in v["reasons"]), v["reasons"]
+    # without the host's pvclock route (no sched offset recorded), the calibration alone converts them
+    _sched_guest(out, tmp_path / "n", off, None)
+    r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "n"), "-o", str(tmp_path / "e"), "--json")
+    assert r.returncode == exitcodes.INVALID_INPUT and "--guest-calibration" in r.stderr
+    r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "n"), "--guest-calibration",
+                str(tmp_path / "cal.json"), "-o", str(tmp_path / "f"), "--json")
+    v = json.loads(r.stdout)
+    assert r.returncode == 0 and v["verdict"] == "pass" and v["kvmclock_cross_check"] is None, v["reasons"]

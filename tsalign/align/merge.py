@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import perf as perfclock
 from ..clock.kvm import TscParams, host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..kernel import kprobe
@@ -19,10 +18,11 @@ from ..offsets import (
     parse_pvclock_update,
 )
 from ..traces.bundle import Bundle
-from ..traces.ftrace_text import Record, parse_kvm_payload
+from ..traces.ftrace_text import parse_kvm_payload
+from .guestclock import guest_records_on_tsc
 from .sides import time_shift_snapshots
 
-__all__ = ["Aligned", "align", "guest_axis_khz", "guest_records_on_tsc", "select_vm", "write_outputs"]
+__all__ = ["Aligned", "align", "guest_axis_khz", "select_vm", "write_outputs"]
 
 
 @dataclass
@@ -57,6 +57,8 @@ class Aligned:
     guest_rounding: int = 0
     #: cycles a guest event's TSC may lie above the true one (ns converted with a guest calibration; 0: exact)
     guest_above: int = 0
+    #: a guest calibration against the host's pvclock route, per vCPU (merge._cross_check); None: not both
+    cross_check: dict[str, Any] | None = None
 
 
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
@@ -107,61 +109,6 @@ def guest_axis_khz(host_khz: int, guest_khz: int, timeline: OffsetTimeline) -> t
     khz = (host_khz * ratio) >> frac
     return khz, (f"guest axis at {khz} kHz: the host's {host_khz} kHz scaled by the vCPUs' TSC ratio "
                  f"{ratio}/2^{frac}")
-
-
-def guest_records_on_tsc(guest: Bundle, pvclock: PvclockTimeline | None = None,
-                         host_path: str = "the host bundle") -> tuple[list[Record], list[str], int]:
-    """Guest records with ts in guest TSC cycles, notes, and how many cycles a converted TSC may lie
-    below the true one (0: exact). Converts perf ns when the perf page allows, and kvmclock ns with the
-    host's pvclock records (``pvclock``)."""
-    clock = guest.manifest.get("clock", {})
-    domain = clock.get("domain")
-    recs = list(guest.records())
-    if domain == "guest_tsc":
-        return recs, [], 0
-    if domain == "kvmclock_ns":
-        return _kvmclock_records(recs, pvclock or PvclockTimeline(), guest.path, host_path)
-    if domain == "perf_ns":
-        page = clock.get("perf_user_page")
-        if not clock.get("convertible") or not page:
-            raise InvalidParameter(
-                "--guest", guest.path,
-                "a guest bundle on the TSC: this one holds perf ns that cannot be converted "
-                f"({clock.get('reason') or 'no perf user page recorded'}); record with "
-                "`tsalign capture --role guest` (trace clock x86-tsc) or boot the guest with no-kvmclock")
-        conv = perfclock.PerfTimeConv(page["time_zero"], page["time_mult"], page["time_shift"],
-                                      page.get("time_cycles", 0), page.get("time_mask", 0),
-                                      bool(page.get("cap_user_time_zero")), bool(page.get("cap_user_time_short")))
-        return [Record(perfclock.perf_ns_to_tsc(r.ts, conv), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid)
-                for r in recs], ["guest perf ns converted to guest TSC with the guest's perf user page"], 0
-    raise InvalidParameter("--guest", guest.path, f"a known clock domain (found {domain!r})")
-
-
-def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: str,
-                      host_path: str) -> tuple[list[Record], list[str], int]:
-    """kvmclock ns -> guest TSC per vCPU with the pvclock record in force (tsalign.offsets.pvclock)."""
-    missing = sorted({r.cpu for r in recs} - set(pvclock.updates))
-    if missing:
-        raise InvalidParameter(
-            "--host", host_path,
-            f"kvm:kvm_pvclock_update events of vCPU(s) {missing} for the guest's kvm-clock timestamps ({guest_path}); "
-            "KVM writes a vCPU's pvclock record on vCPU load (without a stable master clock), on master clock "
-            "changes and when the guest writes MSR_KVM_SYSTEM_TIME_NEW: capture the host with "
-            "kvm:kvm_pvclock_update from before the guest starts (or migrate it, or write the MSR again) — "
-            "`tsalign capture` records it by default")
-    out, early = [], 0
-    for r in recs:
-        tsc, before = pvclock.to_tsc(r.cpu, r.ts)  # type: ignore[misc]
-        early += before
-        out.append(Record(tsc, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid))
-    bound = max(v["rounding_cycles"] for v in pvclock.summary().values())
-    records = sum(len(u) for u in pvclock.updates.values())
-    notes = [(f"guest kvm-clock ns converted to guest TSC with {records} traced pvclock record(s); each converted TSC "
-              f"lies at most {bound} cycles below the true one")]
-    if early:
-        notes.append(f"{early} guest events precede every traced pvclock record: converted with the first one "
-                     "(right if the record did not change between them)")
-    return out, notes, bound
 
 
 def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None = None,
@@ -259,8 +206,9 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
                     "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
                     "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
     pvclock = PvclockTimeline.build(pv_updates)
-    grecs, notes, rounding = guest_records_on_tsc(guest, pvclock, host.path)
-    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *notes,
+    g = guest_records_on_tsc(guest, pvclock, host.path)
+    grecs = g.records
+    notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *g.notes,
              *([khz_note] if khz_note else [])]
     for r in grecs:
         out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
@@ -270,10 +218,10 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
     cal = guest.manifest.get("calibration") if isinstance(guest.manifest.get("calibration"), dict) else None
-    above = int(cal["bound_cycles"]) if cal else 0
+    above = int(cal["bound_cycles"]) if cal else g.above  # a foreign trace's calibration: converted when read
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
                    all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
-                   rounding + above, above)
+                   g.below + above, above, g.cross_check)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

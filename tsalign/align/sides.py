@@ -67,10 +67,16 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         for opt, v in (("clock", clock), ("buffer", buffer)):
             if v is not None:
                 raise InvalidParameter(f"--{role}-{opt}", v, f"no value for a tsalign bundle ({path} records its own)")
+        b = Bundle.open(path, what)
         if calibration is not None:
-            raise InvalidParameter("--guest-calibration", path, "a guest trace file in local/perf ns, not a tsalign bundle "
-                                   "(a bundle records its clock; export its events with `tsalign events` to convert them)")
-        return Bundle.open(path, what)
+            own = bool((b.manifest.get("clock") or {}).get("convertible"))
+            if role != "guest" or b.domain not in ("sched_ns", "perf_ns") or own:
+                raise InvalidParameter("--guest-calibration", path,
+                                       "a guest bundle in ns of the local or perf clock that cannot be converted "
+                                       f"otherwise (this one is {b.domain}"
+                                       + (", convertible by its own perf page" if own else "") + ")")
+            b.calibration = calibration
+        return b
     if not os.path.exists(path):
         raise InvalidParameter(what, path, "an existing tsalign bundle directory or trace file")
     recs, info, lost = _read(path, clock, buffer, lenient)
@@ -111,17 +117,13 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
 
 def _calibrated(recs: list[Record], clock: str, calibration: dict[str, Any], path: str) -> tuple[list[Record], dict[str, Any]]:
     """Records in the guest's ``local``/``perf`` ns -> guest TSC with the calibration of that clock."""
-    import numpy as np
+    from .guestclock import calibrated_records
 
-    if clock not in calibration:
-        raise InvalidParameter("--guest-calibration", path,
-                               f"a calibration of the trace's clock ({clock!r}); the file holds {sorted(calibration)} "
-                               "(the ftrace 'local' clock and perf's clock are calibrated)")
+    g = calibrated_records(recs, calibration, clock, 1, path)
     cal = calibration[clock]
-    tsc, outside = cal.to_tsc(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)))
-    out = [Record(t, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc.tolist(), recs)]
-    return out, {"clock": clock, "bound_cycles": cal.bound_cycles, "pieces": len(cal.pieces), "outside": outside,
-                 "boot_id": cal.boot_id}
+    outside = sum(1 for r in recs if not cal.pieces[0].ns_first <= r.ts <= cal.pieces[-1].ns_last)
+    return g.records, {"clock": clock, "bound_cycles": cal.bound_cycles, "pieces": len(cal.pieces), "outside": outside,
+                       "boot_id": cal.boot_id}
 
 
 def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[list[Record], Any, int]:

@@ -84,8 +84,12 @@ class Capture:
             raise InvalidParameter("--role", self.role, "host or guest")
         if self.memory not in ("auto", "on", "off"):
             raise InvalidParameter("--memory-offsets", self.memory, "auto, on or off")
-        if self.clock not in ("x86-tsc", "perf"):
-            raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles) or perf (perf/local_clock ns)")
+        if self.clock not in ("x86-tsc", "perf", "local"):
+            raise InvalidParameter("--clock", self.clock, "x86-tsc (TSC cycles), perf (perf/local_clock ns) or local "
+                                                          "(sched_clock ns)")
+        if self.clock == "local" and self.role != "guest":
+            raise InvalidParameter("--clock", self.clock, "x86-tsc on a host (local, sched_clock ns, is for a kvm-clock "
+                                                          "guest: align converts it with the host's pvclock records)")
         for e in self.events:
             check_event_name(e)
 
@@ -258,6 +262,8 @@ class Capture:
         if self.clock == "x86-tsc":
             domain = "host_tsc" if self.role == "host" else "guest_tsc"
             return {"trace_clock": "x86-tsc", "domain": domain, "convertible": True}
+        if self.clock == "local":
+            return sched_clock_info(node_facts(Root()))
         page: Any
         try:
             page = perfpage.read_user_page()
@@ -273,6 +279,25 @@ class Capture:
     def _vm_dict(vm: kvmvms.VmInfo) -> dict[str, Any]:
         return {"pid": vm.pid, "vm_fd": vm.vm_fd, "name": vm.name, "uuid": vm.uuid, "notes": vm.notes,
                 "debugfs_dir": vm.debugfs_dir, "vcpus": [{"id": v.id, "tid": v.tid} for v in vm.vcpus]}
+
+
+def sched_clock_info(facts: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's clock for a guest capture in ftrace's ``local`` clock: sched_clock() ns, printed in
+    microseconds by tracefs text (``resolution_ns`` 1000). On kvm-clock, sched_clock() = kvmclock ns -
+    kvm_sched_clock_offset (recorded from the kernel log), which the host's pvclock records convert to TSC."""
+    off = facts.get("kvm_sched_clock_offset_ns")
+    info: dict[str, Any] = {"trace_clock": "local", "domain": "sched_ns", "convertible": False, "resolution_ns": 1000,
+                            "kvm_sched_clock_offset_ns": off}
+    if facts.get("sched_clock") == "tsc":
+        info["reason"] = ("sched_clock runs on the TSC here (no-kvmclock): capture with --clock x86-tsc, which "
+                          "records the TSC itself")
+    elif off is None:
+        info["reason"] = ("kvm_sched_clock_offset unknown (the kernel log has no 'kvm-clock: using sched offset' "
+                          "line): only a guest calibration (tsalign calibrate) converts these timestamps")
+    else:
+        info["reason"] = ("sched_clock ns of a kvm-clock guest: align converts them to guest TSC with the host's "
+                          "kvm_pvclock_update records (or a guest calibration)")
+    return info
 
 
 def event_exists(ev: str) -> bool:

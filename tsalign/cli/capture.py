@@ -38,8 +38,10 @@ def register(sub: Any) -> None:
     g.add_argument("--pid", type=int, help="host role: the VM process id")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--events", help="comma-separated system:event list (default depends on --role)")
-    p.add_argument("--clock", choices=("x86-tsc", "perf"), default="x86-tsc",
-                   help="x86-tsc: TSC cycles (default); perf: perf/local_clock ns plus the perf user page")
+    p.add_argument("--clock", choices=("x86-tsc", "perf", "local"), default="x86-tsc",
+                   help="x86-tsc: TSC cycles (default); perf: perf/local_clock ns plus the perf user page; local "
+                        "(guest): sched_clock ns of a kvm-clock guest, converted by align with the host's pvclock "
+                        "records or a calibration (microsecond resolution in the bundle's text)")
     p.add_argument("--buffer-kb", type=int, default=4096, help="per-CPU ring buffer size in KiB")
     p.add_argument("--memory-offsets", choices=("auto", "on", "off"), default="auto",
                    help="host role: also read each vCPU's TSC offset from kernel memory with drgn (/proc/kcore; types "

@@ -7,10 +7,13 @@ import re
 
 from .fs import Root
 
-__all__ = ["read_kernel_log", "sched_clock_from_log", "tsc_khz_from_log"]
+__all__ = ["kvm_sched_offset_from_log", "read_kernel_log", "sched_clock_from_log", "tsc_khz_from_log"]
 
 _REFINED = re.compile(r"tsc: Refined TSC clocksource calibration: (\d+)\.(\d{3}) MHz")
 _DETECTED = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz")
+#: printed once at boot by kvm_sched_clock_init(); the value is kvm_sched_clock_offset, in ns (kvmclock at
+#: boot), whatever the message says
+_SCHED_OFFSET = re.compile(r"kvm-clock: using sched offset of (\d{1,20}) cycles")
 
 
 def read_kernel_log(root: Root) -> str | None:
@@ -56,3 +59,13 @@ def sched_clock_from_log(log: str) -> str | None:
     if "kvm-clock: using sched offset" in log:
         return "kvm-clock"
     return None
+
+
+def kvm_sched_offset_from_log(log: str) -> int | None:
+    """The guest's ``kvm_sched_clock_offset`` in ns (sched_clock() = kvmclock ns minus it), from the line
+    kvm_sched_clock_init() prints at boot ("kvm-clock: using sched offset of N cycles": N is ns); None
+    when the log lacks it (a guest not on kvm-clock, or a log rotated past boot)."""
+    found = _SCHED_OFFSET.findall(log)
+    if not found or len(set(found)) != 1 or int(found[0]) >= 1 << 64:
+        return None
+    return int(found[0])

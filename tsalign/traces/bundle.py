@@ -89,6 +89,9 @@ class Bundle:
 
     path: str
     manifest: dict[str, Any]
+    #: a guest calibration given for this bundle's ns timestamps (``tsalign align --guest-calibration``): clock ->
+    #: :class:`tsalign.clock.calib.Calibration`
+    calibration: dict[str, Any] | None = None
 
     @classmethod
     def open(cls, path: str, what: str = "bundle") -> Bundle:

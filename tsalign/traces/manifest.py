@@ -51,8 +51,11 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "role": {"enum": ["host", "guest"]},
         "clock": {"type": "object", "required": ["domain"],
-                  "properties": {"domain": {"enum": ["host_tsc", "guest_tsc", "perf_ns", "kvmclock_ns"]},
+                  "properties": {"domain": {"enum": ["host_tsc", "guest_tsc", "perf_ns", "kvmclock_ns", "sched_ns"]},
                                  "trace_clock": NAME, "convertible": {"type": "boolean"}, "reason": NAME,
+                                 "kvm_sched_clock_offset_ns": {"type": ["integer", "null"], "minimum": 0,
+                                                               "maximum": (1 << 64) - 1},
+                                 "resolution_ns": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
                                  "perf_user_page": {"type": "object"}, "pvclock": {"type": "object"}}},
         "data": {"type": "object", "required": ["format", "files"],
                  "properties": {"format": {"enum": ["ftrace-text", "jsonl"]},

@@ -125,6 +125,15 @@ def verdict_of(a: Any) -> dict[str, Any]:
     if any(i["kind"] in ("unexplained_change", "prev_mismatch") for i in issues) and status == PASS:
         status = WARN
         reasons.append("offset sources disagree (see offsets.issues)")
+    cross = getattr(a, "cross_check", None)
+    if cross is not None and not cross["agree"]:
+        status = FAIL
+        for v, d in cross["per_vcpu"].items():
+            if not d["agree"]:
+                reasons.append(f"{v}: the guest calibration and the host's pvclock records disagree: {d['beyond']} of "
+                               f"{d['events']} guest events converted {d['min_cycles']}..{d['max_cycles']} cycles apart "
+                               f"(allowed {cross['allowed_cycles'][0]}..{cross['allowed_cycles'][1]}): the calibration "
+                               "no longer holds (a migration, another boot, or a clock that steps between vCPU loads)")
     if a.dropped.get("host_no_offset"):
         status = worst(status, WARN) if status != UNVERIFIED else status
         reasons.append(f"{a.dropped['host_no_offset']} host events had no offset and were dropped")
@@ -154,6 +163,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
                     "changes_seen": sum(max(0, len(segs) - 1) for segs in a.timeline.segments.values()),
                     "timeline": a.timeline.to_dict()},
         "kvmclock": a.pvclock.summary(),
+        "kvmclock_cross_check": cross,
         "brackets": {"checked": checked, "violated": violated},
         "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.events), "dropped": a.dropped,
                    "lost_in_ring_buffers": a.lost_events},

@@ -1,0 +1,176 @@
+"""A guest side's timestamps on its TSC: exact where the guest recorded the TSC, else converted from
+perf ns (the guest's perf page), kvm-clock ns or a kvm-clock guest's sched_clock ns (the host's traced
+pvclock records, tsalign.offsets.pvclock) or ns of ``local``/``perf`` (a calibration measured in the guest,
+tsalign.clock.calib), with how far each converted TSC may lie from the true one; and the cross-check of a
+calibration against the pvclock route where both exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import perf as perfclock
+from ..errors import InvalidParameter
+from ..offsets import PvclockTimeline
+from ..traces.ftrace_text import Record
+
+__all__ = ["GuestOnTsc", "calibrated_records", "guest_records_on_tsc"]
+
+
+@dataclass
+class GuestOnTsc:
+    """A guest's records with ts in guest TSC cycles, and what their conversion said."""
+
+    records: list[Record]
+    notes: list[str] = field(default_factory=list)
+    #: cycles a converted TSC may lie below the true one (0: exact)
+    below: int = 0
+    #: cycles a converted TSC may lie above the true one (a calibration's bound; 0: exact)
+    above: int = 0
+    #: host pvclock route against a guest calibration, per vCPU (None: not both available)
+    cross_check: dict[str, Any] | None = None
+
+
+def guest_records_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
+                         host_path: str = "the host bundle") -> GuestOnTsc:
+    """Guest records with ts in guest TSC cycles. Converts perf ns when the perf page allows, kvmclock ns
+    with the host's pvclock records (``pvclock``), a kvm-clock guest's sched_clock ns (trace clock
+    ``local``) with them and the guest's kvm_sched_clock_offset, and ns of ``local``/``perf`` with a guest
+    calibration (``guest.calibration``); where both a pvclock route and a calibration exist, the pvclock
+    route is used and the calibration is cross-checked against it per vCPU."""
+    clock = guest.manifest.get("clock", {})
+    domain = clock.get("domain")
+    recs = list(guest.records())
+    cal = getattr(guest, "calibration", None)
+    if domain == "guest_tsc":
+        return GuestOnTsc(recs)
+    if domain == "kvmclock_ns":
+        return _kvmclock_records(recs, pvclock or PvclockTimeline(), guest.path, host_path)
+    if domain == "perf_ns" and clock.get("convertible") and clock.get("perf_user_page"):
+        page = clock["perf_user_page"]
+        conv = perfclock.PerfTimeConv(page["time_zero"], page["time_mult"], page["time_shift"],
+                                      page.get("time_cycles", 0), page.get("time_mask", 0),
+                                      bool(page.get("cap_user_time_zero")), bool(page.get("cap_user_time_short")))
+        return GuestOnTsc([Record(perfclock.perf_ns_to_tsc(r.ts, conv), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid)
+                           for r in recs], ["guest perf ns converted to guest TSC with the guest's perf user page"])
+    if domain not in ("perf_ns", "sched_ns"):
+        raise InvalidParameter("--guest", guest.path, f"a known clock domain (found {domain!r})")
+    res = int(clock.get("resolution_ns") or 1)
+    off = clock.get("kvm_sched_clock_offset_ns")
+    pv = pvclock or PvclockTimeline()
+    if domain == "sched_ns" and isinstance(off, int) and pv.updates:
+        kvm = [Record((r.ts + off) & ((1 << 64) - 1), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for r in recs]
+        out = _kvmclock_records(kvm, pv, guest.path, host_path, res)
+        out.notes.insert(0, f"guest sched_clock ns = kvm-clock ns - kvm_sched_clock_offset ({off} ns, the guest's "
+                            "kernel log)")
+        if cal is not None:
+            out.cross_check = _cross_check(recs, out.records, cal, "local", res, out.below, guest.path)
+            verdict = "agree" if out.cross_check["agree"] else "DISAGREE"
+            out.notes.append(f"guest calibration cross-checked against the host's pvclock records: {verdict} "
+                             "(see kvmclock_cross_check)")
+        return out
+    if cal is not None:
+        return calibrated_records(recs, cal, "perf" if domain == "perf_ns" else "local", res, guest.path)
+    if domain == "perf_ns":
+        why = clock.get("reason") or "no perf user page recorded"
+        fix = ("record with `tsalign capture --role guest` (trace clock x86-tsc), capture it with --clock local and "
+               "the host's kvm_pvclock_update records, or give --guest-calibration (tsalign calibrate in the guest)")
+    elif isinstance(off, int):
+        why = f"no kvm:kvm_pvclock_update of the guest's vCPUs in {host_path}"
+        fix = ("record the host with kvm:kvm_pvclock_update (`tsalign capture` does by default; KVM writes a record on "
+               "vCPU load without a stable master clock, on master clock updates and when the guest writes "
+               "MSR_KVM_SYSTEM_TIME_NEW), or give --guest-calibration (tsalign calibrate in the guest)")
+    else:
+        why = clock.get("reason") or "the guest's kvm_sched_clock_offset is unknown"
+        fix = "give --guest-calibration (tsalign calibrate in the guest), or capture the guest with --clock x86-tsc"
+    raise InvalidParameter("--guest", guest.path, f"a guest bundle convertible to its TSC: this one holds {domain} "
+                           f"({why}); {fix}")
+
+
+def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: str,
+                      host_path: str, resolution_ns: int = 1) -> GuestOnTsc:
+    """kvmclock ns -> guest TSC per vCPU with the pvclock record in force (tsalign.offsets.pvclock); a
+    timestamp printed at ``resolution_ns`` stands for ns up to ``resolution_ns - 1`` later."""
+    missing = sorted({r.cpu for r in recs} - set(pvclock.updates))
+    if missing:
+        raise InvalidParameter(
+            "--host", host_path,
+            f"kvm:kvm_pvclock_update events of vCPU(s) {missing} for the guest's kvm-clock timestamps ({guest_path}); "
+            "KVM writes a vCPU's pvclock record on vCPU load (without a stable master clock), on master clock "
+            "changes and when the guest writes MSR_KVM_SYSTEM_TIME_NEW: capture the host with "
+            "kvm:kvm_pvclock_update from before the guest starts (or migrate it, or write the MSR again) — "
+            "`tsalign capture` records it by default")
+    out, early, spread = [], 0, 0
+    for r in recs:
+        tsc, before = pvclock.to_tsc(r.cpu, r.ts)  # type: ignore[misc]
+        early += before
+        if resolution_ns > 1:  # the true ns lies in [ts, ts + resolution): its TSC up to this much later
+            spread = max(spread, (pvclock.to_tsc(r.cpu, r.ts + resolution_ns - 1) or (tsc, 0))[0] - tsc)
+        out.append(Record(tsc, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid))
+    summary = pvclock.summary()
+    bound = max(v["rounding_cycles"] for v in summary.values()) + spread
+    records = sum(len(u) for u in pvclock.updates.values())
+    notes = [(f"guest kvm-clock ns converted to guest TSC with {records} traced pvclock record(s); each converted TSC "
+              f"lies at most {bound} cycles below the true one"
+              + (f" (timestamps at {resolution_ns} ns resolution)" if resolution_ns > 1 else ""))]
+    if not all(v["tsc_stable"] for v in summary.values()):
+        notes.append("the guest's pvclock is not TSC-stable: its kernel keeps kvm-clock readings monotonic across "
+                     "vCPUs (the last value read anywhere), so a reading can lie above its own vCPU's record; the "
+                     "evidence judges the result")
+    if early:
+        notes.append(f"{early} guest events precede every traced pvclock record: converted with the first one "
+                     "(right if the record did not change between them)")
+    return GuestOnTsc(out, notes, bound)
+
+
+def calibrated_records(recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,
+                        path: str) -> GuestOnTsc:
+    """ns of ``clock`` -> guest TSC with the guest's calibration of that clock (tsalign.clock.calib)."""
+    cal = _calibration_of(cals, clock, path)
+    tsc, outside = _calibrated_tsc(recs, cal)
+    spread = 0
+    if resolution_ns > 1 and recs:
+        hi, _ = _calibrated_tsc([Record(r.ts + resolution_ns - 1, r.cpu, r.pid, "", "", "") for r in recs], cal)
+        spread = max(int(h) - int(t) for h, t in zip(hi, tsc))
+    out = [Record(int(t), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc, recs)]
+    note = (f"guest {clock} ns converted to guest TSC with the calibration measured in the guest (tsalign calibrate, "
+            f"{len(cal.pieces)} piece(s)): each converted TSC lies within {cal.bound_cycles} cycles of the true one"
+            + (f", plus up to {spread} below it (timestamps at {resolution_ns} ns resolution)" if spread else "")
+            + (f"; {outside} events outside the calibrated range (converted with the nearest piece)" if outside else ""))
+    return GuestOnTsc(out, [note], cal.bound_cycles + spread, cal.bound_cycles)
+
+
+def _calibration_of(cals: dict[str, Any], clock: str, path: str) -> Any:
+    if clock not in cals:
+        raise InvalidParameter("--guest-calibration", path,
+                               f"a calibration of the trace's clock ({clock!r}); the file holds {sorted(cals)}")
+    return cals[clock]
+
+
+def _calibrated_tsc(recs: list[Record], cal: Any) -> tuple[list[int], int]:
+    import numpy as np
+
+    tsc, outside = cal.to_tsc(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)))
+    return tsc.tolist(), outside
+
+
+def _cross_check(recs: list[Record], pv_recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,
+                 pv_below: int, path: str) -> dict[str, Any]:
+    """The guest calibration's TSC for each event minus the host pvclock route's, per vCPU: they agree when
+    every difference lies within what both bounds allow (the calibration's either way, the pvclock route's
+    rounding below; the timestamps' resolution is the same for both and cancels)."""
+    cal = _calibration_of(cals, clock, path)
+    tsc, _ = _calibrated_tsc(recs, cal)
+    by: dict[int, list[int]] = {}
+    for t, r in zip(tsc, pv_recs):
+        by.setdefault(r.cpu, []).append(int(t) - r.ts)
+    allowed_lo, allowed_hi = -(cal.bound_cycles + pv_below), cal.bound_cycles + pv_below
+    per = {}
+    for cpu, d in sorted(by.items()):
+        d.sort()
+        beyond = sum(1 for x in d if not allowed_lo <= x <= allowed_hi)
+        per[f"vcpu{cpu}"] = {"events": len(d), "min_cycles": d[0], "median_cycles": d[len(d) // 2],
+                             "max_cycles": d[-1], "beyond": beyond, "agree": beyond == 0}
+    return {"clock": clock, "calibration_bound_cycles": cal.bound_cycles, "pvclock_below_cycles": pv_below,
+            "allowed_cycles": [allowed_lo, allowed_hi], "calibration_boot_id": cal.boot_id,
+            "per_vcpu": per, "agree": all(v["agree"] for v in per.values())}
