@@ -103,9 +103,20 @@ def push_drgn(st: dict[str, Any]) -> None:
     /opt/tsalign/lib in L1: its memory offset source (tsalign.node.memory) reads L1's /proc/kcore."""
     import drgn
 
-    site = Path(drgn.__file__).resolve().parents[1]
-    names = sorted(p.name for p in site.iterdir() if p.name in ("drgn", "_drgn_util", "drgn.libs")
-                   or (p.name.startswith("_drgn.") and p.suffix == ".so"))
+    _push_site(st, Path(drgn.__file__).resolve().parents[1], ("drgn", "_drgn_util", "drgn.libs"), "_drgn.")
+
+
+def push_numpy(st: dict[str, Any]) -> None:
+    """numpy as installed in this venv (same CPython as the image's python3) to /opt/tsalign/lib in a guest:
+    `tsalign calibrate` fits its map with numpy."""
+    import numpy
+
+    _push_site(st, Path(numpy.__file__).resolve().parents[1], ("numpy", "numpy.libs"), None)
+
+
+def _push_site(st: dict[str, Any], site: Path, dirs: tuple[str, ...], so_prefix: str | None) -> None:
+    names = sorted(p.name for p in site.iterdir() if p.name in dirs
+                   or (so_prefix and p.name.startswith(so_prefix) and p.suffix == ".so"))
     tar = subprocess.run(["tar", "-C", str(site), "--exclude=__pycache__", "-c", *names], capture_output=True,
                          check=True).stdout
     vm.push(st, tar, "mkdir -p /opt/tsalign/lib && tar -x -C /opt/tsalign/lib")
@@ -155,6 +166,8 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
             raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({state}):\n{tail}")
         time.sleep(2)
     vm.push_tsalign(l2)
+    if setup == "kvmclock":
+        push_numpy(l2)
     r = vm.ssh(l2, "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; "
                    "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", timeout=60)
     l2["clocksource"] = r.stdout.strip()
@@ -191,15 +204,25 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
     if r.returncode != 0:
         raise RuntimeError(f"host capture in L1 did not start: {r.stdout}{r.stderr}")
     # guest: its default events for 8 s while it sleeps (timer IRQs, TSC-deadline writes), reads and writes
-    # O_DIRECT (virtio IRQs, host IO) and switches tasks
+    # O_DIRECT (virtio IRQs, host IO) and switches tasks. A kvm-clock guest also records the same events in
+    # its sched_clock (`--clock local`, a second private instance) and calibrates sched_clock against its TSC
+    # meanwhile (tsalign calibrate, pinned to CPU 0)
+    kvmclock = l2["setup"] == "kvmclock"
+    local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
+             "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
+    calibrate = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 5 --json; }} "
+                 "> /root/lab/calibrate.log 2>&1 < /dev/null & " if kvmclock else "")
     r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --role guest --duration 8 "
                    "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
-                   f"{RECORDING.format(n=1200)}; "
+                   f"{local}{RECORDING.format(n=1200)}; "
+                   + ("for i in $(seq 1200); do [ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on "
+                      "2>/dev/null | wc -l) -ge 2 ] && break; sleep 0.1; done; " if kvmclock else "")
+                   + calibrate +
                    "for i in $(seq 100); do sleep 0.005; done; "
                    "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
-                   "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; wait; cat /root/lab/guest.log",
-               timeout=300)
-    if "bundle /root/lab/guest" not in r.stdout:
+                   "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; wait; cat /root/lab/guest*.log "
+                   "/root/lab/calibrate.log 2>/dev/null", timeout=600)
+    if "bundle /root/lab/guest:" not in r.stdout or (kvmclock and "bundle /root/lab/guest-local:" not in r.stdout):
         raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
     r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
                    "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
@@ -208,6 +231,12 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
         raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
     vm.fetch(l1, "/root/lab/host", out)
     vm.fetch(l2, "/root/lab/guest", out)
+    if kvmclock:
+        vm.fetch(l2, "/root/lab/guest-local", out)
+        r = vm.ssh(l2, "cat /root/lab/calibration.json", timeout=120)
+        if r.returncode == 0:
+            (out / "calibration.json").write_text(r.stdout)
+        (out / "calibrate.log").write_text(vm.ssh(l2, "cat /root/lab/calibrate.log", timeout=120).stdout)
     host, guest = str(out / "host"), str(out / "guest")
     code, verdict = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned"))
     code1, one = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned-one-snapshot"),
@@ -217,11 +246,60 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
         c, doc = _tsalign("analyze", kind, "--host", host, "--guest", guest, "-o", str(out / f"analysis-{kind}"))
         analyses[kind] = {"exit": c, "status": doc.get("status"), "summary": doc.get("summary"),
                           "needs": doc.get("needs")}
+    routes = kvmclock_routes(out) if kvmclock else None
     summary = {"setup": l2["setup"], "l2_clocksource": l2.get("clocksource"), "exit": code, "verdict": verdict,
+               "kvmclock_routes": routes,
                "one_snapshot": {"exit": code1, "verdict": one["verdict"], "reasons": one["reasons"]},
                "analyses": analyses}
     (out / "lab-summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def kvmclock_routes(out: Path) -> dict[str, Any]:
+    """The kvm-clock guest's `local` (sched_clock ns) capture aligned through the host's pvclock records and
+    through the guest's own calibration (cross-checked against each other), each judged by the evidence
+    and compared with the truth: the same events' x86-tsc timestamps in the guest's TSC capture of the same
+    window (events whose cpu, pid, name and payload occur once in each)."""
+    res: dict[str, Any] = {}
+    runs = {"pvclock": []}
+    if (out / "calibration.json").is_file():
+        runs["calibration"] = ["--guest-calibration", str(out / "calibration.json")]
+        res["calibration"] = json.loads((out / "calibration.json").read_text())["clocks"]["local"]
+        res["calibration"] = {k: res["calibration"][k] for k in ("bound_cycles", "bound_ns", "disturbed", "notes")} | {
+            "pieces": len(res["calibration"]["pieces"])}
+    else:
+        res["calibration"] = {"error": (out / "calibrate.log").read_text()[-2000:]}
+    for name, extra in runs.items():
+        code, v = _tsalign("align", "--host", str(out / "host"), "--guest", str(out / "guest-local"), *extra,
+                           "-o", str(out / f"aligned-local-{name}"))
+        if "verdict" not in v:
+            res[name] = {"exit": code, "error": v.get("error")}
+            continue
+        res[name] = {"exit": code, "verdict": v["verdict"], "reasons": v["reasons"][:6],
+                     "cross_check": v.get("kvmclock_cross_check"),
+                     "notes": [n for n in v["notes"] if "converted" in n or "pvclock" in n],
+                     "truth": _truth(out / f"aligned-local-{name}" / "timeline.jsonl", out / "guest")}
+    return res
+
+
+def _truth(timeline: Path, tsc_bundle: Path) -> dict[str, Any]:
+    """Per vCPU: the x86-tsc timestamp of an event minus the TSC its `local` timestamp was converted to."""
+    from tsalign.traces.bundle import Bundle
+
+    def once(items: Any) -> dict[tuple, int]:
+        seen: dict[tuple, list[int]] = {}
+        for key, ts in items:
+            seen.setdefault(key, []).append(ts)
+        return {k: v[0] for k, v in seen.items() if len(v) == 1}
+
+    conv = once(((e["cpu"], e["pid"], e["event"], e["payload"]), e["guest_tsc"])
+                for e in map(json.loads, timeline.open()) if e["side"] == "guest")
+    truth = once(((r.cpu, r.pid, r.event, r.payload), r.ts) for r in Bundle.open(str(tsc_bundle)).records())
+    per: dict[int, list[int]] = {}
+    for k in conv.keys() & truth.keys():
+        per.setdefault(k[0], []).append(truth[k] - conv[k])
+    return {f"vcpu{c}": {"matched": len(d), "min": min(d), "median": sorted(d)[len(d) // 2], "max": max(d)}
+            for c, d in sorted(per.items())}
 
 
 def inventory(l1: dict[str, Any], l2: dict[str, Any] | None, path: Path) -> Path:
@@ -352,6 +430,37 @@ def check_workflow(s: dict[str, Any], setup: str, out: Path) -> None:
     io = a["io"]["summary"]
     assert a["io"]["status"] == "ok" and io["completed"] > 0 and io["with_host_io"] > 0, a["io"]
     assert (out / "aligned" / "verdict.json").is_file()
+    if setup == "kvmclock":
+        check_kvmclock_routes(s["kvmclock_routes"])
+
+
+def check_kvmclock_routes(routes: dict[str, Any]) -> None:
+    """A kvm-clock L2's sched_clock capture: through the host's pvclock records it passes the evidence and
+    every matched event's converted TSC lies near the x86-tsc stamp the same hit got in the other instance
+    (the two instances read their clocks one after the other); the calibration route is reported with its
+    cross-check (which may disagree: there, each vCPU's TSC is rewritten on every vCPU load)."""
+    pv = routes["pvclock"]
+    assert pv.get("verdict") in ("pass", "warn") and pv["exit"] in (0, 2), pv
+    assert pv["truth"] and all(d["matched"] > 20 for d in pv["truth"].values()), pv["truth"]
+    below = max(int(m[1]) for n in pv["notes"] if (m := re.search(r"at most (\d+) cycles below", n)))
+    for v, d in pv["truth"].items():
+        assert -below <= d["median"] <= below, (v, d, below)
+    assert "calibration" in routes
+
+
+def check_playbooks(p: dict[str, Any]) -> None:
+    """The seed's workflow through the playbooks on an L2 on the TSC: a verdict backed by evidence on both vCPUs
+    with changing offsets, the guest role saying what to change on the host side (a VMM-loaded kernel), and
+    precheck reports for L1 (host) and L2 (guest)."""
+    v = p["verdict"]
+    assert v["verdict"] in ("pass", "warn") and v["brackets"]["violated"] == 0, v["reasons"]
+    assert v["offsets"]["changes_seen"] > 100, v["offsets"]["changes_seen"]
+    per = {d["vcpu"]: d for d in v["evidence"]["per_vcpu"]}
+    assert set(per) == {0, 1} and all(d["width_cycles"] is not None and d["violated"] == 0 for d in per.values())
+    assert p["guest_role_host_side_change"]
+    pre = p["prechecks"]
+    assert pre["lab-l1"]["role"] == "host" and pre["lab-l2"]["role"] == "guest", pre
+    assert pre["lab-l1"]["checks"]["kvm_vms"] != "fail" and pre["lab-l2"]["checks"]["sched_clock"] == "ok", pre
 
 
 def _run(out: str) -> int:
@@ -372,12 +481,19 @@ def _run(out: str) -> int:
                 results[setup] = "check failed"
             _print_verdict(f"{setup} (CLI; L2 clocksource {s['l2_clocksource']}; one snapshot: "
                            f"{s['one_snapshot']['verdict']})", s["verdict"], f"{out}/{setup}/aligned/verdict.json")
+            for route, d in (s.get("kvmclock_routes") or {}).items():
+                print(f"  sched_clock via {route}: {json.dumps(d)[:1500]}", flush=True)
         l2 = l2_up(l1, "tsc")  # the seed's configuration, as a fleet job runs it
         try:
             p = run_playbooks(l1, l2, Path(out) / "playbooks")
         finally:
             l2_down(l1)
         results["playbooks"] = p["verdict"]["verdict"]
+        try:
+            check_playbooks(p)
+        except AssertionError as e:
+            print(f"playbooks: check failed: {e}", flush=True)
+            results["playbooks"] = "check failed"
         print("prechecks: " + ", ".join(f"{n} {x['verdict']}" for n, x in p["prechecks"].items()), flush=True)
         _print_verdict("tsc (setup.yml, precheck.yml, capture.yml)", p["verdict"],
                        f"{out}/playbooks/capture/aligned/verdict.json")

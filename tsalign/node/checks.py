@@ -175,12 +175,15 @@ def check_sched_clock(c: Context) -> Check:
         return Check("sched_clock", OK, "tsc", "no-kvmclock on /proc/cmdline: sched_clock is the TSC")
     if on_kvm:
         line = next((ln for ln in (log or "").splitlines() if "kvm-clock: using sched offset" in ln), "")
-        return Check("sched_clock", WARN, "kvm-clock", f"kernel log: {line.strip()}",
+        off = dmesg.kvm_sched_offset_from_log(log or "")
+        routes = ["x86-tsc trace clock", "guest calibration"] + (["host pvclock (local clock)"] if off is not None else [])
+        return Check("sched_clock", WARN, {"sched_clock": "kvm-clock", "kvm_sched_clock_offset_ns": off,
+                                           "routes": routes}, f"kernel log: {line.strip()}",
                      "perf/local-clock timestamps of this kernel are kvm-clock ns, not TSC. Without a reboot: record "
-                     "with ftrace trace_clock=x86-tsc (tsalign capture does), or convert perf/local timestamps with "
-                     "a calibration measured here (tsalign calibrate -o FILE; align --guest-calibration FILE) or "
-                     "with the host's traced pvclock records (tsalign capture --role host records them); or boot "
-                     "with no-kvmclock")
+                     "with ftrace trace_clock=x86-tsc (tsalign capture does), capture with --clock local and align "
+                     "with the host's traced pvclock records (tsalign capture --role host records them), or convert "
+                     "perf/local timestamps with a calibration measured here (tsalign calibrate -o FILE; align "
+                     "--guest-calibration FILE); or boot with no-kvmclock")
     if "hypervisor" not in flags:
         return Check("sched_clock", OK, "tsc", "no hypervisor flag: native sched_clock runs on the TSC")
     if log is None:
