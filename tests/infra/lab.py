@@ -460,7 +460,9 @@ def check_playbooks(p: dict[str, Any]) -> None:
     assert p["guest_role_host_side_change"]
     pre = p["prechecks"]
     assert pre["lab-l1"]["role"] == "host" and pre["lab-l2"]["role"] == "guest", pre
-    assert pre["lab-l1"]["checks"]["kvm_vms"] != "fail" and pre["lab-l2"]["checks"]["sched_clock"] == "ok", pre
+    assert pre["lab-l1"]["checks"]["kvm_vms"] != "fail", pre
+    # the guest's sched_clock as its setup has it: the TSC with no-kvmclock, else kvm-clock (a warning naming routes)
+    assert pre["lab-l2"]["checks"]["sched_clock"] == ("ok" if p["setup"] == "tsc" else "warn"), pre
 
 
 def _run(out: str) -> int:
