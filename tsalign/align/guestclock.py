@@ -109,10 +109,13 @@ def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: 
         out.append(Record(tsc, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid))
     summary = pvclock.summary()
     bound = max(v["rounding_cycles"] for v in summary.values()) + spread
+    above = max(v["above_cycles"] for v in summary.values())
     records = sum(len(u) for u in pvclock.updates.values())
     notes = [(f"guest kvm-clock ns converted to guest TSC with {records} traced pvclock record(s); each converted TSC "
               f"lies at most {bound} cycles below the true one"
-              + (f" (timestamps at {resolution_ns} ns resolution)" if resolution_ns > 1 else ""))]
+              + (f" (timestamps at {resolution_ns} ns resolution)" if resolution_ns > 1 else "")
+              + (f" and at most {above} cycles above it (the records step back in ns: a reading near a step is "
+                 "converted with the newer record)" if above else ""))]
     if not all(v["tsc_stable"] for v in summary.values()):
         notes.append("the guest's pvclock is not TSC-stable: its kernel keeps kvm-clock readings monotonic across "
                      "vCPUs (the last value read anywhere), so a reading can lie above its own vCPU's record; the "
@@ -120,7 +123,7 @@ def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: 
     if early:
         notes.append(f"{early} guest events precede every traced pvclock record: converted with the first one "
                      "(right if the record did not change between them)")
-    return GuestOnTsc(out, notes, bound)
+    return GuestOnTsc(out, notes, bound, above)
 
 
 def calibrated_records(recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,

@@ -7,7 +7,10 @@ traces every write. A guest reads ``ns = system_time + scale(tsc - tsc_timestamp
 in force (:mod:`tsalign.clock.pvclock`). Going back, a kvmclock ns is turned into the smallest guest
 TSC whose kvmclock reaches it, with the record whose ``system_time`` is the latest not after it; the
 true TSC lies in ``[that, that + step)`` where ``step`` (cycles per ns, rounded up) is reported as
-the rounding bound.
+the rounding bound. A record whose ``system_time`` lies below what the previous record read at its
+``tsc_timestamp`` (a backward step of the clock, as KVM's records on an unstable TSC make) leaves ns that
+both records produce: a reading made with the older record is then converted with the newer one, up to
+the step's cycles above the true TSC (``above_cycles``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock.pvclock import Pvclock, kvmclock_to_tsc
+from ..clock.pvclock import Pvclock, kvmclock_to_tsc, tsc_to_kvmclock
 
 __all__ = ["PVCLOCK_TSC_STABLE", "PvclockTimeline", "PvclockUpdate", "parse_pvclock_update"]
 
@@ -50,6 +53,15 @@ def _step(pv: Pvclock) -> int:
     """Guest TSC cycles per kvmclock ns, rounded up: how far a converted TSC can lie below the true one."""
     per_ns = -(-(1 << 32) // pv.tsc_to_system_mul)
     return per_ns << -pv.tsc_shift if pv.tsc_shift < 0 else max(1, -(-per_ns >> pv.tsc_shift))
+
+
+def _above(a: Pvclock, b: Pvclock) -> int:
+    """Cycles a TSC converted with record ``b`` may lie above the true one for a reading made with the record
+    ``a`` before it: ``a`` read beyond ``b``'s system_time at ``b``'s tsc_timestamp (0: no overlap)."""
+    ns = tsc_to_kvmclock(b.tsc_timestamp, a)
+    if ns <= b.system_time or not 0 <= b.tsc_timestamp - a.tsc_timestamp < 1 << 62:
+        return 0
+    return kvmclock_to_tsc(ns, b) - b.tsc_timestamp
 
 
 @dataclass
@@ -100,6 +112,7 @@ class PvclockTimeline:
                 "versions_increasing": all(b > a for a, b in zip(versions, versions[1:])),
                 "tsc_stable": all(u.flags & PVCLOCK_TSC_STABLE for u in ups),
                 "rounding_cycles": max(_step(u.pv) for u in ups),
+                "above_cycles": max((_above(a.pv, b.pv) for a, b in zip(by_time, by_time[1:])), default=0),
                 "tsc_to_system_mul": sorted({u.pv.tsc_to_system_mul for u in ups})[:4],
                 "tsc_shift": sorted({u.pv.tsc_shift for u in ups}),
             }
