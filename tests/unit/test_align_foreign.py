@@ -175,3 +175,7 @@ def test_guest_in_ns_aligned_through_a_calibration(tmp_path: Path) -> None:
     r = _tsalign("align", "--host", str(h), "--guest", str(guest_text(tmp_path)), "--guest-calibration",
                  str(tmp_path / "cal.json"), "--tsc-offset", "0", "-o", str(tmp_path / "x"))
     assert r.returncode == 3 and "a guest trace in ns" in r.stderr
+    # nor for a bundle on the TSC (its manifest says so)
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "--guest-calibration",
+                 str(tmp_path / "cal.json"), "-o", str(tmp_path / "y"))
+    assert r.returncode == 3 and "a guest bundle in ns of the local or perf clock" in r.stderr and "guest_tsc" in r.stderr

@@ -49,3 +49,31 @@ def test_back_and_forth_within_the_rounding(delta: int) -> None:
     back, early = tl.to_tsc(0, ns)  # type: ignore[misc]
     assert not early and 0 <= t - back < tl.summary()["vcpu0"]["rounding_cycles"]
     assert tsc_to_kvmclock(back, u.pv) == ns
+
+
+def test_a_record_that_steps_back_bounds_the_conversion_above() -> None:
+    """Record b written 10^6 cycles after a, its system_time 3 ns below what a reads there: a reading made with
+    a just before b (ns in the 3 ns overlap) is converted with b, above the truth — by at most above_cycles,
+    computed by hand here (mul 0xd15ecc24, shift -1: 2^32/mul ~ 1.223 (cycles >> 1) per ns)."""
+    from tsalign.clock.pvclock import kvmclock_to_tsc
+
+    a = parse_pvclock_update(10, LINE)
+    assert a is not None
+    t_b = a.pv.tsc_timestamp + 10**6
+    ns_at_b = tsc_to_kvmclock(t_b, a.pv)
+    b = parse_pvclock_update(20, LINE.replace("version 2", "version 4")
+                             .replace("tsc_timestamp 0x224affcc26dc", f"tsc_timestamp {t_b:#x}")
+                             .replace("system_time 0x10100c", f"system_time {ns_at_b - 3:#x}"))
+    assert b is not None
+    tl = PvclockTimeline.build([a, b])
+    above = tl.summary()["vcpu0"]["above_cycles"]
+    # by hand: 3 ns past b's system_time is ceil(3 * 2^32 / mul) << 1 cycles past its tsc_timestamp
+    assert above == -(-(3 << 32) // 0xD15ECC24) << 1 == 8
+    # the worst reading: a's last ns before b, read with a at t_b - 1, converted with b
+    ns = tsc_to_kvmclock(t_b - 1, a.pv)
+    got, _ = tl.to_tsc(0, ns)  # type: ignore[misc]
+    assert 0 < got - (t_b - 1) <= above and got == kvmclock_to_tsc(ns, b.pv)
+    # a record that steps forward (or keeps on) leaves no overlap
+    fwd = parse_pvclock_update(20, LINE.replace("tsc_timestamp 0x224affcc26dc", f"tsc_timestamp {t_b:#x}")
+                               .replace("system_time 0x10100c", f"system_time {ns_at_b + 3:#x}"))
+    assert PvclockTimeline.build([a, fwd]).summary()["vcpu0"]["above_cycles"] == 0  # type: ignore[list-item]
