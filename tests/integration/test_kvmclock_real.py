@@ -107,8 +107,10 @@ def test_sched_clock_guest_through_pvclock_and_a_calibration(run: tuple[Path, di
     from tsalign.clock import calib
 
     out, rep = run
-    truth = [json.loads(x)["ts"] for x in (out / "guest-tsc" / "events.jsonl").open()]
-    kvm = [json.loads(x)["ts"] for x in (out / "guest" / "events.jsonl").open()]
+    tsc_of = {(e["event"], e["payload"]): e["ts"] for e in map(json.loads, (out / "guest-tsc" / "events.jsonl").open())}
+    rows = [json.loads(x) for x in (out / "guest" / "events.jsonl").open()]
+    truth = [tsc_of[(r["event"], r["payload"])] for r in rows]  # the TSC each kvm-clock-stamped event read
+    kvm = [r["ts"] for r in rows]
     off = min(kvm) // 2  # the guest "booted" when its kvm-clock read half its first event's time
     full = _sched_guest(out, tmp_path / "g", off, off)
     r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "g"), "-o", str(tmp_path / "a"), "--json")

@@ -36,20 +36,37 @@ def _kvmclock_ns(b: Any) -> int:
     return tsc_to_kvmclock(b.guest_tsc, Pvclock(system_time, tsc_ts, mul, shift))
 
 
+def _record_precedes(b: Any) -> bool:
+    """Whether beacon ``b``'s pvclock record (read at its exit) was in force at its TSC reading: written at a
+    guest TSC not after it (modulo 2^64)."""
+    return b.pvclock is not None and (b.guest_tsc - b.pvclock[1]) % (1 << 64) < 1 << 63
+
+
 def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, tsc_khz: int | None,
                   kvmclock: bool = False) -> None:
     """The micro-VM's events as a guest bundle: stamped with the guest TSC, or (``kvmclock``) with the
     kvm-clock ns the guest computes from its pvclock record, as a kvm-clock Linux guest's trace is."""
     os.makedirs(path, exist_ok=True)
     ts = _kvmclock_ns if kvmclock else (lambda b: b.guest_tsc)
+    beacons, irqs = res.beacons, res.irq_beacons
+    notes = []
+    if kvmclock:
+        # the record is read from guest memory at the beacon's exit: where KVM rewrote it between the guest's
+        # rdtsc and its `out` (another exit in between, a vCPU load with a new offset), it postdates the
+        # reading and is not the one a guest would have used: such beacons are not stamped
+        beacons, irqs = [b for b in beacons if _record_precedes(b)], [b for b in irqs if _record_precedes(b)]
+        skipped = len(res.beacons) + len(res.irq_beacons) - len(beacons) - len(irqs)
+        if skipped:
+            notes.append(f"{skipped} beacons not stamped in kvm-clock ns: their pvclock record was rewritten between "
+                         "the guest's TSC reading and its exit")
     with open(os.path.join(path, "events.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"ts": ts(b), "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_beacon",
-                                "payload": f"seq={b.seq} port={BEACON_PORT_LO:#x}"}) + "\n" for b in res.beacons)
+                                "payload": f"seq={b.seq} port={BEACON_PORT_LO:#x}"}) + "\n" for b in beacons)
         f.writelines(json.dumps({"ts": ts(b), "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_irq",
-                                "payload": f"seq={b.seq} port={IRQ_PORT_LO:#x}"}) + "\n" for b in res.irq_beacons)
+                                "payload": f"seq={b.seq} port={IRQ_PORT_LO:#x}"}) + "\n" for b in irqs)
         # the guest wrote each beacon's TSC to MSR_BEACON right after reading it (before its `out`)
         f.writelines(json.dumps({"ts": ts(b), "cpu": 0, "pid": 0, "comm": "microvm", "event": "tsalign_msr",
-                                "payload": f"msr={MSR_BEACON:#x} value={b.guest_tsc:#x}"}) + "\n" for b in res.beacons)
+                                "payload": f"msr={MSR_BEACON:#x} value={b.guest_tsc:#x}"}) + "\n" for b in beacons)
     clock = ({"trace_clock": "kvm-clock", "domain": "kvmclock_ns", "convertible": True} if kvmclock else
              {"trace_clock": "rdtsc", "domain": "guest_tsc", "convertible": True})
     write_manifest(path, {
@@ -60,6 +77,7 @@ def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, ts
         "vm": {"host_boot_id": host_boot_id, "pid": os.getpid(), "vm_fd": vm.vm_fd},
         "data": {"format": "jsonl", "files": ["events.jsonl"]},
         "lost_events": 0,
+        "notes": notes,
         "run": {"exits": res.exits, "irqs_raised": res.irqs_raised, "wall_s": round(res.wall_s, 6)},
     })
 
