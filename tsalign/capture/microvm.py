@@ -262,6 +262,7 @@ class MicroVM:
         if irqs:
             t.start()
         halves = {BEACON_PORT_LO: 0, IRQ_PORT_LO: 0}
+        records: dict[int, tuple[int, int, int, int, int, int] | None] = {BEACON_PORT_LO: None, IRQ_PORT_LO: None}
         run = self._run
         t0 = time.monotonic()
         try:
@@ -278,13 +279,17 @@ class MicroVM:
                     _direction, size, port, _count, off = struct.unpack_from("<BBHIQ", run, 32)
                     value = int.from_bytes(run[off:off + size], "little")
                     if port in (BEACON_PORT_LO, IRQ_PORT_LO):
+                        # the record in force at the guest's rdtsc is read at its first exit after it: the next
+                        # KVM_RUN loads the vCPU again, and with an unstable host TSC KVM rewrites the offset and
+                        # the record there
                         halves[port] = value
+                        records[port] = self.pvclock_record()
                     elif port == BEACON_PORT_HI:
                         res.beacons.append(Beacon(len(res.beacons), (value << 32) | halves[BEACON_PORT_LO],
-                                                  pvclock=self.pvclock_record()))
+                                                  pvclock=records[BEACON_PORT_LO]))
                     elif port == IRQ_PORT_HI:
                         res.irq_beacons.append(Beacon(len(res.irq_beacons), (value << 32) | halves[IRQ_PORT_LO], True,
-                                                      self.pvclock_record()))
+                                                      records[IRQ_PORT_LO]))
                 elif reason == KVM_EXIT_INTR:
                     continue
                 else:

@@ -51,8 +51,8 @@ def _guest_bundle(path: str, vm: MicroVM, res: Any, host_boot_id: str | None, ts
     beacons, irqs = res.beacons, res.irq_beacons
     notes = []
     if kvmclock:
-        # the record is read from guest memory at the beacon's exit: where KVM rewrote it between the guest's
-        # rdtsc and its `out` (another exit in between, a vCPU load with a new offset), it postdates the
+        # the record is read from guest memory at the beacon's first exit: where KVM rewrote it between the
+        # guest's rdtsc and its `out` (the vCPU preempted and loaded again with a new offset), it postdates the
         # reading and is not the one a guest would have used: such beacons are not stamped
         beacons, irqs = [b for b in beacons if _record_precedes(b)], [b for b in irqs if _record_precedes(b)]
         skipped = len(res.beacons) + len(res.irq_beacons) - len(beacons) - len(irqs)
