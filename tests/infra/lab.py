@@ -435,17 +435,20 @@ def check_workflow(s: dict[str, Any], setup: str, out: Path) -> None:
 
 
 def check_kvmclock_routes(routes: dict[str, Any]) -> None:
-    """A kvm-clock L2's sched_clock capture: through the host's pvclock records it passes the evidence and
-    every matched event's converted TSC lies near the x86-tsc stamp the same hit got in the other instance
-    (the two instances read their clocks one after the other); the calibration route is reported with its
-    cross-check (which may disagree: there, each vCPU's TSC is rewritten on every vCPU load)."""
+    """A kvm-clock L2's sched_clock capture: through the host's pvclock records it passes the evidence, and no
+    converted TSC lies before the x86-tsc stamp the same hit got in the other instance by more than the stated
+    bound (the x86-tsc instance was enabled first, so the kernel writes each hit there first and reads its
+    `local` clock afterwards: the truth is a lower bound). Through the calibration measured in L2 meanwhile
+    it passes too, and the cross-check against the pvclock route agrees on both vCPUs."""
     pv = routes["pvclock"]
     assert pv.get("verdict") in ("pass", "warn") and pv["exit"] in (0, 2), pv
     assert pv["truth"] and all(d["matched"] > 20 for d in pv["truth"].values()), pv["truth"]
     below = max(int(m[1]) for n in pv["notes"] if (m := re.search(r"at most (\d+) cycles below", n)))
     for v, d in pv["truth"].items():
-        assert -below <= d["median"] <= below, (v, d, below)
-    assert "calibration" in routes
+        assert d["max"] <= below, (v, d, below)
+    cal = routes["calibration"]
+    assert cal.get("verdict") in ("pass", "warn"), cal
+    assert cal["cross_check"]["agree"] and set(cal["cross_check"]["per_vcpu"]) == {"vcpu0", "vcpu1"}, cal["cross_check"]
 
 
 def check_playbooks(p: dict[str, Any]) -> None:
