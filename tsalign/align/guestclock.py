@@ -25,7 +25,7 @@ class GuestOnTsc:
     notes: list[str] = field(default_factory=list)
     #: cycles a converted TSC may lie below the true one (0: exact)
     below: int = 0
-    #: cycles a converted TSC may lie above the true one (a calibration's bound; 0: exact)
+    #: cycles a converted TSC may lie above the true one (a calibration's bound, pvclock records stepping back; 0: exact)
     above: int = 0
     #: host pvclock route against a guest calibration, per vCPU (None: not both available)
     cross_check: dict[str, Any] | None = None
@@ -64,7 +64,7 @@ def guest_records_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
         out.notes.insert(0, f"guest sched_clock ns = kvm-clock ns - kvm_sched_clock_offset ({off} ns, the guest's "
                             "kernel log)")
         if cal is not None:
-            out.cross_check = _cross_check(recs, out.records, cal, "local", res, out.below, guest.path)
+            out.cross_check = _cross_check(recs, out.records, cal, "local", out.below, guest.path)
             verdict = "agree" if out.cross_check["agree"] else "DISAGREE"
             out.notes.append(f"guest calibration cross-checked against the host's pvclock records: {verdict} "
                              "(see kvmclock_cross_check)")
@@ -74,7 +74,8 @@ def guest_records_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
     if domain == "perf_ns":
         why = clock.get("reason") or "no perf user page recorded"
         fix = ("record with `tsalign capture --role guest` (trace clock x86-tsc), capture it with --clock local and "
-               "the host's kvm_pvclock_update records, or give --guest-calibration (tsalign calibrate in the guest)")
+               "the host's kvm_pvclock_update records, give --guest-calibration (tsalign calibrate in the guest), or "
+               "boot the guest with no-kvmclock")
     elif isinstance(off, int):
         why = f"no kvm:kvm_pvclock_update of the guest's vCPUs in {host_path}"
         fix = ("record the host with kvm:kvm_pvclock_update (`tsalign capture` does by default; KVM writes a record on "
@@ -157,8 +158,8 @@ def _calibrated_tsc(recs: list[Record], cal: Any) -> tuple[list[int], int]:
     return tsc.tolist(), outside
 
 
-def _cross_check(recs: list[Record], pv_recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,
-                 pv_below: int, path: str) -> dict[str, Any]:
+def _cross_check(recs: list[Record], pv_recs: list[Record], cals: dict[str, Any], clock: str, pv_below: int,
+                 path: str) -> dict[str, Any]:
     """The guest calibration's TSC for each event minus the host pvclock route's, per vCPU: they agree when
     every difference lies within what both bounds allow (the calibration's either way, the pvclock route's
     rounding below; the timestamps' resolution is the same for both and cancels)."""

@@ -57,7 +57,7 @@ class Aligned:
     guest_rounding: int = 0
     #: cycles a guest event's TSC may lie above the true one (ns converted with a guest calibration; 0: exact)
     guest_above: int = 0
-    #: a guest calibration against the host's pvclock route, per vCPU (merge._cross_check); None: not both
+    #: a guest calibration against the host's pvclock route, per vCPU (guestclock._cross_check); None: not both
     cross_check: dict[str, Any] | None = None
 
 
