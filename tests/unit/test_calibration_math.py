@@ -102,3 +102,14 @@ def test_judging_on_fresh_pairs_can_fail() -> None:
     assert bad["verdict"] == "fail" and bad["beyond_bound"] == 300 and bad["max_error_ns"] > 4000
     wide = cal.judge(ns, [v - 70_000 for v in lo], [v + 70_000 for v in hi])
     assert wide["verdict"] == "fail" and wide["fresh_pairs"] == 0 and wide["disturbed"] == 300
+
+
+def test_a_piece_whose_system_time_lies_before_zero() -> None:
+    """A fitted piece may put system_time before 0 ns (stored modulo 2^64, as the L2 of the nested lab's
+    calibration did: 2^64 - 536): every ns lies after it and converts exactly as with the unwrapped value
+    (by hand: 1 000 ns after system_time -536 is 1 536 ns of cycles after tsc_timestamp)."""
+    wrapped = Pvclock((1 << 64) - 536, 10_000_000_000, 3_510_000_000, -1)
+    piece = calib.Piece(wrapped, 0, 10**9, 10_000_000_000, 12_000_000_000, 100, 500)
+    cal = calib.Calibration("local", [piece], 2_447_000)
+    got, outside = cal.to_tsc([1000])
+    assert int(got[0]) == pvclock.kvmclock_to_tsc(1536, Pvclock(0, 10_000_000_000, 3_510_000_000, -1)) and outside == 0
