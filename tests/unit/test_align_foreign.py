@@ -165,6 +165,16 @@ def test_guest_in_ns_aligned_through_a_calibration(tmp_path: Path) -> None:
     (lo, hi), (rlo, rhi) = v["evidence"]["per_vcpu"][0]["offset_interval"], ref["evidence"]["per_vcpu"][0]["offset_interval"]
     assert lo <= rlo and rhi <= hi and rlo - lo <= 2 * cal.bound_cycles and hi - rhi <= 2 * cal.bound_cycles
     assert any("calibration measured in the guest" in n for n in v["notes"])
+    assert v["guest_conversion"] == {"below_cycles": cal.bound_cycles, "above_cycles": cal.bound_cycles}
+    # the same trace printed in microseconds (as tracefs prints `local`): each stamp stands for up to 999 ns more,
+    # which the bound below takes in (999 ns of cycles at 2.445 GHz, by hand: 2442 or 2443)
+    us = tmp_path / "guest-local-us.txt"
+    us.write_text(re.sub(r"\] (\d+)\.(\d{6})\d{3}:", r"] \1.\2:", g.read_text()))
+    code, u = _align("--host", str(h), "--guest", str(us), "--guest-clock", "local", "--guest-calibration",
+                     str(tmp_path / "cal.json"), "--tsc-offset", "0", "-o", str(tmp_path / "u"))
+    assert code == 0 and u["verdict"] == "pass", u["reasons"]
+    assert u["guest_conversion"]["above_cycles"] == cal.bound_cycles
+    assert 2440 <= u["guest_conversion"]["below_cycles"] - cal.bound_cycles <= 2445, u["guest_conversion"]
     moved = json.loads((tmp_path / "cal.json").read_text())
     moved["clocks"]["local"]["pieces"][0]["system_time"] += 1_000_000
     (tmp_path / "moved.json").write_text(json.dumps(moved))

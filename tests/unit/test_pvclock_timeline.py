@@ -77,3 +77,19 @@ def test_a_record_that_steps_back_bounds_the_conversion_above() -> None:
     fwd = parse_pvclock_update(20, LINE.replace("tsc_timestamp 0x224affcc26dc", f"tsc_timestamp {t_b:#x}")
                                .replace("system_time 0x10100c", f"system_time {ns_at_b + 3:#x}"))
     assert PvclockTimeline.build([a, fwd]).summary()["vcpu0"]["above_cycles"] == 0  # type: ignore[list-item]
+
+
+def test_a_beacon_whose_record_postdates_its_reading_is_not_stamped() -> None:
+    """The micro-VM's kvm-clock stamps (verify.selftest): a beacon is stamped only with a record written at a guest
+    TSC not after its reading, compared modulo 2^64 (a guest TSC offset of -1e12 wraps it near 2^64)."""
+    from tsalign.capture.microvm import Beacon
+    from tsalign.verify.selftest import _record_precedes
+
+    def beacon(tsc: int, record_tsc: int | None) -> Beacon:
+        return Beacon(0, tsc, pvclock=None if record_tsc is None else (2, record_tsc, 10**9, 0xD15ECC24, -1, 0))
+
+    top = (1 << 64) - 10**6
+    assert _record_precedes(beacon(5_000, 4_000)) and _record_precedes(beacon(5_000, 5_000))
+    assert not _record_precedes(beacon(5_000, 5_001)) and not _record_precedes(beacon(5_000, None))
+    assert _record_precedes(beacon(100, top))  # the record just before the wrap, the reading just after it
+    assert not _record_precedes(beacon(top, 100))

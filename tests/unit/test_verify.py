@@ -71,7 +71,7 @@ def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], w
                            dropped={}, notes=[], lost_events={"host": lost, "guest": 0}, host_window=window,
                            snapshots=[], writes=[], offset_choice="test", axis_vcpu=0, axis_spreads=list(spreads),
                            tid_to_vcpu=dict(vcpus), guest_count=sum(e["side"] == "guest" for e in events),
-                           guest_rounding=0, pvclock=PvclockTimeline())
+                           guest_rounding=0, guest_above=0, cross_check=None, pvclock=PvclockTimeline())
 
 
 def _switch(ts: int, prev: int, nxt: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from ..errors import InvalidParameter
 from ..offsets import PvclockTimeline
 from ..traces.ftrace_text import Record
 
-__all__ = ["GuestOnTsc", "calibrated_records", "guest_records_on_tsc"]
+__all__ = ["GuestOnTsc", "guest_records_on_tsc"]
 
 
 @dataclass
@@ -64,13 +64,15 @@ def guest_records_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
         out.notes.insert(0, f"guest sched_clock ns = kvm-clock ns - kvm_sched_clock_offset ({off} ns, the guest's "
                             "kernel log)")
         if cal is not None:
-            out.cross_check = _cross_check(recs, out.records, cal, "local", out.below, guest.path)
+            out.cross_check = _cross_check(recs, out.records, cal, clock.get("trace_clock", "local"), out.below,
+                                           guest.path)
             verdict = "agree" if out.cross_check["agree"] else "DISAGREE"
             out.notes.append(f"guest calibration cross-checked against the host's pvclock records: {verdict} "
                              "(see kvmclock_cross_check)")
         return out
-    if cal is not None:
-        return calibrated_records(recs, cal, "perf" if domain == "perf_ns" else "local", res, guest.path)
+    if cal is not None:  # the calibration of the trace's own clock (a foreign trace may name another: refused)
+        return _calibrated_records(recs, cal, clock.get("trace_clock") or ("perf" if domain == "perf_ns" else "local"),
+                                   res, guest.path)
     if domain == "perf_ns":
         why = clock.get("reason") or "no perf user page recorded"
         fix = ("record with `tsalign capture --role guest` (trace clock x86-tsc), capture it with --clock local and "
@@ -127,16 +129,17 @@ def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: 
     return GuestOnTsc(out, notes, bound, above)
 
 
-def calibrated_records(recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,
+def _calibrated_records(recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,
                         path: str) -> GuestOnTsc:
-    """ns of ``clock`` -> guest TSC with the guest's calibration of that clock (tsalign.clock.calib)."""
+    """ns of ``clock`` -> guest TSC with the guest's calibration of that clock (tsalign.clock.calib); a timestamp
+    printed at ``resolution_ns`` stands for ns up to ``resolution_ns - 1`` later."""
     cal = _calibration_of(cals, clock, path)
-    tsc, outside = _calibrated_tsc(recs, cal)
+    tsc, outside = _calibrated_tsc([r.ts for r in recs], cal)
     spread = 0
     if resolution_ns > 1 and recs:
-        hi, _ = _calibrated_tsc([Record(r.ts + resolution_ns - 1, r.cpu, r.pid, "", "", "") for r in recs], cal)
-        spread = max(int(h) - int(t) for h, t in zip(hi, tsc))
-    out = [Record(int(t), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc, recs)]
+        later, _ = _calibrated_tsc([min(r.ts + resolution_ns - 1, (1 << 64) - 1) for r in recs], cal)
+        spread = max(h - t for h, t in zip(later, tsc))
+    out = [Record(t, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc, recs)]
     note = (f"guest {clock} ns converted to guest TSC with the calibration measured in the guest (tsalign calibrate, "
             f"{len(cal.pieces)} piece(s)): each converted TSC lies within {cal.bound_cycles} cycles of the true one"
             + (f", plus up to {spread} below it (timestamps at {resolution_ns} ns resolution)" if spread else "")
@@ -151,10 +154,10 @@ def _calibration_of(cals: dict[str, Any], clock: str, path: str) -> Any:
     return cals[clock]
 
 
-def _calibrated_tsc(recs: list[Record], cal: Any) -> tuple[list[int], int]:
+def _calibrated_tsc(ns: list[int], cal: Any) -> tuple[list[int], int]:
     import numpy as np
 
-    tsc, outside = cal.to_tsc(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)))
+    tsc, outside = cal.to_tsc(np.array(ns, dtype=np.uint64))
     return tsc.tolist(), outside
 
 
@@ -164,7 +167,7 @@ def _cross_check(recs: list[Record], pv_recs: list[Record], cals: dict[str, Any]
     every difference lies within what both bounds allow (the calibration's either way, the pvclock route's
     rounding below; the timestamps' resolution is the same for both and cancels)."""
     cal = _calibration_of(cals, clock, path)
-    tsc, _ = _calibrated_tsc(recs, cal)
+    tsc, _ = _calibrated_tsc([r.ts for r in recs], cal)
     by: dict[int, list[int]] = {}
     for t, r in zip(tsc, pv_recs):
         by.setdefault(r.cpu, []).append(int(t) - r.ts)

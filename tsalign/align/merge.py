@@ -217,11 +217,9 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
-    cal = guest.manifest.get("calibration") if isinstance(guest.manifest.get("calibration"), dict) else None
-    foreign = int(cal["bound_cycles"]) if cal else 0  # a foreign trace's calibration: converted when read, either way
     return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
                    all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
-                   g.below + foreign, g.above + foreign, g.cross_check)
+                   g.below, g.above, g.cross_check)
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

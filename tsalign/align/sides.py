@@ -44,6 +44,8 @@ class ForeignSide:
     role: str
     manifest: dict[str, Any]
     recs: list[Record] = field(repr=False, default_factory=list)
+    #: a guest calibration for its local/perf ns (as :attr:`tsalign.traces.bundle.Bundle.calibration`)
+    calibration: dict[str, Any] | None = None
 
     @property
     def domain(self) -> str:
@@ -80,30 +82,24 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
     if not os.path.exists(path):
         raise InvalidParameter(what, path, "an existing tsalign bundle directory or trace file")
     recs, info, lost = _read(path, clock, buffer, lenient)
-    cal_note: dict[str, Any] | None = None
-    if role == "guest" and calibration is not None and info.domain == "ns":
-        recs, cal_note = _calibrated(recs, info.clock, calibration, path)
-    elif calibration is not None:
+    if calibration is not None and not (role == "guest" and info.domain == "ns"):
         raise InvalidParameter("--guest-calibration", path, "a guest trace in ns of the local or perf clock (this one "
                                f"is {info.clock!r}, {info.domain}); a calibration converts only those")
-    if info.domain != "tsc" and cal_note is None:
+    if info.domain != "tsc" and calibration is None:
         raise InvalidParameter(
             what, path, f"timestamps in TSC cycles; this trace's clock is {info.clock!r} ({info.domain}): record with "
             f"trace clock x86-tsc (`trace-cmd record -C x86-tsc`, tracefs trace_clock), or pass --{role}-clock x86-tsc "
             "if the file is labelled wrongly")
     notes = [m if m.startswith(path) else f"{path}: {m}" for m in (*info.warnings, *info.notes)]
+    # ns of the local/perf clock stay ns here: align converts them with the calibration (align.guestclock)
+    clock_doc = ({"trace_clock": info.clock, "domain": "perf_ns" if info.clock == "perf" else "sched_ns",
+                  "convertible": False, "resolution_ns": info.resolution} if calibration is not None else
+                 {"trace_clock": info.clock, "domain": f"{role}_tsc", "convertible": True})
     manifest: dict[str, Any] = {
         "role": role, "foreign": {"path": path, "format": info.format, "buffer": info.buffer},
-        "clock": {"trace_clock": info.clock, "domain": f"{role}_tsc", "convertible": True},
-        "node": {"tsc_khz": tsc_khz}, "lost_events": lost, "notes": notes,
+        "clock": clock_doc, "node": {"tsc_khz": tsc_khz}, "lost_events": lost, "notes": notes,
         "tracecmd": info.meta.get("tracecmd", {}),
     }
-    if cal_note is not None:
-        manifest["calibration"] = cal_note
-        notes.append(f"guest {cal_note['clock']} ns converted to guest TSC with the calibration measured in the guest "
-                     f"(tsalign calibrate): each converted TSC lies within {cal_note['bound_cycles']} cycles of the "
-                     f"true one" + (f"; {cal_note['outside']} events outside the calibrated range (converted with the "
-                                    "nearest piece)" if cal_note["outside"] else ""))
     if role == "host":
         vcpus, how = _vcpu_threads(recs, vcpu_tids or {}, path, manifest["tracecmd"].get("guests", []),
                                    (peer or {}).get("trace_id"))
@@ -112,18 +108,7 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         notes.append(f"vCPU threads {how}: " + ", ".join(f"vcpu{v}=tid {t}" for v, t in sorted(vcpus.items())))
         # when the capture started and stopped is unknown (its first event is later than its start): no
         # window, so no guest event is called outside it and no vCPU gap is assumed at either end
-    return ForeignSide(path, role, manifest, recs)
-
-
-def _calibrated(recs: list[Record], clock: str, calibration: dict[str, Any], path: str) -> tuple[list[Record], dict[str, Any]]:
-    """Records in the guest's ``local``/``perf`` ns -> guest TSC with the calibration of that clock."""
-    from .guestclock import calibrated_records
-
-    g = calibrated_records(recs, calibration, clock, 1, path)
-    cal = calibration[clock]
-    outside = sum(1 for r in recs if not cal.pieces[0].ns_first <= r.ts <= cal.pieces[-1].ns_last)
-    return g.records, {"clock": clock, "bound_cycles": cal.bound_cycles, "pieces": len(cal.pieces), "outside": outside,
-                       "boot_id": cal.boot_id}
+    return ForeignSide(path, role, manifest, recs, calibration)
 
 
 def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[list[Record], Any, int]:

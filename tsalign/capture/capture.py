@@ -238,10 +238,11 @@ class Capture:
                     f.write(text)
                 formats[ev] = fname
         stats = s.stats()
+        facts = node_facts(Root())
         manifest: dict[str, Any] = {
             "role": self.role,
-            "node": node_facts(Root()),
-            "clock": self._clock(),
+            "node": facts,
+            "clock": self._clock(facts),
             "events": list(s.enabled),
             "vm": [self._vm_dict(vm) for vm in self.vms],
             "offsets": {"snapshots": [snapshot_to_dict(x) for x in self.snapshots]},
@@ -258,12 +259,12 @@ class Capture:
         write_manifest(self.out, manifest)
         return manifest
 
-    def _clock(self) -> dict[str, Any]:
+    def _clock(self, facts: dict[str, Any]) -> dict[str, Any]:
         if self.clock == "x86-tsc":
             domain = "host_tsc" if self.role == "host" else "guest_tsc"
             return {"trace_clock": "x86-tsc", "domain": domain, "convertible": True}
         if self.clock == "local":
-            return sched_clock_info(node_facts(Root()))
+            return sched_clock_info(facts)
         page: Any
         try:
             page = perfpage.read_user_page()

@@ -118,9 +118,9 @@ class Calibration:
         """ns (uint64 array) -> TSC cycles, each with the piece in force at its ns; and how many ns lie
         outside every piece's range (converted with the nearest piece: right while the clock had no step)."""
         ns = np.asarray(ns, dtype=np.uint64)
-        start = self.pieces[0].pv.system_time
-        # a fitted system_time may lie before 0 ns (stored modulo 2^64): every ns is after it then
-        early = ns < np.uint64(start) if start < 1 << 63 else np.zeros(ns.shape, dtype=bool)
+        # before the first piece's system_time: ns - system_time negative as a signed 64-bit difference (a fitted
+        # system_time may itself lie before 0 ns, stored modulo 2^64)
+        early = (ns - np.uint64(self.pieces[0].pv.system_time)) >= np.uint64(1 << 63)
         if bool(early.any()):
             raise InvalidParameter("ns timestamp", int(ns[early][0]),
                                    f"a {self.clock} clock value the calibration reaches: from "

@@ -125,7 +125,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
     if any(i["kind"] in ("unexplained_change", "prev_mismatch") for i in issues) and status == PASS:
         status = WARN
         reasons.append("offset sources disagree (see offsets.issues)")
-    cross = getattr(a, "cross_check", None)
+    cross = a.cross_check
     if cross is not None and not cross["agree"]:
         status = FAIL
         for v, d in cross["per_vcpu"].items():
@@ -164,6 +164,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
                     "timeline": a.timeline.to_dict()},
         "kvmclock": a.pvclock.summary(),
         "kvmclock_cross_check": cross,
+        "guest_conversion": {"below_cycles": a.guest_rounding, "above_cycles": a.guest_above},
         "brackets": {"checked": checked, "violated": violated},
         "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.events), "dropped": a.dropped,
                    "lost_in_ring_buffers": a.lost_events},
