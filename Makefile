@@ -69,7 +69,7 @@ ARTEFACTS = TSALIGN_CACHE=$(CACHE) TSALIGN_ROOTFS=$$(cat $(CACHE)/.rootfs-path 2
 	  TSALIGN_QEMU_BUNDLE=$$(cat $(CACHE)/.qemu-bundle-path 2>/dev/null) PATH=$(CURDIR)/$(BIN):$$PATH
 
 test: deps venv fixtures
-	$(ARTEFACTS) $(BIN)/python -m pytest tests --durations=30
+	$(ARTEFACTS) scripts/run-suite.sh $(BIN)/python --durations=30
 
 # the nested lab: a real Linux guest on a real KVM host (both under this machine's QEMU), the seed's
 # workflow once per guest clock setup; results under $(OUT)/lab/<setup>/ (aligned/verdict.json, analyses)

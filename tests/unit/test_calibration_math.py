@@ -113,3 +113,19 @@ def test_a_piece_whose_system_time_lies_before_zero() -> None:
     cal = calib.Calibration("local", [piece], 2_447_000)
     got, outside = cal.to_tsc([1000])
     assert int(got[0]) == pvclock.kvmclock_to_tsc(1536, Pvclock(0, 10_000_000_000, 3_510_000_000, -1)) and outside == 0
+
+
+def test_a_stretch_too_short_for_a_line_of_its_own_stays_in_one_piece() -> None:
+    # the suite's L2 run: a step cut off 16 pairs whose TSC middles did not advance while their ns did (the
+    # TSC frozen here by hand); fitting them alone refused the whole calibration ("pairs spread over time")
+    frozen = 10_000_000_000
+    ns1 = [pvclock.tsc_to_kvmclock(frozen + 1000 * k, TRUE) for k in range(16)]
+    stepped = Pvclock(TRUE.system_time + 3_000_000, TRUE.tsc_timestamp, TRUE.tsc_to_system_mul, TRUE.tsc_shift)
+    ns2, lo2, hi2 = _pairs(stepped, np.linspace(10_100_000_000, 12_000_000_000, 1000).astype(np.int64))
+    ns, lo, hi = ns1 + ns2, [frozen - 300] * 16 + lo2, [frozen + 400] * 16 + hi2
+    with pytest.raises(InvalidParameter, match="spread over time"):
+        calib.fit(ns1, lo[:16], hi[:16], "local")  # alone: no line
+    cal = calib.fit(ns, lo, hi, "local", 2_447_000)
+    # one piece whose bound covers every pair's miss (millions of cycles: the 3 ms step), not a refusal
+    assert len(cal.pieces) == 1 and cal.bound_cycles > 1_000_000
+    assert int(cal.errors(ns, lo, hi).max()) < cal.bound_cycles

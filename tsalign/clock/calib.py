@@ -246,7 +246,12 @@ def _split(ns: np.ndarray, lo: np.ndarray, hi: np.ndarray, depth: int = 0) -> li
     cut = int(np.argmax(jumps)) + 1
     if jumps[cut - 1] <= STEP_CYCLES:
         cut = len(ns) // 2
-    return _split(ns[:cut], lo[:cut], hi[:cut], depth + 1) + _split(ns[cut:], lo[cut:], hi[cut:], depth + 1)
+    try:
+        return _split(ns[:cut], lo[:cut], hi[:cut], depth + 1) + _split(ns[cut:], lo[cut:], hi[cut:], depth + 1)
+    except InvalidParameter:
+        # a short stretch on either side too noisy for a line of its own (its ns did not advance with its TSC
+        # middles: brackets wide against the stretch, as on a nested guest): the one piece, with its wider bound
+        return [piece]
 
 
 def fit(ns: Sequence[int] | np.ndarray, lo: Sequence[int] | np.ndarray, hi: Sequence[int] | np.ndarray,
