@@ -369,10 +369,14 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     out = out.resolve()  # the playbooks resolve a relative directory against their own
     out.mkdir(parents=True, exist_ok=True)
     inv = inventory(l1, l2, out / "inventory.yml")
-    r = playbook(inv, "setup.yml", log=out / "setup.log")
+    r = playbook(inv, "setup.yml", "-e", f"tsalign_guest_calibration_dir={out}/calibration", "-e",
+                 "tsalign_guest_calibration_pairs=6000", "-e", "tsalign_guest_calibration_seconds=5", log=out / "setup.log")
     if r.returncode != 0:
         raise RuntimeError(f"setup.yml failed (log {out}/setup.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     host_side = "its kernel is loaded by the VMM" in r.stdout
+    cal = out / "calibration" / "lab-l2.json"
+    calibration = {c: {k: d[k] for k in ("bound_cycles", "bound_ns", "disturbed", "notes")} | {"pieces": len(d["pieces"])}
+                   for c, d in json.loads(cal.read_text())["clocks"].items()} if cal.is_file() else None
     r = playbook(inv, "precheck.yml", "-e", f"tsalign_precheck_dir={out}/precheck", "-e", "tsalign_precheck_fail_on=never",
                   log=out / "precheck.log")
     if r.returncode != 0:
@@ -383,7 +387,10 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                "dd if=/root/lab-io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done; } "
                "> /dev/null 2>&1 < /dev/null &", timeout=60)
     cap = out / "capture"
-    r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
+    # a kvm-clock L2 traces on its sched_clock: align converts it with L1's pvclock records, cross-checked against
+    # the guest role's calibration
+    local = ("-e", "tsalign_capture_guest_clock=local", "-e", f"tsalign_capture_calibration={cal}") if cal.is_file() else ()
+    r = playbook(inv, "capture.yml", *local, "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
                   "-e", "tsalign_capture_host_margin=15", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
@@ -391,7 +398,8 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
         raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
     summary = {"setup": l2["setup"], "verdict": json.loads((cap / "aligned" / "verdict.json").read_text()),
-               "guest_role_host_side_change": host_side,
+               "guest_clock": json.loads((cap / "guest" / "manifest.json").read_text())["clock"],
+               "guest_role_host_side_change": host_side, "guest_role_calibration": calibration,
                "prechecks": {n: {"verdict": p["verdict"], "role": p["role"],
                                  "checks": {c["id"]: c["status"] for c in p["checks"]}} for n, p in prechecks.items()}}
     (out / "playbooks-summary.json").write_text(json.dumps(summary, indent=1))
@@ -456,7 +464,8 @@ def check_kvmclock_routes(routes: dict[str, Any]) -> None:
 def check_playbooks(p: dict[str, Any]) -> None:
     """The seed's workflow through the playbooks on an L2 on the TSC: a verdict backed by evidence on both vCPUs
     with changing offsets, the guest role saying what to change on the host side (a VMM-loaded kernel), and
-    precheck reports for L1 (host) and L2 (guest)."""
+    precheck reports for L1 (host) and L2 (guest); a kvm-clock L2 calibrated by the guest role (pairs measured in
+    L2 by its standard-library node code, fitted on the controller), an L2 on the TSC not."""
     v = p["verdict"]
     assert v["verdict"] in ("pass", "warn") and v["brackets"]["violated"] == 0, v["reasons"]
     assert v["offsets"]["changes_seen"] > 100, v["offsets"]["changes_seen"]
@@ -468,6 +477,15 @@ def check_playbooks(p: dict[str, Any]) -> None:
     assert pre["lab-l1"]["checks"]["kvm_vms"] != "fail", pre
     # the guest's sched_clock as its setup has it: the TSC with no-kvmclock, else kvm-clock (a warning naming routes)
     assert pre["lab-l2"]["checks"]["sched_clock"] == ("ok" if p["setup"] == "tsc" else "warn"), pre
+    cal = p["guest_role_calibration"]
+    if p["setup"] == "tsc":
+        assert cal is None, cal
+    else:  # L2's own calibration through the CLI: a bound of ~15k cycles under nested TCG (check_kvmclock_routes)
+        assert cal and set(cal) == {"local", "perf"} and all(0 < d["bound_cycles"] < 10**7 for d in cal.values()), cal
+        # capture.yml traced L2's sched_clock, converted through L1's pvclock records and the calibration agreed
+        assert p["guest_clock"]["trace_clock"] == "local", p["guest_clock"]
+        cross = v["kvmclock_cross_check"]
+        assert cross and cross["agree"] and set(cross["per_vcpu"]) == {"vcpu0", "vcpu1"}, cross
 
 
 def _run(out: str) -> int:

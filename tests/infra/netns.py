@@ -37,8 +37,9 @@ def _free_index() -> int:
     raise RuntimeError("no free tsalign-tN network namespace name")
 
 
-def up(rootfs: str, python: bool = True, tracefs: bool = False) -> dict[str, Any]:
-    """Start a target; returns its state (ip, key, names, pids)."""
+def up(rootfs: str, python: bool = True, tracefs: bool = False, kmsg: bool = False) -> dict[str, Any]:
+    """Start a target; returns its state (ip, key, names, pids). ``tracefs``/``kmsg``: this kernel's tracefs and
+    kernel log inside it (the target shares this kernel: a guest capture, a guest's clock checks)."""
     if not os.path.isfile(os.path.join(rootfs, ".complete")):
         raise RuntimeError(f"{rootfs} is not a complete rootfs (scripts/build-rootfs.sh builds it)")
     i = _free_index()
@@ -55,7 +56,7 @@ def up(rootfs: str, python: bool = True, tracefs: bool = False) -> dict[str, Any
         root = st["root"]
         _run("mount", "-t", "proc", "proc", f"{root}/proc")
         st["mounts"].append(f"{root}/proc")
-        for dev in ("null", "zero", "urandom", "random", "tty"):
+        for dev in ("null", "zero", "urandom", "random", "tty", *(("kmsg",) if kmsg else ())):
             open(f"{root}/dev/{dev}", "a").close() if not os.path.exists(f"{root}/dev/{dev}") else None
             _run("mount", "--bind", f"/dev/{dev}", f"{root}/dev/{dev}")
             st["mounts"].append(f"{root}/dev/{dev}")

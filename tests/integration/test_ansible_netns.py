@@ -94,9 +94,9 @@ def test_guest_role_molecule_scenario() -> None:
 
 @pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict]:
-    """A netns target (param: python=True/False) and an inventory file for it."""
+    """A netns target (param: netns.up's keywords, e.g. {"python": False}) and an inventory file for it."""
     _tools()
-    st = netns.up(_rootfs(), python=getattr(request, "param", True))
+    st = netns.up(_rootfs(), **getattr(request, "param", {}))
     inv = tmp_path / "hosts.yml"
     inv.write_text(
         "all:\n  children:\n    tsalign_guests:\n      hosts:\n        guest-under-test:\n"
@@ -119,7 +119,7 @@ def _guest_play(st: dict, *extra: str) -> subprocess.CompletedProcess:
     return run("ansible-playbook", "-i", st["inventory"], "playbooks/setup.yml", *extra, check=False)
 
 
-@pytest.mark.parametrize("target", [False], indirect=True)
+@pytest.mark.parametrize("target", [{"python": False}], indirect=True)
 def test_target_without_python(target: dict) -> None:
     r = _guest_play(target)
     assert r.returncode != 0
@@ -165,6 +165,52 @@ def test_invalid_grub_file_is_not_replaced(target: dict) -> None:
     assert r.returncode != 0 and "valid shell syntax" in r.stdout
     assert grub.read_text() == bad
     assert not list(grub.parent.glob(".grub.tsalign.*"))
+
+
+@pytest.mark.parametrize("target", [{"tracefs": True, "kmsg": True}], indirect=True)
+def test_a_guest_that_keeps_kvmclock_gets_a_calibration(target: dict, tmp_path: Path) -> None:
+    """This machine is a kvm-clock guest (its kernel log says so), and the target shares its kernel, log and
+    tracefs: the guest role measures pairs there (node code, standard library), fits them on the controller, once
+    per boot; the map is then judged on fresh pairs measured afterwards (tsalign calibrate --verify)."""
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    need("kvm-clock: using sched offset" in log, "needs a kvm-clock guest (this machine's kernel log says so)")
+    cal_dir = tmp_path / "cal"
+    pairs_on_node = Path(target["root"]) / "var/tmp/tsalign-calibration-pairs.json"
+    r = _guest_play(target, "-e", f"tsalign_guest_calibration_dir={cal_dir}")
+    assert r.returncode == 0 and "calibrated against the TSC" in r.stdout, r.stdout[-3000:]
+    cal = json.loads((cal_dir / "guest-under-test.json").read_text())
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert cal["measured"]["sched_clock"] == "kvm-clock" and cal["measured"]["hits"] == 20000, cal["measured"]
+    for clock in ("local", "perf"):
+        c = cal["clocks"][clock]
+        # this machine's bound is ~0.8 us (test_calibrate_real); a loaded one (the nested lab beside) widens it
+        assert c["boot_id"] == boot and 0 < c["bound_ns"] < 20_000, (clock, c)
+    assert not pairs_on_node.exists() and not [d for d in os.listdir("/sys/kernel/tracing/instances")
+                                               if d.startswith("tsalign-")]
+    code = subprocess.run([sys.executable, "-m", "tsalign", "calibrate", "--verify", str(cal_dir / "guest-under-test.json"),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    check = json.loads(code.stdout)["check"]
+    assert code.returncode == 0 and all(check[c]["verdict"] == "pass" for c in check), check
+    # once per boot: run again, nothing measured, nothing changed
+    r = _guest_play(target, "-e", f"tsalign_guest_calibration_dir={cal_dir}")
+    assert r.returncode == 0 and "calibrated against the TSC" not in r.stdout and recap(r.stdout)["changed"] == 0, \
+        r.stdout[-3000:]
+    # a calibration of another boot is measured again
+    cal["clocks"]["local"]["boot_id"] = "another-boot"
+    (cal_dir / "guest-under-test.json").write_text(json.dumps(cal))
+    r = _guest_play(target, "-e", f"tsalign_guest_calibration_dir={cal_dir}")
+    assert r.returncode == 0 and "calibrated against the TSC" in r.stdout, r.stdout[-3000:]
+    assert json.loads((cal_dir / "guest-under-test.json").read_text())["clocks"]["local"]["boot_id"] == boot
+
+
+def test_a_required_calibration_that_cannot_be_measured_fails(target: dict, tmp_path: Path) -> None:
+    """A target without tracefs: required, the play fails and says why; auto (the other tests: their kernel log
+    unreadable, sched_clock unknown) measures nothing; nothing is left on the node either way."""
+    r = _guest_play(target, "-e", f"tsalign_guest_calibration_dir={tmp_path}", "-e", "tsalign_guest_calibrate=required")
+    assert r.returncode != 0 and "guest-under-test: calibration failed" in r.stdout and "tracefs" in r.stdout, \
+        r.stdout[-3000:]
+    assert not (Path(target["root"]) / "var/tmp/tsalign-calibration-pairs.json").exists()
+    assert not list(tmp_path.glob("guest-under-test*.json"))
 
 
 def test_host_role_and_precheck_on_this_machine(tmp_path: Path) -> None:

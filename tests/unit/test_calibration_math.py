@@ -129,3 +129,42 @@ def test_a_stretch_too_short_for_a_line_of_its_own_stays_in_one_piece() -> None:
     # one piece whose bound covers every pair's miss (millions of cycles: the 3 ms step), not a refusal
     assert len(cal.pieces) == 1 and cal.bound_cycles > 1_000_000
     assert int(cal.errors(ns, lo, hi).max()) < cal.bound_cycles
+
+
+def _cli(*args: str) -> tuple[int, dict]:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "tsalign", "calibrate", *args, "--json"], capture_output=True, text=True,
+                       timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_pairs_measured_on_a_node_are_fitted_elsewhere(tmp_path: Path) -> None:
+    # a pairs file as `tsalign calibrate --pairs-out` writes it on a node without numpy (measure: tests/integration/
+    # test_calibrate_real.py), pairs made by hand here: 700-cycle brackets around a known clock
+    tscs = np.linspace(10_000_000_000, 10_000_000_000 + 2 * 2_447_000_000, 2000).astype(np.int64)
+    ns, lo, hi = _pairs(TRUE, tscs)
+    from tsalign.capture.calibrate import save_pairs
+
+    pairs = tmp_path / "pairs.json"
+    save_pairs(str(pairs), {"ns": {"local": ns, "perf": ns}, "lo": lo, "hi": hi, "hits": 2000, "cpu": 0,
+                            "bracket_order": "created order"},
+               {"tsc_khz": 2_447_000, "boot_id": "b-1", "sched_clock": "kvm-clock"}, 2.0)
+    code, doc = _cli("--from-pairs", str(pairs), "-o", str(tmp_path / "cal.json"))
+    assert code == 0 and doc["clocks"]["local"]["bound_cycles"] == 701, doc  # the bracket width + 1, by hand
+    cal = calib.load(str(tmp_path / "cal.json"))["local"]
+    assert cal.boot_id == "b-1" and cal.tsc_khz == 2_447_000 and int(cal.errors(ns, lo, hi).max()) == 0
+    # a hostile or damaged pairs file is named, never fitted
+    good = json.loads(pairs.read_text())
+    for edit in ({"format": "x"}, {"lo": lo[:-1]}, {"ns": {"local": ns}}, {"hi": [-1] + hi[1:]},
+                 {"hi": [lo[0] - 1] + hi[1:]}, {"lo": lo[:5], "hi": hi[:5], "ns": {"local": ns[:5], "perf": ns[:5]}},
+                 {"tsc_khz": "fast"}, {"measured": []}, {"lo": [1.5] + lo[1:]}):
+        (tmp_path / "bad.json").write_text(json.dumps({**good, **edit}))
+        code, doc = _cli("--from-pairs", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.json"))
+        assert code != 0 and "--from-pairs" in doc["error"] and not (tmp_path / "x.json").exists(), (edit, doc)
+    code, doc = _cli("--from-pairs", str(pairs), "--pairs-out", str(tmp_path / "y.json"))
+    assert code != 0 and "-o FILE" in doc["error"], doc
+    code, doc = _cli("--from-pairs", str(pairs), "-o", str(tmp_path / "z.json"), "--check")
+    assert code != 0 and "--check" in doc["error"] and not (tmp_path / "z.json").exists(), doc

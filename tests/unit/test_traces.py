@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.infra.ringpages import PAGE, PageWriter, payload, write_v7
 from tsalign.errors import InvalidParameter
-from tsalign.traces import ringbuf
+from tsalign.traces import rawpage, ringbuf
 from tsalign.traces.eventformat import parse_format
 from tsalign.traces.reader import detect, open_trace
 from tsalign.traces.table import Chunk, merge_sorted
@@ -32,6 +32,13 @@ def walk(data: bytes, both: bool = True) -> tuple[list[int], list[int], np.ndarr
     if both:
         a, b = res
         assert a[:3] == b[:3] and (a[3] == b[3]).all(), "compiled and interpreted walks differ"
+    # the node's standard-library walk (calibrate --pairs-out): the same stamps, or an error where these see one
+    info = res[0][3]
+    if info[:, 2].any():
+        with pytest.raises(InvalidParameter, match="ring-buffer pages"):
+            rawpage.page_timestamps(data, PAGE, 16, 8)
+    else:
+        assert rawpage.page_timestamps(data, PAGE, 16, 8) == (res[0][0], int(info[:, 1].sum()))
     return res[0][0], res[0][1], res[0][3]
 
 
@@ -65,6 +72,19 @@ def test_walk_reports_corrupt_page() -> None:
     struct.pack_into("<q", data, 8, 5000)  # commit larger than a page
     _, _, info = walk(bytes(data))
     assert info[0, 2] == 1
+
+
+@given(st.lists(st.tuples(st.integers(8, 4095), st.integers(0, 255)), min_size=1, max_size=8))
+def test_walks_agree_on_mutated_pages(flips: list[tuple[int, int]]) -> None:
+    """Bytes of a valid page overwritten anywhere past its timestamp (commit included): the compiled walk, the interpreted one and
+    the node's standard-library walk agree (stamps, or an error) — walk() compares them."""
+    w = PageWriter(77)
+    for i in range(40):
+        w.event(i * 1000 + (3 << 27) * (i == 7), payload(7, 1, i) + b"y" * (i % 9) * 4)
+    data = bytearray(w.pages())
+    for pos, val in flips:
+        data[pos] = val
+    walk(bytes(data))
 
 
 def test_merge_sorted_equals_stable_sort() -> None:

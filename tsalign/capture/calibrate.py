@@ -16,14 +16,12 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
 from ..errors import InvalidParameter, Unavailable
 from ..traces.eventformat import parse_header_page
-from ..traces.ringbuf import walk_pages
+from ..traces.rawpage import page_timestamps
 from .tracefs import TraceSession
 
-__all__ = ["CLOCKS", "measure"]
+__all__ = ["CLOCKS", "PAIRS_FORMAT", "load_pairs", "measure", "save_pairs"]
 
 #: the ns clocks calibrated: ftrace/sched_clock ``local`` and perf's local_clock
 CLOCKS = ("local", "perf")
@@ -31,13 +29,14 @@ _GETPPID = 110  # x86-64 syscall number
 _EVENT = "raw_syscalls:sys_enter"
 
 
-def _read_raw(session: TraceSession, cpu: int) -> tuple[np.ndarray, int]:
+def _read_raw(session: TraceSession, cpu: int) -> tuple[list[int], int]:
     """Timestamps (raw clock units) of the events in CPU ``cpu``'s buffer, and the lost-page count."""
     with open(os.path.join(session.path, "events", "header_page"), encoding="utf-8") as f:
         hp = parse_header_page(f.read(), f"{session.path}/events/header_page")
     page = os.sysconf("SC_PAGE_SIZE")
     chunks = []
-    fd = os.open(os.path.join(session.path, "per_cpu", f"cpu{cpu}", "trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
+    path = os.path.join(session.path, "per_cpu", f"cpu{cpu}", "trace_pipe_raw")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         while True:
             try:
@@ -49,23 +48,16 @@ def _read_raw(session: TraceSession, cpu: int) -> tuple[np.ndarray, int]:
             chunks.append(b.ljust(page, b"\0"))
     finally:
         os.close(fd)
-    raw = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-    npages = len(chunks)
-    cap = max(1, raw.shape[0] // 8)
-    ts = np.empty(cap, dtype=np.uint64)
-    off = np.empty(cap, dtype=np.int64)
-    ln = np.empty(cap, dtype=np.int32)
-    info = np.zeros((max(npages, 1), 4), dtype=np.int64)
-    n = int(walk_pages(raw, page, hp.data_offset, hp.commit_size, ts, off, ln, info)) if npages else 0
-    if npages and bool(np.any(info[:, 2])):
-        raise Unavailable(f"{session.path}: a ring-buffer page tsalign cannot walk (error {int(info[:, 2].max())})")
-    return ts[:n], int(info[:, 1].sum())
+    try:
+        return page_timestamps(b"".join(chunks), page, hp.data_offset, hp.commit_size, path)
+    except InvalidParameter as e:
+        raise Unavailable(f"a ring-buffer page tsalign cannot walk: {e}") from None
 
 
 def measure(pairs: int = 20_000, seconds: float = 2.0, cpu: int | None = None) -> dict[str, Any]:
-    """``pairs`` tracepoint hits spread over ``seconds``: {"ns": {clock: uint64 array}, "lo", "hi" (TSC brackets),
-    "cpu", "bracket_order"} — lo/hi are the two x86-tsc instances' readings, in whichever order the kernel
-    wrote them."""
+    """``pairs`` tracepoint hits spread over ``seconds``: {"ns": {clock: list of ns}, "lo", "hi" (TSC brackets,
+    cycles), "cpu", "hits", "bracket_order"} — lo/hi are the two x86-tsc instances' readings, in whichever order
+    the kernel wrote them. Standard library only (a guest's node code measures; the fit may run elsewhere)."""
     if not 16 <= pairs <= 2_000_000:
         raise InvalidParameter("--pairs", pairs, "16 to 2000000 hits")
     if not 0 < seconds <= 3600:
@@ -114,7 +106,54 @@ def measure(pairs: int = 20_000, seconds: float = 2.0, cpu: int | None = None) -
         raise Unavailable(f"the instances recorded {counts} hits (lost pages {[lost for _, lost in got]}), not the same "
                           f"{pairs}: another tracer filled the buffers? retry with fewer --pairs")
     t1, t2 = got[0][0], got[-1][0]
-    first = int(np.count_nonzero(t1 <= t2))
-    lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
+    first = sum(1 for a, b in zip(t1, t2) if a <= b)
+    lo, hi = [min(a, b) for a, b in zip(t1, t2)], [max(a, b) for a, b in zip(t1, t2)]
     return {"ns": {c: got[1 + i][0] for i, c in enumerate(CLOCKS)}, "lo": lo, "hi": hi, "cpu": cpu,
             "hits": counts[0], "bracket_order": "created order" if first * 2 >= counts[0] else "reverse order"}
+
+
+#: a file of measured pairs (``tsalign calibrate --pairs-out``), fitted elsewhere (``--from-pairs``)
+PAIRS_FORMAT = "tsalign-calibration-pairs"
+_MAX_PAIRS_BYTES = 256 << 20
+
+
+def save_pairs(path: str, m: dict[str, Any], facts: dict[str, Any], seconds: float) -> None:
+    """Write a measurement (:func:`measure`) and the node facts a fit needs (tsc_khz, boot_id) to ``path``."""
+    from ..jsonfile import save_json
+
+    save_json(path, {"format": PAIRS_FORMAT, "version": 1, "tsc_khz": facts.get("tsc_khz"),
+                     "boot_id": facts.get("boot_id"),
+                     "measured": {"hits": m["hits"], "cpu": m["cpu"], "seconds": seconds,
+                                  "bracket_order": m["bracket_order"], "clocksource": facts.get("clocksource"),
+                                  "sched_clock": facts.get("sched_clock")},
+                     "ns": m["ns"], "lo": m["lo"], "hi": m["hi"]}, "--pairs-out")
+
+
+def load_pairs(path: str) -> dict[str, Any]:
+    """A pairs file back as :func:`measure` returned it, plus ``tsc_khz``, ``boot_id`` and ``measured``; every
+    field checked (counts equal, 16 to 2000000 pairs, u64 integers, lo <= hi)."""
+    from ..jsonfile import load_json
+
+    doc = load_json(path, "--from-pairs", "a pairs file (tsalign calibrate --pairs-out FILE)", _MAX_PAIRS_BYTES)
+    if not isinstance(doc, dict) or doc.get("format") != PAIRS_FORMAT or doc.get("version") != 1:
+        raise InvalidParameter("--from-pairs", path, "a tsalign pairs file (tsalign calibrate --pairs-out FILE)")
+    ns, lo, hi = doc.get("ns"), doc.get("lo"), doc.get("hi")
+    if not isinstance(ns, dict) or set(ns) != set(CLOCKS):
+        raise InvalidParameter("--from-pairs", path, f"ns stamps of the clocks {', '.join(CLOCKS)}")
+    cols = [lo, hi, *(ns[c] for c in CLOCKS)]
+    if not isinstance(lo, list) or not isinstance(hi, list) or not all(isinstance(c, list) for c in cols) \
+            or len({len(c) for c in cols}) != 1 or not 16 <= len(lo) <= 2_000_000:
+        raise InvalidParameter("--from-pairs", path, "lo, hi and every clock's ns: lists of one length, 16 to "
+                               "2000000 pairs")
+    if not all(type(v) is int and 0 <= v < 1 << 64 for c in cols for v in c):
+        raise InvalidParameter("--from-pairs", path, "unsigned 64-bit integers (cycles, ns)")
+    if any(a > b for a, b in zip(lo, hi)):
+        raise InvalidParameter("--from-pairs", path, "brackets with lo <= hi")
+    khz, boot, measured = doc.get("tsc_khz"), doc.get("boot_id"), doc.get("measured")
+    if not (khz is None or (type(khz) is int and 0 < khz < 1 << 32)) or not (boot is None or isinstance(boot, str)) \
+            or not isinstance(measured, dict):
+        raise InvalidParameter("--from-pairs", path, "tsc_khz a positive integer or null, boot_id a string or null, "
+                               "measured an object")
+    return {"ns": ns, "lo": lo, "hi": hi, "hits": len(lo), "tsc_khz": khz, "boot_id": boot,
+            "measured": {str(k)[:40]: v for k, v in list(measured.items())[:20] if isinstance(v, (str, int, float))
+                         or v is None}}

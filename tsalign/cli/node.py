@@ -88,11 +88,17 @@ def register(sub: Any) -> None:
         "x86-tsc, fit each ns clock as pvclock-shaped pieces of TSC (steps found), state the error bound, and "
         "write FILE for `tsalign convert --calibration` and `tsalign align --guest-calibration`. For a guest that "
         "keeps kvm-clock: its perf and ftrace local timestamps convert to TSC without the host. --check measures "
-        "fresh pairs afterwards and judges the map by them (exit 1 when a fresh pair lies beyond the bound)."))
+        "fresh pairs afterwards and judges the map by them (exit 1 when a fresh pair lies beyond the bound). "
+        "On a node without numpy: --pairs-out FILE measures only (standard library), and `tsalign calibrate "
+        "--from-pairs FILE -o OUT` fits them elsewhere (the guest role of setup.yml does both)."))
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("-o", "--out", help="calibration file to write (JSON)")
     g.add_argument("--verify", metavar="FILE", help="judge an existing calibration on fresh pairs instead (after a "
                                                    "migration or a long time: exit 1 when it no longer holds)")
+    g.add_argument("--pairs-out", metavar="FILE", help="only measure, and write the pairs here (JSON; no numpy "
+                                                      "needed): fit them with --from-pairs")
+    p.add_argument("--from-pairs", metavar="FILE", help="with -o: fit the pairs --pairs-out wrote (on any machine) "
+                                                       "instead of measuring here")
     p.add_argument("--pairs", type=int, default=20_000, help="tracepoint hits to measure (default 20000)")
     p.add_argument("--seconds", type=float, default=2.0, help="spread over this many seconds (default 2)")
     p.add_argument("--check", action="store_true", help="judge the map on fresh pairs measured afterwards")
@@ -110,12 +116,27 @@ def register(sub: Any) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from ..capture.calibrate import CLOCKS, measure
-    from ..clock import calib
-    from ..clock.display import ns_or_none
+    from ..capture.calibrate import CLOCKS, load_pairs, measure, save_pairs
     from ..node.facts import node_facts
 
-    facts = node_facts(Root())
+    if args.from_pairs and not args.out:
+        raise InvalidParameter("--from-pairs", args.from_pairs, "-o FILE: where to write the calibration it fits")
+    if (args.from_pairs or args.pairs_out) and args.check:
+        raise InvalidParameter("--check", "with --from-pairs/--pairs-out", "--check where the fit is measured "
+                               "(tsalign calibrate -o FILE --check), or --verify FILE on the node afterwards")
+    if args.pairs_out:  # standard library only: a node without numpy
+        facts = node_facts(Root())
+        m = measure(args.pairs, args.seconds)
+        save_pairs(args.pairs_out, m, facts, args.seconds)
+        emit(args, {"pairs_out": args.pairs_out, "hits": m["hits"], "cpu": m["cpu"], "boot_id": facts.get("boot_id"),
+                    "sched_clock": facts.get("sched_clock")},
+             [(f"wrote {args.pairs_out}: {m['hits']} hits on CPU {m['cpu']} over {args.seconds} s (fit them: "
+               f"tsalign calibrate --from-pairs {args.pairs_out} -o FILE)")])
+        return exitcodes.OK
+    from ..clock import calib
+    from ..clock.display import ns_or_none
+
+    facts = load_pairs(args.from_pairs) if args.from_pairs else node_facts(Root())
     khz = facts.get("tsc_khz")
     if args.verify:
         cals = list(calib.load(args.verify).values())
@@ -125,13 +146,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
         measured: dict[str, Any] = {"verified_file": args.verify}
         lines = [f"verifying {args.verify} on fresh pairs"]
     else:
-        m = measure(args.pairs, args.seconds)
+        m = facts if args.from_pairs else measure(args.pairs, args.seconds)
         cals = [calib.fit(m["ns"][c], m["lo"], m["hi"], c, khz, facts.get("boot_id")) for c in CLOCKS]
-        measured = {"hits": m["hits"], "cpu": m["cpu"], "seconds": args.seconds, "bracket_order": m["bracket_order"],
-                    "clocksource": facts.get("clocksource"), "sched_clock": facts.get("sched_clock")}
+        measured = m["measured"] | {"from_pairs": args.from_pairs} if args.from_pairs else {
+            "hits": m["hits"], "cpu": m["cpu"], "seconds": args.seconds, "bracket_order": m["bracket_order"],
+            "clocksource": facts.get("clocksource"), "sched_clock": facts.get("sched_clock")}
         calib.save(args.out, cals, measured)
-        lines = [(f"wrote {args.out}: {m['hits']} hits on CPU {m['cpu']} over {args.seconds} s (clocksource "
-                  f"{facts.get('clocksource')}, sched_clock {facts.get('sched_clock') or 'native'})")]
+        lines = [(f"wrote {args.out}: {m['hits']} hits on CPU {measured.get('cpu')} over {measured.get('seconds')} s "
+                  f"(clocksource {measured.get('clocksource')}, sched_clock {measured.get('sched_clock') or 'native'})"
+                  + (f", measured elsewhere ({args.from_pairs})" if args.from_pairs else ""))]
     doc: dict[str, Any] = {"out": args.out, "measured": measured,
                            "clocks": {c.clock: {"pieces": len(c.pieces), "bound_cycles": c.bound_cycles,
                                                 "bound_ns": ns_or_none(c.bound_cycles, khz), "disturbed": c.disturbed,
