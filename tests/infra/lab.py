@@ -198,8 +198,10 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
     host_events = ",".join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])
     # the host capture runs until the guest's is over (SIGINT ends it and still writes the bundle)
     # (a background job must not hold the SSH session's descriptors: redirect the whole group)
+    # 64 MiB for L1's one CPU: under make test's load L1's reader fell behind a 16 MiB buffer (186 s capture,
+    # 263 613 events lost, so the vCPU-run evidence was dropped)
     r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
-                   f"--buffer-kb 16384 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
+                   f"--buffer-kb 65536 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
                    f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"host capture in L1 did not start: {r.stdout}{r.stderr}")
@@ -388,8 +390,10 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                "> /dev/null 2>&1 < /dev/null &", timeout=60)
     cap = out / "capture"
     # a kvm-clock L2 traces on its sched_clock: align converts it with L1's pvclock records, cross-checked against
-    # the guest role's calibration
-    local = ("-e", "tsalign_capture_guest_clock=local", "-e", f"tsalign_capture_calibration={cal}") if cal.is_file() else ()
+    # a calibration capture.yml measures right after the capture (the guest role's, measured minutes before, had
+    # drifted 67k cycles from the pvclock route by then: L2's kvm-clock follows L1's clock, not its TSC)
+    local = ("-e", "tsalign_capture_guest_clock=local", "-e", "tsalign_capture_calibration_pairs=6000",
+             "-e", "tsalign_capture_calibration_seconds=5") if cal.is_file() else ()
     r = playbook(inv, "capture.yml", *local, "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
                   "-e", "tsalign_capture_host_margin=15", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",

@@ -39,7 +39,7 @@ SSH_OPTS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
 def ssh_argv(st: dict[str, Any]) -> list[str]:
     """ssh to the VM of ``st`` (root, its key); a nested VM (``st["jump"]``: the state of the VM it runs
     in, which forwards ``st["port"]`` on its loopback to it) is reached through that one."""
-    argv = ["ssh", "-i", st["key"], *SSH_OPTS, "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
+    argv = ["ssh", "-i", st["key"], *SSH_OPTS, "-o", "ConnectTimeout=30", "-o", "BatchMode=yes",
             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6"]
     jump = st.get("jump")
     if jump:
@@ -49,8 +49,16 @@ def ssh_argv(st: dict[str, Any]) -> list[str]:
     return [*argv, "-p", str(st["port"]), "root@127.0.0.1"]
 
 
-def ssh(st: dict[str, Any], command: str, timeout: int = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([*ssh_argv(st), command], capture_output=True, text=True, timeout=timeout)
+def ssh(st: dict[str, Any], command: str, timeout: int = 30, retries: int = 0) -> subprocess.CompletedProcess:
+    """Run ``command`` in the VM. ``retries``: run it again (up to that many times) when ssh itself failed
+    (exit 255: a guest starved on a loaded machine missed the connect or keep-alive deadline) — only for
+    commands that may run twice."""
+    for attempt in range(retries + 1):
+        r = subprocess.run([*ssh_argv(st), command], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 255 or attempt == retries:
+            break
+        time.sleep(2)
+    return r
 
 
 def _alive(pid: int | None) -> bool:
@@ -145,8 +153,15 @@ def push(st: dict[str, Any], data: bytes, command: str, timeout: int = 300) -> N
 
 def fetch(st: dict[str, Any], remote: str, local: Path) -> None:
     """Copy directory ``remote`` of the VM into ``local`` (as local/<basename>)."""
-    data = subprocess.run([*ssh_argv(st), f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}"],
-                          capture_output=True, check=True, timeout=600).stdout
+    for attempt in range(4):  # reading is idempotent: again when ssh itself failed (a starved guest, see ssh)
+        r = subprocess.run([*ssh_argv(st), f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}"],
+                           capture_output=True, timeout=600)
+        if r.returncode != 255 or attempt == 3:
+            break
+        time.sleep(2)
+    if r.returncode != 0:
+        raise RuntimeError(f"fetching {remote} from the VM failed ({r.returncode}): {r.stderr.decode()[-1000:]}")
+    data = r.stdout
     local.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(local)], input=data, check=True)
 

@@ -271,13 +271,17 @@ def test_lint_and_syntax() -> None:
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
-def test_capture_playbook_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clock", ["x86-tsc", "local"])
+def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
     """capture.yml for real: this machine is the KVM host running a VM (tsalign's micro-VM, found by
     name); the "guest" is the netns target. It shares this machine's kernel, so its x86-tsc trace
     is this TSC -- the job's mechanics (concurrent async captures on two nodes, fetch, unpack, align,
     verdict policy) are real; the guest-side semantics are those of a same-kernel stand-in. Its events are
     not the micro-VM's guest's, and the evidence says so: they fall where the VM's vCPU thread was off
-    CPU (the micro-VM sleeps 10 ms between batches of beacons), so the verdict is ``fail`` (vcpu_run)."""
+    CPU (the micro-VM sleeps 10 ms between batches of beacons), so the verdict is ``fail`` (vcpu_run).
+    ``local``: the guest traces on its sched_clock (this machine's: kvm-clock), measures a calibration right
+    after, which the controller fits and align converts through (the target cannot read the kernel log, so
+    its sched offset is unknown and the calibration alone converts): the same verdict, for the same reason."""
     _tools()
     need(os.path.exists("/dev/kvm"), "needs /dev/kvm")
     mvm = subprocess.Popen([sys.executable, "-m", "tsalign", "microvm", "--seconds", "300", "--name", "tsalign-mvm"],
@@ -300,7 +304,7 @@ def test_capture_playbook_end_to_end(tmp_path: Path) -> None:
         out = tmp_path / "capture"
         r = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", "tsalign_capture_guest=netns-guest",
                 "-e", "tsalign_capture_seconds=3", "-e", f"tsalign_common_lib={tmp_path}/lib",
-                "-e", f"tsalign_capture_dir={out}", check=False)
+                "-e", f"tsalign_capture_dir={out}", "-e", f"tsalign_capture_guest_clock={clock}", check=False)
         verdict = json.loads((out / "aligned" / "verdict.json").read_text())
         assert verdict["verdict"] == "fail", verdict["reasons"]
         assert "vcpu_run" in verdict["evidence"]["kinds_found"]
@@ -311,7 +315,14 @@ def test_capture_playbook_end_to_end(tmp_path: Path) -> None:
         assert verdict["vm"]["name"] == "tsalign-mvm" and "debugfs" in verdict["offsets"]["sources"]
         host = json.loads((out / "host" / "manifest.json").read_text())
         guest = json.loads((out / "guest" / "manifest.json").read_text())
-        assert host["role"] == "host" and guest["role"] == "guest" and guest["clock"]["domain"] == "guest_tsc"
+        assert host["role"] == "host" and guest["role"] == "guest"
+        if clock == "x86-tsc":
+            assert guest["clock"]["domain"] == "guest_tsc" and not (out / "guest-calibration.json").exists()
+        else:
+            assert guest["clock"]["trace_clock"] == "local" and verdict["guest_conversion"]["below_cycles"] > 0
+            cal = json.loads((out / "guest-calibration.json").read_text())
+            assert cal["measured"]["hits"] == 20000 and cal["clocks"]["local"]["bound_cycles"] > 0, cal["measured"]
+            assert not list((Path(st["root"]) / "var/tmp").glob("*pairs*"))  # removed from the node
         # the two captures ran at the same time
         assert host["started_host_tsc"] < guest["stopped_tsc"] and guest["started_tsc"] < host["stopped_tsc"]
         assert "Show the verdict" in r.stdout
