@@ -129,8 +129,10 @@ def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
                        "mount -t tracefs tracefs /sys/kernel/tracing; ls /sys/kernel/tracing/instances")
         assert r.returncode == 0, r.stderr
         host_dir = tmp_path / "host"
+        # ended by SIGINT once the guest's bundle is fetched: 40 s once ran out before the guest's capture did (its
+        # start took 20 s on a machine loaded by the nested lab beside it: 1172 guest events after the host's stop)
         host_cap = subprocess.Popen([sys.executable, "-m", "tsalign", "capture", "--role", "host", "--pid", str(st["pid"]),
-                                     "--events", HOST_EVENTS, "--duration", "40", "--buffer-kb", "32768",
+                                     "--events", HOST_EVENTS, "--duration", "300", "--buffer-kb", "32768",
                                      "--out", str(host_dir), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         def started() -> bool:
             """The host capture records: its instance exists and tracing is on (the instance appears before
