@@ -43,6 +43,10 @@ PY = "cd /opt/tsalign/lib && python3 -m tsalign"
 #: shell: wait (n x 0.1 s at most) until a tsalign capture instance records (tracing_on=1), not just exists
 RECORDING = ("for i in $(seq {n}); do grep -qx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on 2>/dev/null "
              "&& break; sleep 0.1; done; grep -qx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on")
+#: ...and until one of them has its events enabled and records (a new instance reads tracing_on 1 until configured)
+ENABLED = ("for i in $(seq {n}); do for d in /sys/kernel/tracing/instances/tsalign-*; do "
+           "[ -n \"$(cat $d/set_event 2>/dev/null)\" ] && [ \"$(cat $d/tracing_on 2>/dev/null)\" = 1 ] && break 2; "
+           "done; sleep 0.1; done; [ -n \"$(cat /sys/kernel/tracing/instances/tsalign-*/set_event 2>/dev/null)\" ]")
 #: host: the default capture events (offsets, evidence) plus the VM process's IO calls for `analyze io`
 HOST_EXTRA = [f"syscalls:sys_{d}_{c}" for c in HOST_IO_CALLS for d in ("enter", "exit")]
 
@@ -214,9 +218,12 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
              "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
     calibrate = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 5 --json; }} "
                  "> /root/lab/calibrate.log 2>&1 < /dev/null & " if kvmclock else "")
+    # the sched_clock capture starts once the x86-tsc one has enabled its events: the kernel writes each hit into
+    # the instances in the order their events were enabled, which makes the x86-tsc stamp a lower bound of the
+    # converted one (check_kvmclock_routes); started together, the order was a race (once lost under load)
     r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --role guest --duration 8 "
                    "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
-                   f"{local}{RECORDING.format(n=1200)}; "
+                   f"{ENABLED.format(n=1200)} && {local}{RECORDING.format(n=1200)}; "
                    + ("for i in $(seq 1200); do [ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on "
                       "2>/dev/null | wc -l) -ge 2 ] && break; sleep 0.1; done; " if kvmclock else "")
                    + calibrate +
@@ -389,12 +396,11 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                "dd if=/root/lab-io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done; } "
                "> /dev/null 2>&1 < /dev/null &", timeout=60)
     cap = out / "capture"
-    # a kvm-clock L2 traces on its sched_clock: align converts it with L1's pvclock records, cross-checked against
-    # a calibration capture.yml measures right after the capture (the guest role's, measured minutes before, had
-    # drifted 67k cycles from the pvclock route by then: L2's kvm-clock follows L1's clock, not its TSC)
-    local = ("-e", "tsalign_capture_guest_clock=local", "-e", "tsalign_capture_calibration_pairs=6000",
-             "-e", "tsalign_capture_calibration_seconds=5") if cal.is_file() else ()
-    r = playbook(inv, "capture.yml", *local, "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
+    # x86-tsc, not L2's sched_clock (tsalign_capture_guest_clock=local): L2's kvm-clock wanders against its TSC
+    # (its pvclock is not TSC-stable; L1's clock is not its TSC), and a calibration measured after the capture
+    # (1 min: 27.6k cycles) or by the guest role (10 min: 67k) lay beyond the bounds from L1's pvclock route, so
+    # the cross-check failed those alignments, rightly; one measured during the capture agrees (run_workflow)
+    r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
                   "-e", "tsalign_capture_host_margin=15", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
@@ -486,10 +492,6 @@ def check_playbooks(p: dict[str, Any]) -> None:
         assert cal is None, cal
     else:  # L2's own calibration through the CLI: a bound of ~15k cycles under nested TCG (check_kvmclock_routes)
         assert cal and set(cal) == {"local", "perf"} and all(0 < d["bound_cycles"] < 10**7 for d in cal.values()), cal
-        # capture.yml traced L2's sched_clock, converted through L1's pvclock records and the calibration agreed
-        assert p["guest_clock"]["trace_clock"] == "local", p["guest_clock"]
-        cross = v["kvmclock_cross_check"]
-        assert cross and cross["agree"] and set(cross["per_vcpu"]) == {"vcpu0", "vcpu1"}, cross
 
 
 def _run(out: str) -> int:
