@@ -404,7 +404,6 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
         raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
     summary = {"setup": l2["setup"], "verdict": json.loads((cap / "aligned" / "verdict.json").read_text()),
-               "guest_clock": json.loads((cap / "guest" / "manifest.json").read_text())["clock"],
                "guest_role_host_side_change": host_side, "guest_role_calibration": calibration,
                "prechecks": {n: {"verdict": p["verdict"], "role": p["role"],
                                  "checks": {c["id"]: c["status"] for c in p["checks"]}} for n, p in prechecks.items()}}

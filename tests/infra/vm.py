@@ -49,16 +49,21 @@ def ssh_argv(st: dict[str, Any]) -> list[str]:
     return [*argv, "-p", str(st["port"]), "root@127.0.0.1"]
 
 
-def ssh(st: dict[str, Any], command: str, timeout: int = 30, retries: int = 0) -> subprocess.CompletedProcess:
-    """Run ``command`` in the VM. ``retries``: run it again (up to that many times) when ssh itself failed
-    (exit 255: a guest starved on a loaded machine missed the connect or keep-alive deadline) — only for
-    commands that may run twice."""
+def _ssh_run(st: dict[str, Any], command: str, timeout: int, retries: int, text: bool) -> subprocess.CompletedProcess:
+    """``command`` over ssh, run again (up to ``retries`` times) when ssh itself failed (exit 255: a guest
+    starved on a loaded machine missed the connect or keep-alive deadline) — only for commands that may run
+    twice."""
     for attempt in range(retries + 1):
-        r = subprocess.run([*ssh_argv(st), command], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([*ssh_argv(st), command], capture_output=True, text=text, timeout=timeout)
         if r.returncode != 255 or attempt == retries:
             break
         time.sleep(2)
     return r
+
+
+def ssh(st: dict[str, Any], command: str, timeout: int = 30, retries: int = 0) -> subprocess.CompletedProcess:
+    """Run ``command`` in the VM (``retries``: see _ssh_run)."""
+    return _ssh_run(st, command, timeout, retries, text=True)
 
 
 def _alive(pid: int | None) -> bool:
@@ -153,12 +158,7 @@ def push(st: dict[str, Any], data: bytes, command: str, timeout: int = 300) -> N
 
 def fetch(st: dict[str, Any], remote: str, local: Path) -> None:
     """Copy directory ``remote`` of the VM into ``local`` (as local/<basename>)."""
-    for attempt in range(4):  # reading is idempotent: again when ssh itself failed (a starved guest, see ssh)
-        r = subprocess.run([*ssh_argv(st), f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}"],
-                           capture_output=True, timeout=600)
-        if r.returncode != 255 or attempt == 3:
-            break
-        time.sleep(2)
+    r = _ssh_run(st, f"tar -C {os.path.dirname(remote)} -c {os.path.basename(remote)}", 600, 3, text=False)
     if r.returncode != 0:
         raise RuntimeError(f"fetching {remote} from the VM failed ({r.returncode}): {r.stderr.decode()[-1000:]}")
     data = r.stdout

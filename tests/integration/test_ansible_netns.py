@@ -279,8 +279,8 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
     verdict policy) are real; the guest-side semantics are those of a same-kernel stand-in. Its events are
     not the micro-VM's guest's, and the evidence says so: they fall where the VM's vCPU thread was off
     CPU (the micro-VM sleeps 10 ms between batches of beacons), so the verdict is ``fail`` (vcpu_run).
-    ``local``: the guest traces on its sched_clock (this machine's: kvm-clock), measures a calibration right
-    after, which the controller fits and align converts through (the target cannot read the kernel log, so
+    ``local``: the guest traces on its sched_clock (this machine's: kvm-clock), measures a calibration during
+    the capture, which the controller fits and align converts through (the target cannot read the kernel log, so
     its sched offset is unknown and the calibration alone converts): the same verdict, for the same reason."""
     _tools()
     need(os.path.exists("/dev/kvm"), "needs /dev/kvm")
@@ -305,6 +305,7 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
         r = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", "tsalign_capture_guest=netns-guest",
                 "-e", "tsalign_capture_seconds=3", "-e", f"tsalign_common_lib={tmp_path}/lib",
                 "-e", f"tsalign_capture_dir={out}", "-e", f"tsalign_capture_guest_clock={clock}", check=False)
+        assert (out / "aligned" / "verdict.json").is_file(), r.stdout[-3000:]
         verdict = json.loads((out / "aligned" / "verdict.json").read_text())
         assert verdict["verdict"] == "fail", verdict["reasons"]
         assert "vcpu_run" in verdict["evidence"]["kinds_found"]
@@ -322,6 +323,10 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
             assert guest["clock"]["trace_clock"] == "local" and verdict["guest_conversion"]["below_cycles"] > 0
             cal = json.loads((out / "guest-calibration.json").read_text())
             assert cal["measured"]["hits"] == 20000 and cal["clocks"]["local"]["bound_cycles"] > 0, cal["measured"]
+            # measured during the capture, not after it (the netns shares this TSC: one axis)
+            pieces = cal["clocks"]["local"]["pieces"]
+            assert pieces[0]["tsc_first"] < guest["stopped_tsc"] and pieces[-1]["tsc_last"] > guest["started_tsc"], \
+                (pieces[0]["tsc_first"], pieces[-1]["tsc_last"], guest["started_tsc"], guest["stopped_tsc"])
             assert not list((Path(st["root"]) / "var/tmp").glob("*pairs*"))  # removed from the node
         # the two captures ran at the same time
         assert host["started_host_tsc"] < guest["stopped_tsc"] and guest["started_tsc"] < host["stopped_tsc"]

@@ -1,0 +1,41 @@
+"""The nested lab's judgement of a kvm-clock L2's sched_clock routes (tests/infra/lab.check_kvmclock_routes) on
+recorded numbers and on wrong ones: which instance got each hit first is read from the data, and the matching
+one-sided bound must catch a conversion beyond it (the lab itself runs in tests/integration/test_nested_kvm.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.infra import lab
+
+CAL = {"verdict": "pass", "cross_check": {"agree": True, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
+
+
+def _routes(truth: dict[str, int], cal: dict[str, Any] = CAL) -> dict[str, Any]:
+    return {"pvclock": {"verdict": "pass", "exit": 0, "bounds": {"below_cycles": 2448, "above_cycles": 0},
+                        "truth": {"vcpu0": {"matched": 1705, **truth}}}, "calibration": cal}
+
+
+@pytest.mark.parametrize("truth", [
+    {"min": 3124, "median": 63225, "max": 16716834},        # the suite's run of 2026-12-02: sched_clock instance first
+    {"min": -12500000, "median": -39000, "max": -1600},     # earlier runs: x86-tsc instance first
+])
+def test_recorded_routes_pass(truth: dict[str, int]) -> None:
+    lab.check_kvmclock_routes(_routes(truth))
+
+
+@pytest.mark.parametrize("truth", [
+    {"min": -12500000, "median": -39000, "max": 5000},      # x86-tsc first, a conversion 2.5k cycles too early
+    {"min": -500, "median": 60000, "max": 16000000},        # sched_clock first, a conversion 500 cycles too late
+])
+def test_a_conversion_beyond_its_bound_fails(truth: dict[str, int]) -> None:
+    with pytest.raises(AssertionError):
+        lab.check_kvmclock_routes(_routes(truth))
+
+
+def test_a_disagreeing_calibration_fails() -> None:
+    bad = {"verdict": "fail", "cross_check": {"agree": False, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
+    with pytest.raises(AssertionError):
+        lab.check_kvmclock_routes(_routes({"min": 3124, "median": 63225, "max": 16716834}, bad))
