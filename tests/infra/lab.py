@@ -47,6 +47,23 @@ RECORDING = ("for i in $(seq {n}); do grep -qx 1 /sys/kernel/tracing/instances/t
 HOST_EXTRA = [f"syscalls:sys_{d}_{c}" for c in HOST_IO_CALLS for d in ("enter", "exit")]
 
 
+#: wall seconds of the lab's steps in this process, in order (printed by `make lab`, kept in the summaries)
+TIMINGS: list[tuple[str, float]] = []
+
+
+class _step:
+    """Context manager: record how long a named lab step took (wall seconds) in TIMINGS."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        TIMINGS.append((self.name, round(time.monotonic() - self.t0, 1)))
+
+
 def _cache(env: str, pattern: str) -> str:
     path = os.environ.get(env) or next(iter(sorted(glob.glob(f"{os.environ.get('TSALIGN_CACHE', '/var/cache/tsalign')}/{pattern}"),
                                                    key=os.path.getmtime, reverse=True)), "")
@@ -66,8 +83,9 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
     offsets on every vCPU load, as with two vCPUs."""
     image_dir = image_dir or _cache("TSALIGN_VM_IMAGE", "vm-bookworm-*")
     qemu_bundle = qemu_bundle or _cache("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*")
-    st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072, smp=1 if for_l2 else 2,
-               extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
+    with _step("L1 boot"):
+        st = vm.up(image_dir, boot_timeout, cpu=vm.NESTED_CPU, memory_mb=3072, smp=1 if for_l2 else 2,
+                   extra=("-drive", f"file={image_dir}/base.img,if=virtio,format=raw,readonly=on"))
     try:
         if for_l2:
             boot = vm.ssh(st, "cat /proc/sys/kernel/random/boot_id", timeout=60).stdout.strip()
@@ -77,7 +95,8 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
                            "|| { cat /tmp/ug.log; exit 1; }; (sleep 1; reboot) </dev/null >/dev/null 2>&1 &", timeout=300)
             if r.returncode != 0:
                 raise RuntimeError(f"L1: tsc=unstable could not be set: {r.stdout}{r.stderr}")
-            vm.wait_ssh(st, boot_timeout, not_boot_id=boot)
+            with _step("L1 reboot (tsc=unstable)"):
+                vm.wait_ssh(st, boot_timeout, not_boot_id=boot)
             r = vm.ssh(st, "cat /proc/cmdline", timeout=60)
             if "tsc=unstable" not in r.stdout:
                 raise RuntimeError(f"L1 rebooted without tsc=unstable: {r.stdout}")
@@ -89,9 +108,10 @@ def up(image_dir: str | None = None, qemu_bundle: str | None = None, boot_timeou
         if r.returncode != 0 or not m:
             raise RuntimeError(f"L1 is not a KVM host: {r.stdout}{r.stderr}")
         st["tsc_khz"] = int(float(m[1]) * 1000)
-        vm.push(st, Path(qemu_bundle, "qemu.tgz").read_bytes(), "mkdir -p /opt && tar -xz -C /opt")
-        vm.push_tsalign(st)
-        push_drgn(st)
+        with _step("L1 pushes (QEMU, tsalign, drgn)"):
+            vm.push(st, Path(qemu_bundle, "qemu.tgz").read_bytes(), "mkdir -p /opt && tar -xz -C /opt")
+            vm.push_tsalign(st)
+            push_drgn(st)
     except BaseException:
         vm.down(st)
         raise
@@ -148,6 +168,7 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
         raise RuntimeError(f"L2 did not start: {r.stdout}{r.stderr}")
     l2 = {"key": l1["key"], "port": L2_PORT, "jump": l1, "pid": int(r.stdout.split()[-1]), "setup": setup}
     deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
     while True:
         try:
             if vm.ssh(l2, "true", timeout=60).returncode == 0:
@@ -165,9 +186,11 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
             state = "QEMU exited" if "dead" in alive else ("QEMU alive" if "alive" in alive else alive)
             raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({state}):\n{tail}")
         time.sleep(2)
-    vm.push_tsalign(l2)
-    if setup == "kvmclock":
-        push_numpy(l2)
+    TIMINGS.append((f"L2 boot ({setup})", round(time.monotonic() - t0, 1)))
+    with _step("L2 pushes"):
+        vm.push_tsalign(l2)
+        if setup == "kvmclock":
+            push_numpy(l2)
     r = vm.ssh(l2, "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; "
                    "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", timeout=60)
     l2["clocksource"] = r.stdout.strip()
@@ -181,7 +204,9 @@ def l2_down(l1: dict[str, Any]) -> None:
 
 
 def _tsalign(*args: str) -> tuple[int, dict[str, Any]]:
-    r = subprocess.run([sys.executable, "-m", "tsalign", *args, "--json"], capture_output=True, text=True, timeout=900)
+    with _step(f"tsalign {args[0]} -> {Path(args[args.index('-o') + 1]).name if '-o' in args else ''}"):
+        r = subprocess.run([sys.executable, "-m", "tsalign", *args, "--json"], capture_output=True, text=True,
+                           timeout=900)
     try:
         return r.returncode, json.loads(r.stdout)
     except json.JSONDecodeError:
@@ -190,8 +215,16 @@ def _tsalign(*args: str) -> tuple[int, dict[str, Any]]:
 
 def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str, Any]:
     """The seed's workflow on the lab: capture L1 (host, the L2 QEMU by pid) and L2 (guest) together,
-    bring the bundles here, align with the per-vCPU offset timeline, judge, and run the three analyses;
-    also the same capture with one snapshot for the whole capture. Writes under ``out``; returns a summary."""
+    bring the bundles here (`capture_workflow`), align with the per-vCPU offset timeline, judge, and run the three
+    analyses; also the same capture with one snapshot for the whole capture (`judge_workflow`). Writes under
+    ``out``; returns a summary."""
+    capture_workflow(l1, l2, out)
+    return judge_workflow(l2, out)
+
+
+def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
+    """The CLI captures of the seed's workflow in the lab (L1 host, L2 guest; a kvm-clock L2 also its sched_clock
+    capture and a calibration measured meanwhile), fetched into ``out``."""
     from tsalign.capture.capture import DEFAULT_HOST_EVENTS
 
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +233,7 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
     # (a background job must not hold the SSH session's descriptors: redirect the whole group)
     # 64 MiB for L1's one CPU: under make test's load L1's reader fell behind a 16 MiB buffer (186 s capture,
     # 263 613 events lost, so the vCPU-run evidence was dropped)
+    t0 = time.monotonic()
     r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
                    f"--buffer-kb 65536 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
                    f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
@@ -234,6 +268,8 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
                timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
+    TIMINGS.append(("CLI captures (L1, L2)", round(time.monotonic() - t0, 1)))
+    t0 = time.monotonic()
     vm.fetch(l1, "/root/lab/host", out)
     vm.fetch(l2, "/root/lab/guest", out)
     if kvmclock:
@@ -242,6 +278,14 @@ def run_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str,
         if r.returncode == 0:
             (out / "calibration.json").write_text(r.stdout)
         (out / "calibrate.log").write_text(vm.ssh(l2, "cat /root/lab/calibrate.log", timeout=120).stdout)
+    TIMINGS.append(("CLI fetch", round(time.monotonic() - t0, 1)))
+
+
+def judge_workflow(l2: dict[str, Any], out: Path) -> dict[str, Any]:
+    """On this machine alone (L1 and L2 untouched, so it can run beside the playbooks): align the bundles
+    `capture_workflow` fetched into ``out``, with and without the offset changes, run the three analyses and, for
+    a kvm-clock L2, the sched_clock routes. Returns the summary (also written to ``out/lab-summary.json``)."""
+    kvmclock = l2["setup"] == "kvmclock"
     host, guest = str(out / "host"), str(out / "guest")
     code, verdict = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned"))
     code1, one = _tsalign("align", "--host", host, "--guest", guest, "-o", str(out / "aligned-one-snapshot"),
@@ -363,8 +407,11 @@ def playbook(inv: Path, name: str, *extra: str, log: Path) -> subprocess.Complet
            "ANSIBLE_TIMEOUT": "120", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_SSH_ARGS": (
                "-o ControlMaster=auto -o ControlPersist=1200s -o ServerAliveInterval=10 -o ServerAliveCountMax=12"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    r = subprocess.run(["ansible-playbook", "-i", str(inv), f"playbooks/{name}", *extra], cwd=vm.REPO,
-                       capture_output=True, text=True, timeout=1800, env=env)
+    # the junit callback keeps each task's duration (log.parent/junit-<playbook>/)
+    env |= {"ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.junit", "JUNIT_OUTPUT_DIR": str(log.parent / f"junit-{name}")}
+    with _step(name):
+        r = subprocess.run(["ansible-playbook", "-i", str(inv), f"playbooks/{name}", *extra], cwd=vm.REPO,
+                           capture_output=True, text=True, timeout=1800, env=env)
     log.write_text(r.stdout + r.stderr)
     return r
 
@@ -539,6 +586,7 @@ def _run(out: str) -> int:
                        f"{out}/playbooks/capture/aligned/verdict.json")
     finally:
         down(l1)
+        print("lab steps (wall s): " + ", ".join(f"{n} {t}" for n, t in TIMINGS), flush=True)
     return 0 if all(v in ("pass", "warn") for v in results.values()) else 1
 
 

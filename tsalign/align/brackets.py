@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..clock.display import ns_or_none
 from ..numbers import MASK64, to_signed64
 
-__all__ = ["Distribution", "distribution", "match_by_value", "offset_interval", "signed_diff"]
+__all__ = ["Distribution", "distribution", "offset_interval", "signed_diff"]
 
 
 def signed_diff(a: int, b: int) -> int:
@@ -55,23 +55,6 @@ def distribution(values: Sequence[int]) -> Distribution:
     if not s:
         return Distribution(0, None, None, None, None)
     return Distribution(len(s), s[0], _rank(s, 0.5), _rank(s, 0.99), s[-1])
-
-
-def match_by_value(wanted: Sequence[int], seen: Sequence[tuple[int, int]], mask: int = 0xFFFFFFFF) -> list[int | None]:
-    """For each wanted value (in order) the index into ``seen`` [(value, ts)] of the next entry whose
-    value equals it under ``mask``, scanning forward only (lost events leave gaps, never reorder)."""
-    out: list[int | None] = []
-    j = 0
-    for w in wanted:
-        k = j
-        while k < len(seen) and (seen[k][0] & mask) != (w & mask):
-            k += 1
-        if k < len(seen):
-            out.append(k)
-            j = k + 1
-        else:
-            out.append(None)
-    return out
 
 
 def offset_interval(forward: Sequence[tuple[int, int]], backward: Sequence[tuple[int, int]]) -> tuple[int | None, int | None]:
