@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..clock.display import ns_or_none
 from ..numbers import MASK64, to_signed64
 
-__all__ = ["Distribution", "distribution", "offset_interval", "signed_diff"]
+__all__ = ["Distribution", "distribution", "signed_diff"]
 
 
 def signed_diff(a: int, b: int) -> int:
@@ -55,14 +55,3 @@ def distribution(values: Sequence[int]) -> Distribution:
     if not s:
         return Distribution(0, None, None, None, None)
     return Distribution(len(s), s[0], _rank(s, 0.5), _rank(s, 0.99), s[-1])
-
-
-def offset_interval(forward: Sequence[tuple[int, int]], backward: Sequence[tuple[int, int]]) -> tuple[int | None, int | None]:
-    """Bounds of the true offset (signed cycles) from raw (unconverted) brackets.
-
-    forward: (guest_tsc, host_tsc) with the host event after the guest one -> offset >= guest - host;
-    backward: (host_tsc, guest_tsc) with the guest event after the host one -> offset <= guest - host.
-    """
-    lo = max((signed_diff(g, h) for g, h in forward), default=None)
-    hi = min((signed_diff(g, h) for h, g in backward), default=None)
-    return lo, hi
