@@ -57,7 +57,7 @@ def l1() -> Iterator[dict[str, Any]]:
     need(os.geteuid() == 0 and shutil.which("qemu-system-x86_64"), "needs root and qemu-system-x86 (make test)")
     image = cached("TSALIGN_VM_IMAGE", "vm-bookworm-*", "GRUB VM image (scripts/build-vm-image.sh)")
     bundle = cached("TSALIGN_QEMU_BUNDLE", "qemu-bundle-*", "QEMU bundle (scripts/build-qemu-bundle.sh)")
-    st = lab.up(image, bundle, for_l2=True)  # two boots; SSH polled with a generous deadline, not a fixed sleep
+    st = lab.up(image, bundle, for_l2=True)  # one boot (direct kernel boot); SSH polled with a generous deadline, not a fixed sleep
     yield st
     lab.down(st)
 

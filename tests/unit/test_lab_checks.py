@@ -10,7 +10,7 @@ import pytest
 
 from tests.infra import lab
 
-CAL = {"verdict": "pass", "cross_check": {"agree": True, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
+CAL = {"verdict": "pass", "exit": 0, "cross_check": {"agree": True, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
 
 
 def _routes(truth: dict[str, int], cal: dict[str, Any] = CAL, **more: dict[str, int]) -> dict[str, Any]:
@@ -57,6 +57,27 @@ def test_too_few_matches_fail() -> None:
 
 
 def test_a_disagreeing_calibration_fails() -> None:
-    bad = {"verdict": "fail", "cross_check": {"agree": False, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
+    bad = {"verdict": "pass", "exit": 0, "cross_check": {"agree": False, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
     with pytest.raises(AssertionError):
         lab.check_kvmclock_routes(_routes({"min": 3124, "median": 63225, "max": 16716834}, bad))
+
+
+def _failed(violated: int, shares: bool, checked: int = 4501) -> dict[str, Any]:
+    return {"verdict": "fail", "exit": 1, "reasons": ["..."], "evidence": {
+        "vcpu0": {"checked": checked, "violated": violated, "worst_shares_its_stamp": shares,
+                  "worst": {"cycles": 1824082, "guest_tsc": 946418218696, "kind": "vcpu_run"}},
+        "vcpu1": {"checked": 4588, "violated": 0, "worst": None, "worst_shares_its_stamp": False}}}
+
+
+def test_a_route_failed_by_readings_of_another_vcpu_passes() -> None:
+    """The suite's run of 2026-12-02 04:05: 1 violation on vCPU0, its guest event's sched_clock stamp shared."""
+    lab._route_verdict(_failed(1, True))
+
+
+@pytest.mark.parametrize("route", [_failed(1, False), _failed(40, True), _failed(4, True, checked=3000),
+                                   {"verdict": "unverified", "exit": 3, "reasons": [], "evidence": {}},
+                                   {"exit": 4, "error": "no pvclock records"},
+                                   {"verdict": "fail", "exit": 1, "reasons": ["guest bundle names another VM"]}])
+def test_a_route_failed_otherwise_fails(route: dict[str, Any]) -> None:
+    with pytest.raises(AssertionError):
+        lab._route_verdict(route)
