@@ -221,22 +221,29 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
     l2 = {"key": l1["key"], "port": L2_PORT, "jump": l1, "pid": int(r.stdout.split()[-1]), "setup": setup}
     deadline = time.monotonic() + timeout
     t0 = time.monotonic()
+    # waited for inside L1, in one SSH session per 5 minutes: every SSH handshake (a poll to L2 is two) costs L1's
+    # one vCPU under TCG, the CPU that boots L2 (polling from here every 2 s, L2 took 254 s to boot). Up: L2's
+    # sshd sends its banner on the port L1 forwards to it; dead: its QEMU has exited.
+    wait = (f"for i in $(seq 300); do kill -0 {l2['pid']} 2>/dev/null || {{ echo dead; exit 0; }}; "
+            f"b=$(timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{L2_PORT} && head -c 4 <&3' 2>/dev/null); "
+            "[ \"$b\" = SSH- ] && { echo up; exit 0; }; sleep 1; done; echo alive")
     while True:
-        try:
-            if vm.ssh(l2, "true", timeout=60).returncode == 0:
-                break
-        except subprocess.TimeoutExpired:
-            pass
         try:  # an SSH hiccup to L1 (a loaded machine) is not a dead L2: only L1's own answer counts
-            r1 = vm.ssh(l1, f"kill -0 {l2['pid']} 2>/dev/null && echo alive || echo dead", timeout=60)
-            alive = r1.stdout if r1.returncode == 0 else "L1 did not answer SSH"
+            r1 = vm.ssh(l1, wait, timeout=600)
+            state = r1.stdout.split()[-1] if r1.returncode == 0 and r1.stdout.split() else "L1 did not answer SSH"
         except subprocess.TimeoutExpired:
-            alive = "L1 did not answer SSH"
-        if "dead" in alive or time.monotonic() > deadline:
+            state = "L1 did not answer SSH"
+        if state == "up":
+            try:
+                if vm.ssh(l2, "true", timeout=60).returncode == 0:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
+        if state == "dead" or time.monotonic() > deadline:
             tail = _l2_console(l1)
             l2_down(l1)
-            state = "QEMU exited" if "dead" in alive else ("QEMU alive" if "alive" in alive else alive)
-            raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({state}):\n{tail}")
+            why = {"dead": "QEMU exited", "alive": "QEMU alive", "up": "its sshd answers L1"}.get(state, state)
+            raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({why}):\n{tail}")
         time.sleep(2)
     TIMINGS.append((f"L2 boot ({setup})", round(time.monotonic() - t0, 1)))
     with _step("L2 payload mounted, tsalign pushed"):
