@@ -20,6 +20,7 @@ Waits follow the guests' progress (SSH polled, the QEMU process watched), never 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +52,19 @@ RECORDING = ("for i in $(seq {n}); do grep -qx 1 /sys/kernel/tracing/instances/t
 HOST_EXTRA = [f"syscalls:sys_{d}_{c}" for c in HOST_IO_CALLS for d in ("enter", "exit")]
 
 
-#: wall seconds of the lab's steps in this process, in order (printed by `make lab`, kept in the summaries)
+#: wall seconds of the lab's steps in this process, in order (printed by `make lab`; the suite's L2 test writes
+#: them to its timings.json)
 TIMINGS: list[tuple[str, float]] = []
 
 
-class _step:
-    """Context manager: record how long a named lab step took (wall seconds) in TIMINGS."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        TIMINGS.append((self.name, round(time.monotonic() - self.t0, 1)))
+@contextlib.contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Record how long the named lab step took (wall seconds) in TIMINGS."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        TIMINGS.append((name, round(time.monotonic() - t0, 1)))
 
 
 def _cache(env: str, pattern: str) -> str:
@@ -219,34 +219,8 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
     if r.returncode != 0:
         raise RuntimeError(f"L2 did not start: {r.stdout}{r.stderr}")
     l2 = {"key": l1["key"], "port": L2_PORT, "jump": l1, "pid": int(r.stdout.split()[-1]), "setup": setup}
-    deadline = time.monotonic() + timeout
-    t0 = time.monotonic()
-    # waited for inside L1, in one SSH session per 5 minutes rather than two SSH handshakes every 2 s (each costs
-    # L1's one TCG vCPU, the CPU that boots L2; measured: it did not make the boot shorter, 237 s vs 254 s under
-    # make test — L2's boot itself is that slow there). Up: L2's sshd sends its banner on the port L1 forwards
-    # to it; dead: its QEMU has exited.
-    wait = (f"for i in $(seq 300); do kill -0 {l2['pid']} 2>/dev/null || {{ echo dead; exit 0; }}; "
-            f"b=$(timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{L2_PORT} && head -c 4 <&3' 2>/dev/null); "
-            "[ \"$b\" = SSH- ] && { echo up; exit 0; }; sleep 1; done; echo alive")
-    while True:
-        try:  # an SSH hiccup to L1 (a loaded machine) is not a dead L2: only L1's own answer counts
-            r1 = vm.ssh(l1, wait, timeout=600)
-            state = r1.stdout.split()[-1] if r1.returncode == 0 and r1.stdout.split() else "L1 did not answer SSH"
-        except subprocess.TimeoutExpired:
-            state = "L1 did not answer SSH"
-        if state == "up":
-            try:
-                if vm.ssh(l2, "true", timeout=60).returncode == 0:
-                    break
-            except subprocess.TimeoutExpired:
-                pass
-        if state == "dead" or time.monotonic() > deadline:
-            tail = _l2_console(l1)
-            l2_down(l1)
-            why = {"dead": "QEMU exited", "alive": "QEMU alive", "up": "its sshd answers L1"}.get(state, state)
-            raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({why}):\n{tail}")
-        time.sleep(2)
-    TIMINGS.append((f"L2 boot ({setup})", round(time.monotonic() - t0, 1)))
+    with _step(f"L2 boot ({setup})"):
+        _wait_l2(l1, l2, setup, time.monotonic() + timeout)
     with _step("L2 payload mounted, tsalign pushed"):
         r = vm.ssh(l2, f"{MOUNT_PAYLOAD} && {link_site(NUMPY)}", timeout=120)
         if r.returncode != 0:
@@ -256,6 +230,29 @@ def l2_up(l1: dict[str, Any], setup: str, timeout: float = 900) -> dict[str, Any
                    "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", timeout=60)
     l2["clocksource"] = r.stdout.strip()
     return l2
+
+
+def _wait_l2(l1: dict[str, Any], l2: dict[str, Any], setup: str, deadline: float) -> None:
+    """Until L2 answers SSH; raises (L2 stopped, its console in the message) when its QEMU exited or at the deadline.
+    (Polling from inside L1 instead, to spare L1's one TCG vCPU the SSH handshakes, did not shorten the boot:
+    237 s vs 254 s under make test.)"""
+    while True:
+        try:
+            if vm.ssh(l2, "true", timeout=60).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # an SSH hiccup to L1 (a loaded machine) is not a dead L2: only L1's own answer counts
+            r1 = vm.ssh(l1, f"kill -0 {l2['pid']} 2>/dev/null && echo alive || echo dead", timeout=60)
+            alive = r1.stdout if r1.returncode == 0 else "L1 did not answer SSH"
+        except subprocess.TimeoutExpired:
+            alive = "L1 did not answer SSH"
+        if "dead" in alive or time.monotonic() > deadline:
+            tail = _l2_console(l1)
+            l2_down(l1)
+            state = "QEMU exited" if "dead" in alive else ("QEMU alive" if "alive" in alive else alive)
+            raise RuntimeError(f"L2 ({setup}) not reachable over SSH ({state}):\n{tail}")
+        time.sleep(2)
 
 
 def l2_down(l1: dict[str, Any]) -> None:
@@ -294,52 +291,50 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
     # (a background job must not hold the SSH session's descriptors: redirect the whole group)
     # 64 MiB for L1's one CPU: under make test's load L1's reader fell behind a 16 MiB buffer (186 s capture,
     # 263 613 events lost, so the vCPU-run evidence was dropped)
-    t0 = time.monotonic()
-    r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
-                   f"--buffer-kb 65536 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
-                   f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
-    if r.returncode != 0:
-        raise RuntimeError(f"host capture in L1 did not start: {r.stdout}{r.stderr}")
-    # guest: its default events for 8 s while it sleeps (timer IRQs, TSC-deadline writes), reads and writes
-    # O_DIRECT (virtio IRQs, host IO) and switches tasks. A kvm-clock guest also records the same events in
-    # its sched_clock (`--clock local`, a second private instance) and calibrates sched_clock against its TSC
-    # meanwhile (tsalign calibrate, pinned to CPU 0)
-    kvmclock = l2["setup"] == "kvmclock"
-    local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
-             "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
-    calibrate = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 5 --json; }} "
-                 "> /root/lab/calibrate.log 2>&1 < /dev/null & " if kvmclock else "")
-    # (the two captures start together: which enables its events first, and so gets each hit first, is a race
-    # that check_kvmclock_routes reads from the data; starting the second after the first had enabled its events
-    # made them barely overlap in L2, whose Python starts slower than the 8 s capture)
-    r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --role guest --duration 8 "
-                   "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
-                   f"{local}{RECORDING.format(n=1200)}; "
-                   + ("for i in $(seq 1200); do [ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on "
-                      "2>/dev/null | wc -l) -ge 2 ] && break; sleep 0.1; done; " if kvmclock else "")
-                   + calibrate +
-                   "for i in $(seq 100); do sleep 0.005; done; "
-                   "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
-                   "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; wait; cat /root/lab/guest*.log "
-                   "/root/lab/calibrate.log 2>/dev/null", timeout=600)
-    if "bundle /root/lab/guest:" not in r.stdout or (kvmclock and "bundle /root/lab/guest-local:" not in r.stdout):
-        raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
-    r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
-                   "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
-               timeout=300)
-    if r.returncode != 0:
-        raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
-    TIMINGS.append(("CLI captures (L1, L2)", round(time.monotonic() - t0, 1)))
-    t0 = time.monotonic()
-    vm.fetch(l1, "/root/lab/host", out)
-    vm.fetch(l2, "/root/lab/guest", out)
-    if kvmclock:
-        vm.fetch(l2, "/root/lab/guest-local", out)
-        r = vm.ssh(l2, "cat /root/lab/calibration.json", timeout=120)
-        if r.returncode == 0:
-            (out / "calibration.json").write_text(r.stdout)
-        (out / "calibrate.log").write_text(vm.ssh(l2, "cat /root/lab/calibrate.log", timeout=120).stdout)
-    TIMINGS.append(("CLI fetch", round(time.monotonic() - t0, 1)))
+    with _step("CLI captures (L1, L2)"):
+        r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
+                       f"--buffer-kb 65536 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
+                       f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"host capture in L1 did not start: {r.stdout}{r.stderr}")
+        # guest: its default events for 8 s while it sleeps (timer IRQs, TSC-deadline writes), reads and writes
+        # O_DIRECT (virtio IRQs, host IO) and switches tasks. A kvm-clock guest also records the same events in
+        # its sched_clock (`--clock local`, a second private instance) and calibrates sched_clock against its TSC
+        # meanwhile (tsalign calibrate, pinned to CPU 0)
+        kvmclock = l2["setup"] == "kvmclock"
+        local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
+                 "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
+        calibrate = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 5 --json; }} "
+                     "> /root/lab/calibrate.log 2>&1 < /dev/null & " if kvmclock else "")
+        # (the two captures start together: which enables its events first, and so gets each hit first, is a race
+        # that check_kvmclock_routes reads from the data; starting the second after the first had enabled its events
+        # made them barely overlap in L2, whose Python starts slower than the 8 s capture)
+        r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --role guest --duration 8 "
+                       "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
+                       f"{local}{RECORDING.format(n=1200)}; "
+                       + ("for i in $(seq 1200); do [ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on "
+                          "2>/dev/null | wc -l) -ge 2 ] && break; sleep 0.1; done; " if kvmclock else "")
+                       + calibrate +
+                       "for i in $(seq 100); do sleep 0.005; done; "
+                       "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
+                       "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; wait; cat /root/lab/guest*.log "
+                       "/root/lab/calibrate.log 2>/dev/null", timeout=600)
+        if "bundle /root/lab/guest:" not in r.stdout or (kvmclock and "bundle /root/lab/guest-local:" not in r.stdout):
+            raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
+        r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
+                       "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
+                   timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
+    with _step("CLI fetch"):
+        vm.fetch(l1, "/root/lab/host", out)
+        vm.fetch(l2, "/root/lab/guest", out)
+        if kvmclock:
+            vm.fetch(l2, "/root/lab/guest-local", out)
+            r = vm.ssh(l2, "cat /root/lab/calibration.json", timeout=120)
+            if r.returncode == 0:
+                (out / "calibration.json").write_text(r.stdout)
+            (out / "calibrate.log").write_text(vm.ssh(l2, "cat /root/lab/calibrate.log", timeout=120).stdout)
 
 
 def judge_workflow(l2: dict[str, Any], out: Path) -> dict[str, Any]:
