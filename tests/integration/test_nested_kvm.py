@@ -109,14 +109,15 @@ def test_nested_kvm_changing_offsets(l1: dict[str, Any], tmp_path: Path) -> None
     beacons = sorted(json.loads(line)["ts"] for line in (guest / "events.jsonl").open()
                      if '"tsalign_beacon"' in line)
     by_low = {g & 0xFFFFFFFF: g for g in beacons}
-    checked = 0
+    lags = []
     for h, low in pios:
         in_force = [v for t, v in writes if t < h]
         if low in by_low and in_force:
-            lag = _signed((h + in_force[-1] - by_low[low]) % (1 << 64))  # guest TSC at the exit minus at the rdtsc
-            assert 0 <= lag < 50_000_000, (h, low, lag)
-            checked += 1
-    assert checked >= 150
+            lags.append(_signed((h + in_force[-1] - by_low[low]) % (1 << 64)))  # guest TSC at the exit minus at rdtsc
+    # the exit follows the rdtsc (never negative), mostly within ~1 ms; a vCPU preempted between the two (L1
+    # starved on a loaded machine) makes a rare long one: 57.6M cycles (23 ms) once in 200, make test of 12-02
+    assert len(lags) >= 150 and min(lags) >= 0, (len(lags), min(lags, default=None))
+    assert sum(lag >= 50_000_000 for lag in lags) <= len(lags) // 100, sorted(lags)[-5:]
 
     code, v = tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "a"))
     assert (code, v["verdict"]) == (0, "pass"), v["reasons"]
