@@ -100,10 +100,21 @@ def test_no_source() -> None:
     assert kinds(OffsetTimeline.build([])) == ["no_source"]
 
 
-def test_to_dict_has_signed_and_hex() -> None:
-    d = OffsetTimeline.build([snap(1, 0, SEED)]).to_dict()
-    seg = d["vcpus"]["0"][0]
+def test_segments_have_signed_and_hex() -> None:
+    tl = OffsetTimeline.build([snap(1, 0, SEED)])
+    seg = next(tl.segment_rows())
     assert seg["offset_hex"] == "0xffee6aba03eccaac" and seg["offset_signed"] == -4949202418480468
+    assert tl.to_dict()["vcpus"]["0"]["first"] == [{k: v for k, v in seg.items() if k != "vcpu"}]
+
+
+def test_summary_keeps_the_first_and_last_segments() -> None:
+    tl = OffsetTimeline.build([snap(10 * i, 0, i % 3) for i in range(1, 12)])
+    rows = list(tl.segment_rows())
+    d = tl.to_dict(keep=2)["vcpus"]["0"]
+    assert d["segments"] == len(rows) == 11 and d["distinct_offsets"] == 3
+    assert [r["start_host_tsc"] for r in d["first"] + d["last"]] == [0, 20, 100, 110]  # the first segment reaches back
+    short = OffsetTimeline.build([snap(10, 0, 1), snap(20, 0, 2), snap(30, 0, 3)]).to_dict(keep=2)["vcpus"]["0"]
+    assert [r["start_host_tsc"] for r in short["first"] + short["last"]] == [0, 20, 30]  # none twice
 
 
 def test_snapshot_read_while_a_write_was_applied_is_consistent() -> None:

@@ -223,11 +223,16 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:
-    """timeline.jsonl, timeline.parquet (pyarrow), trace.perfetto-trace (perfetto) and verdict.json in ``out``."""
+    """timeline.jsonl, offsets.jsonl (every offset segment: the verdict keeps a summary), timeline.parquet
+    (pyarrow), trace.perfetto-trace (perfetto) and verdict.json in ``out``."""
     os.makedirs(out, exist_ok=True)
-    paths = {"timeline": os.path.join(out, "timeline.jsonl"), "verdict": os.path.join(out, "verdict.json")}
+    paths = {"timeline": os.path.join(out, "timeline.jsonl"), "offsets": os.path.join(out, "offsets.jsonl"),
+             "verdict": os.path.join(out, "verdict.json")}
+    line = json.JSONEncoder(sort_keys=True).encode
     with open(paths["timeline"], "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in a.events)
+        f.writelines(line(e) + "\n" for e in a.events)
+    with open(paths["offsets"], "w", encoding="utf-8") as f:
+        f.writelines(line(r) + "\n" for r in a.timeline.segment_rows())
     try:
         from ..traces.export import write_aligned_parquet
 

@@ -9,7 +9,7 @@ applies, and a later snapshot is how that is seen. Every contradiction is kept a
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -265,23 +265,26 @@ class OffsetTimeline:
         frac = np.asarray([p.frac_bits for p in params], dtype=np.uint64)[idx]
         return vec.host_to_guest_tsc_arrays(host, offset, ratio, frac)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: offsets both unsigned (hex) and signed, issues as dicts."""
+    def segment_rows(self) -> Iterator[dict[str, Any]]:
+        """Every segment, JSON-ready (one dict per segment: vCPU, start host TSC in cycles, offset unsigned,
+        hex and signed, ratio, fraction bits, source), vCPU by vCPU in time order."""
+        for v, segs in sorted(self.segments.items()):
+            for s in segs:
+                yield {"vcpu": v, "start_host_tsc": s.start, "offset": s.params.offset,
+                       "offset_hex": f"{s.params.offset:#x}", "offset_signed": to_signed64(s.params.offset),
+                       "ratio": s.params.ratio, "frac_bits": s.params.frac_bits, "source": s.source}
+
+    def to_dict(self, keep: int = 4) -> dict[str, Any]:
+        """JSON-ready summary: per vCPU the number of segments and of distinct offsets, the first and last
+        ``keep`` segments (all of them: :meth:`segment_rows`); issues as dicts."""
+        rows: dict[int, list[dict[str, Any]]] = {}
+        for r in self.segment_rows():
+            rows.setdefault(r.pop("vcpu"), []).append(r)
         return {
             "vcpus": {
-                str(v): [
-                    {
-                        "start_host_tsc": s.start,
-                        "offset": s.params.offset,
-                        "offset_hex": f"{s.params.offset:#x}",
-                        "offset_signed": to_signed64(s.params.offset),
-                        "ratio": s.params.ratio,
-                        "frac_bits": s.params.frac_bits,
-                        "source": s.source,
-                    }
-                    for s in segs
-                ]
-                for v, segs in self.segments.items()
+                str(v): {"segments": len(rs), "distinct_offsets": len({r["offset"] for r in rs}),
+                         "first": rs[:keep], "last": rs[max(keep, len(rs) - keep):]}
+                for v, rs in rows.items()
             },
             "issues": [asdict(i) for i in self.issues],
             "snapshots_read_during_a_write": self.raced,

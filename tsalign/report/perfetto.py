@@ -31,68 +31,83 @@ def _lanes(slices: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def write_perfetto(path: str, events: Iterable[dict[str, Any]], tsc_khz: int,
                    slices: Iterable[dict[str, Any]] = ()) -> int:
     """Write ``events`` (dicts with guest_tsc, side, track, event, payload) to ``path``, plus analysis
     ``slices`` ({side, track, name, start, end} in guest TSC cycles) as duration slices.
-    Returns the number of events written. Raises ImportError without the perfetto package."""
-    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TrackEvent  # type: ignore[import-untyped]
-    from perfetto.trace_builder.proto_builder import TraceProtoBuilder  # type: ignore[import-untyped]
+    Returns the number of events written. Raises ImportError without the perfetto package.
 
-    builder = TraceProtoBuilder()
+    Streamed: each packet is written as it is made (a Trace is a sequence of ``packet`` fields, field 1,
+    length-delimited), so memory does not grow with the trace."""
+    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (  # type: ignore[import-untyped]
+        TracePacket,
+        TrackEvent,
+    )
+
     tracks: dict[tuple[str, str], int] = {}
     procs = {"host": (1, 1000), "guest": (2, 2000)}
-    for side, (uuid, pid) in procs.items():
-        pkt = builder.add_packet()
-        pkt.track_descriptor.uuid = uuid
-        pkt.track_descriptor.process.pid = pid
-        pkt.track_descriptor.process.process_name = f"{side} (guest TSC axis)"
+    pkt = TracePacket()
     n = 0
     first = True
-    for ev in events:
-        key = (ev["side"], ev["track"])
-        if key not in tracks:
-            uuid = 100 + len(tracks)
-            tracks[key] = uuid
-            pkt = builder.add_packet()
-            pkt.track_descriptor.uuid = uuid
-            pkt.track_descriptor.parent_uuid = procs[ev["side"]][0]
-            pkt.track_descriptor.name = f"{ev['side']} {ev['track']}"
-        pkt = builder.add_packet()
-        pkt.timestamp = cycles_to_ns(ev["guest_tsc"], tsc_khz)
-        pkt.trusted_packet_sequence_id = SEQ_ID
-        if first:
-            pkt.sequence_flags = 1  # SEQ_INCREMENTAL_STATE_CLEARED
-            first = False
-        pkt.track_event.type = TrackEvent.Type.TYPE_INSTANT
-        pkt.track_event.track_uuid = tracks[key]
-        pkt.track_event.name = ev["event"]
-        ann = pkt.track_event.debug_annotations.add()
-        ann.name = "payload"
-        ann.string_value = ev.get("payload", "")
-        ann2 = pkt.track_event.debug_annotations.add()
-        ann2.name = "guest_tsc"
-        ann2.uint_value = ev["guest_tsc"]
-        n += 1
-    for name, sl in _lanes(slices):
-        key = (sl["side"], name)
-        if key not in tracks:
-            tracks[key] = 100 + len(tracks)
-            pkt = builder.add_packet()
-            pkt.track_descriptor.uuid = tracks[key]
-            pkt.track_descriptor.parent_uuid = procs[sl["side"]][0]
-            pkt.track_descriptor.name = name
-        for ts, kind in ((sl["start"], TrackEvent.Type.TYPE_SLICE_BEGIN), (sl["end"], TrackEvent.Type.TYPE_SLICE_END)):
-            pkt = builder.add_packet()
+    with open(path, "wb") as f:
+        def put() -> None:
+            data = pkt.SerializeToString()
+            f.write(b"\x0a" + _varint(len(data)) + data)
+            pkt.Clear()
+
+        def track(side: str, name: str, key: tuple[str, str]) -> int:
+            if key not in tracks:
+                tracks[key] = 100 + len(tracks)
+                pkt.track_descriptor.uuid = tracks[key]
+                pkt.track_descriptor.parent_uuid = procs[side][0]
+                pkt.track_descriptor.name = name
+                put()
+            return tracks[key]
+
+        def stamp(ts: int) -> None:
+            nonlocal first
             pkt.timestamp = cycles_to_ns(ts, tsc_khz)
             pkt.trusted_packet_sequence_id = SEQ_ID
             if first:
-                pkt.sequence_flags = 1
+                pkt.sequence_flags = 1  # SEQ_INCREMENTAL_STATE_CLEARED
                 first = False
-            pkt.track_event.type = kind
-            pkt.track_event.track_uuid = tracks[key]
-            if kind == TrackEvent.Type.TYPE_SLICE_BEGIN:
-                pkt.track_event.name = sl["name"]
-    with open(path, "wb") as f:
-        f.write(builder.serialize())
+
+        for side, (uuid, pid) in procs.items():
+            pkt.track_descriptor.uuid = uuid
+            pkt.track_descriptor.process.pid = pid
+            pkt.track_descriptor.process.process_name = f"{side} (guest TSC axis)"
+            put()
+        for ev in events:
+            uuid = track(ev["side"], f"{ev['side']} {ev['track']}", (ev["side"], ev["track"]))
+            stamp(ev["guest_tsc"])
+            te = pkt.track_event
+            te.type = TrackEvent.Type.TYPE_INSTANT
+            te.track_uuid = uuid
+            te.name = ev["event"]
+            ann = te.debug_annotations.add()
+            ann.name = "payload"
+            ann.string_value = ev.get("payload", "")
+            ann2 = te.debug_annotations.add()
+            ann2.name = "guest_tsc"
+            ann2.uint_value = ev["guest_tsc"]
+            put()
+            n += 1
+        for name, sl in _lanes(slices):
+            uuid = track(sl["side"], name, (sl["side"], name))
+            for ts, kind in ((sl["start"], TrackEvent.Type.TYPE_SLICE_BEGIN), (sl["end"], TrackEvent.Type.TYPE_SLICE_END)):
+                stamp(ts)
+                pkt.track_event.type = kind
+                pkt.track_event.track_uuid = uuid
+                if kind == TrackEvent.Type.TYPE_SLICE_BEGIN:
+                    pkt.track_event.name = sl["name"]
+                put()
     return n
