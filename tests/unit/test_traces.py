@@ -263,6 +263,25 @@ def test_align_writes_parquet_timeline(tmp_path: Path) -> None:
     assert set(t.column("side").to_pylist()) == {"host", "guest"}
 
 
+def test_aligned_parquet_is_written_in_row_groups(tmp_path: Path) -> None:
+    """Row groups of ``chunk`` events, each column equal to the events' values (nulls kept), dictionaries per group."""
+    import pyarrow.parquet as pq
+
+    from tsalign.traces.export import write_aligned_parquet
+
+    evs = [{"guest_tsc": (1 << 63) + i, "side": "host" if i % 3 else "guest", "host_tsc": i if i % 3 else None,
+            "cpu": i % 2, "pid": 7, "tgid": None, "vcpu": 0 if i % 3 else None, "comm": "c", "event": f"e{i % 5}",
+            "payload": str(i), "track": "vcpu0"} for i in range(1000)]
+    path = str(tmp_path / "t.parquet")
+    assert write_aligned_parquet(path, iter(evs), {"axis": "guest_tsc"}, chunk=300) == 1000
+    f = pq.ParquetFile(path)
+    assert f.num_row_groups == 4 and [f.metadata.row_group(i).num_rows for i in range(4)] == [300, 300, 300, 100]
+    t = f.read()
+    for name in ("guest_tsc", "side", "host_tsc", "tgid", "vcpu", "event", "payload"):
+        assert t.column(name).to_pylist() == [e[name] for e in evs], name
+    assert t.schema.metadata[b"tsalign.axis"] == b"guest_tsc"
+
+
 def test_events_cli_summarises_each_buffer(tmp_path: Path) -> None:
     """A .dat with two instance buffers: one summary per buffer; --buffer picks one; a wrong name lists them."""
     import json as _json

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -84,22 +84,30 @@ def write_parquet(trace: Trace, out: str, chunks: Iterator[Chunk],
     return {"path": out, "rows": rows}
 
 
-def write_aligned_parquet(path: str, events: list[dict[str, Any]], meta: dict[str, Any]) -> int:
+def write_aligned_parquet(path: str, events: Iterable[dict[str, Any]], meta: dict[str, Any],
+                          chunk: int = 1 << 16) -> int:
     """An aligned timeline (``tsalign align``) as Parquet: ``guest_tsc`` (uint64, the common axis),
     ``side``, ``host_tsc`` (null for guest events), ``cpu``, ``pid``, ``tgid``, ``vcpu``, ``comm``, ``event``,
-    ``payload``, ``track``. Returns the row count."""
+    ``payload``, ``track``; one row group per ``chunk`` events, each written as it is made. Returns the row
+    count."""
+    import itertools
+
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    def col(name: str) -> list[Any]:
-        return [e.get(name) for e in events]
 
     schema = pa.schema([("guest_tsc", pa.uint64()), ("side", pa.dictionary(pa.int8(), pa.string())),
                         ("host_tsc", pa.uint64()), ("cpu", pa.int32()), ("pid", pa.int32()), ("tgid", pa.int32()),
                         ("vcpu", pa.int32()), ("comm", pa.string()), ("event", pa.dictionary(pa.int32(), pa.string())),
                         ("payload", pa.string()), ("track", pa.string())],
                        metadata={f"tsalign.{k}": str(v) for k, v in meta.items()})
-    arrays = [pa.array(col(f.name), f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in schema]
-    arrays = [a.dictionary_encode().cast(f.type) if pa.types.is_dictionary(f.type) else a for a, f in zip(arrays, schema)]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path, compression="zstd")
-    return len(events)
+    rows = 0
+    it = iter(events)
+    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+        while part := list(itertools.islice(it, chunk)):
+            arrays = [pa.array([e.get(f.name) for e in part],
+                               f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in schema]
+            arrays = [a.dictionary_encode().cast(f.type) if pa.types.is_dictionary(f.type) else a
+                      for a, f in zip(arrays, schema)]
+            w.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=chunk)
+            rows += len(part)
+    return rows
