@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsalign.clock.kvm import TscParams
+from tsalign.clock.kvm import TscParams, host_to_guest_tsc
 from tsalign.errors import InconsistentData
 from tsalign.offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 
@@ -93,6 +93,21 @@ def test_vectorised_lookup_matches_scalar() -> None:
     host = rng.integers(0, 1000, 1000).astype(np.uint64)
     got = tl.host_to_guest_many(vcpus, host)
     want = [tl.host_to_guest(int(v), int(h)) for v, h in zip(vcpus, host)]
+    assert [int(x) for x in got] == want
+
+
+def test_vectorised_lookup_at_other_times_matches_scalar() -> None:
+    """Thousands of segments (the nested lab has ~30k per vCPU), params looked up at a second time, as
+    params_at finds them (before the first segment: the first)."""
+    rng = np.random.default_rng(2)
+    snaps = [snap(int(t), int(v), int(o)) for t, v, o in
+             zip(rng.integers(1, 10**6, 4000), rng.integers(0, 3, 4000), rng.integers(0, 1 << 63, 4000))]
+    tl = OffsetTimeline.build(snaps)
+    vcpus = rng.integers(0, 3, 20000)
+    host = rng.integers(0, 10**6, 20000).astype(np.uint64)
+    at = rng.integers(0, 10**6, 20000).astype(np.uint64)
+    got = tl.host_to_guest_many(vcpus, host, at)
+    want = [host_to_guest_tsc(int(h), tl.params_at(int(v), int(a))) for v, h, a in zip(vcpus, host, at)]
     assert [int(x) for x in got] == want
 
 

@@ -314,7 +314,7 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     pair's edge, 5030, put the event at 310 in the gap (270, 300), nearer to 270, and found no offset.)"""
     from tsalign.verify.evidence import _run_brackets
 
-    ctx = SimpleNamespace(to_guest=lambda h, v, at=None: h + 6000)
+    ctx = SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000))
     runs = [(100, 200), (220, 270), (300, 400)]
     g = np.asarray([5190, 5310], dtype=np.uint64)
     pair = Brackets.from_rows("pio_beacon", 0, [(-1030, -970, 5190)])
@@ -322,18 +322,18 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     assert ev.violated and ev.worst["cycles"] == 990 and ev.worst["offset_in_use_is_too"] == "high"
     assert (ev.lo, ev.hi) == (-1010, -990)
     # judged with the true offset: [-10, 10] around it, nothing violated
-    ctx.to_guest = lambda h, v, at=None: h + 5000
+    ctx.to_guest_many = lambda v, h, at: h + np.uint64(5000)
     ok = judge_vcpu(0, [_run_brackets(ctx, 0, runs, g), Brackets.from_rows("pio_beacon", 0, [(-30, 30, 5190)])],
                     1_000_000)
     assert (ok.lo, ok.hi, ok.violated) == (-10, 10, 0)
     # the event at 190 allows [-210, -110], [-80, -30] or [-10, 90]: a pair allowing [-105, -95] leaves
     # no offset that satisfies all; the per-item worst is reported and the interval is empty
-    far = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest=lambda h, v, at=None: h + 6000), 0, runs, g),
+    far = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, runs, g),
                          Brackets.from_rows("pio_beacon", 0, [(-1105, -1095, 5190)])], 1_000_000)
     assert far.violated and far.satisfiable is False and far.worst["cycles"] == 1095
     assert ev.satisfiable is None and ok.satisfiable is None
     # a pair allowing [-80, -50] (the events in runs 2 and 1... and 2 again): satisfiable, 1050 away
-    mid = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest=lambda h, v, at=None: h + 6000), 0, runs, g),
+    mid = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, runs, g),
                          Brackets.from_rows("pio_beacon", 0, [(-1080, -1050, 5190)])], 1_000_000)
     assert mid.worst["cycles"] == 1050
 

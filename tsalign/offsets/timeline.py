@@ -231,31 +231,28 @@ class OffsetTimeline:
         """Scalar conversion of one host TSC of ``vcpu`` to guest TSC cycles."""
         return host_to_guest_tsc(host_tsc, self.params_at(vcpu, host_tsc))
 
-    def host_to_guest_many(self, vcpus: Any, host_tsc: Any) -> Any:
-        """Vectorised conversion (numpy arrays of vcpu ids and host TSCs -> uint64 guest TSCs).
-
-        Segment lookup is a gather from a flat table: each event starts at its vCPU's first
-        segment and moves one segment on for every later boundary its host TSC has passed.
-        """
+    def host_to_guest_many(self, vcpus: Any, host_tsc: Any, at: Any = None) -> Any:
+        """Vectorised conversion (numpy arrays of vcpu ids and host TSCs -> uint64 guest TSCs), each with
+        the parameters its vCPU had at ``at`` (same shape; default: at the host TSC itself), as
+        :meth:`params_at` finds them: a binary search of each vCPU's segment starts (O(n log segments))."""
         import numpy as np
 
         from ..clock import vec
 
         vcpus = np.asarray(vcpus, dtype=np.int64)
         host = np.asarray(host_tsc, dtype=np.uint64)
-        known = np.asarray(self.vcpus, dtype=np.int64)
-        dense = np.searchsorted(known, vcpus).clip(0, max(len(known) - 1, 0))
-        bad = (known[dense] != vcpus) if len(known) else np.ones(vcpus.shape, dtype=bool)
-        if bad.any():
-            missing = sorted(set(vcpus[bad].tolist()))
+        look = host if at is None else np.asarray(at, dtype=np.uint64)
+        missing = sorted(set(np.unique(vcpus).tolist()) - set(self.vcpus))
+        if missing:
             raise InconsistentData(f"no TSC offset known for vcpu(s) {missing} (known: {self.vcpus})")
-        segs = [s for v in self.vcpus for s in self.segments[v]]
-        base = np.cumsum([0] + [len(self.segments[v]) for v in self.vcpus])[:-1]
-        idx = base[dense]
-        for k, v in enumerate(self.vcpus):
-            for s in self.segments[v][1:]:
-                idx += (dense == k) & (host >= np.uint64(s.start))
-        params = [s.params for s in segs]
+        idx = np.zeros(host.shape, dtype=np.int64)
+        base = 0
+        for v in self.vcpus:
+            m = vcpus == v
+            starts = np.asarray(self._starts[v], dtype=np.uint64)
+            idx[m] = base + np.maximum(np.searchsorted(starts, look[m], side="right").astype(np.int64) - 1, 0)
+            base += len(self.segments[v])
+        params = [s.params for v in self.vcpus for s in self.segments[v]]
         offset = np.asarray([p.offset for p in params], dtype=np.uint64)[idx]
         if not any(p.scaled for p in params):
             return host + offset

@@ -82,6 +82,13 @@ class _Ctx:
         except InconsistentData:
             return None
 
+    def to_guest_many(self, vcpu: int, host_tsc: np.ndarray, at: np.ndarray) -> np.ndarray | None:
+        """Host TSCs (uint64 array) on the guest axis with ``vcpu``'s offset in use at ``at`` (same shape);
+        None when no offset is known for the vCPU."""
+        if vcpu not in self._vcpus:
+            return None
+        return np.asarray(self.a.timeline.host_to_guest_many(np.full(len(host_tsc), vcpu), host_tsc, at), dtype=np.uint64)
+
     def vcpu_of_thread(self, tid: int) -> int | None:
         if tid in self.tid_to_vcpu:
             return self.tid_to_vcpu[tid]
@@ -351,17 +358,17 @@ def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]],
     violation, with the nearer escape as its bound. The runs allow a set of offsets that is not one
     interval, so these bounds hold around the offset judged; ``reeval(x)`` gives them around the offset
     in use + x (the judge uses it to say how far a wrong offset is from what all evidence allows)."""
-    lo_inf, hi_inf = np.uint64(0), np.uint64(2**64 - 1)
-    starts, ends, has_s, has_e = [], [], [], []
-    for s, e in runs:
-        at = e if e is not None else s  # the offset in force at a run's end (KVM writes it on vCPU load)
-        starts.append(c.to_guest(s, vcpu, at) if s is not None else None)
-        ends.append(c.to_guest(e, vcpu, at) if e is not None else None)
-        has_s.append(starts[-1] is not None)
-        has_e.append(ends[-1] is not None)
-    st = np.asarray([x if x is not None else lo_inf for x in starts], dtype=np.uint64)
-    en = np.asarray([x if x is not None else hi_inf for x in ends], dtype=np.uint64)
-    hs, he = np.asarray(has_s), np.asarray(has_e)
+    hs = np.asarray([s is not None for s, _ in runs], dtype=bool)
+    he = np.asarray([e is not None for _, e in runs], dtype=bool)
+    host_s = np.asarray([s or 0 for s, _ in runs], dtype=np.uint64)
+    host_e = np.asarray([e or 0 for _, e in runs], dtype=np.uint64)
+    at = np.where(he, host_e, host_s)  # the offset in force at a run's end (KVM writes it on vCPU load)
+    gs, ge = c.to_guest_many(vcpu, host_s, at), c.to_guest_many(vcpu, host_e, at)
+    if gs is None or ge is None:  # no offset known for the vCPU: no run bounds anything
+        hs[:], he[:] = False, False
+        gs = ge = host_s
+    st = np.where(hs, gs, np.uint64(0)).astype(np.uint64)
+    en = np.where(he, ge, np.uint64(2**64 - 1)).astype(np.uint64)
     order = np.argsort(st, kind="stable")
     st, en, hs, he = st[order], en[order], hs[order], he[order]
 
