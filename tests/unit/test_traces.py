@@ -261,6 +261,13 @@ def test_align_writes_parquet_timeline(tmp_path: Path) -> None:
     g = t.column("guest_tsc").to_pylist()
     assert g == sorted(g) and g == [_json.loads(x)["guest_tsc"] for x in lines]
     assert set(t.column("side").to_pylist()) == {"host", "guest"}
+    # every offset segment in offsets.jsonl; the verdict counts them and keeps the first ones
+    segs = [_json.loads(x) for x in Path(arts["offsets"]).read_text().splitlines()]
+    summary = _json.loads(Path(arts["verdict"]).read_text())["offsets"]["timeline"]["vcpus"]
+    assert len(segs) == sum(v["segments"] for v in summary.values()) > 0
+    for v, s in summary.items():
+        mine = [{k: x for k, x in r.items() if k != "vcpu"} for r in segs if r["vcpu"] == int(v)]
+        assert s["first"] == mine[:4] and s["distinct_offsets"] == len({r["offset"] for r in mine})
 
 
 def test_aligned_parquet_is_written_in_row_groups(tmp_path: Path) -> None:
