@@ -184,6 +184,16 @@ def test_perf_prof_seed_lines() -> None:
     assert t.info.resolution == 1000 and any("resolution 1000" in n for n in t.info.notes)
 
 
+def test_perf_script_thread_perf_does_not_know() -> None:
+    """`perf script` prints a sample of a thread it has no comm for as comm ":-1", tid -1 (seen in CI run 27's
+    real recording: a task that exited); such a line is an event, not an error."""
+    text = ("      python  8450 [000] 89726.029930000: sched:sched_switch: prev_comm=python prev_pid=8450\n"
+            "         :-1    -1 [000] 89726.029938462: sched:sched_switch: prev_comm=python prev_pid=8450\n")
+    t = TextTrace("<perf>", "perf-script", stream=io.StringIO(text))
+    c = next(iter(t.chunks()))
+    assert c.ts.tolist() == [89726029930000, 89726029938462] and t.comms.decode(c.comm) == ["python", ":-1"]
+
+
 def test_ftrace_variants_and_garbage(tmp_path: Path) -> None:
     lines = [
         "# tracer: nop",

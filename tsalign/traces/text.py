@@ -29,7 +29,7 @@ __all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv", "text_fields"]
 PATTERNS: dict[str, re.Pattern[str]] = {
     "ftrace": LINE,
     "perf-script": re.compile(
-        r"^\s*(?P<comm>.*?)\s+(?P<pid>\d{1,10})(?:/(?P<tid>\d{1,10}))?\s+\[(?P<cpu>\d{1,5})\]\s+(?P<ts>\d{1,11}\.\d{1,12}):\s+"
+        r"^\s*(?P<comm>.*?)\s+(?P<pid>-?\d{1,10})(?:/(?P<tid>-?\d{1,10}))?\s+\[(?P<cpu>\d{1,5})\]\s+(?P<ts>\d{1,11}\.\d{1,12}):\s+"
         r"(?:(?P<period>\d+)\s+)?(?P<event>[\w:.-]+):\s?(?P<payload>.*)$", re.ASCII),
     "perf-prof": re.compile(
         r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s+(?P<comm>.*?)\s+(?P<pid>\d{1,10})\s+(?P<flags>\S{4})\s+"
