@@ -159,6 +159,25 @@ def test_kernel_loaded_by_the_vmm_gets_the_host_side_change(target: dict) -> Non
     assert grub.read_text() == before
 
 
+def test_a_stale_copy_of_the_node_code_is_replaced(target: dict) -> None:
+    """tsalign_common trusts a tree marked with the staged tarball's sha1; a tree with another marker (an older
+    version) is replaced whole, and the new tree carries the new marker only."""
+    lib = Path(target["root"]) / "opt/tsalign/lib/tsalign"
+    lib.mkdir(parents=True)
+    (lib / "__init__.py").write_text("raise SystemExit('stale tsalign node code')\n")
+    (lib / "stale_module.py").write_text("")
+    (lib / f".node-{'0' * 40}").write_text("")
+    r = _guest_play(target, "-e", "tsalign_guest_boot=auto")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert (lib / "__init__.py").read_text() == (REPO / "tsalign" / "__init__.py").read_text()
+    assert not (lib / "stale_module.py").exists()
+    markers = [m.name for m in lib.glob(".node-*")]
+    assert len(markers) == 1 and re.fullmatch(r"\.node-[0-9a-f]{40}", markers[0]) and markers[0] != f".node-{'0' * 40}"
+    r = _guest_play(target, "-e", "tsalign_guest_boot=auto")  # now current: nothing copied again
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert re.search(r"TASK \[tsalign_common : Copy the tsalign node code\][^\n]*\n\s*skipping: ", r.stdout), r.stdout[-3000:]
+
+
 def test_invalid_grub_file_is_not_replaced(target: dict) -> None:
     grub = Path(target["root"]) / "etc/default/grub"
     bad = grub.read_text() + "if [ 1 = 1 ]; then\n"

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import perfetto.protos.perfetto.trace.perfetto_trace_pb2 as pb  # type: ignore[import-untyped]
 import pytest
 
 from tsalign.report.perfetto import write_perfetto
-
-pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2")  # a dependency of `make test`
 
 
 def _events(n: int) -> list[dict]:

@@ -192,6 +192,7 @@ def test_perf_script_thread_perf_does_not_know() -> None:
     t = TextTrace("<perf>", "perf-script", stream=io.StringIO(text))
     c = next(iter(t.chunks()))
     assert c.ts.tolist() == [89726029930000, 89726029938462] and t.comms.decode(c.comm) == ["python", ":-1"]
+    assert c.pid.tolist() == [8450, -1]
 
 
 def test_ftrace_variants_and_garbage(tmp_path: Path) -> None:

@@ -33,48 +33,40 @@ def _lanes(slices: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def write_perfetto(path: str, events: Iterable[dict[str, Any]], tsc_khz: int,
                    slices: Iterable[dict[str, Any]] = ()) -> int:
     """Write ``events`` (dicts with guest_tsc, side, track, event, payload) to ``path``, plus analysis
     ``slices`` ({side, track, name, start, end} in guest TSC cycles) as duration slices.
     Returns the number of events written. Raises ImportError without the perfetto package.
 
-    Streamed: each packet is written as it is made (a Trace is a sequence of ``packet`` fields, field 1,
-    length-delimited), so memory does not grow with the trace; a failure leaves no file behind."""
+    Streamed: each packet is written as it is made, as a one-packet Trace (serialized Traces concatenated are
+    one Trace: protobuf merges repeated fields), so memory does not grow with the trace; a failure leaves no
+    file behind."""
     from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (  # type: ignore[import-untyped]
-        TracePacket,
+        Trace,
         TrackEvent,
     )
 
     try:
         with open(path, "wb") as f:
-            return _stream(f, TracePacket(), TrackEvent, events, tsc_khz, slices)
+            return _stream(f, Trace(), TrackEvent, events, tsc_khz, slices)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
 
 
-def _stream(f: BinaryIO, pkt: Any, track_event: Any, events: Iterable[dict[str, Any]], tsc_khz: int,
+def _stream(f: BinaryIO, trace: Any, track_event: Any, events: Iterable[dict[str, Any]], tsc_khz: int,
             slices: Iterable[dict[str, Any]]) -> int:
-    """The packets of :func:`write_perfetto` written to ``f`` one by one, ``pkt`` reused."""
+    """The packets of :func:`write_perfetto` written to ``f`` one by one, each the one packet of ``trace``."""
+    pkt = trace.packet.add()
     tracks: dict[tuple[str, str], int] = {}
     procs = {"host": (1, 1000), "guest": (2, 2000)}
     n = 0
     first = True
 
     def put() -> None:
-        data = pkt.SerializeToString()
-        f.write(b"\x0a" + _varint(len(data)) + data)
+        f.write(trace.SerializeToString())
         pkt.Clear()
 
     def track(side: str, name: str, key: tuple[str, str]) -> int:
