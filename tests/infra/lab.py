@@ -520,11 +520,15 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                   log=out / "precheck.log")
     if r.returncode != 0:
         raise RuntimeError(f"precheck.yml failed (log {out}/precheck.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
-    # the workload outlives this SSH session and stops by itself
-    vm.ssh(l2, "{ for k in $(seq 20); do for i in $(seq 50); do sleep 0.01; done; "
-               "dd if=/dev/zero of=/root/lab-io.bin bs=64k count=16 oflag=direct 2>/dev/null; "
-               "dd if=/root/lab-io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done; } "
-               "> /dev/null 2>&1 < /dev/null &", timeout=60)
+    # a workload on each vCPU (pinned: an idle vCPU of L2 may log no guest event in the 8 s capture, and then has no
+    # evidence; CI of 2026-12-02 failed so), running until capture.yml is done (a stop file) or 30 min at most:
+    # capture.yml reaches L2's capture only minutes after it starts (Ansible tasks on L2 cost 25-115 s each), when a
+    # workload of fixed length would be over. It outlives this SSH session.
+    vm.ssh(l2, "rm -f /root/lab-stop; for c in 0 1; do taskset -c $c sh -c 'end=$(( $(date +%s) + 1800 )); "
+               "while [ ! -e /root/lab-stop ] && [ $(date +%s) -lt $end ]; do sleep 0.5; "
+               "dd if=/dev/zero of=/root/lab-io-'$c'.bin bs=64k count=4 oflag=direct 2>/dev/null; "
+               "dd if=/root/lab-io-'$c'.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done' "
+               "> /dev/null 2>&1 < /dev/null & done", timeout=60)
     cap = out / "capture"
     # x86-tsc, not L2's sched_clock (tsalign_capture_guest_clock=local): L2's kvm-clock wanders against its TSC
     # (its pvclock is not TSC-stable; L1's clock is not its TSC), and a calibration measured after the capture
@@ -534,6 +538,7 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
                   "-e", "tsalign_capture_host_margin=15", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
+    vm.ssh(l2, "touch /root/lab-stop", timeout=60)
     if r.returncode != 0 or not (cap / "aligned" / "verdict.json").is_file():
         raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
@@ -637,7 +642,8 @@ def check_playbooks(p: dict[str, Any]) -> None:
     assert v["verdict"] in ("pass", "warn") and v["brackets"]["violated"] == 0, v["reasons"]
     assert v["offsets"]["changes_seen"] > 100, v["offsets"]["changes_seen"]
     per = {d["vcpu"]: d for d in v["evidence"]["per_vcpu"]}
-    assert set(per) == {0, 1} and all(d["width_cycles"] is not None and d["violated"] == 0 for d in per.values())
+    assert set(per) == {0, 1} and all(d["width_cycles"] is not None and d["violated"] == 0 for d in per.values()), {
+        v: {k: d[k] for k in ("delta_interval", "checked", "violated", "evidence")} for v, d in per.items()}
     assert p["guest_role_host_side_change"]
     pre = p["prechecks"]
     assert pre["lab-l1"]["role"] == "host" and pre["lab-l2"]["role"] == "guest", pre
