@@ -436,8 +436,17 @@ def _truth(timeline: Path, tsc_bundle: Path) -> dict[str, dict[str, dict[str, in
     res: dict[str, dict[str, dict[str, int]]] = {}
     for (c, ev), d in sorted(per.items()):
         d.sort()
-        res.setdefault(f"vcpu{c}", {})[ev] = {"matched": len(d), "min": d[0], "median": d[len(d) // 2], "max": d[-1]}
+        res.setdefault(f"vcpu{c}", {})[ev] = {"matched": len(d), "min": d[0], "median": d[len(d) // 2], "max": d[-1],
+                                              "lowest": d[:8], "highest": d[-8:]}
     return res
+
+
+def off_readings(d: dict[str, Any], below: int, above: int) -> tuple[int, int]:
+    """Of one vCPU's and event's `_truth` entry: how many differences lie beyond the one-sided bound its order
+    allows (counted among the 8 most extreme: 8 means "8 or more"), and how many may (`_route_verdict`'s
+    allowance: L2's kvm-clock returns a reading off by up to milliseconds on about 1 event in 1 000-3 000)."""
+    beyond = sum(x > below for x in d["highest"]) if d["median"] <= 0 else sum(x < -above for x in d["lowest"])
+    return beyond, min(7, max(3, d["matched"] // 1000))
 
 
 def inventory(l1: dict[str, Any], l2: dict[str, Any] | None, path: Path) -> Path:
@@ -590,8 +599,9 @@ def check_workflow(s: dict[str, Any], setup: str, out: Path) -> None:
 
 def check_kvmclock_routes(routes: dict[str, Any]) -> None:
     """A kvm-clock L2's sched_clock capture: through the host's pvclock records it passes the evidence (or fails
-    only as `_route_verdict` allows), and no converted TSC lies beyond the stated bound from the x86-tsc stamp the
-    same hit got in the other instance, per event in the order the data shows (see `_truth`). With the
+    only as `_route_verdict` allows), and no converted TSC but a few (`off_readings`) lies beyond the stated bound
+    from the x86-tsc stamp the same hit got in the other instance, per event in the order the data shows (see
+    `_truth`). With the
     calibration measured in L2 meanwhile given too, the same, and the calibration agrees with the pvclock route on
     both vCPUs."""
     for route in ("pvclock", "calibration"):
@@ -606,11 +616,10 @@ def check_kvmclock_routes(routes: dict[str, Any]) -> None:
             # the two captures decided per event (seen: block_rq_* sched_clock first, the rest x86-tsc first in one
             # run): x86-tsc first (median <= 0) -> the truth precedes the true local reading, so truth minus
             # converted is at most `below`; local first -> it follows, so it is at least -`above` (one-sided either
-            # way; a route error the race would hide is bounded by the calibration's cross-check)
-            if d["median"] <= 0:
-                assert d["max"] <= below, (v, ev, d, below)
-            else:
-                assert d["min"] >= -above, (v, ev, d, above)
+            # way; a route error the race would hide is bounded by the calibration's cross-check), but for the few
+            # readings L2's kvm-clock gets wrong by milliseconds (`off_readings`)
+            beyond, allowed = off_readings(d, below, above)
+            assert beyond <= allowed, (v, ev, d, below, above)
     cal = routes["calibration"]
     assert cal["cross_check"]["agree"] and set(cal["cross_check"]["per_vcpu"]) == {"vcpu0", "vcpu1"}, cal["cross_check"]
 

@@ -13,8 +13,14 @@ from tests.infra import lab
 CAL = {"verdict": "pass", "exit": 0, "cross_check": {"agree": True, "per_vcpu": {"vcpu0": {}, "vcpu1": {}}}}
 
 
-def _routes(truth: dict[str, int], cal: dict[str, Any] = CAL, **more: dict[str, int]) -> dict[str, Any]:
-    evs = {"write_msr": {"matched": 1705, **truth}} | {ev: {"matched": 5, **d} for ev, d in more.items()}
+def _extremes(d: dict[str, Any]) -> dict[str, Any]:
+    """A `_truth` entry from min, median and max (its other differences at the median), unless it lists them."""
+    return {"lowest": [d["min"]] + [d["median"]] * 7, "highest": [d["median"]] * 7 + [d["max"]]} | d
+
+
+def _routes(truth: dict[str, Any], cal: dict[str, Any] = CAL, **more: dict[str, Any]) -> dict[str, Any]:
+    evs = {"write_msr": _extremes({"matched": 1705, **truth})} | {ev: _extremes({"matched": 5, **d})
+                                                                     for ev, d in more.items()}
     return {"pvclock": {"verdict": "pass", "exit": 0, "bounds": {"below_cycles": 2448, "above_cycles": 0},
                         "truth": {"vcpu0": evs}}, "calibration": cal}
 
@@ -28,8 +34,10 @@ def test_recorded_routes_pass(truth: dict[str, int]) -> None:
 
 
 @pytest.mark.parametrize("truth", [
-    {"min": -12500000, "median": -39000, "max": 5000},      # x86-tsc first, a conversion 2.5k cycles too early
-    {"min": -500, "median": 60000, "max": 16000000},        # sched_clock first, a conversion 500 cycles too late
+    # x86-tsc first, a conversion 2.5k cycles too early (so the readings nearest the truth too)
+    {"min": -12500000, "median": -39000, "max": 5000, "highest": [2500, 2600, 2700, 2900, 3100, 3500, 4000, 5000]},
+    # sched_clock first, a conversion 500 cycles too late
+    {"min": -500, "median": 60000, "max": 16000000, "lowest": [-500, -450, -400, -300, -250, -200, -100, -50]},
 ])
 def test_a_conversion_beyond_its_bound_fails(truth: dict[str, int]) -> None:
     with pytest.raises(AssertionError):
@@ -46,7 +54,19 @@ def test_recorded_mixed_orders_pass() -> None:
 def test_one_event_beyond_its_bound_fails() -> None:
     with pytest.raises(AssertionError):
         lab.check_kvmclock_routes(_routes({"min": -28765277, "median": -68642, "max": -22819},
-                                          block_rq_issue={"min": -900, "median": 259839, "max": 837681}))
+                                          block_rq_issue={"min": -900, "median": 259839, "max": 837681,
+                                                          "lowest": [-900, -800, -700, -600, -500]}))
+
+
+def test_a_few_readings_off_by_milliseconds_pass() -> None:
+    """L2's kvm-clock gets about 1 reading in 1 000-3 000 wrong by up to ms (README, "nested lab"): 3 of 1 705
+    x86-tsc-first write_msr hits converted 81k-2.2M cycles too early are allowed; the same as 4, 8 or more not."""
+    ok = {"min": -12500000, "median": -39000, "max": 2200000, "highest": [-2000] * 5 + [81000, 1900000, 2200000]}
+    lab.check_kvmclock_routes(_routes(ok))
+    for n in (4, 8):
+        bad = ok | {"highest": [-2000] * (8 - n) + [81000] * n}
+        with pytest.raises(AssertionError):
+            lab.check_kvmclock_routes(_routes(bad))
 
 
 def test_too_few_matches_fail() -> None:
