@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..clock.kvm import TscParams, host_to_guest_tsc
+from ..clock.kvm import TscParams
 from ..errors import InconsistentData, InvalidParameter
 from ..kernel import kprobe
 from ..offsets import (
@@ -22,14 +22,17 @@ from ..traces.ftrace_text import parse_kvm_payload
 from .guestclock import guest_records_on_tsc
 from .sides import time_shift_snapshots
 
+if TYPE_CHECKING:  # numpy is a controller's dependency: the guest-side CLI imports this module without it
+    from .columns import AlignedColumns
+
 __all__ = ["Aligned", "align", "guest_axis_khz", "select_vm", "write_outputs"]
 
 
 @dataclass
 class Aligned:
-    """The merged timeline (dicts sorted by guest_tsc) and what was learnt building it."""
+    """The merged timeline (columns sorted by guest_tsc; as dicts: :attr:`events`) and what was learnt building it."""
 
-    events: list[dict[str, Any]]
+    columns: AlignedColumns
     timeline: OffsetTimeline
     vm: dict[str, Any]
     tsc_khz: int
@@ -59,6 +62,14 @@ class Aligned:
     guest_above: int = 0
     #: a guest calibration against the host's pvclock route, per vCPU (guestclock._cross_check); None: not both
     cross_check: dict[str, Any] | None = None
+    _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The merged timeline as one dict per event (:meth:`AlignedColumns.rows`), made when first asked for."""
+        if self._rows is None:
+            self._rows = self.columns.rows()
+        return self._rows
 
 
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
@@ -185,39 +196,31 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     timeline = OffsetTimeline.build(snaps, writes)
     khz, khz_note = guest_axis_khz(int(host.manifest.get("node", {}).get("tsc_khz") or 0),
                                    int(guest.manifest.get("node", {}).get("tsc_khz") or 0), timeline)
-    out: list[dict[str, Any]] = []
-    dropped = {"host_no_offset": 0}
-    spreads: list[int] = []  # difference between vCPU offsets where each non-vCPU event was placed (cycles)
+    import numpy as np
+
+    from .columns import AlignedColumns, host_on_guest_axis
+
     axis_vcpu = min(timeline.vcpus) if timeline.vcpus else None
-    for r in host_recs:
-        vcpu = tid_to_vcpu.get(r.pid)
-        try:
-            params = timeline.params_at(vcpu, r.ts) if vcpu is not None else timeline.vm_params_at(r.ts)
-        except InconsistentData:
-            if vcpu is not None or axis_vcpu is None:
-                dropped["host_no_offset"] += 1
-                continue
-            # not on a vCPU thread while the vCPUs' offsets differ: placed with the lowest vCPU's offset;
-            # the spread of the vCPUs' offsets is its uncertainty
-            offs = [timeline.params_at(v, r.ts).signed_offset for v in timeline.vcpus]
-            spreads.append(max(offs) - min(offs))
-            params = timeline.params_at(axis_vcpu, r.ts)
-        out.append({"guest_tsc": host_to_guest_tsc(r.ts, params), "side": "host", "host_tsc": r.ts, "cpu": r.cpu,
-                    "pid": r.pid, "tgid": r.tgid, "comm": r.comm, "event": r.event, "payload": r.payload, "vcpu": vcpu,
-                    "track": f"vcpu{vcpu}" if vcpu is not None else f"cpu{r.cpu}"})
+    n = len(host_recs)
+    tids = np.fromiter((r.pid for r in host_recs), dtype=np.int64, count=n)
+    vcpu_of = np.fromiter((tid_to_vcpu.get(t, -1) for t in tids.tolist()), dtype=np.int64, count=n)
+    host_ts = np.fromiter((r.ts for r in host_recs), dtype=np.uint64, count=n)
+    # spreads: difference between vCPU offsets where each non-vCPU event was placed (cycles)
+    conv, placed, spreads = host_on_guest_axis(timeline, host_ts, vcpu_of, axis_vcpu)
+    dropped = {"host_no_offset": int((~placed).sum())}
+    kept = [r for r, k in zip(host_recs, placed.tolist()) if k] if dropped["host_no_offset"] else host_recs
     pvclock = PvclockTimeline.build(pv_updates)
     g = guest_records_on_tsc(guest, pvclock, host.path)
     grecs = g.records
     notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *g.notes,
              *([khz_note] if khz_note else [])]
-    for r in grecs:
-        out.append({"guest_tsc": r.ts, "side": "guest", "cpu": r.cpu, "pid": r.pid, "tgid": r.tgid, "comm": r.comm,
-                    "event": r.event, "payload": r.payload, "track": f"vcpu{r.cpu}"})
-    out.sort(key=lambda e: (e["guest_tsc"], e["side"] != "guest"))
+    guest_ts = np.fromiter((r.ts for r in grecs), dtype=np.uint64, count=len(grecs))
+    cols = AlignedColumns.concat([AlignedColumns.from_records(kept, conv, True, vcpu_of[placed]),
+                                  AlignedColumns.from_records(grecs, guest_ts, False)]).sorted()
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
-    return Aligned(out, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
+    return Aligned(cols, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
                    all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
                    g.below, g.above, g.cross_check)
 
@@ -230,14 +233,14 @@ def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, st
              "verdict": os.path.join(out, "verdict.json")}
     line = json.JSONEncoder(sort_keys=True).encode
     with open(paths["timeline"], "w", encoding="utf-8") as f:
-        f.writelines(line(e) + "\n" for e in a.events)
+        a.columns.write_jsonl(f)
     with open(paths["offsets"], "w", encoding="utf-8") as f:
         f.writelines(line(r) + "\n" for r in a.timeline.segment_rows())
     try:
         from ..traces.export import write_aligned_parquet
 
         paths["parquet"] = os.path.join(out, "timeline.parquet")
-        write_aligned_parquet(paths["parquet"], a.events, {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")})
+        write_aligned_parquet(paths["parquet"], a.columns, {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")})
     except ImportError:
         verdict.setdefault("notes", []).append("pyarrow not installed: no Parquet timeline written")
     if a.tsc_khz:

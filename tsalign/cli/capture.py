@@ -177,7 +177,7 @@ def run_align(args: argparse.Namespace) -> int:
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
     public["artifacts"] = paths
     lines = [f"verdict: {verdict['verdict']}", *(f"  {r}" for r in verdict["reasons"]),
-             f"events: host {aligned.host_count}, guest {aligned.guest_count}, merged {len(aligned.events)}",
+             f"events: host {aligned.host_count}, guest {aligned.guest_count}, merged {len(aligned.columns)}",
              (f"offset sources: {', '.join(verdict['offsets']['sources'])}; changes seen: "
              f"{verdict['offsets']['changes_seen']}; issues: {len(verdict['offsets']['issues'])}"),
              (f"evidence: {verdict['brackets']['checked']} items checked, {verdict['brackets']['violated']} violated; "

@@ -231,6 +231,23 @@ class OffsetTimeline:
         """Scalar conversion of one host TSC of ``vcpu`` to guest TSC cycles."""
         return host_to_guest_tsc(host_tsc, self.params_at(vcpu, host_tsc))
 
+    def params_ids(self, vcpu: int, at: Any) -> tuple[Any, list[TscParams]]:
+        """For host TSCs ``at`` (uint64 array): the index of the parameters ``vcpu`` had at each, into the returned
+        table of distinct parameters (equal indices: equal parameters, whatever the segment). Binary search of
+        the vCPU's segment starts, as :meth:`params_at`."""
+        import numpy as np
+
+        if vcpu not in self._starts:
+            raise InconsistentData(f"no TSC offset known for vcpu{vcpu} (known: {self.vcpus})")
+        table: dict[TscParams, int] = {}
+        for segs in self.segments.values():
+            for seg in segs:
+                table.setdefault(seg.params, len(table))
+        ids = np.asarray([table[seg.params] for seg in self.segments[vcpu]], dtype=np.int64)
+        starts = np.asarray(self._starts[vcpu], dtype=np.uint64)
+        i = np.maximum(np.searchsorted(starts, np.asarray(at, dtype=np.uint64), side="right").astype(np.int64) - 1, 0)
+        return ids[i], list(table)
+
     def host_to_guest_many(self, vcpus: Any, host_tsc: Any, at: Any = None) -> Any:
         """Vectorised conversion (numpy arrays of vcpu ids and host TSCs -> uint64 guest TSCs), each with
         the parameters its vCPU had at ``at`` (same shape; default: at the host TSC itself), as

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -84,12 +84,12 @@ def write_parquet(trace: Trace, out: str, chunks: Iterator[Chunk],
     return {"path": out, "rows": rows}
 
 
-def write_aligned_parquet(path: str, events: Iterable[dict[str, Any]], meta: dict[str, Any],
-                          chunk: int = 1 << 16) -> int:
+def write_aligned_parquet(path: str, events: Any, meta: dict[str, Any], chunk: int = 1 << 16) -> int:
     """An aligned timeline (``tsalign align``) as Parquet: ``guest_tsc`` (uint64, the common axis),
     ``side``, ``host_tsc`` (null for guest events), ``cpu``, ``pid``, ``tgid``, ``vcpu``, ``comm``, ``event``,
-    ``payload``, ``track``; one row group per ``chunk`` events, each written as it is made. Returns the row
-    count."""
+    ``payload``, ``track``; one row group per ``chunk`` events, each written as it is made. ``events``: the
+    columns of an alignment (anything with ``record_batches(schema, chunk)``, tsalign.align.columns) or event
+    dicts. Returns the row count."""
     import itertools
 
     import pyarrow as pa
@@ -100,14 +100,20 @@ def write_aligned_parquet(path: str, events: Iterable[dict[str, Any]], meta: dic
                         ("vcpu", pa.int32()), ("comm", pa.string()), ("event", pa.dictionary(pa.int32(), pa.string())),
                         ("payload", pa.string()), ("track", pa.string())],
                        metadata={f"tsalign.{k}": str(v) for k, v in meta.items()})
-    rows = 0
-    it = iter(events)
-    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+
+    def from_dicts() -> Iterator[Any]:
+        it = iter(events)
         while part := list(itertools.islice(it, chunk)):
             arrays = [pa.array([e.get(f.name) for e in part],
                                f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in schema]
             arrays = [a.dictionary_encode().cast(f.type) if pa.types.is_dictionary(f.type) else a
                       for a, f in zip(arrays, schema)]
-            w.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=chunk)
-            rows += len(part)
+            yield pa.Table.from_arrays(arrays, schema=schema)
+
+    rows = 0
+    tables = events.record_batches(schema, chunk) if hasattr(events, "record_batches") else from_dicts()
+    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+        for t in tables:
+            w.write_table(t, row_group_size=chunk)
+            rows += t.num_rows
     return rows

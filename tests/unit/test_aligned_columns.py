@@ -1,0 +1,84 @@
+"""The aligned timeline's columns (tsalign.align.columns): the host side converted per vCPU in whole columns
+against hand arithmetic, the guest-axis order, and the outputs written from the columns against independent
+writers (the json module; pyarrow reading the Parquet back)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from tsalign.align.columns import AlignedColumns, host_on_guest_axis
+from tsalign.clock.kvm import TscParams
+from tsalign.offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
+from tsalign.traces.ftrace_text import Record
+
+M64 = (1 << 64) - 1
+
+
+def _timeline() -> OffsetTimeline:
+    """vcpu0: offset -1000 from host TSC 0, then +500 from 10 000 (a traced write); vcpu1: -1000 throughout."""
+    return OffsetTimeline.build([OffsetSnapshot(0, 0, TscParams(-1000), "debugfs"),
+                                 OffsetSnapshot(0, 1, TscParams(-1000), "debugfs")],
+                                [OffsetWrite(10_000, 0, (-1000) & M64, 500)])
+
+
+def test_host_columns_by_hand() -> None:
+    ts = np.array([5_000, 12_000, 12_000, 5_000, 12_000, 7], dtype=np.uint64)
+    vcpu = np.array([0, 0, 1, -1, -1, 3])  # vcpu 3 has no offset: dropped
+    conv, keep, spreads = host_on_guest_axis(_timeline(), ts, vcpu, axis_vcpu=0)
+    assert keep.tolist() == [True, True, True, True, True, False]
+    # 5000-1000, 12000+500, 12000-1000, an off-vCPU event while both agree (-1000), one while they differ
+    # (placed with vcpu0's +500; spread 500 - (-1000))
+    assert conv.tolist() == [4_000, 12_500, 11_000, 4_000, 12_500]
+    assert spreads == [1_500]
+
+
+def test_host_columns_wrap_and_no_offset_at_all() -> None:
+    tl = OffsetTimeline.build([OffsetSnapshot(0, 0, TscParams(-(1 << 40)), "debugfs")])
+    conv, keep, _ = host_on_guest_axis(tl, np.array([5, M64], dtype=np.uint64), np.array([0, -1]), axis_vcpu=0)
+    assert conv.tolist() == [(5 - (1 << 40)) & M64, (M64 - (1 << 40)) & M64] and keep.all()
+    empty = OffsetTimeline.build([])
+    conv, keep, _ = host_on_guest_axis(empty, np.array([5, 6], dtype=np.uint64), np.array([-1, 0]), axis_vcpu=None)
+    assert conv.tolist() == [] and not keep.any()
+
+
+def _cols() -> AlignedColumns:
+    host = [Record(100, 1, 4242, "qemu-kvm", "kvm_exit", 'reason "HLT" \\ é\x01', 4200),
+            Record(90, 0, 77, "kworker/0:1", "sched_switch", "prev_comm=a ==> next_comm=b", -1)]
+    guest = [Record(100, 1, 5, "bash", "tsalign_beacon", "seq=1 port=16 \u2603", 5),
+             Record(M64, 0, 0, "<idle>", "write_msr", "6e0, value 1", -1)]
+    return AlignedColumns.concat([
+        AlignedColumns.from_records(host, np.array([100, 95], dtype=np.uint64), True, np.array([1, -1])),
+        AlignedColumns.from_records(guest, np.array([100, M64], dtype=np.uint64), False)]).sorted()
+
+
+def test_order_and_rows() -> None:
+    rows = _cols().rows()
+    # by guest TSC, a guest event before a host event at the same TSC
+    assert [(r["guest_tsc"], r["side"]) for r in rows] == [(95, "host"), (100, "guest"), (100, "host"), (M64, "guest")]
+    assert rows[0] == {"guest_tsc": 95, "side": "host", "host_tsc": 90, "cpu": 0, "pid": 77, "tgid": -1,
+                       "comm": "kworker/0:1", "event": "sched_switch", "payload": "prev_comm=a ==> next_comm=b",
+                       "vcpu": None, "track": "cpu0"}
+    assert rows[2]["vcpu"] == 1 and rows[2]["track"] == "vcpu1" and rows[1]["track"] == "vcpu1"
+    assert "host_tsc" not in rows[1] and "vcpu" not in rows[1]
+
+
+def test_jsonl_is_what_json_writes() -> None:
+    cols = _cols()
+    f = io.StringIO()
+    cols.write_jsonl(f, chunk=3)
+    assert f.getvalue() == "".join(json.dumps(r, sort_keys=True) + "\n" for r in cols.rows())
+
+
+def test_parquet_holds_the_rows(tmp_path: Path) -> None:
+    from tsalign.traces.export import write_aligned_parquet
+
+    cols = _cols()
+    assert write_aligned_parquet(str(tmp_path / "t.parquet"), cols, {"axis": "guest_tsc"}, chunk=3) == 4
+    back = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    want = [{"host_tsc": None, "vcpu": None} | r for r in cols.rows()]
+    assert back == want

@@ -1,0 +1,177 @@
+"""The aligned timeline as columns: one numpy array per field, events in guest-axis order.
+
+``align`` converts the host side per vCPU in whole columns (:func:`host_on_guest_axis`) and sorts once;
+the outputs are written from the columns (:meth:`AlignedColumns.write_jsonl`,
+:meth:`AlignedColumns.record_batches`); the event dicts that the verdict's extractors and the analyses
+read are made once, when first asked for (:meth:`AlignedColumns.rows`).
+
+Columns: ``guest_tsc`` (uint64, guest TSC cycles: the common axis), ``is_host`` (bool), ``host_tsc``
+(uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int64; ``vcpu`` -1 where
+the event is not on a vCPU thread or is a guest event), ``comm``, ``event``, ``payload`` (object arrays of
+str).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..offsets import OffsetTimeline
+from ..traces.ftrace_text import Record
+
+__all__ = ["AlignedColumns", "host_on_guest_axis"]
+
+_enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=True) quotes a str
+
+
+def _strings(values: Sequence[str]) -> np.ndarray:
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
+
+
+@dataclass
+class AlignedColumns:
+    """Both sides' events on the guest TSC axis (see the module doc for the columns)."""
+
+    guest_tsc: np.ndarray
+    is_host: np.ndarray
+    host_tsc: np.ndarray
+    cpu: np.ndarray
+    pid: np.ndarray
+    tgid: np.ndarray
+    vcpu: np.ndarray
+    comm: np.ndarray
+    event: np.ndarray
+    payload: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.guest_tsc.shape[0])
+
+    @classmethod
+    def from_records(cls, recs: Sequence[Record], guest_tsc: np.ndarray, is_host: bool,
+                     vcpu: np.ndarray | None = None) -> AlignedColumns:
+        """One side's records with their guest-axis timestamps (``vcpu``: host rows' vCPU ids, -1 for none)."""
+        n = len(recs)
+
+        def ints(k: str) -> np.ndarray:
+            return np.fromiter((getattr(r, k) for r in recs), dtype=np.int64, count=n)
+
+        return cls(np.asarray(guest_tsc, dtype=np.uint64), np.full(n, is_host),
+                   np.fromiter((r.ts for r in recs), dtype=np.uint64, count=n) if is_host else np.zeros(n, np.uint64),
+                   ints("cpu"), ints("pid"), ints("tgid"),
+                   np.full(n, -1, dtype=np.int64) if vcpu is None else np.asarray(vcpu, dtype=np.int64),
+                   _strings([r.comm for r in recs]), _strings([r.event for r in recs]),
+                   _strings([r.payload for r in recs]))
+
+    def take(self, idx: np.ndarray) -> AlignedColumns:
+        return AlignedColumns(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+    @staticmethod
+    def concat(parts: Sequence[AlignedColumns]) -> AlignedColumns:
+        return AlignedColumns(*(np.concatenate([getattr(p, f) for p in parts]) for f in AlignedColumns.__dataclass_fields__))
+
+    def sorted(self) -> AlignedColumns:
+        """Ordered by guest TSC; at equal TSCs guest events first, each side in its own order (stable)."""
+        order = np.argsort(self.is_host, kind="stable")
+        order = order[np.argsort(self.guest_tsc[order], kind="stable")]
+        return self.take(order)
+
+    def tracks(self) -> list[str]:
+        """Per row: ``vcpuN`` (a guest event's CPU, a host event's vCPU thread) or ``cpuN`` (other host events)."""
+        return [f"vcpu{v}" if v >= 0 else (f"cpu{c}" if h else f"vcpu{c}")
+                for h, c, v in zip(self.is_host.tolist(), self.cpu.tolist(), self.vcpu.tolist())]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per event (host: guest_tsc, side, host_tsc, cpu, pid, tgid, comm, event, payload, vcpu (None
+        off vCPU threads), track; guest: the same without host_tsc and vcpu)."""
+        out: list[dict[str, Any]] = []
+        add = out.append
+        for g, h, ht, c, p, t, v, cm, ev, pl in zip(
+                self.guest_tsc.tolist(), self.is_host.tolist(), self.host_tsc.tolist(), self.cpu.tolist(),
+                self.pid.tolist(), self.tgid.tolist(), self.vcpu.tolist(), self.comm.tolist(), self.event.tolist(),
+                self.payload.tolist()):
+            if h:
+                add({"guest_tsc": g, "side": "host", "host_tsc": ht, "cpu": c, "pid": p, "tgid": t, "comm": cm,
+                     "event": ev, "payload": pl, "vcpu": v if v >= 0 else None,
+                     "track": f"vcpu{v}" if v >= 0 else f"cpu{c}"})
+            else:
+                add({"guest_tsc": g, "side": "guest", "cpu": c, "pid": p, "tgid": t, "comm": cm, "event": ev,
+                     "payload": pl, "track": f"vcpu{c}"})
+        return out
+
+    def write_jsonl(self, f: Any, chunk: int = 1 << 16) -> None:
+        """:meth:`rows` as JSON lines (keys sorted, as ``json.dumps(row, sort_keys=True)`` writes them), made
+        ``chunk`` rows at a time."""
+        cache: dict[str, str] = {}
+
+        def enc(s: str) -> str:
+            e = cache.get(s)
+            if e is None:
+                e = cache[s] = _enc(s)
+            return e
+
+        host = ('{"comm": %s, "cpu": %d, "event": %s, "guest_tsc": %d, "host_tsc": %d, "payload": %s, "pid": %d, '
+                '"side": "host", "tgid": %d, "track": "%s", "vcpu": %s}\n')
+        guest = ('{"comm": %s, "cpu": %d, "event": %s, "guest_tsc": %d, "payload": %s, "pid": %d, "side": "guest", '
+                 '"tgid": %d, "track": "vcpu%d"}\n')
+        for lo in range(0, len(self), chunk):
+            part = self.take(slice(lo, lo + chunk))  # type: ignore[arg-type]
+            f.writelines(
+                (host % (enc(cm), c, enc(ev), g, ht, _enc(pl), p, t, f"vcpu{v}" if v >= 0 else f"cpu{c}",
+                         v if v >= 0 else "null") if h else
+                 guest % (enc(cm), c, enc(ev), g, _enc(pl), p, t, c))
+                for g, h, ht, c, p, t, v, cm, ev, pl in zip(
+                    part.guest_tsc.tolist(), part.is_host.tolist(), part.host_tsc.tolist(), part.cpu.tolist(),
+                    part.pid.tolist(), part.tgid.tolist(), part.vcpu.tolist(), part.comm.tolist(),
+                    part.event.tolist(), part.payload.tolist()))
+
+    def record_batches(self, schema: Any, chunk: int = 1 << 16) -> Iterator[Any]:
+        """pyarrow tables of ``chunk`` rows in ``schema`` (tsalign.traces.export.ALIGNED_SCHEMA), from the columns."""
+        import pyarrow as pa
+
+        for lo in range(0, len(self), chunk):
+            p = self.take(slice(lo, lo + chunk))  # type: ignore[arg-type]
+            guest = ~p.is_host
+            cols = {
+                "guest_tsc": pa.array(p.guest_tsc, pa.uint64()),
+                "side": pa.DictionaryArray.from_arrays(pa.array(p.is_host.astype(np.int8)), pa.array(["guest", "host"])),
+                "host_tsc": pa.array(p.host_tsc, pa.uint64(), mask=guest),
+                "cpu": pa.array(p.cpu, pa.int32()), "pid": pa.array(p.pid, pa.int32()),
+                "tgid": pa.array(p.tgid, pa.int32()), "vcpu": pa.array(p.vcpu, pa.int32(), mask=p.vcpu < 0),
+                "comm": pa.array(p.comm, pa.string()),
+                "event": pa.array(p.event, pa.string()).dictionary_encode(),
+                "payload": pa.array(p.payload, pa.string()), "track": pa.array(p.tracks(), pa.string())}
+            yield pa.Table.from_arrays([cols[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+def host_on_guest_axis(timeline: OffsetTimeline, host_tsc: np.ndarray, vcpu: np.ndarray,
+                       axis_vcpu: int | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Host TSCs (uint64) on the guest axis, each with the parameters in force at it: a vCPU thread's event
+    (``vcpu`` >= 0) with its vCPU's, any other with those all vCPUs share there, or, where they differ, with
+    ``axis_vcpu``'s. Returns (guest TSCs of the kept rows, mask of kept rows, spreads): rows of a vCPU with no
+    known offset, and other rows when no vCPU has one, are not kept; ``spreads`` (sorted, cycles): for each
+    other row placed while the vCPUs' offsets differed, the largest minus the smallest signed offset."""
+    host_tsc = np.asarray(host_tsc, dtype=np.uint64)
+    vcpu = np.asarray(vcpu, dtype=np.int64)
+    on_vcpu = vcpu >= 0
+    keep = np.where(on_vcpu, np.isin(vcpu, np.asarray(timeline.vcpus, dtype=np.int64)), axis_vcpu is not None)
+    eff = np.where(on_vcpu, vcpu, -1 if axis_vcpu is None else axis_vcpu)
+    spreads: list[int] = []
+    others = ~on_vcpu & keep
+    if len(timeline.vcpus) > 1 and others.any():
+        at = host_tsc[others]
+        ids = [timeline.params_ids(v, at) for v in timeline.vcpus]
+        table = ids[0][1]
+        stack = np.stack([i for i, _ in ids])
+        differ = (stack != stack[0]).any(axis=0)
+        if differ.any():
+            signed = np.asarray([p.signed_offset for p in table], dtype=np.int64)[stack[:, differ]]
+            spreads = sorted(int(hi) - int(lo) for hi, lo in zip(signed.max(axis=0).tolist(), signed.min(axis=0).tolist()))
+    if not keep.any():
+        return np.zeros(0, dtype=np.uint64), keep, spreads
+    return np.asarray(timeline.host_to_guest_many(eff[keep], host_tsc[keep]), dtype=np.uint64), keep, spreads
