@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import need
 from tests.infra import netns
 from tests.infra.artefacts import cached
+from tsalign.fleet.ingest import ingest
+from tsalign.fleet.query import query
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = os.environ.get("TSALIGN_CACHE", "/var/cache/tsalign")
@@ -335,6 +337,14 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
         assert r.returncode != 0 and "alignment verdict fail" in r.stdout
         assert verdict["events"]["host"] > 0 and verdict["events"]["guest"] > 0
         assert verdict["vm"]["name"] == "tsalign-mvm" and "debugfs" in verdict["offsets"]["sources"]
+        # the run is named for the fleet dataset, which takes it as it is
+        ident = json.loads((out / "run.json").read_text())
+        assert ident["node"] == "localhost" and ident["vm"] == "tsalign-mvm" and ident["guest"] == "netns-guest"
+        assert re.fullmatch(r"\d{8}T\d{6}Z", ident["run"]), ident
+        rep = ingest(str(tmp_path / "fleet"), [str(out)])
+        assert [(w["node"], w["vm"], w["run"]) for w in rep.written] == [("localhost", "tsalign-mvm", ident["run"])]
+        assert query(str(tmp_path / "fleet"), "SELECT verdict, evidence_checked, evidence_violated FROM verdicts")[1] == [
+            (verdict["verdict"], verdict["brackets"]["checked"], verdict["brackets"]["violated"])]
         host = json.loads((out / "host" / "manifest.json").read_text())
         guest = json.loads((out / "guest" / "manifest.json").read_text())
         assert host["role"] == "host" and guest["role"] == "guest"

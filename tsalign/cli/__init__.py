@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import convert as _convert
     from . import demo as _demo
     from . import events as _events
+    from . import fleet as _fleet
     from . import node as _node
 
     parser = argparse.ArgumentParser(
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsalign {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (_convert, _demo, _node, _capture, _events, _analyze):
+    for module in (_convert, _demo, _node, _capture, _events, _analyze, _fleet):
         module.register(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""The fleet dataset: ingest capture runs and precheck results, query them (tsalign fleet)."""
