@@ -324,10 +324,13 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
             "          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
             "          ansible_python_interpreter: /usr/bin/python3\n"
             "          tsalign_guest_host: localhost\n          tsalign_guest_domain: tsalign-mvm\n")
-        out = tmp_path / "capture"
+        # x86-tsc: where the job puts a run by default (out/capture/GUEST-RUN; the run named here, not by the clock)
+        run_id = f"pytest-{os.getpid()}"
+        out = REPO / "out" / "capture" / f"netns-guest-{run_id}" if clock == "x86-tsc" else tmp_path / "capture"
+        where = ["-e", f"tsalign_capture_run={run_id}"] if clock == "x86-tsc" else ["-e", f"tsalign_capture_dir={out}"]
         r = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", "tsalign_capture_guest=netns-guest",
                 "-e", "tsalign_capture_seconds=3", "-e", f"tsalign_common_lib={tmp_path}/lib",
-                "-e", f"tsalign_capture_dir={out}", "-e", f"tsalign_capture_guest_clock={clock}", check=False)
+                *where, "-e", f"tsalign_capture_guest_clock={clock}", check=False)
         assert (out / "aligned" / "verdict.json").is_file(), r.stdout[-3000:]
         verdict = json.loads((out / "aligned" / "verdict.json").read_text())
         assert verdict["verdict"] == "fail", verdict["reasons"]
@@ -340,7 +343,7 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
         # the run is named for the fleet dataset, which takes it as it is
         ident = json.loads((out / "run.json").read_text())
         assert ident["node"] == "localhost" and ident["vm"] == "tsalign-mvm" and ident["guest"] == "netns-guest"
-        assert re.fullmatch(r"\d{8}T\d{6}Z", ident["run"]), ident
+        assert ident["run"] == run_id if clock == "x86-tsc" else re.fullmatch(r"\d{8}T\d{6}Z", ident["run"]), ident
         rep = ingest(str(tmp_path / "fleet"), [str(out)])
         assert [(w["node"], w["vm"], w["run"]) for w in rep.written] == [("localhost", "tsalign-mvm", ident["run"])]
         assert query(str(tmp_path / "fleet"), "SELECT verdict, evidence_checked, evidence_violated FROM verdicts")[1] == [
@@ -364,6 +367,7 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
         assert "Show the verdict" in r.stdout
         assert not list((Path(st["root"]) / "var/tmp").glob("tsalign-capture-*"))  # removed from the node
     finally:
+        shutil.rmtree(REPO / "out" / "capture" / f"netns-guest-pytest-{os.getpid()}", ignore_errors=True)
         if st:
             netns.down(st)
         mvm.terminate()
