@@ -8,10 +8,11 @@ CACHE       ?= /var/cache/tsalign
 # Debian packages the tests use: pahole (BTF reference offsets), bpftool, trace-cmd, linux-perf,
 # libtraceevent1 (prints .dat events for tsalign align/analyze);
 # unpacking kernels; debootstrap + qemu + grub tools for the Ansible targets; libvirt (daemon, and
-# headers for libvirt-python); chromium renders the HTML reports in the tests.
+# headers for libvirt-python); chromium renders the HTML reports in the tests; a Java runtime runs the
+# local Spark of the fleet tests (tsalign fleet --engine spark).
 APT_PACKAGES := pahole bpftool trace-cmd libtraceevent1 linux-perf zstd xz-utils lz4 binutils \
 	debootstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common e2fsprogs fdisk iproute2 openssh-client \
-	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base chromium
+	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config dnsmasq-base chromium openjdk-17-jre-headless
 OUT         ?= out
 
 .PHONY: help deps venv fixtures test test-unit lab fuzz demo bench lint clean

@@ -12,10 +12,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import need
+from tsalign.fleet.dataset import TABLES, write_partitions
 from tsalign.fleet.ingest import ingest
-from tsalign.fleet.query import query
+from tsalign.fleet.query import ENGINES, READY_VIEWS, engine, query
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = ("kvm-a01", "kvm-a02", "kvm-b01")
@@ -27,8 +31,11 @@ def tsalign(*args: str) -> subprocess.CompletedProcess:
     return r
 
 
-def test_fleet_of_real_selftests(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two real selftests, ingested as a three-node fleet; their IRQ latencies by `tsalign analyze irq`."""
     need(os.geteuid() == 0 and os.path.exists("/dev/kvm"), "needs root and /dev/kvm (tsalign selftest)")
+    tmp_path = tmp_path_factory.mktemp("fleet")
     runs = []
     for i in range(2):
         out = tmp_path / f"st{i}"
@@ -43,17 +50,26 @@ def test_fleet_of_real_selftests(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr[-2000:]
         lat[i] = sorted(x["latency_ns"] for x in json.loads(r.stdout)["rows"])
         assert lat[i]
-    fleet = tmp_path / "fleet-src"
+    src_dir = tmp_path / "fleet-src"
     for n, node in enumerate(NODES):  # kvm-a01: run 0; kvm-a02 and kvm-b01: run 1
         src = runs[min(n, 1)]
-        dst = fleet / node / "job-1"
+        dst = src_dir / node / "job-1"
         shutil.copytree(src, dst)
         (dst / "run.json").write_text(json.dumps({"node": node, "vm": "mvm", "run": "job-1"}))
     ds = str(tmp_path / "dataset")
-    rep = ingest(ds, [str(fleet)])
+    rep = ingest(ds, [str(src_dir)])
     assert len(rep.written) == 3 and not rep.skipped, rep.to_dict()
-    assert ingest(ds, [str(fleet)]).unchanged and not ingest(ds, [str(fleet)]).written
+    # and latencies of known values for two more nodes (rows written as ingest writes them), for hand arithmetic
+    for node, values in HAND.items():
+        write_partitions(ds, {"node": node, "vm": "v", "run": "r"}, {"latencies": [
+            {"vcpu": 0, "line": "x", "injection": "kvm_set_irq", "handler": "irq_handler_entry", "injected_guest_tsc": i,
+             "latency_cycles": v, "latency_ns": v} for i, v in enumerate(values)]}, "hand")
+    return {"dataset": ds, "runs": runs, "lat": lat, "again": ingest(ds, [str(src_dir)])}
 
+
+def test_fleet_of_real_selftests(fleet: dict[str, Any]) -> None:
+    ds, runs, lat = fleet["dataset"], fleet["runs"], fleet["lat"]
+    assert fleet["again"].unchanged and not fleet["again"].written  # ingesting the same runs again changes nothing
     verdicts = {n: json.loads((runs[min(i, 1)] / "aligned" / "verdict.json").read_text()) for i, n in enumerate(NODES)}
     _, rows = query(ds, "SELECT node, verdict, evidence_checked, error_bound_cycles, offset_changes FROM verdicts ORDER BY node")
     assert rows == [(n, v["verdict"], v["brackets"]["checked"],
@@ -64,10 +80,41 @@ def test_fleet_of_real_selftests(tmp_path: Path) -> None:
     want = sorted((n, s["vcpu"], s["start_host_tsc"], s["offset_signed"], s["source"]) for i, n in enumerate(NODES)
                   for s in map(json.loads, (runs[min(i, 1)] / "aligned" / "offsets.jsonl").open()))
     assert rows == want and rows
-    _, rows = query(ds, "SELECT node, injections, latency_ns_median, latency_ns_max FROM latency_per_node ORDER BY node")
+    _, rows = query(ds, "SELECT node, injections, latency_ns_median, latency_ns_max FROM latency_per_node "
+                        "WHERE node LIKE 'kvm-%' ORDER BY node")
     for (node, count, median, top), n in zip(rows, range(3)):
         want = lat[min(n, 1)]
         assert node == NODES[n] and count == len(want) and top == want[-1], (node, count, top, want)
         assert median == want[(len(want) - 1) // 2], (median, want)  # quantile_disc: the lower middle value
     _, rows = query(ds, "SELECT alignments, passed FROM error_bounds")
     assert rows == [(3, sum(v["verdict"] == "pass" for v in verdicts.values()))]
+
+
+#: latencies (ns) of two hand-made nodes: nearest-rank median and p99 are ranks ceil(n/2) and ceil(0.99 n)
+HAND = {"hand-150": [(i * 7919) % 1000 + 1000 for i in range(150)], "hand-1": [42]}
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "spark"])
+def test_percentiles_by_hand(fleet: dict[str, Any], engine_name: str) -> None:
+    if engine_name == "spark":
+        need(shutil.which("java") is not None, "needs a Java runtime for Spark (make deps installs it)")
+    _, rows = query(fleet["dataset"], "SELECT node, injections, latency_ns_median, latency_ns_p99, latency_ns_max "
+                                      "FROM latency_per_node WHERE node LIKE 'hand-%' ORDER BY node", engine_name)
+    # hand-150: values 1000..1999 in a shuffled order, 150 of them: the 75th and the 149th smallest
+    v = sorted(HAND["hand-150"])
+    assert rows == [("hand-1", 1, 42, 42, 42), ("hand-150", 150, v[74], v[148], v[149])], rows
+
+
+def test_duckdb_and_spark_give_identical_answers(fleet: dict[str, Any]) -> None:
+    """Every table and ready view, whole, on both engines (one local Spark session)."""
+    need(shutil.which("java") is not None, "needs a Java runtime for Spark (make deps installs it)")
+    names = [*TABLES, *READY_VIEWS]
+    got: dict[str, dict[str, Any]] = {}
+    for name in ENGINES:
+        with engine(fleet["dataset"], name) as e:
+            for t in names:
+                cols, rows = e.run(f"SELECT * FROM {t}")
+                got.setdefault(t, {})[name] = (sorted(cols), sorted((tuple(sorted(zip(cols, r), key=str)) for r in rows), key=str))
+    for t in names:
+        assert got[t]["duckdb"] == got[t]["spark"], t
+    assert got["verdicts"]["duckdb"][1] and got["latency_per_node"]["duckdb"][1] and got["offsets"]["duckdb"][1]

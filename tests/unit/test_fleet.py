@@ -86,8 +86,8 @@ def test_runs_and_prechecks_become_rows_and_views(tmp_path: Path) -> None:
     _, rows = query(str(ds), "SELECT kernel, alignments, passed, failed, error_bound_ns_median, error_bound_ns_max "
                              "FROM error_bounds ORDER BY kernel")
     assert rows == [("6.1.0-1-amd64", 2, 2, 0, 1000, 1153), ("6.1.0-2-amd64", 1, 0, 1, 192, 192)]
-    _, rows = query(str(ds), "SELECT node, failed_checks FROM untraceable")
-    assert rows == [("kvm-1", "btf: fix btf; kvm_vms: fix kvm_vms")]
+    _, rows = query(str(ds), "SELECT node, check_id, fix FROM untraceable ORDER BY check_id")
+    assert rows == [("kvm-1", "btf", "fix btf"), ("kvm-1", "kvm_vms", "fix kvm_vms")]
     _, rows = query(str(ds), "SELECT count(*) FROM prechecks")
     assert rows == [(4,)]
     # no timeline kept: the latency views exist and are empty

@@ -32,6 +32,11 @@ def register(sub: Any) -> None:
     for x in (i, q, r):
         x.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset directory (default {DEFAULT_DATASET})")
         x.add_argument("--json", action="store_true")
+    for x in (q, r):
+        x.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                       help="duckdb: in-process (default); spark: Apache Spark (pyspark, Java)")
+        x.add_argument("--spark-master", help="Spark master URL (default $TSALIGN_SPARK_MASTER or local[2]; a cluster's "
+                                              "spark://HOST:7077 reads the dataset from a path its executors share)")
     i.set_defaults(handler=run_ingest)
     q.set_defaults(handler=run_query)
     r.set_defaults(handler=run_report)
@@ -52,7 +57,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 def run_query(args: argparse.Namespace) -> int:
     from ..fleet.query import query
 
-    cols, rows = query(args.dataset, args.sql)
+    cols, rows = query(args.dataset, args.sql, args.engine, args.spark_master)
     if args.json:
         sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], indent=1, default=str) + "\n")
     else:
@@ -65,7 +70,7 @@ def run_query(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from ..fleet.report import write_report
 
-    doc = write_report(args.dataset, args.out)
+    doc = write_report(args.dataset, args.out, args.engine, args.spark_master)
     emit(args, {k: doc[k] for k in ("dataset", "alignments", "artifacts")},
          [f"{doc['alignments']} alignments; " + ", ".join(f"{k}: {v}" for k, v in doc["artifacts"].items())])
     return exitcodes.OK

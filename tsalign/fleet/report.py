@@ -9,7 +9,7 @@ from typing import Any
 
 from ..report.html import _CSS, _table
 from ..report.plots import _fig, _svg
-from .query import READY_VIEWS, connect
+from .query import READY_VIEWS, engine
 
 __all__ = ["write_report"]
 
@@ -57,19 +57,15 @@ def _plots(views: dict[str, list[dict[str, Any]]], verdicts: list[dict[str, Any]
     return out
 
 
-def write_report(dataset: str, out: str) -> dict[str, Any]:
+def write_report(dataset: str, out: str, engine_name: str = "duckdb", master: str | None = None) -> dict[str, Any]:
     """report.html and report.json (every ready view's rows, and the verdicts) in ``out``; returns the document."""
-    con = connect(dataset)
-    try:
+    with engine(dataset, engine_name, master) as e:
         views: dict[str, list[dict[str, Any]]] = {}
         for name in READY_VIEWS:
-            cur = con.execute(f"SELECT * FROM {name} ORDER BY 1")
-            cols = [d[0] for d in cur.description]
-            views[name] = [dict(zip(cols, r)) for r in cur.fetchall()]
-        cur = con.execute("SELECT node, vm, run, verdict, error_bound_ns, kernel FROM verdicts ORDER BY node, vm, run")
-        verdicts = [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
-    finally:
-        con.close()
+            cols, rows = e.run(f"SELECT * FROM {name} ORDER BY 1")
+            views[name] = [dict(zip(cols, r)) for r in rows]
+        cols, rows = e.run("SELECT node, vm, run, verdict, error_bound_ns, kernel FROM verdicts ORDER BY node, vm, run")
+        verdicts = [dict(zip(cols, r)) for r in rows]
     os.makedirs(out, exist_ok=True)
     where = os.path.abspath(dataset)
     paths = {"json": os.path.join(out, "report.json"), "html": os.path.join(out, "report.html")}
