@@ -34,6 +34,10 @@ def terminate(pid: int, group: bool = False, wait_s: float = 5.0) -> None:
         kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
+            try:  # our own child stays a zombie, alive to kill(0), until it is reaped
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
             kill(pid, 0)
             time.sleep(0.05)
         kill(pid, signal.SIGKILL)

@@ -64,6 +64,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         write_partitions(ds, {"node": node, "vm": "v", "run": "r"}, {"latencies": [
             {"vcpu": 0, "line": "x", "injection": "kvm_set_irq", "handler": "irq_handler_entry", "injected_guest_tsc": i,
              "latency_cycles": v, "latency_ns": v} for i, v in enumerate(values)]}, "hand")
+    # a fleet precheck's summary (as precheck.yml writes it; tests/integration/test_fleet_scale.py runs the playbook)
+    summary = tmp_path / "precheck" / "fleet-summary.json"
+    summary.parent.mkdir()
+    summary.write_text(json.dumps({"run": "20261202T000000Z", "nodes": {
+        "kvm-a01": {"state": "checked", "verdict": "pass"}, "kvm-c01": {"state": "unreachable", "message": "timed out"},
+        "kvm-c02": {"state": "failed", "message": "no Python"}}}))
+    assert len(ingest(ds, [str(summary.parent)]).written) == 3
     return {"dataset": ds, "runs": runs, "lat": lat, "again": ingest(ds, [str(src_dir)])}
 
 
@@ -117,4 +124,4 @@ def test_duckdb_and_spark_give_identical_answers(fleet: dict[str, Any]) -> None:
                 got.setdefault(t, {})[name] = (sorted(cols), sorted((tuple(sorted(zip(cols, r), key=str)) for r in rows), key=str))
     for t in names:
         assert got[t]["duckdb"] == got[t]["spark"], t
-    assert got["verdicts"]["duckdb"][1] and got["latency_per_node"]["duckdb"][1] and got["offsets"]["duckdb"][1]
+    assert all(got[t]["duckdb"][1] for t in ("verdicts", "latency_per_node", "offsets", "reachability", "untraceable"))

@@ -4,7 +4,7 @@ Layout (``DATASET`` is any directory)::
 
     DATASET/fleet.json                                   {"schema_version": N, "tables": {...}}
     DATASET/<table>/node=<node>/vm=<vm>/run=<run>/part-0.parquet   (verdicts, vcpus, offsets, latencies, preemptions)
-    DATASET/prechecks/node=<node>/run=<run>/part-0.parquet
+    DATASET/prechecks/node=<node>/run=<run>/part-0.parquet        (and reachability)
 
 Each file's metadata names the schema version and the digest of the input it was made from; a partition
 whose file already holds that digest is left alone (ingesting the same run twice changes nothing). A run's
@@ -56,6 +56,8 @@ def schemas() -> dict[str, Any]:
         # vCPU threads off their CPU (tsalign analyze vcpu rows)
         "preemptions": pa.schema([("vcpu", i32), ("tid", i64), ("out_guest_tsc", u64), ("duration_cycles", i64),
                                   ("duration_ns", i64), ("host_state", s), ("preempted", pa.bool_()), ("guest_task", s)]),
+        # one row per node of a precheck.yml run (its fleet-summary.json): checked, unreachable or failed, and why
+        "reachability": pa.schema([("state", s), ("verdict", s), ("message", s)]),
         # one row per node and check (precheck.yml's per-node JSON)
         "prechecks": pa.schema([("role", s), ("kernel", s), ("node_verdict", s), ("check_id", s), ("status", s),
                                 ("evidence", s), ("fix", s), ("tsc_khz", i64), ("elapsed_ms", f)]),
@@ -65,7 +67,7 @@ def schemas() -> dict[str, Any]:
 #: table -> partition columns, outermost first
 PARTITIONS: dict[str, tuple[str, ...]] = {t: ("node", "vm", "run") for t in
                                           ("verdicts", "vcpus", "offsets", "latencies", "preemptions")}
-PARTITIONS["prechecks"] = ("node", "run")
+PARTITIONS["prechecks"] = PARTITIONS["reachability"] = ("node", "run")
 TABLES = tuple(PARTITIONS)
 
 

@@ -11,7 +11,10 @@ What is read, found anywhere under the directories given:
   aligned timeline is kept (``aligned/timeline.parquet``) the IRQ-latency and vCPU-preemption rows of
   ``tsalign analyze irq``/``vcpu`` computed from it;
 - a **precheck result**: a ``*.json`` file with ``role``, ``verdict`` and a ``checks`` list (precheck.yml
-  writes ``<node>.json``); node = the file's name, run = the first 12 hex digits of its sha1.
+  writes ``<node>.json``); node = the file's name, run = the run it names (precheck.yml's stamp) or else the
+  first 12 hex digits of its sha1;
+- a **fleet summary**: precheck.yml's ``fleet-summary.json`` (every node: checked, unreachable or failed, and
+  why): one reachability row per node.
 
 A run or result that cannot be read whole is reported with what is wrong and skipped; nothing of it is
 written. One that is already in the dataset with the same digest is left as it is.
@@ -29,7 +32,7 @@ from typing import Any
 from ..errors import InvalidParameter, TsalignError
 from .dataset import check_name, open_dataset, partition_digest, partition_path, write_partitions
 
-__all__ = ["IngestReport", "discover", "ingest", "precheck_rows", "run_rows"]
+__all__ = ["IngestReport", "discover", "ingest", "precheck_rows", "reachability_rows", "run_rows"]
 
 #: largest JSON document read (a verdict or precheck result larger than this is not one of ours)
 MAX_JSON = 64 << 20
@@ -234,14 +237,37 @@ def run_rows(run: str, notes: list[str]) -> tuple[dict[str, str], dict[str, list
     return keys, {"verdicts": verdicts, "vcpus": vcpus, "offsets": offsets, "latencies": lat, "preemptions": pre}
 
 
-def precheck_rows(path: str) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
-    """(keys, rows) of a precheck result file; None when the file is JSON but not a precheck result."""
-    doc = _json(path)
+def _run_of(doc: dict[str, Any], path: str) -> str:
+    """The run a precheck.yml file names (its stamp), else the first 12 hex digits of the file's sha1."""
+    return str(doc["run"]) if isinstance(doc.get("run"), str) else _sha1(path)[:12]
+
+
+def reachability_rows(path: str, doc: Any) -> list[tuple[dict[str, str], list[dict[str, Any]]]] | None:
+    """Per node of a fleet summary (precheck.yml's fleet-summary.json): (keys, [row]); None when ``doc`` is not one."""
+    if not (isinstance(doc, dict) and isinstance(doc.get("nodes"), dict)
+            and all(isinstance(v, dict) and "state" in v for v in doc["nodes"].values())):
+        return None
+    out = []
+    run = _run_of(doc, path)
+    for node, v in sorted(doc["nodes"].items()):
+        if v["state"] not in ("checked", "unreachable", "failed"):
+            raise _Bad(f"{path}: node {node}: state {v['state']!r} is none of checked, unreachable, failed")
+        try:
+            keys = {"node": check_name("node", node, path), "run": check_name("run", run, path)}
+        except InvalidParameter as e:
+            raise _Bad(str(e)) from None
+        out.append((keys, [{"state": v["state"], "verdict": v.get("verdict"), "message": str(v.get("message") or "")}]))
+    return out
+
+
+def precheck_rows(path: str, doc: Any) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+    """(keys, rows) of a precheck result file; None when ``doc`` (the file's JSON) is not a precheck result."""
     if not _is_precheck(doc):
         return None
     node = os.path.basename(path)[:-len(".json")]
     try:
-        keys = {"node": check_name("node", node, f"the file name {path}"), "run": _sha1(path)[:12]}
+        keys = {"node": check_name("node", node, f"the file name {path}"),
+                "run": check_name("run", _run_of(doc, path), path)}
     except InvalidParameter as e:
         raise _Bad(str(e)) from None
     rows = []
@@ -281,21 +307,25 @@ def ingest(dataset: str, paths: Sequence[str]) -> IngestReport:
                 keys, tables = run_rows(path, rep.notes)
                 digest = _digest([os.path.join(path, *p) for p in (("run.json",), ("aligned", "verdict.json"),
                                   ("aligned", "offsets.jsonl"), ("aligned", "timeline.parquet"), ("host", "manifest.json"))])
+                parts = [(keys, tables)]
             else:
-                got = precheck_rows(path)
-                if got is None:
-                    continue  # JSON, not a precheck result: not an input
-                keys, rows = got
-                tables = {"prechecks": rows}
+                doc = _json(path)
                 digest = _digest([path])
+                one = precheck_rows(path, doc)
+                nodes = reachability_rows(path, doc) if one is None else None
+                if one is None and nodes is None:
+                    continue  # JSON, neither a precheck result nor a fleet summary: not an input
+                kind = "precheck" if one is not None else "fleet summary"
+                parts = [(one[0], {"prechecks": one[1]})] if one is not None else [
+                    (k, {"reachability": rows}) for k, rows in nodes or []]
         except (_Bad, TsalignError) as e:
             rep.skipped.append({"path": path, "reason": str(e)})
             continue
-        item = {"kind": kind, "path": path, **keys}
-        files = {t: partition_path(dataset, t, keys) for t in tables}
-        if all(partition_digest(f) == digest for f in files.values()):
-            rep.unchanged.append(item)
-            continue
-        write_partitions(dataset, keys, tables, digest)
-        rep.written.append(item | {"rows": {t: len(r) for t, r in tables.items()}})
+        for keys, tables in parts:
+            item = {"kind": kind, "path": path, **keys}
+            if all(partition_digest(partition_path(dataset, t, keys)) == digest for t in tables):
+                rep.unchanged.append(item)
+                continue
+            write_partitions(dataset, keys, tables, digest)
+            rep.written.append(item | {"rows": {t: len(r) for t, r in tables.items()}})
     return rep

@@ -1,11 +1,12 @@
 """Fleet questions on the dataset: one view per table and ready-made views, by name in SQL, on DuckDB
 in-process (default) or on Apache Spark (``engine="spark"``: a local Spark, or a cluster's master URL).
 
-Tables (tsalign.fleet.dataset), each with its partition columns ``node``, ``vm``, ``run`` (prechecks:
-``node``, ``run``; partition values are read as strings): ``verdicts``, ``vcpus``, ``offsets``,
-``latencies``, ``preemptions``, ``prechecks``. Ready views (SQL both engines run alike):
+Tables (tsalign.fleet.dataset), each with its partition columns ``node``, ``vm``, ``run`` (prechecks and
+reachability: ``node``, ``run``; partition values are read as strings): ``verdicts``, ``vcpus``, ``offsets``,
+``latencies``, ``preemptions``, ``prechecks``, ``reachability``. Ready views (SQL both engines run alike):
 
-- ``untraceable``: one row per failed check of a failed precheck result (node, run, role, kernel, check, fix);
+- ``untraceable``: one row per failed check of a failed precheck result (node, run, role, kernel, check, fix),
+  and per node a fleet precheck could not check (check ``unreachable`` or ``failed``, fix: why);
 - ``error_bounds``: per host kernel, alignments, passed, failed, error bound in ns (median, max);
 - ``latency_per_node``: per host node, IRQ injections measured and their latency in ns (median, p99, max);
 - ``preemption_per_node``: per host node, vCPU preemptions and their total and longest time in ns.
@@ -42,7 +43,11 @@ def _pct(value: str, q: str) -> str:
 
 READY_VIEWS: dict[str, str] = {
     "untraceable": """
-        SELECT node, run, role, kernel, check_id, fix FROM prechecks WHERE node_verdict = 'fail' AND status = 'fail'""",
+        SELECT node, run, role, kernel, check_id, fix FROM prechecks WHERE node_verdict = 'fail' AND status = 'fail'
+        UNION ALL
+        SELECT node, run, CAST(NULL AS VARCHAR(64)) AS role, CAST(NULL AS VARCHAR(64)) AS kernel, state AS check_id,
+               message AS fix
+        FROM reachability WHERE state <> 'checked'""",
     "error_bounds": f"""
         SELECT kernel, count(*) AS alignments, count(CASE WHEN verdict = 'pass' THEN 1 END) AS passed,
                count(CASE WHEN verdict = 'fail' THEN 1 END) AS failed,

@@ -43,7 +43,9 @@ def load_reports(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
-            files += sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".json") and n != "kernels.json")
+            # precheck.yml writes these beside the reports: the kernel table and the fleet summary
+            files += sorted(os.path.join(p, n) for n in os.listdir(p)
+                            if n.endswith(".json") and n not in ("kernels.json", "fleet-summary.json"))
         elif os.path.isfile(p):
             files.append(p)
         else:
