@@ -82,6 +82,13 @@ def test_fleet_of_real_selftests(fleet: dict[str, Any]) -> None:
     assert rows == [(n, v["verdict"], v["brackets"]["checked"],
                      max(d["width_cycles"] for d in v["evidence"]["per_vcpu"] if d["width_cycles"] is not None),
                      v["offsets"]["changes_seen"]) for n, v in sorted(verdicts.items())]
+    # every event of each run's timeline, as its timeline.jsonl lists them
+    _, rows = query(ds, "SELECT node, side, event, count(*) FROM events GROUP BY ALL ORDER BY ALL")
+    want_ev: dict[tuple[str, str, str], int] = {}
+    for i, n in enumerate(NODES):
+        for e in map(json.loads, (runs[min(i, 1)] / "aligned" / "timeline.jsonl").open()):
+            want_ev[(n, e["side"], e["event"])] = want_ev.get((n, e["side"], e["event"]), 0) + 1
+    assert rows == sorted((*k, c) for k, c in want_ev.items())
     # every offset segment of each run, as its offsets.jsonl lists them
     _, rows = query(ds, "SELECT node, vcpu, start_host_tsc, tsc_offset_signed, source FROM offsets ORDER BY ALL")
     want = sorted((n, s["vcpu"], s["start_host_tsc"], s["offset_signed"], s["source"]) for i, n in enumerate(NODES)

@@ -3,7 +3,8 @@
 Layout (``DATASET`` is any directory)::
 
     DATASET/fleet.json                                   {"schema_version": N, "tables": {...}}
-    DATASET/<table>/node=<node>/vm=<vm>/run=<run>/part-0.parquet   (verdicts, vcpus, offsets, latencies, preemptions)
+    DATASET/<table>/node=<node>/vm=<vm>/run=<run>/part-0.parquet   (verdicts, vcpus, offsets, latencies, preemptions,
+                                                                    events)
     DATASET/prechecks/node=<node>/run=<run>/part-0.parquet        (and reachability)
 
 Each file's metadata names the schema version and the digest of the input it was made from; a partition
@@ -20,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidParameter
@@ -44,6 +45,9 @@ def schemas() -> dict[str, Any]:
                                ("evidence_checked", i64), ("evidence_violated", i64), ("error_bound_cycles", i64),
                                ("error_bound_ns", i64), ("offset_changes", i64), ("offsets_distinct", i64),
                                ("host_events", i64), ("guest_events", i64), ("lost_events", i64), ("source", s)]),
+        # every event of an alignment's timeline (aligned/timeline.parquet; tsalign.traces.export), on the guest axis
+        "events": pa.schema([("guest_tsc", u64), ("side", s), ("host_tsc", u64), ("cpu", i32), ("pid", i32),
+                             ("tgid", i32), ("vcpu", i32), ("comm", s), ("event", s), ("payload", s), ("track", s)]),
         # one row per vCPU of an alignment: its evidence and the offsets it ran with
         "vcpus": pa.schema([("vcpu", i32), ("width_cycles", i64), ("width_ns", i64), ("checked", i64),
                             ("violated", i64), ("offsets_in_use", i64), ("offset_first_signed", i64)]),
@@ -66,7 +70,7 @@ def schemas() -> dict[str, Any]:
 
 #: table -> partition columns, outermost first
 PARTITIONS: dict[str, tuple[str, ...]] = {t: ("node", "vm", "run") for t in
-                                          ("verdicts", "vcpus", "offsets", "latencies", "preemptions")}
+                                          ("verdicts", "vcpus", "offsets", "latencies", "preemptions", "events")}
 PARTITIONS["prechecks"] = PARTITIONS["reachability"] = ("node", "run")
 TABLES = tuple(PARTITIONS)
 
@@ -123,9 +127,9 @@ def partition_digest(path: str) -> str | None:
     return d.decode() if d else None
 
 
-def write_partitions(dataset: str, keys: Mapping[str, str], tables: Mapping[str, Sequence[dict[str, Any]]],
-                     digest: str) -> list[str]:
-    """Write each table's rows of one run (or one node's prechecks) as its partition; returns the files written.
+def write_partitions(dataset: str, keys: Mapping[str, str], tables: Mapping[str, Any], digest: str) -> list[str]:
+    """Write each table's rows (dicts, or a pyarrow table) of one run (or one node's prechecks) as its partition;
+    returns the files written.
     All files are made in a staging directory inside ``dataset`` and moved into place after the last one was
     written; the staging directory is removed on every path."""
     import pyarrow as pa
@@ -138,8 +142,10 @@ def write_partitions(dataset: str, keys: Mapping[str, str], tables: Mapping[str,
         for table, rows in tables.items():
             schema = tables_schema[table].with_metadata({"tsalign.fleet.schema_version": str(SCHEMA_VERSION),
                                                    "tsalign.fleet.digest": digest})
-            cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
-            t = pa.Table.from_pydict(cols, schema=schema)
+            if isinstance(rows, pa.Table):
+                t = rows.cast(tables_schema[table]).replace_schema_metadata(schema.metadata)
+            else:
+                t = pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
             tmp = os.path.join(stage, f"{table}.parquet")
             pq.write_table(t, tmp, compression="zstd")
             moves.append((tmp, partition_path(dataset, table, keys)))

@@ -8,8 +8,8 @@ What is read, found anywhere under the directories given:
   vm = the VM's name, run = 12 hex digits of the sha1 of the host capture's boot id and start and stop TSC
   (or of its manifest): the same run copied elsewhere or aligned again is the same partition.
   Rows: its verdict, per-vCPU evidence, every offset segment (``aligned/offsets.jsonl``), and where the
-  aligned timeline is kept (``aligned/timeline.parquet``) the IRQ-latency and vCPU-preemption rows of
-  ``tsalign analyze irq``/``vcpu`` computed from it;
+  aligned timeline is kept (``aligned/timeline.parquet``) its events and the IRQ-latency and vCPU-preemption
+  rows of ``tsalign analyze irq``/``vcpu`` computed from it;
 - a **precheck result**: a ``*.json`` file with ``role``, ``verdict`` and a ``checks`` list (precheck.yml
   writes ``<node>.json``); node = the file's name, run = the run it names (precheck.yml's stamp) or else the
   first 12 hex digits of its sha1;
@@ -153,24 +153,27 @@ def _offsets(path: str) -> list[dict[str, Any]]:
 
 
 def _analysed(run: str, manifest: dict[str, Any], verdict: dict[str, Any], khz: int,
-              notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """IRQ latencies and vCPU preemptions from the run's aligned timeline (none when it is not kept)."""
+              notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """IRQ latencies, vCPU preemptions and the events table from the run's aligned timeline (none when it is not
+    kept)."""
     path = os.path.join(run, "aligned", "timeline.parquet")
     if not os.path.isfile(path):
-        return [], []
+        return [], [], None
     import pyarrow.parquet as pq
 
     from ..analyze.irq import analyze_irq
     from ..analyze.vcpu import analyze_vcpu
+    from .dataset import schemas
 
     try:
-        pf = pq.ParquetFile(path)
-        if pf.metadata.num_rows > MAX_ANALYSED_EVENTS:
-            notes.append(f"{path}: {pf.metadata.num_rows} events, more than {MAX_ANALYSED_EVENTS}: latencies not computed")
-            return [], []
-        events = pf.read().to_pylist()
-    except (OSError, ValueError) as e:
-        raise _Bad(f"{path}: not a readable Parquet timeline ({e})") from None
+        table = pq.read_table(path)
+        table = table.select(schemas()["events"].names).cast(schemas()["events"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _Bad(f"{path}: not a readable Parquet timeline of tsalign align ({e})") from None
+    if table.num_rows > MAX_ANALYSED_EVENTS:
+        notes.append(f"{path}: {table.num_rows} events, more than {MAX_ANALYSED_EVENTS}: latencies not computed")
+        return [], [], table
+    events = table.to_pylist()
     for ev in events:
         if ev.get("side") != "host":
             ev.pop("host_tsc", None)
@@ -189,11 +192,12 @@ def _analysed(run: str, manifest: dict[str, Any], verdict: dict[str, Any], khz: 
         for r in analyze_vcpu(events, tids, khz).rows:
             pre.append({k: r.get(k) for k in ("vcpu", "tid", "out_guest_tsc", "duration_cycles", "duration_ns",
                                               "host_state", "preempted", "guest_task")})
-    return lat, pre
+    return lat, pre, table
 
 
-def run_rows(run: str, notes: list[str]) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
-    """(partition keys, rows per table) of one run directory; raises _Bad naming what is not whole."""
+def run_rows(run: str, notes: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(partition keys, rows per table: dicts, or a pyarrow table for ``events``) of one run directory; raises
+    _Bad naming what is not whole."""
     verdict = _json(os.path.join(run, "aligned", "verdict.json"))
     manifest = _json(os.path.join(run, "host", "manifest.json"))
     if not isinstance(verdict, dict) or verdict.get("verdict") not in ("pass", "warn", "unverified", "fail"):
@@ -233,8 +237,12 @@ def run_rows(run: str, notes: list[str]) -> tuple[dict[str, str], dict[str, list
                       "checked": _int(d.get("checked")), "violated": _int(d.get("violated")),
                       "offsets_in_use": _int((d.get("offset_in_use") or {}).get("distinct")),
                       "offset_first_signed": None if vc is None else first.get(vc)})
-    lat, pre = _analysed(run, manifest, verdict, khz, notes)
-    return keys, {"verdicts": verdicts, "vcpus": vcpus, "offsets": offsets, "latencies": lat, "preemptions": pre}
+    lat, pre, events = _analysed(run, manifest, verdict, khz, notes)
+    tables: dict[str, Any] = {"verdicts": verdicts, "vcpus": vcpus, "offsets": offsets, "latencies": lat,
+                              "preemptions": pre}
+    if events is not None:
+        tables["events"] = events
+    return keys, tables
 
 
 def _run_of(doc: dict[str, Any], path: str) -> str:
@@ -327,5 +335,6 @@ def ingest(dataset: str, paths: Sequence[str]) -> IngestReport:
                 rep.unchanged.append(item)
                 continue
             write_partitions(dataset, keys, tables, digest)
-            rep.written.append(item | {"rows": {t: len(r) for t, r in tables.items()}})
+            rep.written.append(item | {"rows": {t: len(r) if isinstance(r, list) else r.num_rows
+                                                for t, r in tables.items()}})
     return rep
