@@ -94,6 +94,7 @@ bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_selftest.py
 	$(BIN)/python benchmarks/bench_readers.py
 	$(BIN)/python benchmarks/bench_align.py
+	$(BIN)/python benchmarks/bench_fleet.py
 
 lint: deps venv
 	$(BIN)/ruff check tsalign tests benchmarks
