@@ -108,6 +108,7 @@ class _Spark:
         self.error: type[Exception] = PySparkException
         self.spark = (SparkSession.builder.master(master or os.environ.get("TSALIGN_SPARK_MASTER", "local[2]"))
                       .appName("tsalign-fleet").config("spark.ui.enabled", "false")
+                      .config("spark.ui.showConsoleProgress", "false")
                       .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
                       .config("spark.sql.session.timeZone", "UTC").getOrCreate())
         self.spark.sparkContext.setLogLevel("ERROR")
