@@ -202,19 +202,23 @@ class Capture:
 
     def start(self) -> None:
         """Start recording, then snapshot: the snapshot lies inside the trace, so every offset write
-        around it is recorded (KVM may rewrite offsets at any vCPU load)."""
+        around it is recorded (KVM may rewrite offsets at any vCPU load). The capture's start TSC is read
+        once recording is on: from it on everything is recorded, so a vCPU thread's first recorded kvm_entry
+        proves it did not run since then (read before, a run in the write's latency -- milliseconds on a
+        nested TCG host -- went unrecorded and looked like a gap: the lab's CI of 2026-12-02)."""
         assert self.session is not None
         self.t0 = time.monotonic()
-        self.started_tsc = tsc.rdtsc()
         self.session.start()
+        self.started_tsc = tsc.rdtsc()
         self.snapshot()
 
     def stop(self) -> None:
-        """Snapshot, then stop recording (the end snapshot inside the trace, as at the start)."""
+        """Snapshot, then stop recording (the end snapshot inside the trace, as at the start); the stop TSC is
+        read while recording is still on, for the same reason."""
         assert self.session is not None
         self.snapshot()
-        self.session.stop()
         self.stopped_tsc = tsc.rdtsc()
+        self.session.stop()
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write per-CPU data, formats and manifest.json; return the manifest."""
