@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_ingesting_again_changes_nothing(tmp_path: Path) -> None:
     ingest(str(ds), [str(src)])
     before = _files(ds)
     rep = ingest(str(ds), [str(src)])
+    assert not rep.written and len(rep.unchanged) == 2 and _files(ds) == before
+    # the same runs copied elsewhere are the same partitions, unchanged
+    shutil.copytree(src, tmp_path / "copy")
+    rep = ingest(str(ds), [str(tmp_path / "copy")])
     assert not rep.written and len(rep.unchanged) == 2 and _files(ds) == before
     # a changed run is written again, in place (one row, not two)
     v = json.loads((src / "a" / "aligned" / "verdict.json").read_text()) | {"verdict": "warn"}

@@ -289,11 +289,14 @@ def precheck_rows(path: str, doc: Any) -> tuple[dict[str, str], list[dict[str, A
     return keys, rows
 
 
-def _digest(paths: Sequence[str]) -> str:
+def _digest(base: str, names: Sequence[str]) -> str:
+    """sha1 over the files ``names`` (relative to ``base``) that exist: their names and contents, not where
+    ``base`` is (the same run copied elsewhere has the same digest)."""
     h = hashlib.sha1()
-    for p in paths:
+    for n in names:
+        p = os.path.join(base, n)
         if os.path.isfile(p):
-            h.update(p.encode() + b"\0" + _sha1(p).encode())
+            h.update(n.encode() + b"\0" + _sha1(p).encode())
     return h.hexdigest()
 
 
@@ -313,12 +316,12 @@ def ingest(dataset: str, paths: Sequence[str]) -> IngestReport:
         try:
             if kind == "run":
                 keys, tables = run_rows(path, rep.notes)
-                digest = _digest([os.path.join(path, *p) for p in (("run.json",), ("aligned", "verdict.json"),
-                                  ("aligned", "offsets.jsonl"), ("aligned", "timeline.parquet"), ("host", "manifest.json"))])
+                digest = _digest(path, ["run.json", "aligned/verdict.json", "aligned/offsets.jsonl",
+                                        "aligned/timeline.parquet", "host/manifest.json", "guest/manifest.json"])
                 parts = [(keys, tables)]
             else:
                 doc = _json(path)
-                digest = _digest([path])
+                digest = _digest(os.path.dirname(path), [os.path.basename(path)])
                 one = precheck_rows(path, doc)
                 nodes = reachability_rows(path, doc) if one is None else None
                 if one is None and nodes is None:
