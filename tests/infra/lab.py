@@ -603,9 +603,8 @@ def check_kvmclock_routes(routes: dict[str, Any]) -> None:
     """A kvm-clock L2's sched_clock capture: through the host's pvclock records it passes the evidence (or fails
     only as `_route_verdict` allows), and no converted TSC but a few (`off_readings`) lies beyond the stated bound
     from the x86-tsc stamp the same hit got in the other instance, per event in the order the data shows (see
-    `_truth`). With the
-    calibration measured in L2 meanwhile given too, the same, and the calibration agrees with the pvclock route on
-    both vCPUs."""
+    `_truth`). With the calibration measured in L2 meanwhile given too, the same, and the calibration agrees with
+    the pvclock route on both vCPUs."""
     for route in ("pvclock", "calibration"):
         _route_verdict(routes[route])
     pv = routes["pvclock"]
