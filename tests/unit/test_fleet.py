@@ -117,7 +117,7 @@ def test_ingesting_again_changes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("breakage", [
-    ("aligned/verdict.json", "{not json", "not readable JSON"),
+    ("aligned/verdict.json", "{not json", "readable JSON"),
     ("aligned/verdict.json", json.dumps({"verdict": "great"}), "not a tsalign verdict"),
     ("host/manifest.json", json.dumps({"role": "guest"}), "not a host bundle"),
     ("aligned/offsets.jsonl", '{"vcpu": 0}\n', "offsets.jsonl:1: not an offset segment"),
@@ -125,6 +125,7 @@ def test_ingesting_again_changes_nothing(tmp_path: Path) -> None:
                                           "frac_bits": 0, "source": "x"}) + "\n", "out of range"),
     ("run.json", json.dumps({"node": "../../etc", "vm": "v", "run": "r"}), "letters, digits"),
     ("aligned/timeline.parquet", "PAR1 not parquet", "not a readable Parquet timeline"),
+    ("aligned/verdict.json", "[" * 100_000, "readable JSON"),  # nested too deep for the parser (crashed ingest)
 ])
 def test_a_broken_run_is_named_and_leaves_nothing(tmp_path: Path, breakage: tuple[str, str, str]) -> None:
     rel, text, why = breakage
@@ -137,6 +138,15 @@ def test_a_broken_run_is_named_and_leaves_nothing(tmp_path: Path, breakage: tupl
     assert [s["path"] for s in rep.skipped] == [str(bad)] and why in rep.skipped[0]["reason"], rep.skipped
     assert [w["node"] for w in rep.written] == ["host-good"]
     assert not [p for p in ds.rglob("*") if "host-bad" in str(p) or ".staging" in str(p) or "etc" in p.name]
+
+
+def test_a_fleet_summary_with_an_unknown_state_is_named(tmp_path: Path) -> None:
+    src = tmp_path / "precheck"
+    src.mkdir()
+    (src / "fleet-summary.json").write_text(json.dumps({"run": "r1", "nodes": {"n1": {"state": "checked"},
+                                                                               "n2": {"state": "asleep"}}}))
+    rep = ingest(str(tmp_path / "ds"), [str(src)])
+    assert not rep.written and "state 'asleep'" in rep.skipped[0]["reason"], rep.to_dict()
 
 
 def test_a_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,6 @@ they are checked (``[A-Za-z0-9._-]``, at most 128 characters) before any path is
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..jsonfile import load_json, save_json
 
 __all__ = ["PARTITIONS", "SCHEMA_VERSION", "TABLES", "check_name", "open_dataset", "partition_digest",
            "partition_path", "schemas", "write_partitions"]
@@ -92,15 +92,9 @@ def open_dataset(path: str, create: bool = False) -> dict[str, Any]:
             raise InvalidParameter("--dataset", path, "a directory")
         os.makedirs(path, exist_ok=True)
         doc = {"schema_version": SCHEMA_VERSION, "tables": {t: list(p) for t, p in PARTITIONS.items()}}
-        with open(doc_path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(doc_path + ".tmp", doc_path)
+        save_json(doc_path, doc, "--dataset")
         return doc
-    try:
-        with open(doc_path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
-        raise InvalidParameter("--dataset", path, f"a readable fleet.json ({e})") from None
+    doc = load_json(doc_path, "--dataset", "a fleet dataset's fleet.json")
     if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
         raise InvalidParameter("--dataset", path, f"a fleet dataset of schema version {SCHEMA_VERSION} (this one: "
                                f"{doc.get('schema_version') if isinstance(doc, dict) else '?'}); ingest into a new one")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidParameter, TsalignError
+from ..jsonfile import load_json
 from .dataset import check_name, open_dataset, partition_digest, partition_path, write_partitions
 
 __all__ = ["IngestReport", "discover", "ingest", "precheck_rows", "reachability_rows", "run_rows"]
@@ -58,13 +59,11 @@ class _Bad(Exception):
 
 
 def _json(path: str) -> Any:
+    """The JSON document in ``path`` (tsalign.jsonfile.load_json: size-limited, any failure named) or _Bad."""
     try:
-        if os.path.getsize(path) > MAX_JSON:
-            raise _Bad(f"{path}: larger than {MAX_JSON >> 20} MiB")
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise _Bad(f"{path}: not readable JSON ({e})") from None
+        return load_json(path, "fleet input", "a JSON document of tsalign", MAX_JSON)
+    except InvalidParameter as e:
+        raise _Bad(str(e)) from None
 
 
 def _is_precheck(doc: Any) -> bool:
