@@ -283,20 +283,28 @@ def test_align_writes_parquet_timeline(tmp_path: Path) -> None:
 
 def test_aligned_parquet_is_written_in_row_groups(tmp_path: Path) -> None:
     """Row groups of ``chunk`` events, each column equal to the events' values (nulls kept), dictionaries per group."""
+    import numpy as np
     import pyarrow.parquet as pq
 
+    from tsalign.align.columns import AlignedColumns
     from tsalign.traces.export import write_aligned_parquet
+    from tsalign.traces.ftrace_text import Record
 
-    evs = [{"guest_tsc": (1 << 63) + i, "side": "host" if i % 3 else "guest", "host_tsc": i if i % 3 else None,
-            "cpu": i % 2, "pid": 7, "tgid": None, "vcpu": 0 if i % 3 else None, "comm": "c", "event": f"e{i % 5}",
-            "payload": str(i), "track": "vcpu0"} for i in range(1000)]
+    host = [Record(i, i % 2, 7, "c", f"e{i % 5}", str(i)) for i in range(1000) if i % 3]
+    guest = [Record((1 << 63) + i, i % 2, 7, "c", f"e{i % 5}", str(i)) for i in range(1000) if not i % 3]
+    cols = AlignedColumns.concat([
+        AlignedColumns.from_records(host, np.array([(1 << 63) + r.ts for r in host], dtype=np.uint64), True,
+                                    np.zeros(len(host), dtype=np.int64)),
+        AlignedColumns.from_records(guest, np.array([r.ts for r in guest], dtype=np.uint64), False)]).sorted()
+    evs = cols.rows()
     path = str(tmp_path / "t.parquet")
-    assert write_aligned_parquet(path, iter(evs), {"axis": "guest_tsc"}, chunk=300) == 1000
+    assert write_aligned_parquet(path, cols, {"axis": "guest_tsc"}, chunk=300) == 1000
     f = pq.ParquetFile(path)
     assert f.num_row_groups == 4 and [f.metadata.row_group(i).num_rows for i in range(4)] == [300, 300, 300, 100]
     t = f.read()
-    for name in ("guest_tsc", "side", "host_tsc", "tgid", "vcpu", "event", "payload"):
-        assert t.column(name).to_pylist() == [e[name] for e in evs], name
+    assert [e["guest_tsc"] for e in evs] == [(1 << 63) + i for i in range(1000)]
+    for name in ("guest_tsc", "side", "host_tsc", "tgid", "vcpu", "event", "payload", "track"):
+        assert t.column(name).to_pylist() == [e.get(name) for e in evs], name
     assert t.schema.metadata[b"tsalign.axis"] == b"guest_tsc"
 
 

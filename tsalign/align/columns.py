@@ -91,17 +91,16 @@ class AlignedColumns:
         off vCPU threads), track; guest: the same without host_tsc and vcpu)."""
         out: list[dict[str, Any]] = []
         add = out.append
-        for g, h, ht, c, p, t, v, cm, ev, pl in zip(
+        for g, h, ht, c, p, t, v, cm, ev, pl, tr in zip(
                 self.guest_tsc.tolist(), self.is_host.tolist(), self.host_tsc.tolist(), self.cpu.tolist(),
                 self.pid.tolist(), self.tgid.tolist(), self.vcpu.tolist(), self.comm.tolist(), self.event.tolist(),
-                self.payload.tolist()):
+                self.payload.tolist(), self.tracks()):
             if h:
                 add({"guest_tsc": g, "side": "host", "host_tsc": ht, "cpu": c, "pid": p, "tgid": t, "comm": cm,
-                     "event": ev, "payload": pl, "vcpu": v if v >= 0 else None,
-                     "track": f"vcpu{v}" if v >= 0 else f"cpu{c}"})
+                     "event": ev, "payload": pl, "vcpu": v if v >= 0 else None, "track": tr})
             else:
                 add({"guest_tsc": g, "side": "guest", "cpu": c, "pid": p, "tgid": t, "comm": cm, "event": ev,
-                     "payload": pl, "track": f"vcpu{c}"})
+                     "payload": pl, "track": tr})
         return out
 
     def write_jsonl(self, f: Any, chunk: int = 1 << 16) -> None:
@@ -118,20 +117,20 @@ class AlignedColumns:
         host = ('{"comm": %s, "cpu": %d, "event": %s, "guest_tsc": %d, "host_tsc": %d, "payload": %s, "pid": %d, '
                 '"side": "host", "tgid": %d, "track": "%s", "vcpu": %s}\n')
         guest = ('{"comm": %s, "cpu": %d, "event": %s, "guest_tsc": %d, "payload": %s, "pid": %d, "side": "guest", '
-                 '"tgid": %d, "track": "vcpu%d"}\n')
+                 '"tgid": %d, "track": "%s"}\n')
         for lo in range(0, len(self), chunk):
             part = self.take(slice(lo, lo + chunk))  # type: ignore[arg-type]
             f.writelines(
-                (host % (enc(cm), c, enc(ev), g, ht, _enc(pl), p, t, f"vcpu{v}" if v >= 0 else f"cpu{c}",
-                         v if v >= 0 else "null") if h else
-                 guest % (enc(cm), c, enc(ev), g, _enc(pl), p, t, c))
-                for g, h, ht, c, p, t, v, cm, ev, pl in zip(
+                (host % (enc(cm), c, enc(ev), g, ht, _enc(pl), p, t, tr, v if v >= 0 else "null") if h else
+                 guest % (enc(cm), c, enc(ev), g, _enc(pl), p, t, tr))
+                for g, h, ht, c, p, t, v, cm, ev, pl, tr in zip(
                     part.guest_tsc.tolist(), part.is_host.tolist(), part.host_tsc.tolist(), part.cpu.tolist(),
                     part.pid.tolist(), part.tgid.tolist(), part.vcpu.tolist(), part.comm.tolist(),
-                    part.event.tolist(), part.payload.tolist()))
+                    part.event.tolist(), part.payload.tolist(), part.tracks()))
 
     def record_batches(self, schema: Any, chunk: int = 1 << 16) -> Iterator[Any]:
-        """pyarrow tables of ``chunk`` rows in ``schema`` (tsalign.traces.export.ALIGNED_SCHEMA), from the columns."""
+        """pyarrow tables of ``chunk`` rows in ``schema`` (tsalign.traces.export.write_aligned_parquet's), from the
+        columns."""
         import pyarrow as pa
 
         for lo in range(0, len(self), chunk):

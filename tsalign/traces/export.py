@@ -84,14 +84,11 @@ def write_parquet(trace: Trace, out: str, chunks: Iterator[Chunk],
     return {"path": out, "rows": rows}
 
 
-def write_aligned_parquet(path: str, events: Any, meta: dict[str, Any], chunk: int = 1 << 16) -> int:
-    """An aligned timeline (``tsalign align``) as Parquet: ``guest_tsc`` (uint64, the common axis),
-    ``side``, ``host_tsc`` (null for guest events), ``cpu``, ``pid``, ``tgid``, ``vcpu``, ``comm``, ``event``,
-    ``payload``, ``track``; one row group per ``chunk`` events, each written as it is made. ``events``: the
-    columns of an alignment (anything with ``record_batches(schema, chunk)``, tsalign.align.columns) or event
-    dicts. Returns the row count."""
-    import itertools
-
+def write_aligned_parquet(path: str, columns: Any, meta: dict[str, Any], chunk: int = 1 << 16) -> int:
+    """An aligned timeline (``tsalign align``: the columns of tsalign.align.columns) as Parquet: ``guest_tsc``
+    (uint64, the common axis), ``side``, ``host_tsc`` (null for guest events), ``cpu``, ``pid``, ``tgid``,
+    ``vcpu``, ``comm``, ``event``, ``payload``, ``track``; one row group per ``chunk`` events, each written as it is
+    made (``columns.record_batches``). Returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -100,20 +97,9 @@ def write_aligned_parquet(path: str, events: Any, meta: dict[str, Any], chunk: i
                         ("vcpu", pa.int32()), ("comm", pa.string()), ("event", pa.dictionary(pa.int32(), pa.string())),
                         ("payload", pa.string()), ("track", pa.string())],
                        metadata={f"tsalign.{k}": str(v) for k, v in meta.items()})
-
-    def from_dicts() -> Iterator[Any]:
-        it = iter(events)
-        while part := list(itertools.islice(it, chunk)):
-            arrays = [pa.array([e.get(f.name) for e in part],
-                               f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in schema]
-            arrays = [a.dictionary_encode().cast(f.type) if pa.types.is_dictionary(f.type) else a
-                      for a, f in zip(arrays, schema)]
-            yield pa.Table.from_arrays(arrays, schema=schema)
-
     rows = 0
-    tables = events.record_batches(schema, chunk) if hasattr(events, "record_batches") else from_dicts()
     with pq.ParquetWriter(path, schema, compression="zstd") as w:
-        for t in tables:
+        for t in columns.record_batches(schema, chunk):
             w.write_table(t, row_group_size=chunk)
             rows += t.num_rows
     return rows
