@@ -346,6 +346,18 @@ def test_align_shipped_bundle(tmp_path: Path) -> None:
     v = json.loads(r.stdout)
     assert v["verdict"] == "pass" and v["brackets"]["checked"] > 1100 and v["brackets"]["violated"] == 0  # 1106 beacons, 20 IRQs
     assert "debugfs" in v["offsets"]["sources"]
+    # a host bundle of two VMs (as `capture --vm A --vm B` writes): --vm names the guest's; the guest's identity is
+    # still checked (the other VM is refused), and a name the bundle lacks is named with the ones it holds
+    m = json.loads((host / "manifest.json").read_text())
+    name = m["vm"][0]["name"] = "selftest-vm"  # the micro-VM has no name: one given here
+    m["vm"].append(m["vm"][0] | {"name": "other-vm", "pid": m["vm"][0]["pid"] + 1, "uuid": None})
+    (host / "manifest.json").write_text(json.dumps(m))
+    r = tsalign("align", "--host", str(host), "--guest", str(guest), "--vm", name, "-o", str(tmp_path / "b"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "pass", r.stderr
+    r = tsalign("align", "--host", str(host), "--guest", str(guest), "--vm", "other-vm", "-o", str(tmp_path / "c"))
+    assert r.returncode == exitcodes.INCONSISTENT and "matches none" in r.stderr, r.stderr
+    r = tsalign("align", "--host", str(host), "--guest", str(guest), "--vm", "nope", "-o", str(tmp_path / "d"))
+    assert r.returncode == exitcodes.INVALID_INPUT and "other-vm" in r.stderr and name in r.stderr, r.stderr
 
 
 def _edit(manifest: Path, **changes) -> None:

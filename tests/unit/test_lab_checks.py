@@ -102,3 +102,38 @@ def test_a_route_failed_by_a_few_readings_passes() -> None:
 def test_a_route_failed_otherwise_fails(route: dict[str, Any]) -> None:
     with pytest.raises(AssertionError):
         lab._route_verdict(route)
+
+
+def _perf(good_violated: tuple[int, int] = (27, 16), moved_violated: tuple[int, int] = (855, 872),
+          lowest: int = 8332, median: int = 48345, moved_lowest: int = -2591660) -> dict[str, Any]:
+    """`lab.perf_route`'s result as the suite's run of 2026-12-02 14:30 recorded it (L2's perf record through L2's
+    calibration: bound 12 945 cycles), with the numbers a test changes."""
+    from tsalign.clock.calib import UNSTABLE_PERF_NOTE
+
+    def route(violated: tuple[int, int], low: int, med: int, verdict: str) -> dict[str, Any]:
+        truth = {f"vcpu{v}": {"sched_switch": {"matched": 300, "min": low, "median": med, "max": 13299237,
+                                               "lowest": [low] * 8, "highest": [13299237] * 8}} for v in (0, 1)}
+        return {"exit": 1 if verdict == "fail" else 0, "verdict": verdict, "reasons": [],
+                "bounds": {"below_cycles": 12945, "above_cycles": 12945},
+                "notes": [f"guest perf calibration: {UNSTABLE_PERF_NOTE}"], "truth": truth,
+                "evidence": {"vcpu0": {"checked": 2484, "violated": violated[0]},
+                             "vcpu1": {"checked": 2547, "violated": violated[1]}}}
+
+    return {"events": 5031, "calibration": route(good_violated, lowest, median, "fail"),
+            "moved": route(moved_violated, moved_lowest, -2551647, "fail")}
+
+
+def test_recorded_perf_route_passes() -> None:
+    lab.check_perf_route(_perf())
+
+
+@pytest.mark.parametrize("change", [
+    {"good_violated": (27, 300)},     # lagging readings beyond what the tick clamp explains (5 % of vCPU1's items)
+    {"lowest": -13000},               # a stamp converted later than the x86-tsc stamp of the same hit allows
+    {"median": 900_000},              # most stamps far before the truth: a conversion too early
+    {"moved_violated": (60, 40)},     # the moved calibration not failing by far more
+    {"moved_lowest": 0},              # nor the truth
+])
+def test_a_wrong_perf_route_fails(change: dict[str, Any]) -> None:
+    with pytest.raises(AssertionError):
+        lab.check_perf_route(_perf(**change))

@@ -144,7 +144,8 @@ def _calibrated_records(recs: list[Record], cals: dict[str, Any], clock: str, re
             f"{len(cal.pieces)} piece(s)): each converted TSC lies within {cal.bound_cycles} cycles of the true one"
             + (f", plus up to {spread} below it (timestamps at {resolution_ns} ns resolution)" if spread else "")
             + (f"; {outside} events outside the calibrated range (converted with the nearest piece)" if outside else ""))
-    return GuestOnTsc(out, [note], cal.bound_cycles + spread, cal.bound_cycles)
+    return GuestOnTsc(out, [note, *(f"guest {clock} calibration: {n}" for n in cal.notes)], cal.bound_cycles + spread,
+                      cal.bound_cycles)
 
 
 def _calibration_of(cals: dict[str, Any], clock: str, path: str) -> Any:

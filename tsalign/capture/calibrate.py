@@ -125,7 +125,8 @@ def save_pairs(path: str, m: dict[str, Any], facts: dict[str, Any], seconds: flo
                      "boot_id": facts.get("boot_id"),
                      "measured": {"hits": m["hits"], "cpu": m["cpu"], "seconds": seconds,
                                   "bracket_order": m["bracket_order"], "clocksource": facts.get("clocksource"),
-                                  "sched_clock": facts.get("sched_clock")},
+                                  "sched_clock": facts.get("sched_clock"),
+                                  "sched_clock_stable": facts.get("sched_clock_stable")},
                      "ns": m["ns"], "lo": m["lo"], "hi": m["hi"]}, "--pairs-out")
 
 

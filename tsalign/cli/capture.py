@@ -34,7 +34,9 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="new bundle directory")
     p.add_argument("--role", choices=("host", "guest"), default="host")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--vm", help="host role: the VM (libvirt/QEMU name) whose offsets to snapshot")
+    g.add_argument("--vm", action="append", default=None,
+                   help="host role: the VM (libvirt/QEMU name) whose offsets to snapshot; repeatable (one capture of "
+                        "several VMs: align and analyze pick one with --vm; default: every VM of the host)")
     g.add_argument("--pid", type=int, help="host role: the VM process id")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--events", help="comma-separated system:event list (default depends on --role)")
@@ -121,6 +123,17 @@ def term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _one_vm(vms: list[kvmvms.VmInfo], name: str) -> kvmvms.VmInfo:
+    """The running VM called ``name``; errors name what is wrong."""
+    found = [v for v in vms if v.name == name]
+    if not found:
+        raise InvalidParameter("--vm", name, "the name of a running VM (tsalign offsets lists them)")
+    if len(found) > 1:
+        raise InvalidParameter("--vm", name, "the name of one VM: VM processes "
+                               f"{', '.join(str(v.pid) for v in found)} share it; choose one with --pid")
+    return found[0]
+
+
 def run_capture(args: argparse.Namespace) -> int:
     if args.role == "guest" and (args.vm or args.pid):
         raise InvalidParameter("--vm/--pid", args.vm or args.pid, "nothing with --role guest (they select a VM on a host)")
@@ -134,12 +147,7 @@ def run_capture(args: argparse.Namespace) -> int:
     if args.role == "host":
         vms = kvmvms.discover_vms(Root(), args.pid)
         if args.vm:
-            vms = [v for v in vms if v.name == args.vm]
-            if not vms:
-                raise InvalidParameter("--vm", args.vm, "the name of a running VM (tsalign offsets lists them)")
-            if len(vms) > 1:
-                raise InvalidParameter("--vm", args.vm, "the name of one VM: VM processes "
-                                       f"{', '.join(str(v.pid) for v in vms)} share it; choose one with --pid")
+            vms = [_one_vm(vms, name) for name in dict.fromkeys(args.vm)]
         if args.pid is not None and not vms:
             emulated = kvmvms.emulated_vm(Root(), args.pid)
             if emulated is None:

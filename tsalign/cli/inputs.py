@@ -37,6 +37,9 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
                         "kvm-clock guest: convert it to guest TSC with this calibration (tsalign calibrate in the guest)")
     p.add_argument("--lenient", action="store_true",
                    help="traces that are not bundles: skip unparsable lines with a warning instead of failing")
+    p.add_argument("--vm", default=None,
+                   help="host bundle of several VMs (tsalign capture --vm A --vm B): the one the guest ran in (default: "
+                        "the one whose identity the guest bundle matches; the guest's identity is still checked)")
 
 
 def parse_tsc_offsets(values: list[str]) -> dict[int | None, Any]:
@@ -89,4 +92,13 @@ def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
                      peer=guest.manifest.get("tracecmd"), **kw)
     if tids and not hasattr(host, "recs"):
         raise InvalidParameter("--vcpu-tid", args.vcpu_tid, "no value with a host bundle (it records its vCPU threads)")
+    if getattr(args, "vm", None) is not None:
+        if hasattr(host, "recs"):
+            raise InvalidParameter("--vm", args.vm, "no value with a host trace that is not a bundle (one VM: --vcpu-tid)")
+        vms = host.manifest.get("vm") or []
+        named = [v for v in vms if v.get("name") == args.vm]
+        if len(named) != 1:
+            raise InvalidParameter("--vm", args.vm, f"the name of one VM in {args.host} (it holds "
+                                   f"{sorted(str(v.get('name')) for v in vms)})")
+        host.manifest["vm"] = named
     return host, guest

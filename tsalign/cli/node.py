@@ -147,10 +147,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         lines = [f"verifying {args.verify} on fresh pairs"]
     else:
         m = facts if args.from_pairs else measure(args.pairs, args.seconds)
-        cals = [calib.fit(m["ns"][c], m["lo"], m["hi"], c, khz, facts.get("boot_id")) for c in CLOCKS]
         measured = m["measured"] | {"from_pairs": args.from_pairs} if args.from_pairs else {
             "hits": m["hits"], "cpu": m["cpu"], "seconds": args.seconds, "bracket_order": m["bracket_order"],
-            "clocksource": facts.get("clocksource"), "sched_clock": facts.get("sched_clock")}
+            "clocksource": facts.get("clocksource"), "sched_clock": facts.get("sched_clock"),
+            "sched_clock_stable": facts.get("sched_clock_stable")}
+        stable = measured.get("sched_clock_stable")
+        cals = [calib.fit(m["ns"][c], m["lo"], m["hi"], c, khz, facts.get("boot_id"),
+                          stable if isinstance(stable, bool) else None) for c in CLOCKS]
         calib.save(args.out, cals, measured)
         lines = [(f"wrote {args.out}: {m['hits']} hits on CPU {measured.get('cpu')} over {measured.get('seconds')} s "
                   f"(clocksource {measured.get('clocksource')}, sched_clock {measured.get('sched_clock') or 'native'})"

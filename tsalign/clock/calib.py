@@ -255,8 +255,10 @@ def _split(ns: np.ndarray, lo: np.ndarray, hi: np.ndarray, depth: int = 0) -> li
 
 
 def fit(ns: Sequence[int] | np.ndarray, lo: Sequence[int] | np.ndarray, hi: Sequence[int] | np.ndarray,
-        clock: str, tsc_khz: int | None = None, boot_id: str | None = None) -> Calibration:
-    """The calibration of ``clock`` from pairs: ns stamps and the TSC brackets [lo, hi] around them."""
+        clock: str, tsc_khz: int | None = None, boot_id: str | None = None,
+        sched_clock_stable: bool | None = None) -> Calibration:
+    """The calibration of ``clock`` from pairs: ns stamps and the TSC brackets [lo, hi] around them.
+    ``sched_clock_stable`` False (the node's kernel log: tsalign.node.dmesg) notes what that means for ``perf``."""
     ns_a, lo_a, hi_a = (np.asarray(v, dtype=np.uint64) for v in (ns, lo, hi))
     if not (ns_a.shape == lo_a.shape == hi_a.shape) or ns_a.ndim != 1:
         raise InvalidParameter("calibration pairs", ns_a.shape, "three equally long lists")
@@ -274,7 +276,18 @@ def fit(ns: Sequence[int] | np.ndarray, lo: Sequence[int] | np.ndarray, hi: Sequ
     if len(pieces) > 1:
         cal.notes.append(f"{len(pieces) - 1} step(s) of the {clock} clock against the TSC (a new pvclock record, "
                          "a migration or a clock adjustment): one piece each")
+    if clock == "perf" and sched_clock_stable is False:
+        cal.notes.append(UNSTABLE_PERF_NOTE)
     return cal
+
+
+#: a calibration's note for the perf clock of a node whose kernel never marked sched_clock stable
+UNSTABLE_PERF_NOTE = (
+    "sched_clock is not stable on this node (its kernel log never marked it so: e.g. kvm-clock without a TSC-stable "
+    "pvclock), so perf's clock (local_clock()) is re-anchored to the timekeeping clock at every tick and held at most "
+    "one tick past it: a reading taken after its CPU was away (a vCPU preempted) before the overdue tick ran lags "
+    "the TSC by up to that time, which this fit cannot see (the evidence judges it). ftrace's local clock "
+    "(sched_clock()) has no such lag: prefer it, or x86-tsc")
 
 
 def save(path: str, cals: Sequence[Calibration], measured: dict[str, Any] | None = None) -> None:

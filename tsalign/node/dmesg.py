@@ -7,7 +7,8 @@ import re
 
 from .fs import Root
 
-__all__ = ["kvm_sched_offset_from_log", "read_kernel_log", "sched_clock_from_log", "tsc_khz_from_log"]
+__all__ = ["kvm_sched_offset_from_log", "read_kernel_log", "sched_clock_from_log", "sched_clock_stable_from_log",
+           "tsc_khz_from_log"]
 
 _REFINED = re.compile(r"tsc: Refined TSC clocksource calibration: (\d+)\.(\d{3}) MHz")
 _DETECTED = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz")
@@ -69,3 +70,17 @@ def kvm_sched_offset_from_log(log: str) -> int | None:
     if not found or len(set(found)) != 1 or int(found[0]) >= 1 << 64:
         return None
     return int(found[0])
+
+
+def sched_clock_stable_from_log(log: str) -> bool | None:
+    """Whether the kernel marked sched_clock stable (kernel/sched/clock.c prints "sched_clock: Marking stable"
+    at late init when it is, "sched_clock: Marking unstable" when a stable one is given up): the last of the two.
+    A log that holds the boot ("Linux version" at its start) without either: False (cleared before late init,
+    e.g. by kvm-clock without PVCLOCK_TSC_STABLE_BIT, it is never marked). Else None (a log rotated past boot).
+    Where it is not stable, local_clock() -- perf's clock, ftrace's ``perf`` -- is not sched_clock() plus a
+    constant but re-anchored to the timekeeping clock at every tick and held at most one tick past it."""
+    marks: list[str] = re.findall(r"sched_clock: Marking (stable|unstable)", log)
+    if marks:
+        return marks[-1] == "stable"
+    head = log.lstrip().split("\n", 1)[0]
+    return False if "Linux version" in head else None

@@ -14,7 +14,8 @@ __all__ = ["node_facts"]
 def node_facts(root: Root) -> dict[str, Any]:
     """hostname, kernel, boot_id, product_uuid (a VM's libvirt uuid), tsc_khz, clocksource, cmdline,
     sched_clock (from the kernel log: "kvm-clock" or None when the log does not say), kvm_sched_clock_offset_ns
-    (a kvm-clock guest's sched_clock() = kvmclock ns minus this; from the kernel log, else None)."""
+    (a kvm-clock guest's sched_clock() = kvmclock ns minus this; from the kernel log, else None),
+    sched_clock_stable (the kernel marked it stable: local_clock() = sched_clock() + a constant; None: unknown)."""
     log = dmesg.read_kernel_log(root)
 
     def rd(p: str) -> Any:
@@ -32,4 +33,5 @@ def node_facts(root: Root) -> dict[str, Any]:
         "sched_clock": (dmesg.sched_clock_from_log(log) if log else None)
         or ("tsc" if "no-kvmclock" in (rd("/proc/cmdline") or "") else None),
         "kvm_sched_clock_offset_ns": dmesg.kvm_sched_offset_from_log(log) if log else None,
+        "sched_clock_stable": dmesg.sched_clock_stable_from_log(log) if log else None,
     }
