@@ -712,12 +712,15 @@ PERF_LAGGING = 0.05
 
 
 def check_perf_route(r: dict[str, Any]) -> None:
-    """L2's `perf record` through the calibration measured in L2 (`perf_route`). perf's probe of a hit runs before
-    the x86-tsc capture's (perf was enabled first), so no converted stamp may lie later than the x86-tsc stamp of the
-    same hit beyond the calibration's bound, and the two probes' gap is small (median; nested TCG: ~25 us).
+    """L2's `perf record` through the calibration measured in L2 (`perf_route`), against the x86-tsc stamps the same
+    hits got in the guest's TSC capture. Which probe of a hit runs first, perf's or ftrace's, is the race of who
+    enabled the event first (perf starts first but attaches seconds later under nested TCG; seen both ways), read
+    from the data per event as in `check_kvmclock_routes`: perf first (median > 0) -> no converted stamp lies later
+    than the x86-tsc one beyond the calibration's bound; ftrace first -> none earlier, but for the lagging readings
+    below. Either way the two probes' gap is small at the median (nested TCG: ~15-25 us).
     L2's sched_clock is not stable, so perf's clock (local_clock()) is held at most one tick (4 ms at HZ=250) past
-    the last tick: a few readings lag the TSC by up to the time their vCPU was away (measured: 0.6-0.9 % of the
-    evidence items contradicted, 3-4.6 ms). The calibration names the cause (its note, repeated by align); the
+    the last tick: a few readings lag the TSC by up to the time their vCPU was away (measured: 0.6-1.1 % of the
+    evidence items contradicted, 3-5 ms). The calibration names the cause (its note, repeated by align); the
     evidence contradicts no more than PERF_LAGGING of a vCPU's items. The calibration moved by 1 ms (each stamp
     converted 1 ms later) fails both the evidence, on far more items, and the truth.
     (The host's pvclock records convert sched_clock, not local_clock: perf's time has no host route on such a guest.)"""
@@ -726,22 +729,28 @@ def check_perf_route(r: dict[str, Any]) -> None:
     assert r["events"] > 1000, r
     good, moved = r["calibration"], r["moved"]
     assert "verdict" in good and "verdict" in moved, r
-    above = good["bounds"]["above_cycles"]
+    below, above = good["bounds"]["below_cycles"], good["bounds"]["above_cycles"]
     assert any(UNSTABLE_PERF_NOTE in n for n in good["notes"]) or good["verdict"] == "pass", good["notes"]
     assert good["verdict"] in ("pass", "warn") or (good["verdict"] == "fail" and good["exit"] == 1), good
     matched = 0
     for v, evs in good["truth"].items():
         for ev, d in evs.items():
             matched += d["matched"]
-            assert d["lowest"][0] >= -above, (v, ev, d, above)  # never converted later than the truth allows
-            assert 0 <= d["median"] <= 500_000 or d["matched"] < 20, (v, ev, d)
+            if d["matched"] < 20:
+                continue
+            assert abs(d["median"]) <= 500_000, (v, ev, d)
+            if d["median"] > 0:  # perf first: never converted later than the truth allows
+                assert d["lowest"][0] >= -above, (v, ev, d, above)
+            else:  # ftrace first: never converted earlier, but for a few lagging readings
+                lagging = sum(x > below for x in d["highest"])
+                assert lagging <= min(7, max(1, round(PERF_LAGGING * d["matched"]))), (v, ev, d, below)  # 8: or more
     assert matched > 100, good["truth"]
     for v, d in good["evidence"].items():
         assert d["checked"] > 500 and d["violated"] <= PERF_LAGGING * d["checked"], (v, d, good["reasons"])
         m = moved["evidence"][v]
         assert m["violated"] > max(3 * d["violated"], 100), (v, m, d)
     assert moved["verdict"] == "fail" and moved["exit"] == 1, moved
-    assert any(d["lowest"][0] < -above for evs in moved["truth"].values() for d in evs.values()), moved["truth"]
+    assert any(abs(d["median"]) > 500_000 for evs in moved["truth"].values() for d in evs.values()), moved["truth"]
 
 
 def _route_verdict(r: dict[str, Any]) -> None:

@@ -366,8 +366,17 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
         assert host["started_host_tsc"] < guest["stopped_tsc"] and guest["started_tsc"] < host["stopped_tsc"]
         assert "Show the verdict" in r.stdout
         assert not list((Path(st["root"]) / "var/tmp").glob("tsalign-capture-*"))  # removed from the node
+        # the job's summary beside the run, and the host's bundle once, linked from the run (relative)
+        job = json.loads((out.parent / f"job-{ident['run']}.json").read_text())
+        assert job == {"run": ident["run"], "guests": {"netns-guest": {
+            "host": "localhost", "vm": "tsalign-mvm", "dir": str(out.resolve()), "status": "aligned", "exit": 1,
+            "verdict": "fail"}}}
+        assert (out / "host").is_symlink() and not os.path.isabs(os.readlink(out / "host"))
+        assert (out / "host").resolve() == (out.parent / f"hosts-{ident['run']}" / "localhost").resolve()
     finally:
-        shutil.rmtree(REPO / "out" / "capture" / f"netns-guest-pytest-{os.getpid()}", ignore_errors=True)
+        for p in (f"netns-guest-pytest-{os.getpid()}", f"hosts-pytest-{os.getpid()}"):
+            shutil.rmtree(REPO / "out" / "capture" / p, ignore_errors=True)
+        (REPO / "out" / "capture" / f"job-pytest-{os.getpid()}.json").unlink(missing_ok=True)
         if st:
             netns.down(st)
         mvm.terminate()

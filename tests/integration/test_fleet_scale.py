@@ -1,13 +1,22 @@
-"""precheck.yml as a fleet job over 50 real SSH targets (network namespaces sharing one Debian rootfs under
-private overlays, each its own sshd): 48 good, one whose Python is gone (its precheck fails), one that
-cannot be reached (a TEST-NET-1 address). The play must check the 48, report the two with why, never stop
-for them, fail by policy, and the fleet dataset ingested from its output must hold exactly that: compared
-with the per-node reports the playbook wrote and with what was done to the two."""
+"""setup.yml, precheck.yml and capture.yml as fleet jobs over 50 real SSH targets (network namespaces sharing one
+Debian rootfs under private overlays, each its own sshd): 48 good, one whose Python is gone (its precheck fails), one
+that cannot be reached (a TEST-NET-1 address). The plays must handle the 48, report the two with why, never stop
+for them, fail by policy, and the fleet dataset ingested from their output must hold exactly that: compared
+with the per-node reports and run directories the playbooks wrote and with what was done to the two.
+
+capture.yml runs all 50 as the guests of one job: this machine is their KVM host, each good guest mapped to a
+micro-VM of its own (48 at once: tsalign's micro-VM, lightened with --pause-ms), the two bad ones to VMs that do not
+run. A netns guest shares this machine's kernel, so its events are not its micro-VM's guest's: its verdict is
+``fail`` by the vCPU-run evidence (as in test_ansible_netns.test_capture_playbook_end_to_end); the job's mechanics
+(50 nodes started together though forks are 25, one host capture of 48 VMs shared by 48 run directories, the
+summary, the dataset) are real."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,14 +30,38 @@ NO_PYTHON = "node-nopython"
 UNREACHABLE = "node-unreachable"
 
 
-def test_precheck_fleet_of_50(tmp_path: Path) -> None:
+def _microvms(names: list[str]) -> list[subprocess.Popen]:
+    """One micro-VM per name, each started (its "started" line read) before the next; running 30 min at most."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for n in names:
+            p = subprocess.Popen([sys.executable, "-m", "tsalign", "microvm", "--seconds", "1800", "--name", n,
+                                  "--pause-ms", "5000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            line = p.stderr.readline() if p.stderr else ""
+            assert '"started"' in line, (n, line, p.poll())
+    except BaseException:
+        _stop(procs)
+        raise
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=60)
+
+
+def test_fleet_of_50(tmp_path: Path) -> None:
     _tools()
     rootfs = _rootfs()
     targets: dict[str, dict] = {}
+    vms: list[subprocess.Popen] = []
     try:
-        targets[NO_PYTHON] = netns.up(rootfs, python=False)  # first: in the rollout's first batch
+        targets[NO_PYTHON] = netns.up(rootfs, python=False, tracefs=True)  # first: in the rollout's first batch
         for i in range(GOOD):
-            targets[f"node-{i:02d}"] = netns.up(rootfs)
+            targets[f"node-{i:02d}"] = netns.up(rootfs, tracefs=True)
         ssh = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5"
         hosts = {n: {"ansible_host": st["ip"], "ansible_user": "root", "ansible_ssh_private_key_file": st["key"],
                      "ansible_ssh_common_args": ssh, "ansible_python_interpreter": "/usr/bin/python3"}
@@ -53,9 +86,29 @@ def test_precheck_fleet_of_50(tmp_path: Path) -> None:
         r = run("ansible-playbook", "-i", str(inv), "playbooks/precheck.yml", "-e", f"tsalign_precheck_dir={out}",
                 "-e", f"tsalign_common_lib={tmp_path}/lib", check=False, timeout=1800)
         wall = time.monotonic() - t0
+        # capture.yml over the 50 as one job's guests, this machine their host (the good ones' VMs running)
+        vms = _microvms([f"fleet-vm-{i:02d}" for i in range(GOOD)])
+        for n, h in hosts.items():
+            h.update({"tsalign_guest_host": "localhost",
+                      "tsalign_guest_domain": f"fleet-vm-{n[5:]}" if n[5:].isdigit() else f"fleet-vm-{n[5:]}-absent"})
+        inv.write_text(json.dumps({"all": {"children": {
+            "tsalign_hosts": {"hosts": {"localhost": {"ansible_connection": "local",
+                                                      "ansible_python_interpreter": sys.executable}}},
+            "tsalign_guests": {"hosts": hosts}}}}))
+        cap = tmp_path / "capture"
+        t0 = time.monotonic()
+        c = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", "tsalign_capture_guests=all",
+                "-e", f"tsalign_capture_root={cap}", "-e", "tsalign_capture_run=fleet", "-e", "tsalign_capture_seconds=4",
+                "-e", "tsalign_capture_host_margin=40", "-e", "tsalign_capture_buffer_kb=1024",
+                "-e", f"tsalign_common_lib={tmp_path}/lib", check=False, timeout=3600)
+        capture_wall = time.monotonic() - t0
     finally:
+        _stop(vms)
         for st in targets.values():
             netns.down(st)
+    (tmp_path / "capture.log").write_text(c.stdout + c.stderr)
+    check_fleet_capture(c, cap, tmp_path / "capture-dataset")
+    assert capture_wall < 2400, capture_wall
     (tmp_path / "wall.txt").write_text(f"{wall:.1f}\n")
     recap = dict(re.findall(r"^(node-\S+)\s+: (ok=.*)$", setup.stdout, re.MULTILINE))
     assert len(recap) == 50 and setup.returncode != 0, setup.stdout[-3000:]
@@ -89,3 +142,36 @@ def test_precheck_fleet_of_50(tmp_path: Path) -> None:
     _, rows = query(ds, "SELECT DISTINCT run FROM reachability UNION SELECT DISTINCT run FROM prechecks")
     assert rows == [(summary["run"],)]  # one run, named by the playbook's stamp
     assert wall < 1500, wall
+
+
+def check_fleet_capture(r: subprocess.CompletedProcess, cap: Path, ds: Path) -> None:
+    """capture.yml's job over the 50: the 48 captured together with one host capture of their 48 VMs, each aligned
+    with its own VM (``fail`` by the vCPU-run evidence: a netns guest is no VM's guest), the two bad ones named in the
+    summary with why (no Python; unreachable), the job failed by policy; the dataset holds the 48 runs, each under
+    its own VM, with the verdicts the runs' files hold."""
+    assert r.returncode != 0 and "guest(s) failed the job" in r.stdout, r.stdout[-3000:]
+    job = json.loads((cap / "job-fleet.json").read_text())
+    good = {f"node-{i:02d}" for i in range(GOOD)}
+    assert set(job["guests"]) == good | {NO_PYTHON, UNREACHABLE}, sorted(job["guests"])
+    for n in good:
+        g = job["guests"][n]
+        assert (g["status"], g["verdict"], g["vm"]) == ("aligned", "fail", f"fleet-vm-{n[5:]}"), (n, g)
+        v = json.loads((cap / f"{n}-fleet" / "aligned" / "verdict.json").read_text())
+        assert v["verdict"] == "fail" and v["vm"]["name"] == g["vm"], (n, v["verdict"], v["vm"])
+    bad = {n: job["guests"][n] for n in (NO_PYTHON, UNREACHABLE)}
+    assert all(g["status"] == "not captured" and g["failed_nodes"] == [n] for n, g in bad.items()), bad
+    assert "Python" in bad[NO_PYTHON]["errors"][NO_PYTHON], bad
+    assert bad[UNREACHABLE]["errors"][UNREACHABLE].startswith("unreachable"), bad
+    # one host capture of the 48 running VMs (the two absent ones named in its notes), shared through links
+    host = json.loads((cap / "hosts-fleet" / "localhost" / "manifest.json").read_text())
+    assert sorted(v["name"] for v in host["vm"]) == sorted(f"fleet-vm-{n[5:]}" for n in good)
+    assert sum("not running on this host" in x for x in host["notes"]) == 2, host["notes"]
+    guests = [json.loads((cap / f"{n}-fleet" / "guest" / "manifest.json").read_text()) for n in sorted(good)]
+    assert all((cap / f"{n}-fleet" / "host").is_symlink() for n in good)
+    # every guest captured while the host's capture ran (started together, though the forks are 25)
+    assert all(host["started_host_tsc"] < g["started_tsc"] and g["stopped_tsc"] < host["stopped_tsc"] for g in guests), [
+        (g["started_tsc"] - host["started_host_tsc"], host["stopped_tsc"] - g["stopped_tsc"]) for g in guests]
+    rep = ingest(str(ds), [str(cap / f"{n}-fleet") for n in sorted(good)])
+    assert not rep.skipped and len(rep.written) == GOOD, (rep.skipped, rep.written)
+    _, rows = query(str(ds), "SELECT vm, verdict FROM verdicts ORDER BY vm")
+    assert rows == [(f"fleet-vm-{n[5:]}", "fail") for n in sorted(good)], rows

@@ -105,14 +105,16 @@ def test_a_route_failed_otherwise_fails(route: dict[str, Any]) -> None:
 
 
 def _perf(good_violated: tuple[int, int] = (27, 16), moved_violated: tuple[int, int] = (855, 872),
-          lowest: int = 8332, median: int = 48345, moved_lowest: int = -2591660) -> dict[str, Any]:
+          lowest: int = 8332, median: int = 48345, highest: int = 13299237, beyond: int = 4,
+          moved_median: int = -2551647) -> dict[str, Any]:
     """`lab.perf_route`'s result as the suite's run of 2026-12-02 14:30 recorded it (L2's perf record through L2's
     calibration: bound 12 945 cycles), with the numbers a test changes."""
     from tsalign.clock.calib import UNSTABLE_PERF_NOTE
 
-    def route(violated: tuple[int, int], low: int, med: int, verdict: str) -> dict[str, Any]:
-        truth = {f"vcpu{v}": {"sched_switch": {"matched": 300, "min": low, "median": med, "max": 13299237,
-                                               "lowest": [low] * 8, "highest": [13299237] * 8}} for v in (0, 1)}
+    def route(violated: tuple[int, int], low: int, med: int, verdict: str, high: int = highest) -> dict[str, Any]:
+        truth = {f"vcpu{v}": {"sched_switch": {"matched": 300, "min": low, "median": med, "max": high,
+                                               "lowest": [low] * 8, "highest": [med] * (8 - beyond) + [high] * beyond}}
+                 for v in (0, 1)}
         return {"exit": 1 if verdict == "fail" else 0, "verdict": verdict, "reasons": [],
                 "bounds": {"below_cycles": 12945, "above_cycles": 12945},
                 "notes": [f"guest perf calibration: {UNSTABLE_PERF_NOTE}"], "truth": truth,
@@ -120,19 +122,24 @@ def _perf(good_violated: tuple[int, int] = (27, 16), moved_violated: tuple[int, 
                              "vcpu1": {"checked": 2547, "violated": violated[1]}}}
 
     return {"events": 5031, "calibration": route(good_violated, lowest, median, "fail"),
-            "moved": route(moved_violated, moved_lowest, -2551647, "fail")}
+            "moved": route(moved_violated, -2591660, moved_median, "fail")}
 
 
 def test_recorded_perf_route_passes() -> None:
     lab.check_perf_route(_perf())
+    # the suite's run of 2026-12-02 14:43: ftrace's probe first (the x86-tsc stamps precede perf's readings)
+    lab.check_perf_route(_perf(lowest=-1527312, median=-40460, highest=-7799))
+    # ftrace first, with four lagging readings (3-5 ms early) among 300
+    lab.check_perf_route(_perf(lowest=-1527312, median=-40460, highest=12_000_000))
 
 
 @pytest.mark.parametrize("change", [
     {"good_violated": (27, 300)},     # lagging readings beyond what the tick clamp explains (5 % of vCPU1's items)
-    {"lowest": -13000},               # a stamp converted later than the x86-tsc stamp of the same hit allows
+    {"lowest": -13000},               # perf first: a stamp converted later than the x86-tsc stamp of the same hit allows
     {"median": 900_000},              # most stamps far before the truth: a conversion too early
+    {"median": -20_000, "highest": 40_000, "beyond": 8},  # ftrace first: 8+ converted too early (lag explains few)
     {"moved_violated": (60, 40)},     # the moved calibration not failing by far more
-    {"moved_lowest": 0},              # nor the truth
+    {"moved_median": -40_000},        # nor the truth
 ])
 def test_a_wrong_perf_route_fails(change: dict[str, Any]) -> None:
     with pytest.raises(AssertionError):

@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
                    help="host role: the VM (libvirt/QEMU name) whose offsets to snapshot; repeatable (one capture of "
                         "several VMs: align and analyze pick one with --vm; default: every VM of the host)")
     g.add_argument("--pid", type=int, help="host role: the VM process id")
+    p.add_argument("--skip-missing-vms", action="store_true",
+                   help="host role, several --vm: capture those that run, with a note naming the others (default: "
+                        "a name that no running VM has is an error)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--events", help="comma-separated system:event list (default depends on --role)")
     p.add_argument("--clock", choices=("x86-tsc", "perf", "local"), default="x86-tsc",
@@ -144,10 +147,17 @@ def run_capture(args: argparse.Namespace) -> int:
     events = parse_events(args.events) if args.events is not None else list(
         DEFAULT_HOST_EVENTS if args.role == "host" else DEFAULT_GUEST_EVENTS)
     vms: list[kvmvms.VmInfo] = []
+    notes: list[str] = []
     if args.role == "host":
         vms = kvmvms.discover_vms(Root(), args.pid)
         if args.vm:
-            vms = [_one_vm(vms, name) for name in dict.fromkeys(args.vm)]
+            running = {v.name for v in vms}
+            missing = [n for n in dict.fromkeys(args.vm) if n not in running]
+            if args.skip_missing_vms and len(missing) < len(set(args.vm)):
+                notes.extend(f"VM {n!r} is not running on this host: not captured (--skip-missing-vms)" for n in missing)
+            else:
+                missing = []
+            vms = [_one_vm(vms, name) for name in dict.fromkeys(args.vm) if name not in missing]
         if args.pid is not None and not vms:
             emulated = kvmvms.emulated_vm(Root(), args.pid)
             if emulated is None:
@@ -156,6 +166,7 @@ def run_capture(args: argparse.Namespace) -> int:
             vms = [emulated]
     with _Stopper() as stopper, Capture(args.out, args.role, events, args.clock, args.buffer_kb, vms,
                                                 memory=args.memory_offsets) as cap:
+        cap.notes.extend(notes)
         cap.start()
         stopper.event.wait(args.duration)
         cap.stop()
@@ -276,6 +287,8 @@ def register_microvm(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--name", default="tsalign-microvm", help="name `tsalign offsets`/`capture --vm` know it by")
     p.add_argument("--irq-every", type=int, default=0, help="inject an IRQ every N beacons batches (0: none)")
+    p.add_argument("--pause-ms", type=float, default=10.0,
+                   help="milliseconds between batches of 200 beacons (a lighter VM: more; many VMs on a small host)")
     p.add_argument("--guest-out", default=None, metavar="FILE",
                    help="write the guest's events (beacons and their MSR writes, on the guest TSC) as ftrace text, a "
                         "guest trace `tsalign align --guest FILE` reads")
@@ -290,6 +303,8 @@ def run_microvm(args: argparse.Namespace) -> int:
 
     if args.seconds <= 0:
         raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds")
+    if not 0 <= args.pause_ms <= 60_000:
+        raise InvalidParameter("--pause-ms", args.pause_ms, "milliseconds from 0 to 60000")
     beacons = irqs = 0
     from ..capture.microvm import BEACON_PORT_LO, MSR_BEACON
 
@@ -311,7 +326,7 @@ def run_microvm(args: argparse.Namespace) -> int:
             beacons += len(res.beacons)
             irqs += len(res.irq_beacons)
             batch += 1
-            time.sleep(0.01)
+            time.sleep(args.pause_ms / 1000)
     emit(args, {"name": args.name, "pid": os.getpid(), "beacons": beacons, "irqs": irqs},
          [f"micro-VM {args.name}: {beacons} beacons, {irqs} interrupts"])
     return exitcodes.OK
