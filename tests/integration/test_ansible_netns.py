@@ -294,6 +294,27 @@ def test_lint_and_syntax() -> None:
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
+def test_capture_playbook_refuses_a_bad_job(tmp_path: Path) -> None:
+    """capture.yml checks its job on the controller before it touches a node: no guest, a guest not in the
+    inventory, a directory for two guests, a capture of no seconds; each named in the failure, nothing written."""
+    _tools()
+    inv = tmp_path / "hosts.yml"
+    guests = {g: {"ansible_host": "192.0.2.1", "tsalign_guest_host": "kvm-1", "tsalign_guest_domain": g}
+              for g in ("g1", "g2")}
+    inv.write_text(json.dumps({"all": {"children": {"tsalign_hosts": {"hosts": {"kvm-1": {"ansible_host": "192.0.2.2"}}},
+                                                    "tsalign_guests": {"hosts": guests}}}}))
+    for extra, says in ((["-e", "tsalign_capture_guests="], "give -e tsalign_capture_guest=NAME"),
+                        (["-e", "tsalign_capture_guests=g1,nope"], "not in tsalign_guests: ['nope']"),
+                        (["-e", "tsalign_capture_guests=all", "-e", f"tsalign_capture_dir={tmp_path}/d"],
+                         "tsalign_capture_dir only for a job of one guest"),
+                        (["-e", "tsalign_capture_guest=g1", "-e", "tsalign_capture_seconds=0"], "must be positive")):
+        r = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", f"tsalign_capture_root={tmp_path}/out",
+                *extra, check=False, timeout=300)
+        assert r.returncode != 0 and says in r.stdout, (extra, r.stdout[-2000:])
+        assert re.findall(r"^(\S+)\s+: ok=", r.stdout, re.MULTILINE) == ["localhost"], r.stdout[-1000:]  # no node touched
+    assert not (tmp_path / "out").exists() and not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("clock", ["x86-tsc", "local"])
 def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
     """capture.yml for real: this machine is the KVM host running a VM (tsalign's micro-VM, found by

@@ -7,7 +7,8 @@ with the per-node reports and run directories the playbooks wrote and with what 
 capture.yml runs all 50 as the guests of one job: this machine is their KVM host, each good guest mapped to a
 micro-VM of its own (48 at once: tsalign's micro-VM, lightened with --pause-ms), the two bad ones to VMs that do not
 run. A netns guest shares this machine's kernel, so its events are not its micro-VM's guest's: its verdict is
-``fail`` by the vCPU-run evidence (as in test_ansible_netns.test_capture_playbook_end_to_end); the job's mechanics
+``fail`` by the vCPU-run evidence (as in test_ansible_netns.test_capture_playbook_end_to_end), or ``unverified`` when
+its VM's vCPU thread did not switch during the guest's capture (a micro-VM pausing 5 s); the job's mechanics
 (50 nodes started together though forks are 25, one host capture of 48 VMs shared by 48 run directories, the
 summary, the dataset) are real."""
 
@@ -146,18 +147,20 @@ def test_fleet_of_50(tmp_path: Path) -> None:
 
 def check_fleet_capture(r: subprocess.CompletedProcess, cap: Path, ds: Path) -> None:
     """capture.yml's job over the 50: the 48 captured together with one host capture of their 48 VMs, each aligned
-    with its own VM (``fail`` by the vCPU-run evidence: a netns guest is no VM's guest), the two bad ones named in the
+    with its own VM (never ``pass``: a netns guest is no VM's guest), the two bad ones named in the
     summary with why (no Python; unreachable), the job failed by policy; the dataset holds the 48 runs, each under
     its own VM, with the verdicts the runs' files hold."""
     assert r.returncode != 0 and "guest(s) failed the job" in r.stdout, r.stdout[-3000:]
     job = json.loads((cap / "job-fleet.json").read_text())
     good = {f"node-{i:02d}" for i in range(GOOD)}
     assert set(job["guests"]) == good | {NO_PYTHON, UNREACHABLE}, sorted(job["guests"])
+    verdicts = {}
     for n in good:
         g = job["guests"][n]
-        assert (g["status"], g["verdict"], g["vm"]) == ("aligned", "fail", f"fleet-vm-{n[5:]}"), (n, g)
+        assert (g["status"], g["vm"]) == ("aligned", f"fleet-vm-{n[5:]}") and g["verdict"] in ("fail", "unverified"), (n, g)
         v = json.loads((cap / f"{n}-fleet" / "aligned" / "verdict.json").read_text())
-        assert v["verdict"] == "fail" and v["vm"]["name"] == g["vm"], (n, v["verdict"], v["vm"])
+        assert v["verdict"] == g["verdict"] and v["vm"]["name"] == g["vm"], (n, v["verdict"], v["vm"], g)
+        verdicts[g["vm"]] = g["verdict"]
     bad = {n: job["guests"][n] for n in (NO_PYTHON, UNREACHABLE)}
     assert all(g["status"] == "not captured" and g["failed_nodes"] == [n] for n, g in bad.items()), bad
     assert "Python" in bad[NO_PYTHON]["errors"][NO_PYTHON], bad
@@ -174,4 +177,4 @@ def check_fleet_capture(r: subprocess.CompletedProcess, cap: Path, ds: Path) -> 
     rep = ingest(str(ds), [str(cap / f"{n}-fleet") for n in sorted(good)])
     assert not rep.skipped and len(rep.written) == GOOD, (rep.skipped, rep.written)
     _, rows = query(str(ds), "SELECT vm, verdict FROM verdicts ORDER BY vm")
-    assert rows == [(f"fleet-vm-{n[5:]}", "fail") for n in sorted(good)], rows
+    assert rows == sorted(verdicts.items()), rows

@@ -168,6 +168,8 @@ def run_capture(args: argparse.Namespace) -> int:
                                                 memory=args.memory_offsets) as cap:
         cap.notes.extend(notes)
         cap.start()
+        # on stderr (stdout stays one document): a job waits for this before it starts the guests (capture.yml)
+        progress({"event": "recording", "role": args.role, "started_tsc": cap.started_tsc})
         stopper.event.wait(args.duration)
         cap.stop()
         manifest = cap.finish({"stopped_by_signal": stopper.signal or None})
