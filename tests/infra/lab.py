@@ -458,7 +458,7 @@ def perf_route(out: Path) -> dict[str, Any]:
         res[name] = {"exit": code, "verdict": v["verdict"], "reasons": v["reasons"][:6],
                      "bounds": v["guest_conversion"], "notes": [n for n in v["notes"] if n.startswith("guest perf ")],
                      "evidence": {f"vcpu{d['vcpu']}": {"checked": d["checked"], "violated": d["violated"]} for d in per},
-                     "truth": _truth(out / f"aligned-perf-{name}" / "timeline.jsonl", out / "guest")}
+                     "truth": _truth(out / f"aligned-perf-{name}" / "timeline.jsonl", out / "guest", keep_all=True)}
     return res
 
 
@@ -493,10 +493,11 @@ def _once(items: Any) -> dict[tuple, int]:
     return {k: v[0] for k, v in seen.items() if len(v) == 1}
 
 
-def _truth(timeline: Path, tsc_bundle: Path) -> dict[str, dict[str, dict[str, int]]]:
+def _truth(timeline: Path, tsc_bundle: Path, keep_all: bool = False) -> dict[str, dict[str, Any]]:
     """Per vCPU and event name: the x86-tsc timestamp of an event minus the TSC its `local` timestamp was
     converted to (per event: the kernel writes a hit into the instances in the order that event was enabled in
-    them, and the two captures enable their events concurrently, so the order is one per event, not one per run)."""
+    them, and the two captures enable their events concurrently, so the order is one per event, not one per run).
+    ``keep_all``: each entry also lists every difference, in order (``all``)."""
     from tsalign.traces.bundle import Bundle
 
     recs = list(Bundle.open(str(tsc_bundle)).records())
@@ -508,11 +509,11 @@ def _truth(timeline: Path, tsc_bundle: Path) -> dict[str, dict[str, dict[str, in
     per: dict[tuple[int, str], list[int]] = {}
     for k in conv.keys() & truth.keys():
         per.setdefault((k[0], k[2]), []).append(truth[k] - conv[k])
-    res: dict[str, dict[str, dict[str, int]]] = {}
+    res: dict[str, dict[str, Any]] = {}
     for (c, ev), d in sorted(per.items()):
         d.sort()
         res.setdefault(f"vcpu{c}", {})[ev] = {"matched": len(d), "min": d[0], "median": d[len(d) // 2], "max": d[-1],
-                                              "lowest": d[:8], "highest": d[-8:]}
+                                              "lowest": d[:8], "highest": d[-8:]} | ({"all": d} if keep_all else {})
     return res
 
 
@@ -707,8 +708,9 @@ def check_kvmclock_routes(routes: dict[str, Any]) -> None:
     assert cal["cross_check"]["agree"] and set(cal["cross_check"]["per_vcpu"]) == {"vcpu0", "vcpu1"}, cal["cross_check"]
 
 
-#: a vCPU's share of evidence items L2's perf timestamps may contradict (measured: 0.6-0.9 %; see check_perf_route)
-PERF_LAGGING = 0.05
+#: a vCPU's share of evidence items (and of matched hits) L2's lagging perf readings may contradict (measured:
+#: 0.6-2.3 % of the items, up to 4 % of a vCPU's sched_switch hits with the suite's load beside it; see check_perf_route)
+PERF_LAGGING = 0.10
 
 
 def check_perf_route(r: dict[str, Any]) -> None:
@@ -741,9 +743,9 @@ def check_perf_route(r: dict[str, Any]) -> None:
             assert abs(d["median"]) <= 500_000, (v, ev, d)
             if d["median"] > 0:  # perf first: never converted later than the truth allows
                 assert d["lowest"][0] >= -above, (v, ev, d, above)
-            else:  # ftrace first: never converted earlier, but for a few lagging readings
-                lagging = sum(x > below for x in d["highest"])
-                assert lagging <= min(7, max(1, round(PERF_LAGGING * d["matched"]))), (v, ev, d, below)  # 8: or more
+            else:  # ftrace first: never converted earlier, but for the lagging readings
+                lagging = sum(x > below for x in d["all"])
+                assert lagging <= max(1, PERF_LAGGING * d["matched"]), (v, ev, lagging, d["matched"], below)
     assert matched > 100, good["truth"]
     for v, d in good["evidence"].items():
         assert d["checked"] > 500 and d["violated"] <= PERF_LAGGING * d["checked"], (v, d, good["reasons"])
