@@ -100,7 +100,8 @@ def test_fleet_of_50(tmp_path: Path) -> None:
         t0 = time.monotonic()
         c = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", "tsalign_capture_guests=all",
                 "-e", f"tsalign_capture_root={cap}", "-e", "tsalign_capture_run=fleet", "-e", "tsalign_capture_seconds=4",
-                "-e", "tsalign_capture_host_margin=40", "-e", "tsalign_capture_buffer_kb=1024",
+                "-e", "tsalign_capture_host_margin=30", "-e", "tsalign_capture_guest_buffer_kb=1024",
+                "-e", "tsalign_capture_host_buffer_kb=65536",
                 "-e", f"tsalign_common_lib={tmp_path}/lib", check=False, timeout=3600)
         capture_wall = time.monotonic() - t0
     finally:
@@ -168,6 +169,9 @@ def check_fleet_capture(r: subprocess.CompletedProcess, cap: Path, ds: Path) -> 
     # one host capture of the 48 running VMs (the two absent ones named in its notes), shared through links
     host = json.loads((cap / "hosts-fleet" / "localhost" / "manifest.json").read_text())
     assert sorted(v["name"] for v in host["vm"]) == sorted(f"fleet-vm-{n[5:]}" for n in good)
+    # nothing lost (a lossy host capture drops its vCPU-run evidence), so most verdicts rest on evidence
+    assert host["lost_events"] == 0, host["stats"]
+    assert sum(v == "fail" for v in verdicts.values()) >= GOOD // 2, verdicts
     assert sum("not running on this host" in x for x in host["notes"]) == 2, host["notes"]
     guests = [json.loads((cap / f"{n}-fleet" / "guest" / "manifest.json").read_text()) for n in sorted(good)]
     assert all((cap / f"{n}-fleet" / "host").is_symlink() for n in good)
