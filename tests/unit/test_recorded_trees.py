@@ -63,3 +63,21 @@ def test_host_with_tsc_scaling_files_synthetic(tmp_path: Path) -> None:
     # down, so the product lands just under 2e9 and floors to 1999999999), minus |offset|
     assert ratio * 5 < 4 << 48
     assert tl.host_to_guest(1, 2_500_000_000) == host_to_guest_tsc(2_500_000_000, p) == 1_999_999_999 - 123456789
+
+
+def test_kvm_clock_guest_whose_sched_clock_is_not_stable(tmp_path: Path) -> None:
+    """SYNTHETIC tree, from lines the nested lab's L2 printed (Debian 6.1 on KVM, kvm-clock not TSC-stable: no
+    "sched_clock: Marking stable" after boot): the sched_clock check names the routes and warns that perf's
+    timestamps lag there; the same log with the mark (this machine's) does not."""
+    boot = ("[    0.000000] Linux version 6.1.0-50-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC\n"
+            "[    0.000000] kvm-clock: Using msrs 4b564d01 and 4b564d00\n"
+            "[    0.000359] kvm-clock: using sched offset of 4792239846 cycles\n")
+    for log, lags in ((boot, True), (boot + "[    0.449468] sched_clock: Marking stable (444015597, 1670830)->"
+                                            "(470335057, -24648630)\n", False)):
+        (tmp_path / "var/log").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "var/log/dmesg").write_text(log)
+        (tmp_path / "proc").mkdir(exist_ok=True)
+        (tmp_path / "proc/cmdline").write_text("BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro console=ttyS0\n")
+        c = run_checks(Root(str(tmp_path)), "guest").check("sched_clock")
+        assert (c.status, c.value) == ("warn", "kvm-clock") and "host pvclock (local clock)" in c.evidence, c
+        assert ("never marked stable" in c.evidence) is lags, c.evidence

@@ -177,8 +177,11 @@ def check_sched_clock(c: Context) -> Check:
         line = next((ln for ln in (log or "").splitlines() if "kvm-clock: using sched offset" in ln), "")
         off = dmesg.kvm_sched_offset_from_log(log or "")
         routes = ["x86-tsc trace clock", "guest calibration"] + (["host pvclock (local clock)"] if off is not None else [])
+        stable = dmesg.sched_clock_stable_from_log(log or "")
+        lag = ("; sched_clock never marked stable: perf timestamps (local_clock) lag after a vCPU was away, prefer "
+               "the local or x86-tsc trace clock" if stable is False else "")
         return Check("sched_clock", WARN, "kvm-clock", f"kernel log: {line.strip()} (kvm_sched_clock_offset {off} ns); "
-                     f"routes without a reboot: {', '.join(routes)}",
+                     f"routes without a reboot: {', '.join(routes)}{lag}",
                      "perf/local-clock timestamps of this kernel are kvm-clock ns, not TSC. Without a reboot: record "
                      "with ftrace trace_clock=x86-tsc (tsalign capture does), capture with --clock local and align "
                      "with the host's traced pvclock records (tsalign capture --role host records them), or convert "
