@@ -625,10 +625,9 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     # (its pvclock is not TSC-stable; L1's clock is not its TSC), and a calibration measured after the capture
     # (1 min: 27.6k cycles) or by the guest role (10 min: 67k) lay beyond the bounds from L1's pvclock route, so
     # the cross-check failed those alignments, rightly; one measured during the capture agrees (run_workflow)
-    # L1's host capture starts seconds later than L2's (TCG): L2 waits 10 s (in a run of 2026-12-02 with no wait, 45 %
-    # of L2's events fell before L1's capture started)
-    r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8",
-                  "-e", "tsalign_capture_guest_delay=10", "-e", "tsalign_capture_host_margin=15", "-e",
+    # capture.yml's timing defaults: L1 records before L2's capture starts and until 3 s after it ended (each Ansible
+    # task on L2 costs 15-50 s under nested TCG; a fixed host margin had to cover that, and once did not)
+    r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
     vm.ssh(l2, "touch /root/lab-stop", timeout=60)
