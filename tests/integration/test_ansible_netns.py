@@ -307,7 +307,8 @@ def test_capture_playbook_refuses_a_bad_job(tmp_path: Path) -> None:
                         (["-e", "tsalign_capture_guests=g1,nope"], "not in tsalign_guests: ['nope']"),
                         (["-e", "tsalign_capture_guests=all", "-e", f"tsalign_capture_dir={tmp_path}/d"],
                          "tsalign_capture_dir only for a job of one guest"),
-                        (["-e", "tsalign_capture_guest=g1", "-e", "tsalign_capture_seconds=0"], "must be positive")):
+                        (["-e", "tsalign_capture_guest=g1", "-e", "tsalign_capture_seconds=0"], "must be positive"),
+                        (["-e", "tsalign_capture_guest=g1", "-e", "tsalign_capture_run=x;rm -rf /"], "names paths")):
         r = run("ansible-playbook", "-i", str(inv), "playbooks/capture.yml", "-e", f"tsalign_capture_root={tmp_path}/out",
                 *extra, check=False, timeout=300)
         assert r.returncode != 0 and says in r.stdout, (extra, r.stdout[-2000:])
