@@ -408,6 +408,13 @@ def test_capture_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
     r = tsalign("capture", "--out", str(tmp_path / "y"), "--duration", "-1")
     assert r.returncode == exitcodes.INVALID_INPUT and "--duration" in r.stderr
+    # --skip-missing-vms skips some, never all: with no named VM running it is the same error
+    r = tsalign("capture", "--out", str(tmp_path / "z"), "--vm", "no-such-vm-a", "--vm", "no-such-vm-b",
+                "--skip-missing-vms")
+    assert r.returncode == exitcodes.INVALID_INPUT and "no-such-vm-a" in r.stderr and not (tmp_path / "z").exists()
+    for bad in ("-1", "nan", "60001"):
+        r = tsalign("microvm", "--seconds", "1", "--pause-ms", bad)
+        assert r.returncode == exitcodes.INVALID_INPUT and "--pause-ms" in r.stderr, (bad, r.stderr)
 
 
 def test_capture_never_touches_an_existing_directory(tmp_path: Path) -> None:
