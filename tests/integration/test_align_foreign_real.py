@@ -61,8 +61,8 @@ def test_dat_host_text_guest_on_real_kvm(tmp_path: Path) -> None:
     got = _record(tmp_path)
     dat, txt = tmp_path / "host.dat", tmp_path / "host.txt"
     # every event as the kernel printed it (the instance's text) equals tsalign's print of the .dat
-    recs, _, _ = _read(str(dat), None, None, False)
-    text_recs, _, _ = _read(str(txt), None, None, False)
+    recs = list(_read(str(dat), None, None, False)[0].records())
+    text_recs = list(_read(str(txt), None, None, False)[0].records())
     key = lambda r: (r.ts, r.cpu, r.pid, r.event, r.payload)
     assert len(recs) > 600 and Counter(map(key, recs)) == Counter(map(key, text_recs))
     # trace-cmd counts the same events in its own file

@@ -46,7 +46,8 @@ def _by_hand(report: str) -> tuple[int, int]:
 def test_printed_payloads_equal_trace_cmd_report(report: str) -> None:
     from tsalign.align.sides import _read
 
-    recs, info, _ = _read(str(EX / "host.dat"), None, None, False)
+    ev, info, _ = _read(str(EX / "host.dat"), None, None, False)
+    recs = list(ev.records())
     theirs = Counter((m[1], m[2].rstrip()) for m in re.finditer(r"\]\s+\d+\.\d+:\s+(\w+):\s+(.*)$", report, re.MULTILINE))
     assert len(recs) == 2199 and info.clock == "x86-tsc"
     assert Counter((r.event, r.payload) for r in recs) == theirs

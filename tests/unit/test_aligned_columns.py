@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from tsalign.align.columns import AlignedColumns, host_on_guest_axis
 from tsalign.clock.kvm import TscParams
 from tsalign.offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
+from tsalign.traces.events import Events
 from tsalign.traces.ftrace_text import Record
 
 M64 = (1 << 64) - 1
@@ -52,8 +53,8 @@ def _cols() -> AlignedColumns:
     guest = [Record(100, 1, 5, "bash", "tsalign_beacon", "seq=1 port=16 \u2603", 5),
              Record(M64, 0, 0, "<idle>", "write_msr", "6e0, value 1", -1)]
     return AlignedColumns.concat([
-        AlignedColumns.from_records(host, np.array([100, 95], dtype=np.uint64), True, np.array([1, -1])),
-        AlignedColumns.from_records(guest, np.array([100, M64], dtype=np.uint64), False)]).sorted()
+        AlignedColumns.from_events(Events.from_records(host), np.array([100, 95], dtype=np.uint64), True, np.array([1, -1])),
+        AlignedColumns.from_events(Events.from_records(guest), np.array([100, M64], dtype=np.uint64), False)]).sorted()
 
 
 def test_order_and_rows() -> None:

@@ -174,7 +174,8 @@ def test_perf_of_a_node_without_a_stable_sched_clock_is_noted_and_the_note_reach
     """perf's clock on a node whose sched_clock was never marked stable lags after a CPU was away (the nested lab's
     L2): the calibration of ``perf`` says so, that of ``local`` (sched_clock itself) does not, nor does a stable
     node's; align repeats the note where it converts with that calibration."""
-    from tsalign.align.guestclock import _calibrated_records
+    from tsalign.align.guestclock import _calibrated_events
+    from tsalign.traces.events import Events
     from tsalign.traces.ftrace_text import Record
 
     tscs = np.linspace(10_000_000_000, 10_000_000_000 + 2_447_000_000, 1000).astype(np.int64)
@@ -184,6 +185,7 @@ def test_perf_of_a_node_without_a_stable_sched_clock_is_noted_and_the_note_reach
     assert calib.fit(ns, lo, hi, "local", 2_447_000, sched_clock_stable=False).notes == []
     assert calib.fit(ns, lo, hi, "perf", 2_447_000, sched_clock_stable=True).notes == []
     assert calib.fit(ns, lo, hi, "perf", 2_447_000).notes == []
-    got = _calibrated_records([Record(ns[500], 0, 1, "x", "sched_switch", "")], {"perf": perf}, "perf", 1, "g.txt")
+    got = _calibrated_events(Events.from_records([Record(int(ns[500]), 0, 1, "x", "sched_switch", "")]), {"perf": perf},
+                             "perf", 1, "g.txt")
     assert got.notes[1] == f"guest perf calibration: {calib.UNSTABLE_PERF_NOTE}"
-    assert abs(got.records[0].ts - int(tscs[500])) <= perf.bound_cycles
+    assert abs(int(got.events.ts[0]) - int(tscs[500])) <= perf.bound_cycles

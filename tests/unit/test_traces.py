@@ -15,6 +15,7 @@ from tests.infra.ringpages import PAGE, PageWriter, payload, write_v7
 from tsalign.errors import InvalidParameter
 from tsalign.traces import rawpage, ringbuf
 from tsalign.traces.eventformat import parse_format
+from tsalign.traces.events import Events
 from tsalign.traces.reader import detect, open_trace
 from tsalign.traces.table import Chunk, merge_sorted
 from tsalign.traces.text import TextTrace
@@ -293,9 +294,9 @@ def test_aligned_parquet_is_written_in_row_groups(tmp_path: Path) -> None:
     host = [Record(i, i % 2, 7, "c", f"e{i % 5}", str(i)) for i in range(1000) if i % 3]
     guest = [Record((1 << 63) + i, i % 2, 7, "c", f"e{i % 5}", str(i)) for i in range(1000) if not i % 3]
     cols = AlignedColumns.concat([
-        AlignedColumns.from_records(host, np.array([(1 << 63) + r.ts for r in host], dtype=np.uint64), True,
+        AlignedColumns.from_events(Events.from_records(host), np.array([(1 << 63) + r.ts for r in host], dtype=np.uint64), True,
                                     np.zeros(len(host), dtype=np.int64)),
-        AlignedColumns.from_records(guest, np.array([r.ts for r in guest], dtype=np.uint64), False)]).sorted()
+        AlignedColumns.from_events(Events.from_records(guest), np.array([r.ts for r in guest], dtype=np.uint64), False)]).sorted()
     evs = cols.rows()
     path = str(tmp_path / "t.parquet")
     assert write_aligned_parquet(path, cols, {"axis": "guest_tsc"}, chunk=300) == 1000

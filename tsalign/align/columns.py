@@ -21,17 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..offsets import OffsetTimeline
-from ..traces.ftrace_text import Record
+from ..traces.events import Events
 
 __all__ = ["AlignedColumns", "host_on_guest_axis"]
 
 _enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=True) quotes a str
-
-
-def _strings(values: Sequence[str]) -> np.ndarray:
-    a = np.empty(len(values), dtype=object)
-    a[:] = values
-    return a
 
 
 @dataclass
@@ -53,20 +47,14 @@ class AlignedColumns:
         return int(self.guest_tsc.shape[0])
 
     @classmethod
-    def from_records(cls, recs: Sequence[Record], guest_tsc: np.ndarray, is_host: bool,
-                     vcpu: np.ndarray | None = None) -> AlignedColumns:
-        """One side's records with their guest-axis timestamps (``vcpu``: host rows' vCPU ids, -1 for none)."""
-        n = len(recs)
-
-        def ints(k: str) -> np.ndarray:
-            return np.fromiter((getattr(r, k) for r in recs), dtype=np.int64, count=n)
-
+    def from_events(cls, ev: Events, guest_tsc: np.ndarray, is_host: bool, vcpu: np.ndarray | None = None) -> AlignedColumns:
+        """One side's events with their guest-axis timestamps (``vcpu``: host rows' vCPU ids, -1 for none)."""
+        n = len(ev)
         return cls(np.asarray(guest_tsc, dtype=np.uint64), np.full(n, is_host),
-                   np.fromiter((r.ts for r in recs), dtype=np.uint64, count=n) if is_host else np.zeros(n, np.uint64),
-                   ints("cpu"), ints("pid"), ints("tgid"),
+                   ev.ts.astype(np.uint64) if is_host else np.zeros(n, np.uint64),
+                   ev.cpu.astype(np.int64), ev.pid.astype(np.int64), ev.tgid.astype(np.int64),
                    np.full(n, -1, dtype=np.int64) if vcpu is None else np.asarray(vcpu, dtype=np.int64),
-                   _strings([r.comm for r in recs]), _strings([r.event for r in recs]),
-                   _strings([r.payload for r in recs]))
+                   ev.comm_strings(), ev.event_strings(), ev.payload)
 
     def take(self, idx: np.ndarray) -> AlignedColumns:
         return AlignedColumns(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))

@@ -9,19 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..clock import perf as perfclock
 from ..errors import InvalidParameter
 from ..offsets import PvclockTimeline
-from ..traces.ftrace_text import Record
+from ..traces.events import Events
 
-__all__ = ["GuestOnTsc", "guest_records_on_tsc"]
+__all__ = ["GuestOnTsc", "guest_events_on_tsc"]
 
 
 @dataclass
 class GuestOnTsc:
-    """A guest's records with ts in guest TSC cycles, and what their conversion said."""
+    """A guest's events with ts in guest TSC cycles, and what their conversion said."""
 
-    records: list[Record]
+    events: Events
     notes: list[str] = field(default_factory=list)
     #: cycles a converted TSC may lie below the true one (0: exact)
     below: int = 0
@@ -31,47 +33,48 @@ class GuestOnTsc:
     cross_check: dict[str, Any] | None = None
 
 
-def guest_records_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
-                         host_path: str = "the host bundle") -> GuestOnTsc:
-    """Guest records with ts in guest TSC cycles. Converts perf ns when the perf page allows, kvmclock ns
+def guest_events_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
+                        host_path: str = "the host bundle") -> GuestOnTsc:
+    """Guest events with ts in guest TSC cycles. Converts perf ns when the perf page allows, kvmclock ns
     with the host's pvclock records (``pvclock``), a kvm-clock guest's sched_clock ns (trace clock
     ``local``) with them and the guest's kvm_sched_clock_offset, and ns of ``local``/``perf`` with a guest
     calibration (``guest.calibration``); where both a pvclock route and a calibration exist, the pvclock
     route is used and the calibration is cross-checked against it per vCPU."""
     clock = guest.manifest.get("clock", {})
     domain = clock.get("domain")
-    recs = list(guest.records())
+    recs: Events = guest.events()
     cal = getattr(guest, "calibration", None)
     if domain == "guest_tsc":
         return GuestOnTsc(recs)
     if domain == "kvmclock_ns":
-        return _kvmclock_records(recs, pvclock or PvclockTimeline(), guest.path, host_path)
+        return _kvmclock_events(recs, pvclock or PvclockTimeline(), guest.path, host_path)
     if domain == "perf_ns" and clock.get("convertible") and clock.get("perf_user_page"):
         page = clock["perf_user_page"]
         conv = perfclock.PerfTimeConv(page["time_zero"], page["time_mult"], page["time_shift"],
                                       page.get("time_cycles", 0), page.get("time_mask", 0),
                                       bool(page.get("cap_user_time_zero")), bool(page.get("cap_user_time_short")))
-        return GuestOnTsc([Record(perfclock.perf_ns_to_tsc(r.ts, conv), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid)
-                           for r in recs], ["guest perf ns converted to guest TSC with the guest's perf user page"])
+        tsc = [perfclock.perf_ns_to_tsc(t, conv) for t in recs.ts.tolist()]
+        return GuestOnTsc(recs.with_ts(np.asarray(tsc, dtype=np.uint64)),
+                          ["guest perf ns converted to guest TSC with the guest's perf user page"])
     if domain not in ("perf_ns", "sched_ns"):
         raise InvalidParameter("--guest", guest.path, f"a known clock domain (found {domain!r})")
     res = int(clock.get("resolution_ns") or 1)
     off = clock.get("kvm_sched_clock_offset_ns")
     pv = pvclock or PvclockTimeline()
     if domain == "sched_ns" and isinstance(off, int) and pv.updates:
-        kvm = [Record((r.ts + off) & ((1 << 64) - 1), r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for r in recs]
-        out = _kvmclock_records(kvm, pv, guest.path, host_path, res)
+        kvm = recs.with_ts(recs.ts + np.uint64(off % (1 << 64)))  # modulo 2^64, as the kernel adds
+        out = _kvmclock_events(kvm, pv, guest.path, host_path, res)
         out.notes.insert(0, f"guest sched_clock ns = kvm-clock ns - kvm_sched_clock_offset ({off} ns, the guest's "
                             "kernel log)")
         if cal is not None:
-            out.cross_check = _cross_check(recs, out.records, cal, clock.get("trace_clock", "local"), out.below,
+            out.cross_check = _cross_check(recs, out.events, cal, clock.get("trace_clock", "local"), out.below,
                                            guest.path)
             verdict = "agree" if out.cross_check["agree"] else "DISAGREE"
             out.notes.append(f"guest calibration cross-checked against the host's pvclock records: {verdict} "
                              "(see kvmclock_cross_check)")
         return out
     if cal is not None:  # the calibration of the trace's own clock (a foreign trace may name another: refused)
-        return _calibrated_records(recs, cal, clock.get("trace_clock") or ("perf" if domain == "perf_ns" else "local"),
+        return _calibrated_events(recs, cal, clock.get("trace_clock") or ("perf" if domain == "perf_ns" else "local"),
                                    res, guest.path)
     if domain == "perf_ns":
         why = clock.get("reason") or "no perf user page recorded"
@@ -90,11 +93,11 @@ def guest_records_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
                            f"({why}); {fix}")
 
 
-def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: str,
+def _kvmclock_events(recs: Events, pvclock: PvclockTimeline, guest_path: str,
                       host_path: str, resolution_ns: int = 1) -> GuestOnTsc:
     """kvmclock ns -> guest TSC per vCPU with the pvclock record in force (tsalign.offsets.pvclock); a
     timestamp printed at ``resolution_ns`` stands for ns up to ``resolution_ns - 1`` later."""
-    missing = sorted({r.cpu for r in recs} - set(pvclock.updates))
+    missing = sorted(set(np.unique(recs.cpu).tolist()) - set(pvclock.updates))
     if missing:
         raise InvalidParameter(
             "--host", host_path,
@@ -104,12 +107,12 @@ def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: 
             "kvm:kvm_pvclock_update from before the guest starts (or migrate it, or write the MSR again) — "
             "`tsalign capture` records it by default")
     out, early, spread = [], 0, 0
-    for r in recs:
-        tsc, before = pvclock.to_tsc(r.cpu, r.ts)  # type: ignore[misc]
+    for cpu, ts in zip(recs.cpu.tolist(), recs.ts.tolist()):
+        tsc, before = pvclock.to_tsc(cpu, ts)  # type: ignore[misc]
         early += before
         if resolution_ns > 1:  # the true ns lies in [ts, ts + resolution): its TSC up to this much later
-            spread = max(spread, (pvclock.to_tsc(r.cpu, r.ts + resolution_ns - 1) or (tsc, 0))[0] - tsc)
-        out.append(Record(tsc, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid))
+            spread = max(spread, (pvclock.to_tsc(cpu, ts + resolution_ns - 1) or (tsc, 0))[0] - tsc)
+        out.append(tsc)
     summary = pvclock.summary()
     bound = max(v["rounding_cycles"] for v in summary.values()) + spread
     above = max(v["above_cycles"] for v in summary.values())
@@ -126,20 +129,21 @@ def _kvmclock_records(recs: list[Record], pvclock: PvclockTimeline, guest_path: 
     if early:
         notes.append(f"{early} guest events precede every traced pvclock record: converted with the first one "
                      "(right if the record did not change between them)")
-    return GuestOnTsc(out, notes, bound, above)
+    return GuestOnTsc(recs.with_ts(np.asarray(out, dtype=np.uint64)), notes, bound, above)
 
 
-def _calibrated_records(recs: list[Record], cals: dict[str, Any], clock: str, resolution_ns: int,
+def _calibrated_events(recs: Events, cals: dict[str, Any], clock: str, resolution_ns: int,
                         path: str) -> GuestOnTsc:
     """ns of ``clock`` -> guest TSC with the guest's calibration of that clock (tsalign.clock.calib); a timestamp
     printed at ``resolution_ns`` stands for ns up to ``resolution_ns - 1`` later."""
     cal = _calibration_of(cals, clock, path)
-    tsc, outside = _calibrated_tsc([r.ts for r in recs], cal)
+    tsc, outside = cal.to_tsc(recs.ts)
+    tsc = np.asarray(tsc, dtype=np.uint64)
     spread = 0
-    if resolution_ns > 1 and recs:
-        later, _ = _calibrated_tsc([min(r.ts + resolution_ns - 1, (1 << 64) - 1) for r in recs], cal)
-        spread = max(h - t for h, t in zip(later, tsc))
-    out = [Record(t, r.cpu, r.pid, r.comm, r.event, r.payload, r.tgid) for t, r in zip(tsc, recs)]
+    if resolution_ns > 1 and len(recs):
+        later, _ = cal.to_tsc(np.minimum(recs.ts, np.uint64(2**64 - resolution_ns)) + np.uint64(resolution_ns - 1))
+        spread = int((np.asarray(later, dtype=np.uint64) - tsc).view(np.int64).max())
+    out = recs.with_ts(tsc)
     note = (f"guest {clock} ns converted to guest TSC with the calibration measured in the guest (tsalign calibrate, "
             f"{len(cal.pieces)} piece(s)): each converted TSC lies within {cal.bound_cycles} cycles of the true one"
             + (f", plus up to {spread} below it (timestamps at {resolution_ns} ns resolution)" if spread else "")
@@ -155,23 +159,16 @@ def _calibration_of(cals: dict[str, Any], clock: str, path: str) -> Any:
     return cals[clock]
 
 
-def _calibrated_tsc(ns: list[int], cal: Any) -> tuple[list[int], int]:
-    import numpy as np
-
-    tsc, outside = cal.to_tsc(np.array(ns, dtype=np.uint64))
-    return tsc.tolist(), outside
-
-
-def _cross_check(recs: list[Record], pv_recs: list[Record], cals: dict[str, Any], clock: str, pv_below: int,
+def _cross_check(recs: Events, pv_recs: Events, cals: dict[str, Any], clock: str, pv_below: int,
                  path: str) -> dict[str, Any]:
     """The guest calibration's TSC for each event minus the host pvclock route's, per vCPU: they agree when
     every difference lies within what both bounds allow (the calibration's either way, the pvclock route's
     rounding below; the timestamps' resolution is the same for both and cancels)."""
     cal = _calibration_of(cals, clock, path)
-    tsc, _ = _calibrated_tsc([r.ts for r in recs], cal)
+    tsc, _ = cal.to_tsc(recs.ts)
     by: dict[int, list[int]] = {}
-    for t, r in zip(tsc, pv_recs):
-        by.setdefault(r.cpu, []).append(int(t) - r.ts)
+    for t, pv, cpu in zip(np.asarray(tsc, dtype=np.uint64).tolist(), pv_recs.ts.tolist(), pv_recs.cpu.tolist()):
+        by.setdefault(cpu, []).append(t - pv)
     allowed_lo, allowed_hi = -(cal.bound_cycles + pv_below), cal.bound_cycles + pv_below
     per = {}
     for cpu, d in sorted(by.items()):

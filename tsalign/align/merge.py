@@ -19,7 +19,6 @@ from ..offsets import (
 )
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import parse_kvm_payload
-from .guestclock import guest_records_on_tsc
 from .sides import time_shift_snapshots
 
 if TYPE_CHECKING:  # numpy is a controller's dependency: the guest-side CLI imports this module without it
@@ -140,25 +139,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     tid_to_vcpu = {v["tid"]: v["id"] for v in vm.get("vcpus", []) if v.get("tid")}
     vm_threads = set(tid_to_vcpu) | {vm.get("pid")}
     vcpu_ids = {v["id"] for v in vm.get("vcpus", [])}
-    host_recs = list(host.records())
-    all_writes = []
-    kprobe_snaps = []
-    pv_updates = []
-    for r in host_recs:
-        if r.event == "kvm_pvclock_update" and r.pid in vm_threads:
-            u = parse_pvclock_update(r.ts, r.payload)
-            if u is not None and u.vcpu in vcpu_ids:
-                pv_updates.append(u)
-        elif r.event == "kvm_write_tsc_offset" and r.pid in vm_threads:
-            f = parse_kvm_payload(r.event, r.payload)
-            all_writes.append(OffsetWrite(r.ts, f["vcpu"], f["prev"], f["next"]))
-        elif (r.pid in vm_threads or r.tgid == vm.get("pid")) and (hit := kprobe.parse_hit(r.payload)) \
-                and hit[1] in vcpu_ids:
-            # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset and vcpu->vcpu_id, often in
-            # another thread, where the value may predate a write that thread's CPU traced just before it (the
-            # tracepoint fires before KVM stores the offset): a read window, as for debugfs reads
-            kprobe_snaps.append(OffsetSnapshot(max(r.ts - KPROBE_WINDOW, 0), hit[1], TscParams(hit[0]), "kprobe",
-                                               read_until=r.ts))
+    hev = host.events()
+    all_writes, kprobe_snaps, pv_updates = _offset_events(hev, vm, vm_threads, vcpu_ids)
     shift_snaps, shift_notes = time_shift_snapshots(host, guest)
     all_snaps = host.snapshots() + kprobe_snaps + shift_snaps
     snaps, writes = all_snaps, all_writes
@@ -196,33 +178,82 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     timeline = OffsetTimeline.build(snaps, writes)
     khz, khz_note = guest_axis_khz(int(host.manifest.get("node", {}).get("tsc_khz") or 0),
                                    int(guest.manifest.get("node", {}).get("tsc_khz") or 0), timeline)
-    import numpy as np
-
     from .columns import AlignedColumns, host_on_guest_axis
+    from .guestclock import guest_events_on_tsc
 
     axis_vcpu = min(timeline.vcpus) if timeline.vcpus else None
-    n = len(host_recs)
-    tids = np.fromiter((r.pid for r in host_recs), dtype=np.int64, count=n)
-    vcpu_of = np.fromiter((tid_to_vcpu.get(t, -1) for t in tids.tolist()), dtype=np.int64, count=n)
-    host_ts = np.fromiter((r.ts for r in host_recs), dtype=np.uint64, count=n)
+    vcpu_of = _vcpu_column(hev.pid, tid_to_vcpu)
     # spreads: difference between vCPU offsets where each non-vCPU event was placed (cycles)
-    conv, placed, spreads = host_on_guest_axis(timeline, host_ts, vcpu_of, axis_vcpu)
+    conv, placed, spreads = host_on_guest_axis(timeline, hev.ts, vcpu_of, axis_vcpu)
     dropped = {"host_no_offset": int((~placed).sum())}
-    kept = [r for r, k in zip(host_recs, placed.tolist()) if k] if dropped["host_no_offset"] else host_recs
+    kept = hev.take(placed) if dropped["host_no_offset"] else hev
     pvclock = PvclockTimeline.build(pv_updates)
-    g = guest_records_on_tsc(guest, pvclock, host.path)
-    grecs = g.records
+    g = guest_events_on_tsc(guest, pvclock, host.path)
     notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *g.notes,
              *([khz_note] if khz_note else [])]
-    guest_ts = np.fromiter((r.ts for r in grecs), dtype=np.uint64, count=len(grecs))
-    cols = AlignedColumns.concat([AlignedColumns.from_records(kept, conv, True, vcpu_of[placed]),
-                                  AlignedColumns.from_records(grecs, guest_ts, False)]).sorted()
+    cols = AlignedColumns.concat([AlignedColumns.from_events(kept, conv, True, vcpu_of[placed]),
+                                  AlignedColumns.from_events(g.events, g.events.ts, False)]).sorted()
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
-    return Aligned(cols, timeline, vm, khz, len(host_recs), len(grecs), dropped, notes, lost, window,
+    return Aligned(cols, timeline, vm, khz, len(hev), len(g.events), dropped, notes, lost, window,
                    all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
                    g.below, g.above, g.cross_check)
+
+
+def _vcpu_column(pid: Any, tid_to_vcpu: dict[int, int]) -> Any:
+    """The vCPU id of each host event's thread (-1: not a vCPU thread)."""
+    import numpy as np
+
+    out = np.full(len(pid), -1, dtype=np.int64)
+    for tid, v in tid_to_vcpu.items():
+        out[pid == tid] = v
+    return out
+
+
+def _offset_events(hev: Any, vm: dict[str, Any], vm_threads: set[Any], vcpu_ids: set[int]
+                   ) -> tuple[list[OffsetWrite], list[OffsetSnapshot], list[Any]]:
+    """The host events that carry offsets, from the VM's threads: kvm_write_tsc_offset writes, tsalign's kprobe
+    hits (as snapshots with a read window) and kvm_pvclock_update records of the VM's vCPUs."""
+    import numpy as np
+
+    mine = np.isin(hev.pid, np.asarray(sorted(t for t in vm_threads if t is not None), dtype=np.int64))
+    if vm.get("pid") is not None:
+        in_process = mine | (hev.tgid == int(vm["pid"]))
+    else:
+        in_process = mine
+    pv_updates = []
+    for ts, payload in _rows_of(hev, "kvm_pvclock_update", mine):
+        u = parse_pvclock_update(ts, payload)
+        if u is not None and u.vcpu in vcpu_ids:
+            pv_updates.append(u)
+    writes = []
+    for ts, payload in _rows_of(hev, "kvm_write_tsc_offset", mine):
+        f = parse_kvm_payload("kvm_write_tsc_offset", payload)
+        writes.append(OffsetWrite(ts, f["vcpu"], f["prev"], f["next"]))
+    snaps = []
+    # tsalign's kprobe (tsalign kprobe register) reads vcpu->arch.tsc_offset and vcpu->vcpu_id, often in another
+    # thread, where the value may predate a write that thread's CPU traced just before it (the tracepoint fires
+    # before KVM stores the offset): a read window, as for debugfs reads. A kprobe event prints "(func+0x0/..)"
+    # first: only event types whose payloads start so are parsed.
+    for code, name in enumerate(hev.names):
+        rows = np.nonzero(in_process & (hev.event == code))[0]
+        if not rows.size or name in ("kvm_pvclock_update", "kvm_write_tsc_offset") \
+                or not any(str(p).startswith("(") for p in hev.payload[rows[:8]].tolist()):
+            continue
+        for ts, payload in zip(hev.ts[rows].tolist(), hev.payload[rows].tolist()):
+            hit = kprobe.parse_hit(payload)
+            if hit and hit[1] in vcpu_ids:
+                snaps.append(OffsetSnapshot(max(ts - KPROBE_WINDOW, 0), hit[1], TscParams(hit[0]), "kprobe",
+                                            read_until=ts))
+    return writes, snaps, pv_updates
+
+
+def _rows_of(hev: Any, name: str, mask: Any) -> list[tuple[int, str]]:
+    import numpy as np
+
+    rows = np.nonzero(mask & (hev.event == hev.code(name)))[0]
+    return list(zip(hev.ts[rows].tolist(), hev.payload[rows].tolist()))
 
 
 def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock.kvm import TscParams
 from ..errors import InconsistentData, InvalidParameter
@@ -29,6 +29,9 @@ from ..offsets import OffsetSnapshot
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import Record
 from ..traces.payloads import kv
+
+if TYPE_CHECKING:  # numpy: a controller's dependency (the guest-side CLI imports this module without it)
+    from ..traces.events import Events
 
 __all__ = ["ForeignSide", "open_side", "time_shift_snapshots"]
 
@@ -43,7 +46,7 @@ class ForeignSide:
     path: str
     role: str
     manifest: dict[str, Any]
-    recs: list[Record] = field(repr=False, default_factory=list)
+    ev: Events = field(repr=False)
     #: a guest calibration for its local/perf ns (as :attr:`tsalign.traces.bundle.Bundle.calibration`)
     calibration: dict[str, Any] | None = None
 
@@ -52,7 +55,10 @@ class ForeignSide:
         return str(self.manifest["clock"]["domain"])
 
     def records(self) -> Iterator[Record]:
-        return iter(self.recs)
+        return self.ev.records()
+
+    def events(self) -> Events:
+        return self.ev
 
     def snapshots(self) -> list[OffsetSnapshot]:
         return []
@@ -81,7 +87,7 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         return b
     if not os.path.exists(path):
         raise InvalidParameter(what, path, "an existing tsalign bundle directory or trace file")
-    recs, info, lost = _read(path, clock, buffer, lenient)
+    ev, info, lost = _read(path, clock, buffer, lenient)
     if calibration is not None and not (role == "guest" and info.domain == "ns"):
         raise InvalidParameter("--guest-calibration", path, "a guest trace in ns of the local or perf clock (this one "
                                f"is {info.clock!r}, {info.domain}); a calibration converts only those")
@@ -101,23 +107,24 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         "tracecmd": info.meta.get("tracecmd", {}),
     }
     if role == "host":
-        vcpus, how = _vcpu_threads(recs, vcpu_tids or {}, path, manifest["tracecmd"].get("guests", []),
+        vcpus, how = _vcpu_threads(ev, vcpu_tids or {}, path, manifest["tracecmd"].get("guests", []),
                                    (peer or {}).get("trace_id"))
         manifest["vm"] = [{"name": os.path.basename(path.rstrip("/")) or path, "pid": None, "vm_fd": None,
                            "foreign": True, "vcpus": [{"id": v, "tid": t} for v, t in sorted(vcpus.items())]}]
         notes.append(f"vCPU threads {how}: " + ", ".join(f"vcpu{v}=tid {t}" for v, t in sorted(vcpus.items())))
         # when the capture started and stopped is unknown (its first event is later than its start): no
         # window, so no guest event is called outside it and no vCPU gap is assumed at either end
-    return ForeignSide(path, role, manifest, recs, calibration)
+    return ForeignSide(path, role, manifest, ev, calibration)
 
 
-def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[list[Record], Any, int]:
-    """Every event of the trace as records in time order (binary payloads printed as the kernel prints
+def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[Events, Any, int]:
+    """Every event of the trace as columns in time order (binary payloads printed as the kernel prints
     them), the trace's info (``meta["tracecmd"]``: a .dat's TRACEID, GUEST and TIME_SHIFT options), and
     the lost-page count."""
+    from ..traces.events import EventsBuilder
     from ..traces.reader import open_trace
 
-    recs: list[Record] = []
+    out = EventsBuilder()
     with open_trace(path, "auto", clock, buffer, strict=not lenient) as t:
         printer = None
         dat = getattr(t, "dat", None)
@@ -137,18 +144,17 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tu
                     payloads = printer.payloads(c)
                 else:
                     payloads = c.payload
-                names = [e.split(":")[-1] for e in t.events.decode(c.event)]
-                recs += map(Record, c.ts.tolist(), c.cpu.tolist(), c.pid.tolist(), t.comms.decode(c.comm), names,
-                            payloads)
+                out.add_codes(c.ts, c.cpu, c.pid, None, out.recode(c.comm, t.comms.items, "comm"),
+                              out.recode(c.event, t.events.items, "event", bare=True), payloads)
             if printer is not None and printer.bad:
                 t.warn(f"{printer.bad} events with dynamic fields outside their record were not printed (corrupt?)")
         finally:
             if printer is not None:
                 printer.close()
-        return recs, t.info, t.lost_pages
+        return out.build(), t.info, t.lost_pages
 
 
-def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str, guests: list[dict[str, Any]],
+def _vcpu_threads(ev: Events, given: dict[int, int], path: str, guests: list[dict[str, Any]],
                   guest_id: int | None) -> tuple[dict[int, int], str]:
     """vCPU id -> host thread id, and how it was found."""
     if given:
@@ -162,11 +168,12 @@ def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str, guests: 
                                    f"({named}) and the guest trace is none of them")
         g = mine[0]
         return {v: pid for v, pid in g["vcpus"]}, f"from trace-cmd's GUEST option (guest {g['name']!r})"
-    for ev in ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset"):
+    for name in ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset"):
         seen: dict[int, set[int]] = defaultdict(set)
-        for r in recs:
-            if r.event == ev and (v := kv(r.payload).get("vcpu")) is not None:
-                seen[v].add(r.pid)
+        rows = ev.rows(name)
+        for pid, payload in zip(ev.pid[rows].tolist(), ev.payload[rows].tolist()):
+            if (v := kv(payload).get("vcpu")) is not None:
+                seen[v].add(pid)
         if not seen:
             continue
         shared = {v: sorted(t) for v, t in seen.items() if len(t) > 1}
@@ -175,8 +182,8 @@ def _vcpu_threads(recs: list[Record], given: dict[int, int], path: str, guests: 
             raise InvalidParameter(
                 "--vcpu-tid", "(none)",
                 f"VCPU=TID for each vCPU of the VM: in {path} several threads ran one vCPU id or one thread several "
-                f"({ev}: {dict(sorted((v, sorted(t)) for v, t in seen.items()))}; several VMs traced at once?)")
-        return {v: next(iter(t)) for v, t in seen.items()}, f"inferred from {ev}"
+                f"({name}: {dict(sorted((v, sorted(t)) for v, t in seen.items()))}; several VMs traced at once?)")
+        return {v: next(iter(t)) for v, t in seen.items()}, f"inferred from {name}"
     raise InvalidParameter("--vcpu-tid", "(none)",
                            f"VCPU=TID for each vCPU: {path} holds no kvm_entry, kvm_exit or kvm_write_tsc_offset "
                            "event that names the VM's vCPU threads (record kvm:kvm_entry, or pass the threads: "

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..traces.bundle import Bundle
 
 __all__ = ["add_input_options", "open_inputs", "parse_tsc_offsets"]
 
@@ -90,10 +91,10 @@ def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     guest = open_side(args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer, calibration=cal, **kw)
     host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids,
                      peer=guest.manifest.get("tracecmd"), **kw)
-    if tids and not hasattr(host, "recs"):
+    if tids and isinstance(host, Bundle):
         raise InvalidParameter("--vcpu-tid", args.vcpu_tid, "no value with a host bundle (it records its vCPU threads)")
     if getattr(args, "vm", None) is not None:
-        if hasattr(host, "recs"):
+        if not isinstance(host, Bundle):
             raise InvalidParameter("--vm", args.vm, "no value with a host trace that is not a bundle (one VM: --vcpu-tid)")
         vms = host.manifest.get("vm") or []
         named = [v for v in vms if v.get("name") == args.vm]

@@ -22,13 +22,16 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock.kvm import TscParams
 from ..errors import InvalidParameter
 from ..offsets import OffsetSnapshot
 from .ftrace_text import Record, parse_lines
 from .manifest import check_data_file, validate
+
+if TYPE_CHECKING:
+    from .events import Events
 
 __all__ = ["FORMAT", "INCOMPLETE", "LOCK", "VERSION", "Bundle", "snapshot_from_dict", "snapshot_to_dict", "write_manifest"]
 
@@ -154,6 +157,12 @@ class Bundle:
         if lenient:
             return f"{os.path.join(self.path, name)}: {msg}"
         raise InvalidParameter("bundle data", os.path.join(self.path, name), msg)
+
+    def events(self) -> Events:
+        """Every event of the bundle as columns (:meth:`records`' order)."""
+        from .events import Events
+
+        return Events.from_records(self.records())
 
     def records(self) -> Iterator[Record]:
         """Every event record of the bundle (per-CPU files in CPU order; not merged by time)."""

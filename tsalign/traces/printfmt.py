@@ -27,12 +27,17 @@ import numpy as np
 
 from ..errors import InvalidParameter, Unavailable
 from .eventformat import EventFormat
+from .fastprint import ColumnPrinter, compile_print_fmt
+from .fields import decode
 from .table import Chunk
 
 __all__ = ["EventPrinter"]
 
 _PAD = 4096  # zero bytes after each record: a string without its NUL stops here
 _MAX_RECORD = 1 << 16  # a ring-buffer event never exceeds a page
+#: events of each type printed by both libtraceevent and the column printer before the latter is trusted
+CHECK_EVENTS = 64
+_MEMO = 1 << 16  # texts remembered (cleared when full)
 
 
 class _TepRecord(ctypes.Structure):
@@ -80,6 +85,13 @@ class EventPrinter:
         if not self.tep:
             raise Unavailable("libtraceevent could not allocate a handle (out of memory?)")
         self.lib.tep_set_long_size(self.tep, long_size)
+        self.long_size = long_size
+        #: event id -> its column printer (None: not in the subset); id -> whether it printed as libtraceevent
+        self.compiled: dict[int, ColumnPrinter | None] = {}
+        self.checked: dict[int, bool] = {}
+        #: (event id, record bytes from its own fields on) -> text printed (records repeat: sched_switch pairs)
+        self.memo: dict[tuple[int, bytes], str] = {}
+        self.body: dict[int, int] = {}
         self.lib.tep_set_file_bigendian(self.tep, 1 if big_endian else 0)
         self.endian = ">" if big_endian else "<"
         self.source = source
@@ -155,23 +167,69 @@ class EventPrinter:
         return True
 
     def payloads(self, chunk: Chunk) -> list[str]:
-        """The print-fmt text of every event of ``chunk`` (a binary chunk), trailing blanks removed."""
+        """The print-fmt text of every event of ``chunk`` (a binary chunk), trailing blanks removed.
+
+        Event types whose print fmt :mod:`tsalign.traces.fastprint` evaluates in columns are printed that way
+        once their first events (:data:`CHECK_EVENTS`) came out the same as libtraceevent prints them; the
+        rest, and records too short for their fields, one by one through libtraceevent."""
         assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
-        new = [int(i) for i in np.unique(chunk.type_id).tolist() if int(i) not in self.parsed]
+        types = np.unique(chunk.type_id).tolist()
+        new = [int(i) for i in types if int(i) not in self.parsed]
         if new:
             self._parse(new)
         out = [""] * len(chunk)
+        slow = np.ones(len(chunk), dtype=bool)
+        for t in types:
+            cp = self._column_printer(int(t))
+            if cp is None:
+                continue
+            rows = np.nonzero((chunk.type_id == t) & (chunk.size >= cp.min_size) & (chunk.size <= _MAX_RECORD))[0]
+            if not rows.size:
+                continue
+            text = cp.format(decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], cp.fmt,
+                                    cp.fields, self.endian), int(rows.size))
+            if int(t) not in self.checked:
+                k = rows[:CHECK_EVENTS]
+                self.checked[int(t)] = self._print_rows(chunk, k) == text[:len(k)]
+                if not self.checked[int(t)]:
+                    continue
+            for i, p in zip(rows.tolist(), text):
+                out[i] = p
+            slow[rows] = False
+        rows = np.nonzero(slow)[0]
+        for i, p in zip(rows.tolist(), self._print_rows(chunk, rows)):
+            out[i] = p
+        return out
+
+    def _column_printer(self, ev: int) -> ColumnPrinter | None:
+        """The column printer of event type ``ev``, unless it is unknown, has dynamic fields or failed its check."""
+        if ev not in self.known or self.locs.get(ev) or self.checked.get(ev) is False or ev not in self.formats:
+            return None
+        if ev not in self.compiled:
+            self.compiled[ev] = compile_print_fmt(self.formats[ev], self.long_size)
+        return self.compiled[ev]
+
+    def _print_rows(self, chunk: Chunk, rows: np.ndarray) -> list[str]:
+        """libtraceevent's text of events ``rows`` of ``chunk``, one call each."""
+        assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
+        out = [""] * len(rows)
         lib, seq, rec, buf = self.lib, ctypes.byref(self.seq), self.rec, self.buf
         ptr = ctypes.byref(rec)
         fmt, info = ctypes.c_char_p(b"%s"), ctypes.c_char_p(b"INFO")  # tep_print_event is variadic: typed here
         tep = ctypes.c_void_p(self.tep)
         zeros = bytes(_PAD)
-        for i, (src, off, size, ev, ts, cpu) in enumerate(zip(chunk.src.tolist(), chunk.off.tolist(),
-                                                           chunk.size.tolist(), chunk.type_id.tolist(),
-                                                           chunk.ts.tolist(), chunk.cpu.tolist())):
+        memo = self.memo
+        for i, (src, off, size, ev, ts, cpu) in enumerate(zip(chunk.src[rows].tolist(), chunk.off[rows].tolist(),
+                                                           chunk.size[rows].tolist(), chunk.type_id[rows].tolist(),
+                                                           chunk.ts[rows].tolist(), chunk.cpu[rows].tolist())):
             if ev not in self.known:
                 continue
             data = np.asarray(chunk.raws[src][off:off + size]).tobytes()
+            key = (ev, data[self._body(ev):])
+            hit = memo.get(key)
+            if hit is not None:
+                out[i] = hit
+                continue
             if len(data) > _MAX_RECORD or not self._locs_ok(data, ev):
                 self.bad += 1
                 continue
@@ -182,4 +240,17 @@ class EventPrinter:
             lib.trace_seq_terminate(seq)
             if self.seq.buffer and self.seq.len:
                 out[i] = ctypes.string_at(self.seq.buffer, self.seq.len).decode("utf-8", "replace").rstrip()
+            if len(memo) >= _MEMO:
+                memo.clear()
+            memo[key] = out[i]
         return out
+
+    def _body(self, ev: int) -> int:
+        """Where event type ``ev``'s own fields start (after ``common_*``): a print fmt reads only those, so
+        records equal from there print the same."""
+        b = self.body.get(ev)
+        if b is None:
+            f = self.formats.get(ev)
+            own = [x.offset for x in f.fields if not x.name.startswith("common_")] if f else []
+            b = self.body[ev] = min(own, default=0)
+        return b

@@ -1,0 +1,155 @@
+"""One side's events as columns: what ``align`` and ``analyze`` read from a bundle or any trace.
+
+:class:`Events` holds numpy columns in the trace's order: ``ts`` (uint64, the trace's clock units), ``cpu``,
+``pid``, ``tgid`` (int64; ``tgid`` -1 where the trace does not record it), ``comm`` and ``event`` (int32 codes
+into :attr:`Events.comms` / :attr:`Events.names`; event names without their system), ``payload`` (object
+array of str: the kernel's text of each event). Selecting the rows of one event name, one thread or one
+CPU is a mask on integer columns; only the rows a consumer needs are ever turned into Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ftrace_text import Record
+
+__all__ = ["Events", "EventsBuilder"]
+
+
+def _objects(values: Sequence[str]) -> np.ndarray:
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
+
+
+@dataclass
+class Events:
+    """Columns of one side's events (see the module doc)."""
+
+    ts: np.ndarray
+    cpu: np.ndarray
+    pid: np.ndarray
+    tgid: np.ndarray
+    comm: np.ndarray
+    event: np.ndarray
+    payload: np.ndarray
+    comms: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def code(self, name: str) -> int:
+        """The code of event ``name`` (-1: no such event)."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return -1
+
+    def rows(self, *names: str) -> np.ndarray:
+        """Indices of the events named ``names``, in order."""
+        codes = [c for c in (self.code(n) for n in names) if c >= 0]
+        if not codes:
+            return np.zeros(0, dtype=np.int64)
+        return np.nonzero(np.isin(self.event, codes))[0]
+
+    def event_strings(self) -> np.ndarray:
+        """The event name of every row (object array)."""
+        return _objects(self.names)[self.event] if len(self) else np.zeros(0, dtype=object)
+
+    def comm_strings(self) -> np.ndarray:
+        return _objects(self.comms)[self.comm] if len(self) else np.zeros(0, dtype=object)
+
+    def take(self, idx: np.ndarray) -> Events:
+        return Events(self.ts[idx], self.cpu[idx], self.pid[idx], self.tgid[idx], self.comm[idx], self.event[idx],
+                      self.payload[idx], self.comms, self.names)
+
+    def with_ts(self, ts: np.ndarray) -> Events:
+        """The same events with other timestamps (a conversion's result, same length)."""
+        return Events(np.asarray(ts, dtype=np.uint64), self.cpu, self.pid, self.tgid, self.comm, self.event, self.payload,
+                      self.comms, self.names)
+
+    def records(self) -> Iterator[Record]:
+        """Row by row, for consumers that read one event at a time."""
+        names, comms = self.names, self.comms
+        for ts, cpu, pid, comm, ev, payload, tgid in zip(self.ts.tolist(), self.cpu.tolist(), self.pid.tolist(),
+                                                          self.comm.tolist(), self.event.tolist(), self.payload.tolist(),
+                                                          self.tgid.tolist()):
+            yield Record(ts, cpu, pid, comms[comm], names[ev], payload, tgid)
+
+    @classmethod
+    def from_records(cls, recs: Iterable[Record]) -> Events:
+        b = EventsBuilder()
+        rs = list(recs)
+        b.add_codes(np.fromiter((r.ts for r in rs), dtype=np.uint64, count=len(rs)),
+                    np.fromiter((r.cpu for r in rs), dtype=np.int64, count=len(rs)),
+                    np.fromiter((r.pid for r in rs), dtype=np.int64, count=len(rs)),
+                    np.fromiter((r.tgid for r in rs), dtype=np.int64, count=len(rs)),
+                    b.comm_codes([r.comm for r in rs]), b.name_codes([r.event for r in rs]), [r.payload for r in rs])
+        return b.build()
+
+
+class EventsBuilder:
+    """Collects chunks of events (codes into its own vocabularies) into one :class:`Events`."""
+
+    def __init__(self) -> None:
+        self.comms: list[str] = []
+        self.names: list[str] = []
+        self._comm_ix: dict[str, int] = {}
+        self._name_ix: dict[str, int] = {}
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._payloads: list[Sequence[str]] = []
+
+    @staticmethod
+    def _codes(values: Sequence[str], items: list[str], index: dict[str, int]) -> np.ndarray:
+        out = np.empty(len(values), dtype=np.int32)
+        for i, s in enumerate(values):
+            c = index.get(s)
+            if c is None:
+                c = index[s] = len(items)
+                items.append(s)
+            out[i] = c
+        return out
+
+    def comm_codes(self, comms: Sequence[str]) -> np.ndarray:
+        return self._codes(comms, self.comms, self._comm_ix)
+
+    def name_codes(self, names: Sequence[str]) -> np.ndarray:
+        return self._codes(names, self.names, self._name_ix)
+
+    def recode(self, codes: np.ndarray, vocab: Sequence[str], kind: str, bare: bool = False) -> np.ndarray:
+        """``codes`` into ``vocab`` (a reader's) as codes into this builder's ``kind`` (``comm`` or ``event``)
+        vocabulary; ``bare``: names without their ``system:``."""
+        used = np.unique(codes)
+        lut = np.zeros(int(used.max()) + 1 if used.size else 1, dtype=np.int32)
+        strings = [vocab[c].split(":")[-1] if bare else vocab[c] for c in used.tolist()]
+        mine = self.comm_codes(strings) if kind == "comm" else self.name_codes(strings)
+        lut[used] = mine
+        out: np.ndarray = lut[codes]
+        return out
+
+    def add_codes(self, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, tgid: np.ndarray | None, comm: np.ndarray,
+                  event: np.ndarray, payload: Sequence[str]) -> None:
+        n = len(ts)
+        self._parts.append((np.asarray(ts, dtype=np.uint64), np.asarray(cpu, dtype=np.int64),
+                            np.asarray(pid, dtype=np.int64),
+                            np.full(n, -1, dtype=np.int64) if tgid is None else np.asarray(tgid, dtype=np.int64),
+                            np.asarray(comm, dtype=np.int32), np.asarray(event, dtype=np.int32)))
+        self._payloads.append(payload)
+
+    def build(self) -> Events:
+        if not self._parts:
+            z = np.zeros(0, dtype=np.int64)
+            return Events(np.zeros(0, dtype=np.uint64), z, z, z, z.astype(np.int32), z.astype(np.int32),
+                          np.zeros(0, dtype=object), self.comms, self.names)
+        cols = [np.concatenate([p[k] for p in self._parts]) for k in range(6)]
+        payload = np.empty(len(cols[0]), dtype=object)
+        at = 0
+        for p in self._payloads:
+            payload[at:at + len(p)] = p
+            at += len(p)
+        ts, cpu, pid, tgid, comm, event = cols
+        return Events(ts, cpu, pid, tgid, comm, event, payload, self.comms, self.names)
