@@ -56,6 +56,25 @@ def test_intervals_by_hand() -> None:
     assert one.to_dict(0, [5, 6])["offset_interval"] is None  # two offsets in use: no single absolute interval
 
 
+def _columns(events: list[dict[str, Any]]) -> Any:
+    """The alignment's columns of event dicts (as tsalign.align.merge builds them from a trace)."""
+    from tsalign.align.columns import AlignedColumns
+
+    def obj(k: str) -> np.ndarray:
+        a = np.empty(len(events), dtype=object)
+        a[:] = [str(e.get(k, "")) for e in events]
+        return a
+
+    return AlignedColumns(np.asarray([e["guest_tsc"] for e in events], dtype=np.uint64),
+                          np.asarray([e["side"] == "host" for e in events], dtype=bool),
+                          np.asarray([e.get("host_tsc", 0) for e in events], dtype=np.uint64),
+                          np.asarray([e["cpu"] for e in events], dtype=np.int64),
+                          np.asarray([e["pid"] for e in events], dtype=np.int64),
+                          np.asarray([e.get("tgid", -1) for e in events], dtype=np.int64),
+                          np.asarray([-1 if e.get("vcpu") is None else e["vcpu"] for e in events], dtype=np.int64),
+                          obj("comm"), obj("event"), obj("payload"))
+
+
 def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], window: tuple = (None, None),
              lost: int = 0, spreads: tuple[int, ...] = ()) -> Any:
     """A minimal alignment: host events converted with ``offset`` (what tsalign.align.merge produces)."""
@@ -66,7 +85,7 @@ def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], w
         e.setdefault("pid", 0)
         e.setdefault("cpu", 0)
         e.setdefault("payload", "")
-    return SimpleNamespace(events=events, timeline=tl, tsc_khz=1_000_000, host_count=0,
+    return SimpleNamespace(events=events, columns=_columns(events), timeline=tl, tsc_khz=1_000_000, host_count=0,
                            vm={"vcpus": [{"id": v, "tid": t} for t, v in vcpus.items()], "pid": 1},
                            dropped={}, notes=[], lost_events={"host": lost, "guest": 0}, host_window=window,
                            snapshots=[], writes=[], offset_choice="test", axis_vcpu=0, axis_spreads=list(spreads),

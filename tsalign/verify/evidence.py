@@ -22,7 +22,6 @@ import numpy as np
 
 from ..align.brackets import signed_diff
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
-from ..analyze.common import bare
 from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
@@ -44,33 +43,87 @@ class Found:
 
 
 class _Ctx:
-    """Events bucketed by side and name, vCPU threads, and the conversion in use."""
+    """The alignment's columns bucketed by side and event name (index arrays, in each side's time order),
+    vCPU threads, and the conversion in use. Rows become dicts only for the buckets an extractor asks
+    :meth:`host`/:meth:`guest` for."""
 
     def __init__(self, a: Any) -> None:
         self.a = a
+        self.col = a.columns
         self.tid_to_vcpu: dict[int, int] = a.tid_to_vcpu
-        self.by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        self.host_times_of: dict[int, list[int]] = defaultdict(list)  # thread id -> host TSCs of its events
-        for e in a.events:
-            self.by[(e["side"], bare(e))].append(e)
-            if e["side"] == "host":
-                self.host_times_of[e["pid"]].append(e["host_tsc"])
-        for times in self.host_times_of.values():
-            times.sort()
-        # (host TSC, prev_pid, next_pid) of every host sched_switch, parsed once
-        self.switches = [(e["host_tsc"], sw["prev_pid"], sw["next_pid"]) for e in self.by.get(("host", "sched_switch"), [])
-                         if (sw := sched_switch(e["payload"])) is not None]
-        for evs in self.by.values():
-            evs.sort(key=lambda e: e["host_tsc"] if e["side"] == "host" else e["guest_tsc"])
+        col = self.col
+        index: dict[str, int] = {}
+        names = col.event.tolist()
+        codes = np.fromiter((index.setdefault(n, len(index)) for n in names), dtype=np.int64, count=len(names))
+        self._code: dict[str, list[int]] = {}  # bare name -> codes of the event names that are it
+        for n, k in index.items():
+            self._code.setdefault(n.split(":")[-1], []).append(k)
+        self._codes = codes
+        self._rows: dict[tuple[str, str], np.ndarray] = {}
+        self._dicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._times: dict[int, list[int]] = {}
+        self._switches: list[tuple[int, int, int]] | None = None
         self._vcpus = set(a.timeline.vcpus)
+
+    def rows(self, side: str, *names: str) -> np.ndarray:
+        """Indices of ``side``'s events named ``names`` (any system), ordered by that side's clock (stable)."""
+        out = []
+        for name in names:
+            key = (side, name)
+            if key not in self._rows:
+                ks = self._code.get(name, [])
+                m = np.isin(self._codes, ks) & (self.col.is_host if side == "host" else ~self.col.is_host)
+                r = np.nonzero(m)[0]
+                t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
+                self._rows[key] = r[np.argsort(t, kind="stable")]
+            out.append(self._rows[key])
+        if len(out) == 1:
+            return out[0]
+        r = np.concatenate(out)
+        t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
+        return r[np.argsort(t, kind="stable")]
+
+    def _as_dicts(self, side: str, name: str) -> list[dict[str, Any]]:
+        key = (side, name)
+        if key not in self._dicts:
+            r = self.rows(side, name)
+            c = self.col
+            cols = zip(
+                    c.guest_tsc[r].tolist(), c.host_tsc[r].tolist(), c.cpu[r].tolist(), c.pid[r].tolist(),
+                    c.tgid[r].tolist(), c.comm[r].tolist(), c.event[r].tolist(), c.payload[r].tolist(),
+                    c.vcpu[r].tolist())
+            # the shape of AlignedColumns.rows() (without the track): guest rows have no host_tsc nor vcpu
+            self._dicts[key] = [
+                {"side": side, "guest_tsc": g, "host_tsc": h, "cpu": cpu, "pid": pid, "tgid": tgid, "comm": comm,
+                 "event": ev, "payload": pl, "vcpu": v if v >= 0 else None}
+                for g, h, cpu, pid, tgid, comm, ev, pl, v in cols] if side == "host" else [
+                {"side": side, "guest_tsc": g, "cpu": cpu, "pid": pid, "tgid": tgid, "comm": comm, "event": ev,
+                 "payload": pl} for g, _, cpu, pid, tgid, comm, ev, pl, _ in cols]
+        return self._dicts[key]
 
     def host(self, *names: str) -> list[dict[str, Any]]:
         if len(names) == 1:
-            return self.by.get(("host", names[0]), [])
-        return sorted((e for n in names for e in self.by.get(("host", n), [])), key=lambda e: e["host_tsc"])
+            return self._as_dicts("host", names[0])
+        return sorted((e for n in names for e in self._as_dicts("host", n)), key=lambda e: e["host_tsc"])
 
     def guest(self, name: str) -> list[dict[str, Any]]:
-        return self.by.get(("guest", name), [])
+        return self._as_dicts("guest", name)
+
+    @property
+    def switches(self) -> list[tuple[int, int, int]]:
+        """(host TSC, prev_pid, next_pid) of every host sched_switch, parsed once."""
+        if self._switches is None:
+            r = self.rows("host", "sched_switch")
+            self._switches = [(t, sw["prev_pid"], sw["next_pid"]) for t, p in zip(
+                self.col.host_tsc[r].tolist(), self.col.payload[r].tolist()) if (sw := sched_switch(p)) is not None]
+        return self._switches
+
+    def host_times_of(self, tid: int) -> list[int]:
+        """Sorted host TSCs of thread ``tid``'s host events."""
+        if tid not in self._times:
+            c = self.col
+            self._times[tid] = np.sort(c.host_tsc[c.is_host & (c.pid == tid)]).tolist()
+        return self._times[tid]
 
     def to_guest(self, host_tsc: int, vcpu: int, at: int | None = None) -> int | None:
         """``host_tsc`` on the guest axis with vCPU ``vcpu``'s offset in use at host TSC ``at``
@@ -89,62 +142,127 @@ class _Ctx:
             return None
         return np.asarray(self.a.timeline.host_to_guest_many(np.full(len(host_tsc), vcpu), host_tsc, at), dtype=np.uint64)
 
+    def vcpus_of_threads(self, tids: np.ndarray) -> np.ndarray:
+        """:meth:`vcpu_of_thread` of each thread id (-1: none)."""
+        out = np.full(len(tids), -1, dtype=np.int64)
+        if not self.tid_to_vcpu and len(self._vcpus) == 1:
+            out[:] = next(iter(self._vcpus))
+        for tid, v in self.tid_to_vcpu.items():
+            out[tids == tid] = v
+        return out
+
+    def to_guest_each(self, vcpus: np.ndarray, host_tsc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Host TSCs on the guest axis, each with its vCPU's offset in use at it; (guest TSCs, mask of the rows
+        whose vCPU has a known offset — the others' values are 0)."""
+        ok = np.isin(vcpus, np.asarray(sorted(self._vcpus), dtype=np.int64))
+        out = np.zeros(len(host_tsc), dtype=np.uint64)
+        if ok.any():
+            out[ok] = np.asarray(self.a.timeline.host_to_guest_many(vcpus[ok], host_tsc[ok]), dtype=np.uint64)
+        return out, ok
+
     def vcpu_of_thread(self, tid: int) -> int | None:
         if tid in self.tid_to_vcpu:
             return self.tid_to_vcpu[tid]
         return next(iter(self._vcpus)) if len(self._vcpus) == 1 and not self.tid_to_vcpu else None
 
 
-def _pio_beacons(c: _Ctx, f: Found) -> None:
-    beacons = c.guest("tsalign_beacon")
-    if not beacons or "port=" not in beacons[0]["payload"]:
-        return
-    lo_exits: list[tuple[int, dict[str, Any]]] = []
-    hi_ts: list[int] = []
-    for e in c.host("kvm_pio"):
-        p = parse_kvm_payload("kvm_pio", e["payload"])
-        if p["port"] == 0x10:
-            lo_exits.append((p["val"], e))
-        elif p["port"] == 0x11:
-            hi_ts.append(e["host_tsc"])
-    by_val: dict[int, list[int]] = defaultdict(list)
-    for i, (v, _) in enumerate(lo_exits):
-        by_val[v & 0xFFFFFFFF].append(i)
-    rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
-    residuals: list[int] = []
+def _pio_fields(payloads: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(port, val) of kvm_pio payloads (the kernel's print fmt; another text is an error naming it)."""
+    port = np.empty(len(payloads), dtype=np.int64)
+    val = np.empty(len(payloads), dtype=np.uint64)
+    for i, p in enumerate(payloads):
+        m = _PIO.match(p)
+        if m is None:
+            parse_kvm_payload("kvm_pio", p)  # raises, naming the payload
+        else:
+            port[i], val[i] = int(m[1], 16), int(m[2], 16)
+    return port, val
+
+
+_PIO = re.compile(r"pio_(?:read|write) at 0x([0-9a-f]+) size \d+ count \d+ val 0x([0-9a-f]+)")
+
+
+def _greedy_match_py(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """For each wanted value in order (``want[i] + r`` for r in 0..tol, modulo 2^32), the first not yet passed
+    position among those holding it: ``vals``/``idx`` are the positions' values and positions sorted by (value,
+    position). Returns the matched position per wanted value (-1: none); each match passes every earlier
+    position (in-order pairing: a beacon's exit comes after the previous beacon's)."""
+    out = np.full(want.shape[0], -1, dtype=np.int64)
     last = -1
-    tol = c.a.guest_rounding  # a converted guest TSC lies up to this far below the value the guest sent
-    for i, b in enumerate(beacons):
-        # the exit carrying this beacon's low 32 bits: the first unused one, for each value it may have had
-        k_best = None
+    for i in range(want.shape[0]):
+        best = -1
         for r in range(tol + 1):
-            cands = by_val.get((b["guest_tsc"] + r) & 0xFFFFFFFF, [])
-            k = bisect.bisect_right(cands, last)
-            if k < len(cands) and (k_best is None or cands[k] < k_best):
-                k_best = cands[k]
-        if k_best is None:
-            continue
-        last = k_best
-        exit_ev = lo_exits[last][1]
-        vcpu = c.vcpu_of_thread(exit_ev["pid"])
-        if vcpu is None:
-            continue
-        h = c.to_guest(exit_ev["host_tsc"], vcpu)
-        if h is None:
-            continue
-        lower = signed_diff(b["guest_tsc"], h)
-        residuals.append(-lower)
-        upper = None
-        j = bisect.bisect_right(hi_ts, exit_ev["host_tsc"])
-        nxt_lo = lo_exits[last + 1][1]["host_tsc"] if last + 1 < len(lo_exits) else None
-        if i + 1 < len(beacons) and j < len(hi_ts) and (nxt_lo is None or hi_ts[j] < nxt_lo):
-            hh = c.to_guest(hi_ts[j], vcpu)
-            if hh is not None:
-                upper = signed_diff(beacons[i + 1]["guest_tsc"], hh)
-        rows[vcpu].append((lower, upper, b["guest_tsc"]))
-    f.brackets += [Brackets.from_rows("pio_beacon", v, r) for v, r in rows.items()]
-    f.details["pio_beacon"] = {"beacons": len(beacons), "matched": sum(len(r) for r in rows.values()),
-                               "residuals": residuals}
+            v = (want[i] + r) & 0xFFFFFFFF
+            lo = np.searchsorted(vals, v, side="left")
+            hi = np.searchsorted(vals, v, side="right")
+            # first position > last among idx[lo:hi] (ascending)
+            a, b = lo, hi
+            while a < b:
+                mid = (a + b) // 2
+                if idx[mid] <= last:
+                    a = mid + 1
+                else:
+                    b = mid
+            if a < hi and (best < 0 or idx[a] < best):
+                best = idx[a]
+        if best >= 0:
+            last = best
+            out[i] = best
+    return out
+
+
+def _compile_greedy() -> Callable[..., np.ndarray]:
+    try:
+        import numba
+    except ImportError:  # the interpreter path gives the same result, slower
+        return _greedy_match_py
+    compiled: Callable[..., np.ndarray] = numba.njit(cache=True, nogil=True)(_greedy_match_py)
+    return compiled
+
+
+_greedy_match = _compile_greedy()
+
+
+def _pio_beacons(c: _Ctx, f: Found) -> None:
+    col = c.col
+    b_rows = c.rows("guest", "tsalign_beacon")
+    if not b_rows.size or "port=" not in col.payload[b_rows[0]]:
+        return
+    bg = col.guest_tsc[b_rows]
+    pio = c.rows("host", "kvm_pio")
+    port, val = _pio_fields(col.payload[pio].tolist())
+    lo_rows, hi_ts = pio[port == 0x10], col.host_tsc[pio[port == 0x11]]
+    lo_val = val[port == 0x10] & np.uint64(0xFFFFFFFF)
+    order = np.lexsort((np.arange(len(lo_val)), lo_val))
+    tol = int(c.a.guest_rounding)  # a converted guest TSC lies up to this far below the value the guest sent
+    k = _greedy_match((bg & np.uint64(0xFFFFFFFF)).astype(np.int64), tol, lo_val[order].astype(np.int64),
+                      order.astype(np.int64))
+    matched = np.nonzero(k >= 0)[0]  # beacon indices with their exit
+    ex = k[matched]
+    ex_ts = col.host_tsc[lo_rows[ex]]
+    vcpu = c.vcpus_of_threads(col.pid[lo_rows[ex]])
+    h, ok = c.to_guest_each(vcpu, ex_ts)
+    keep = (vcpu >= 0) & ok
+    matched, ex, ex_ts, vcpu, h = matched[keep], ex[keep], ex_ts[keep], vcpu[keep], h[keep]
+    g = bg[matched]
+    lower = _diff(g, h)
+    # upper: the next beacon's TSC minus this exit's high-half exit (the first port-0x11 exit after it, before
+    # the next port-0x10 exit)
+    j = np.searchsorted(hi_ts, ex_ts, side="right")
+    nxt_lo = np.where(ex + 1 < len(lo_rows), col.host_tsc[lo_rows[np.minimum(ex + 1, max(len(lo_rows) - 1, 0))]]
+                      if len(lo_rows) else np.zeros(0, dtype=np.uint64), np.uint64(2**64 - 1))
+    has_hi = (matched + 1 < len(bg)) & (j < len(hi_ts))
+    hi_at = hi_ts[np.minimum(j, max(len(hi_ts) - 1, 0))] if len(hi_ts) else np.zeros(len(j), dtype=np.uint64)
+    has_hi &= (ex + 1 >= len(lo_rows)) | (hi_at < nxt_lo)
+    hh, ok2 = c.to_guest_each(vcpu, hi_at) if len(hi_ts) else (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool))
+    has_hi &= ok2 if len(hi_ts) else has_hi
+    nb = bg[np.minimum(matched + 1, len(bg) - 1)]
+    upper = _diff(nb, hh) if len(hi_ts) else np.zeros(len(matched), dtype=np.int64)
+    for v in np.unique(vcpu).tolist():
+        m = vcpu == v
+        f.brackets.append(Brackets("pio_beacon", int(v), lower[m], np.where(has_hi[m], upper[m], 0),
+                                   np.ones(int(m.sum()), dtype=bool), has_hi[m], g[m]))
+    f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": (-lower).tolist()}
 
 
 _GUEST_MSR = re.compile(r"^\s*([0-9a-fA-F]+), value ([0-9a-fA-F]+)\s*$")
@@ -152,25 +270,29 @@ _HOST_MSR = re.compile(r"^msr_write ([0-9a-fA-F]+) = 0x([0-9a-fA-F]+)\s*$")
 
 
 def _msr_writes(c: _Ctx, f: Found) -> None:
+    col = c.col
     guest: list[tuple[tuple[int, int, int], int, bool]] = []  # (vcpu, msr, value), guest tsc, guest-first
-    for e in c.guest("write_msr"):
-        m = _GUEST_MSR.match(e["payload"])
+    r = c.rows("guest", "write_msr")
+    for cpu, g, p in zip(col.cpu[r].tolist(), col.guest_tsc[r].tolist(), col.payload[r].tolist()):
+        m = _GUEST_MSR.match(p)
         if m:
-            guest.append(((e["cpu"], int(m[1], 16), int(m[2], 16)), e["guest_tsc"], False))
-    for e in c.guest("tsalign_msr"):
-        p = kv(e["payload"])
-        if "msr" in p and "value" in p:
-            guest.append(((e["cpu"], p["msr"], p["value"]), e["guest_tsc"], True))
+            guest.append(((cpu, int(m[1], 16), int(m[2], 16)), g, False))
+    r = c.rows("guest", "tsalign_msr")
+    for cpu, g, p in zip(col.cpu[r].tolist(), col.guest_tsc[r].tolist(), col.payload[r].tolist()):
+        kvs = kv(p)
+        if "msr" in kvs and "value" in kvs:
+            guest.append(((cpu, kvs["msr"], kvs["value"]), g, True))
     if not guest:
         return
     host: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    for e in c.host("kvm_msr"):
-        m = _HOST_MSR.match(e["payload"])
-        vcpu = c.vcpu_of_thread(e["pid"])
-        if m and vcpu is not None:
-            host[(vcpu, int(m[1], 16), int(m[2], 16))].append(e["host_tsc"])
+    r = c.rows("host", "kvm_msr")
+    vcpus = c.vcpus_of_threads(col.pid[r]).tolist()
+    for vcpu, t, p in zip(vcpus, col.host_tsc[r].tolist(), col.payload[r].tolist()):
+        m = _HOST_MSR.match(p)
+        if m and vcpu >= 0:
+            host[(vcpu, int(m[1], 16), int(m[2], 16))].append(t)
     gcount = Counter(k for k, _, _ in guest)
-    rows: dict[int, list[tuple[int | None, int | None, int]]] = defaultdict(list)
+    pairs: list[tuple[int, int, int, bool]] = []  # vcpu, host tsc, guest tsc, guest-first
     ambiguous = 0
     for key, g, guest_first in guest:
         hs = host.get(key)
@@ -179,12 +301,17 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
         if gcount[key] != 1 or len(hs) != 1:
             ambiguous += 1
             continue
-        h = c.to_guest(hs[0], key[0])
-        if h is None:
-            continue
-        d = signed_diff(g, h)
-        rows[key[0]].append((d, None, g) if guest_first else (None, d, g))
-    f.brackets += [Brackets.from_rows("msr_write", v, r) for v, r in rows.items()]
+        pairs.append((key[0], hs[0], g, guest_first))
+    if pairs:
+        pv = np.asarray([p[0] for p in pairs], dtype=np.int64)
+        h, ok = c.to_guest_each(pv, np.asarray([p[1] for p in pairs], dtype=np.uint64))
+        g = np.asarray([p[2] for p in pairs], dtype=np.uint64)
+        first = np.asarray([p[3] for p in pairs], dtype=bool)
+        d = _diff(g, h)
+        for v in np.unique(pv[ok]).tolist():
+            m = ok & (pv == v)
+            f.brackets.append(Brackets("msr_write", int(v), np.where(first[m], d[m], 0), np.where(first[m], 0, d[m]),
+                                       first[m], ~first[m], g[m]))
     if ambiguous:
         f.notes.append(f"msr_write: {ambiguous} guest MSR writes not used (the same index and value more than once)")
 
@@ -195,10 +322,14 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
 
         def __init__(self, e: dict[str, Any]) -> None:
             self.event, self.payload, self.pid = e["event"], e["payload"], e["pid"]
-            self.ts = e.get("host_tsc", e["guest_tsc"])
+            self.ts = e["host_tsc"] if e["side"] == "host" else e["guest_tsc"]
 
-    markers = [e for e in c.a.events if e["side"] == "guest" and "tsalign_beacon seq=" in e["payload"]]
-    beacons = guest_beacons(_R(e) for e in markers)
+    col = c.col
+    g = np.nonzero(~col.is_host)[0]
+    markers = [_R({"event": col.event[i], "payload": p, "pid": int(col.pid[i]), "side": "guest",
+                   "guest_tsc": int(col.guest_tsc[i])})
+               for i, p in zip(g.tolist(), col.payload[g].tolist()) if "tsalign_beacon seq=" in p]
+    beacons = guest_beacons(markers)
     if not beacons:
         return
     writes = host_port_write_threads((_R(e) for n in WRITE_CALLS for e in c.host(n)), set(c.tid_to_vcpu))
@@ -306,7 +437,7 @@ def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
         return None
     wakes = [e["host_tsc"] for e in c.host("sched_waking", "sched_wakeup")
              if (m := _WAKE_PID.findall(e["payload"])) and int(m[-1]) == tid]
-    own = c.host_times_of.get(tid, [])
+    own = c.host_times_of(tid)
     signs = sorted(set(ins) | set(wakes))
     if ins and start is not None and start < ins[0] and (not own or own[0] >= ins[0]) and (not outs or outs[0] > ins[0]):
         gaps.append((start, ins[0]))  # off from the capture start until it was first switched in
@@ -325,14 +456,12 @@ def _vcpu_run(c: _Ctx, f: Found) -> None:
         f.notes.append("vcpu_run: not used: the host ring buffers lost events (a lost sched_switch would fake a gap); "
                        "capture with a larger --buffer-kb")
         return
-    guest = [e for e in c.a.events if e["side"] == "guest"]
-    by_cpu: dict[int, list[int]] = defaultdict(list)
-    for e in guest:
-        by_cpu[e["cpu"]].append(e["guest_tsc"])
+    col = c.col
+    guest = ~col.is_host
     sources = {}
     for tid, vcpu in sorted(c.tid_to_vcpu.items(), key=lambda t: t[1]):
-        gs = by_cpu.get(vcpu)
-        if not gs:
+        gs = col.guest_tsc[guest & (col.cpu == vcpu)]
+        if not gs.size:
             continue
         found = _gaps(c, tid)
         if found is None:
@@ -342,7 +471,7 @@ def _vcpu_run(c: _Ctx, f: Found) -> None:
         # the runs are what the gaps leave (unbounded before the first and after the last)
         edges = [None, *(x for g in sorted(gaps) for x in g), None]
         runs = list(zip(edges[::2], edges[1::2]))
-        f.brackets.append(_run_brackets(c, vcpu, runs, np.asarray(sorted(gs), dtype=np.uint64)))
+        f.brackets.append(_run_brackets(c, vcpu, runs, np.sort(gs)))
     if sources:
         f.details["vcpu_run"] = {"run_source": sources}
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from ..catalogue import CATALOGUE, needed_events
 from ..numbers import to_signed64
 from ..verdicts import FAIL, PASS, UNVERIFIED, WARN, worst
@@ -56,9 +58,11 @@ def _outside_host_window(a: Any) -> int:
     if start is None or stop is None:
         return 0
     n = 0
+    c = a.columns
     for v in a.timeline.vcpus:
         lo, hi = a.timeline.host_to_guest(v, start), a.timeline.host_to_guest(v, stop)
-        n += sum(1 for e in a.events if e["side"] == "guest" and e["cpu"] == v and not lo <= e["guest_tsc"] <= hi)
+        g = c.guest_tsc[~c.is_host & (c.cpu == v)]
+        n += int(((g < np.uint64(lo)) | (g > np.uint64(hi))).sum())
     return n
 
 
@@ -72,7 +76,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
     by_vcpu: dict[int, list[Brackets]] = defaultdict(list)
     for b in found.brackets:
         by_vcpu[b.vcpu].append(b)
-    guest_vcpus = sorted({e["cpu"] for e in a.events if e["side"] == "guest"} & set(a.timeline.vcpus))
+    guest_vcpus = sorted(set(np.unique(a.columns.cpu[~a.columns.is_host]).tolist()) & set(a.timeline.vcpus))
     reasons: list[str] = []
     status = PASS
     per_vcpu = []
@@ -166,7 +170,7 @@ def verdict_of(a: Any) -> dict[str, Any]:
         "kvmclock_cross_check": cross,
         "guest_conversion": {"below_cycles": a.guest_rounding, "above_cycles": a.guest_above},
         "brackets": {"checked": checked, "violated": violated},
-        "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.events), "dropped": a.dropped,
+        "events": {"host": a.host_count, "guest": a.guest_count, "merged": len(a.columns), "dropped": a.dropped,
                    "lost_in_ring_buffers": a.lost_events},
         "vm": {k: a.vm.get(k) for k in ("pid", "vm_fd", "name", "uuid")},
         "notes": a.notes,
