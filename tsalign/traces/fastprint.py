@@ -16,8 +16,9 @@ events of its type before using it (a difference keeps that type with libtraceev
 
 Arguments accepted: ``REC->f``; ``REC->f ? "a" : "b"``; ``REC->f OP N ? "a" : "b"`` (OP one of ``> < >= <=
 == != &``), each optionally in parentheses. Conversions: ``%d %i %u %x %X %s`` with flags ``-0+`` and
-space, width, precision and length ``l``/``ll``/``z`` (64 bits; 32 without). Integers are converted as C
-does: the field's value (its width and signedness) to the conversion's width, signed for ``d``/``i``.
+space, width, precision and length ``l``/``ll``/``z`` (64 bits; 32 without). Integers are converted as
+libtraceevent does: the field's bytes as an unsigned number (no sign extension), then C's conversion to the
+conversion's width, signed for ``d``/``i``; operators compare unsigned 64-bit values.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ _SPEC = re.compile(r"%(?P<flags>[-0+ #]*)(?P<width>\d*)(?:\.(?P<prec>\d+))?(?P<l
 _FIELD = r"\(?\s*REC->(\w+)\s*\)?"
 _PLAIN = re.compile(rf"^{_FIELD}$")
 _TERNARY = re.compile(rf'^\(?\s*{_FIELD}\s*(?:(>=|<=|==|!=|>|<|&)\s*(0x[0-9a-fA-F]+|\d+)\s*)?\)?\s*\?\s*"([^"\\]*)"\s*:\s*"([^"\\]*)"$')
-_OPS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+_OPS: dict[str, Callable[[np.ndarray, np.uint64], np.ndarray]] = {
     ">": lambda a, n: a > n, "<": lambda a, n: a < n, ">=": lambda a, n: a >= n, "<=": lambda a, n: a <= n,
-    "==": lambda a, n: a == n, "!=": lambda a, n: a != n, "&": lambda a, n: (a & n) != 0,
+    "==": lambda a, n: a == n, "!=": lambda a, n: a != n, "&": lambda a, n: (a & n) != np.uint64(0),
 }
 
 
@@ -119,8 +120,8 @@ class ColumnPrinter:
         for a in self.args:
             col = cols[a.field.name]
             if a.ternary:
-                v = np.asarray(col)
-                cond = _OPS[a.op](v, a.num) if a.op else v != 0
+                v = _unsigned(col)
+                cond = _OPS[a.op](v, np.uint64(a.num % (1 << 64))) if a.op else v != 0
                 then, other = a.then, a.other
                 values.append([then if c else other for c in cond.tolist()])
             elif a.conv == "s":
@@ -133,9 +134,18 @@ class ColumnPrinter:
         return [(t % row).rstrip() for row in zip(*values)]
 
 
+def _unsigned(col: Any) -> np.ndarray:
+    """A field's values as libtraceevent reads them: its bytes as an unsigned number, widened to 64 bits without
+    sign extension (so ``REC->delta < 0`` is never true there, and an ``s8`` of -86 prints as 170 with ``%d``)."""
+    v = np.asarray(col)
+    return v.view(v.dtype.str.replace("i", "u")).astype(np.uint64) if v.dtype.kind == "i" \
+        else v.astype(np.uint64)
+
+
 def _c_int(v: np.ndarray, conv: str, bits: int) -> np.ndarray:
-    """A field's values as printf's ``conv`` of ``bits`` bits sees them (C's conversion: modulo 2^bits)."""
-    wide = v.astype(np.int64) if v.dtype.kind == "i" else v.astype(np.uint64)
+    """A field's values as printf's ``conv`` of ``bits`` bits sees them (C's conversion of libtraceevent's unsigned
+    value: modulo 2^bits)."""
+    wide = _unsigned(v)
     if bits == 64:
         return wide.astype(np.int64) if conv == "d" else wide.astype(np.uint64)
     return wide.astype(np.int32) if conv == "d" else wide.astype(np.uint32)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
 
 from ..errors import InvalidParameter
 from .ftrace_text import LINE, event_name, split_ts
-from .table import Chunk
+from .table import Chunk, Vocab
 from .trace import Trace, TraceInfo
 
 __all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv", "text_fields"]
@@ -43,6 +44,59 @@ _SKIP = re.compile(r"^\s*(?:#|$|cpus=\d+|version\s*=|CPU:?\s*\d+\s*\[LOST|CPU \d
 _KV = re.compile(r"(\w+)=(.*?)(?=\s+(?:==>\s+)?\w+=|\s*$)")
 
 CHUNK_LINES = 1 << 16
+#: characters of text parsed at a time by the block reader
+BLOCK_CHARS = 8 << 20
+
+
+def _single_line(pattern: str) -> str:
+    """``pattern`` with its blanks outside character classes (``\\s``) limited to spaces and tabs: a match of
+    the block pattern never runs over a line's end."""
+    out, i, depth = [], 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            tok = pattern[i:i + 2]
+            out.append("[ \\t]" if tok == "\\s" and not depth else tok)
+            i += 2
+            continue
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+#: the line patterns for whole blocks (multiline; ftrace's also captures what follows the event name)
+_BLOCK_PATTERNS = {
+    k: re.compile(_single_line(p.pattern.replace(r"(?::\s?|(?=\()|\s(?=->))", r"(?P<sep>:\s?|(?=\()|\s(?=->))")),
+                  re.ASCII | re.MULTILINE)
+    for k, p in PATTERNS.items()}
+_BLOCK_SKIP = re.compile(_single_line(r"^[ \t]*(?:#|$|cpus=\d+|version\s*=|CPU:?\s*\d+\s*\[LOST|CPU \d+ is empty|"
+                                      r"TSC conversion is not supported|\s*=>)"), re.MULTILINE)
+
+
+@dataclass
+class _LineState:
+    """What reading carries from block to block."""
+
+    resolution: int = 1
+    last: int = -1
+    decided: bool = False
+    other_buffers: set[str] = field(default_factory=set)
+
+
+def _codes(vocab: Vocab, strings: list[str]) -> np.ndarray:
+    """Codes of ``strings`` in ``vocab`` (new ones added)."""
+    index = vocab.index
+    for x in set(strings) - index.keys():
+        vocab.code(x)
+    return np.asarray([index[x] for x in strings], dtype=np.int32)
+
+
+class _Unusual(Exception):
+    """A block the block reader leaves to the line reader."""
 
 
 def parse_kv(payload: str) -> dict[str, str]:
@@ -95,13 +149,7 @@ class TextTrace(Trace):
             n = 0
             while line := f.readline(MAX_LINE + 1):
                 n += 1
-                if len(line) > MAX_LINE:
-                    raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a line of at most {MAX_LINE >> 10} KiB "
-                                           f"(this one is longer; it starts {line[:60]!r})")
-                if "\0" in line:
-                    raise InvalidParameter("trace line", f"{self.info.path}:{n}",
-                                           "text without NUL bytes (is this a binary file, or a text trace with a hole?)")
-                yield line
+                yield self._checked(n, line)
 
     def _decide_clock(self, dotted: bool, first: int) -> None:
         if self._clock_given:
@@ -119,14 +167,124 @@ class TextTrace(Trace):
         self.info.note(f"{self.info.path}: clock not in the file; {why}")
 
     def raw_chunks(self) -> Iterator[Chunk]:
+        if self.stream is None and self.buffer is None:
+            yield from self._block_chunks()
+        else:
+            yield from self._line_chunks(self._lines())
+
+    def _blocks(self) -> Iterator[tuple[int, str]]:
+        """(number of the block's first line, text of whole lines) of about :data:`BLOCK_CHARS` each."""
+        try:
+            f = open(self.info.path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
+        with f:
+            line = 1
+            while block := f.read(BLOCK_CHARS):
+                if not block.endswith("\n"):
+                    block += f.readline(MAX_LINE + 1)
+                yield line, block
+                line += block.count("\n")
+
+    def _block_chunks(self) -> Iterator[Chunk]:
+        """The whole file read in blocks, each parsed by one ``findall`` of the line pattern; a block with
+        anything unusual (a line that is neither an event nor skippable, a NUL, a long line, a syscall
+        event named without a colon) is parsed line by line instead, with that path's errors and warnings."""
+        pat = _BLOCK_PATTERNS[self.fmt]
+        gi = {k: v - 1 for k, v in pat.groupindex.items()}
+        state = _LineState()
+        for first, block in self._blocks():
+            lines = block.count("\n") + (not block.endswith("\n"))
+            rows = pat.findall(block)
+            # (a block ending in a newline: the empty position after it is no line)
+            skipped = 0 if len(rows) == lines else len(_BLOCK_SKIP.findall(block.removesuffix("\n")))
+            chunks = None
+            if (len(rows) + skipped == lines and "\0" not in block
+                    and ("sep" not in gi or all(r[gi["sep"]].startswith(":") for r in rows))
+                    and (len(block) <= MAX_LINE or max(map(len, block.split("\n"))) < MAX_LINE)):
+                try:
+                    chunks = [self._rows_chunk(rows[lo:lo + CHUNK_LINES], gi, state)
+                              for lo in range(0, len(rows), CHUNK_LINES)]
+                except _Unusual:
+                    chunks = None
+            if chunks is None:
+                yield from self._line_chunks(self._numbered(block, first), state)
+            else:
+                yield from chunks
+        self._finish(state)
+
+    def _numbered(self, block: str, first: int) -> Iterator[tuple[int, str]]:
+        for k, line in enumerate(block.splitlines(keepends=True)):
+            yield first + k, self._checked(first + k, line)
+
+    def _checked(self, n: int, line: str) -> str:
+        """``line`` (number ``n``), unless it is too long or holds a NUL (errors naming it)."""
+        if len(line) > MAX_LINE:
+            raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a line of at most {MAX_LINE >> 10} KiB "
+                                   f"(this one is longer; it starts {line[:60]!r})")
+        if "\0" in line:
+            raise InvalidParameter("trace line", f"{self.info.path}:{n}",
+                                   "text without NUL bytes (is this a binary file, or a text trace with a hole?)")
+        return line
+
+    def _rows_chunk(self, part: list[tuple[str, ...]], gi: dict[str, int], state: _LineState) -> Chunk:
+        """A chunk of ``findall`` rows (the groups of :data:`_BLOCK_PATTERNS`); :class:`_Unusual` when a value
+        needs the line path's error (a timestamp or pid out of range)."""
+        its = gi["ts"]
+        stamps = [r[its] for r in part]
+        if any("." in t for t in stamps):
+            try:
+                pairs = [split_ts(t) for t in stamps]
+            except InvalidParameter:
+                raise _Unusual from None
+            ts_vals = [v for v, _ in pairs]
+            resolution = max(r for _, r in pairs)
+        else:
+            ts_vals = list(map(int, stamps))
+            resolution = 1
+            if max(ts_vals) >= 1 << 64:
+                raise _Unusual
+        ipid = gi["tid"] if "tid" in gi else gi["pid"]
+        pids = [int(r[ipid] or r[gi["pid"]]) for r in part]
+        if max(pids) >= 1 << 31:
+            raise _Unusual
+        state.resolution = max(state.resolution, resolution)
+        if not state.decided:
+            self._decide_clock("." in stamps[0], ts_vals[0])
+            state.decided = True
+        ie, ic, icpu, ipl = gi["event"], gi["comm"], gi["cpu"], gi["payload"]
+        ts = np.asarray(ts_vals, dtype=np.uint64)
+        cols = [np.asarray([int(r[icpu]) for r in part], dtype=np.int32), np.asarray(pids, dtype=np.int32),
+                _codes(self.events, [r[ie] for r in part]), _codes(self.comms, [r[ic].strip() for r in part])]
+        payload = [r[ipl].strip() for r in part]
+        if int(ts[0]) < state.last or bool(np.any(ts[1:] < ts[:-1])):
+            self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
+            order = np.argsort(ts, kind="stable")
+            ts, cols, payload = ts[order], [c[order] for c in cols], [payload[i] for i in order.tolist()]
+        state.last = int(ts[-1])
+        cpu, pid, ev, comm = cols
+        return Chunk(ts, cpu, pid, ev, comm, payload)
+
+    def _finish(self, state: _LineState) -> None:
+        if not state.decided and state.other_buffers:  # decided: set by the first line kept
+            raise InvalidParameter("--buffer", self.buffer, "an instance buffer of this file: "
+                                   + ", ".join(repr(b) for b in sorted(state.other_buffers)[:20]) + " ('' = lines with no prefix)")
+        self.info.resolution = state.resolution
+        if state.resolution > 1:
+            self.info.note(f"{self.info.path}: timestamps printed with {9 - len(str(state.resolution)) + 1} fraction "
+                           f"digits: resolution {state.resolution} units (perf script --ns / trace-cmd report -t print all 9)")
+
+    def _line_chunks(self, numbered: Iterable[str] | Iterable[tuple[int, str]], state: _LineState | None = None
+                     ) -> Iterator[Chunk]:
+        """Line by line (``numbered``: lines, or (number, line) pairs); ``state`` carried over blocks (None: the
+        whole trace, finished here)."""
+        own = state is None
+        st = state or _LineState()
         pat = PATTERNS[self.fmt]
         rows: list[tuple[int, int, int, int, int, str]] = []
-        resolution = 1
-        last = -1
-        decided = False
         ecode, ccode = self.events.code, self.comms.code
-        other_buffers: set[str] = set()
-        for n, line in enumerate(self._lines(), 1):
+        for k, item in enumerate(numbered, 1):
+            n, line = item if isinstance(item, tuple) else (k, item)
             m = pat.match(line)
             if m is None:
                 if _SKIP.match(line) or not line.strip():
@@ -138,13 +296,13 @@ class TextTrace(Trace):
                 self.warn(f"{where}: skipped a line that is not a {self.fmt} event: {line.strip()[:80]!r}")
                 continue
             if self.buffer is not None and (m.groupdict().get("buf") or "") != self.buffer:
-                other_buffers.add(m.groupdict().get("buf") or "")
+                st.other_buffers.add(m.groupdict().get("buf") or "")
                 continue
             ts, res = split_ts(m.group("ts"), f"{self.info.path}:{n}")
-            if not decided:
+            if not st.decided:
                 self._decide_clock("." in m.group("ts"), ts)
-                decided = True
-            resolution = max(resolution, res)
+                st.decided = True
+            st.resolution = max(st.resolution, res)
             pid = int(m.group("tid") if m.groupdict().get("tid") else m.group("pid"))
             if pid >= 1 << 31:
                 raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a pid below 2^31, got {pid}")
@@ -152,19 +310,14 @@ class TextTrace(Trace):
                          ccode(m.group("comm").strip()),
                          m.group("payload").strip()))  # trace-cmd report pads after the name
             if len(rows) >= CHUNK_LINES:
-                chunk, last = self._chunk(rows, last)
+                chunk, st.last = self._chunk(rows, st.last)
                 rows = []
                 yield chunk
         if rows:
-            chunk, last = self._chunk(rows, last)
+            chunk, st.last = self._chunk(rows, st.last)
             yield chunk
-        if not decided and other_buffers:  # decided: set by the first line kept
-            raise InvalidParameter("--buffer", self.buffer, "an instance buffer of this file: "
-                                   + ", ".join(repr(b) for b in sorted(other_buffers)[:20]) + " ('' = lines with no prefix)")
-        self.info.resolution = resolution
-        if resolution > 1:
-            self.info.note(f"{self.info.path}: timestamps printed with {9 - len(str(resolution)) + 1} fraction digits: "
-                      f"resolution {resolution} units (perf script --ns / trace-cmd report -t print all 9)")
+        if own:
+            self._finish(st)
 
     def _chunk(self, rows: list[tuple[int, int, int, int, int, str]], last: int) -> tuple[Chunk, int]:
         ts = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))

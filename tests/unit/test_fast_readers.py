@@ -1,0 +1,159 @@
+"""The fast paths of the readers against their reference: print fmts evaluated in columns
+(tsalign.traces.fastprint) against libtraceevent, which trace-cmd prints with; the block reader of text traces
+against the line reader, on the same files and on files the block reader must hand back."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsalign.errors import InvalidParameter
+from tsalign.traces.eventformat import EventFormat
+from tsalign.traces.fastprint import ColumnPrinter, compile_print_fmt, split_args
+from tsalign.traces.table import Chunk
+from tsalign.traces.text import TextTrace
+from tsalign.traces.tracedat import TraceDat
+
+EX = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _records(fmt: EventFormat, n: int, rng: random.Random) -> Chunk:
+    """``n`` records of ``fmt`` with random field values (strings: short NUL-terminated ASCII)."""
+    size = max(f.offset + f.size for f in fmt.fields)
+    raw = bytearray()
+    offs = []
+    for _ in range(n):
+        rec = bytearray(rng.getrandbits(8) for _ in range(size))
+        rec[0:2] = fmt.id.to_bytes(2, "little")
+        for f in fmt.fields:
+            if f.kind == "string":
+                text = bytes(rng.choice(b"abcxyz-/ 0123") for _ in range(rng.randrange(0, f.size)))
+                rec[f.offset:f.offset + f.size] = (text + b"\0" * f.size)[:f.size]
+        # edge values: all-zero and all-ones integers now and then
+        if rng.random() < 0.2:
+            for f in fmt.fields:
+                if f.kind == "int" and not f.name.startswith("common_"):
+                    rec[f.offset:f.offset + f.size] = (b"\xff" if rng.random() < 0.5 else b"\0") * f.size
+        offs.append(len(raw))
+        raw += rec
+    z = np.zeros(n, dtype=np.int32)
+    return Chunk(np.arange(n, dtype=np.uint64), z, z, z, z, raws=[np.frombuffer(bytes(raw), dtype=np.uint8)],
+                 src=z.copy(), off=np.asarray(offs, dtype=np.int64), size=np.full(n, size, dtype=np.int32),
+                 type_id=np.full(n, fmt.id, dtype=np.int32))
+
+
+def test_column_printers_print_as_libtraceevent_does() -> None:
+    """Every print fmt of a real trace-cmd file (2 323 formats of kernel 6.x) that compiles prints random records
+    exactly as libtraceevent prints them; the KVM and scheduler events align reads are among them."""
+    pytest.importorskip("ctypes")
+    from tsalign.traces.printfmt import EventPrinter
+
+    dat = TraceDat(str(EX / "foreign" / "host.dat"))
+    try:
+        compiled = {f.id: cp for f in dat.formats.values() if (cp := compile_print_fmt(f, dat.long_size))}
+        names = {dat.formats[i].name for i in compiled}
+        assert {"kvm_pio", "kvm_msr", "kvm_write_tsc_offset", "sched_waking", "kvm_entry"} <= names
+        assert "sched_switch" not in names and "kvm_exit" not in names  # __print_flags / __print_symbolic
+        rng = random.Random(10)
+        with EventPrinter(dat.formats.values(), dat.long_size, dat.endian == ">", "test") as pr:
+            for i, cp in compiled.items():
+                if pr.formats[i].get("__data_loc") is not None:
+                    continue
+                c = _records(pr.formats[i], 40, rng)
+                pr._parse([i])
+                if i not in pr.known:
+                    continue
+                from tsalign.traces.fields import decode
+
+                fast = cp.format(decode(c.raws, c.src, c.off, c.size, cp.fmt, cp.fields), len(c))
+                assert fast == pr._print_rows(c, np.arange(len(c))), pr.formats[i].full_name
+    finally:
+        dat.close()
+
+
+def test_a_wrong_column_printer_is_caught_and_not_used() -> None:
+    """The printer checks each type's first events against libtraceevent: a column printer that prints something
+    else (here: its template changed) is switched off for that type, and every payload is still libtraceevent's."""
+    from tsalign.traces.printfmt import EventPrinter
+
+    dat = TraceDat(str(EX / "foreign" / "host.dat"))
+    try:
+        fmt = next(f for f in dat.formats.values() if f.name == "kvm_pio")
+        c = _records(fmt, 100, random.Random(3))
+        with EventPrinter(dat.formats.values(), dat.long_size, False, "t") as right, \
+                EventPrinter(dat.formats.values(), dat.long_size, False, "t") as wrong:
+            good = right.payloads(c)
+            assert right.checked[fmt.id] is True
+            cp = compile_print_fmt(fmt)
+            assert cp is not None
+            wrong.compiled[fmt.id] = ColumnPrinter(fmt, cp.template.replace("val", "VAL"), cp.args)
+            assert wrong.payloads(c) == good and wrong.checked[fmt.id] is False
+            assert all(p.startswith("pio_") and " val 0x" in p for p in good)
+    finally:
+        dat.close()
+
+
+def test_print_fmts_outside_the_subset_are_left_to_libtraceevent() -> None:
+    def fmt(pf: str) -> EventFormat:
+        from tsalign.traces.eventformat import parse_format
+
+        return parse_format("name: t\nID: 7\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+                            "\tfield:int x;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:u64 y;\toffset:16;\tsize:8;\tsigned:0;\n"
+                            f"\nprint fmt: {pf}\n", "s")
+
+    assert compile_print_fmt(fmt('"x=%d y=%llx", REC->x, REC->y')) is not None
+    for pf in ('"%#x", REC->x', '"%p", REC->y', '"%d", REC->x + 1', '"%s", __print_flags(REC->x, "|", {1, "A"})',
+               '"%d %d", REC->x', '"%d", REC->x, REC->y', '"%d", REC->nope', '"%hd", REC->x', '"%s", REC->x',
+               '"%d", (u8)REC->x', 'REC->x'):
+        assert compile_print_fmt(fmt(pf)) is None, pf
+    assert split_args('"a, \\"b\\"", REC->x ? "y, z" : "", f(1, 2)') == ('a, "b"', ['REC->x ? "y, z" : ""', "f(1, 2)"])
+    assert split_args('"unterminated') is None
+
+
+def _both(path: Path, fmt: str = "ftrace") -> tuple[list[tuple], list[tuple], TextTrace, TextTrace]:
+    def dump(t: TextTrace, chunks: object) -> list[tuple]:
+        out: list[tuple] = []
+        for c in chunks:  # type: ignore[attr-defined]
+            out += zip(c.ts.tolist(), c.cpu.tolist(), c.pid.tolist(), t.events.decode(c.event), t.comms.decode(c.comm),
+                       c.payload)
+        return out
+
+    a, b = TextTrace(str(path), fmt), TextTrace(str(path), fmt)
+    return dump(a, a.raw_chunks()), dump(b, b._line_chunks(b._lines())), a, b
+
+
+LINES = ["# tracer: nop", "#", "          qemu-1234  [001] d..1. 1000: kvm_pio: pio_write at 0x10 size 4 count 1 val 0x5 ",
+         "", ("     CPU 1/KVM-7948  [000] .... 1002: sched_switch: prev_comm=a prev_pid=1 prev_prio=120 prev_state=R ==> "
+         "next_comm=b next_pid=2 next_prio=120"), "  <idle>-0 [003] 1001: tsalign_beacon: seq=1 port=0x10"]
+
+
+def test_block_reader_equals_line_reader(tmp_path: Path) -> None:
+    """Same events, clock, resolution, notes and warnings: shipped traces, lines out of order, blank and comment lines,
+    a syscall line (no colon after its name: the block goes to the line reader), ns with 6 digits."""
+    cases = {"plain": LINES, "syscall": [*LINES, "  qemu-1234 [001] 1003: sys_write(fd: 9, buf: 0, count: 1)"],
+             "ns": ["  a-1 [000] 11129.868688: e: x=1", "  a-1 [000] 11129.868690: e: x=2"]}
+    for name, lines in cases.items():
+        p = tmp_path / f"{name}.txt"
+        p.write_text("\n".join(lines) + "\n")
+        fast, slow, a, b = _both(p)
+        assert fast == slow and fast, name
+        assert (a.info.clock, a.info.resolution, a.info.notes, a.info.warnings) == \
+            (b.info.clock, b.info.resolution, b.info.notes, b.info.warnings), name
+    for shipped in (EX / "foreign" / "guest.txt", EX / "selftest" / "host" / "cpu1.txt"):
+        fast, slow, _, _ = _both(shipped)
+        assert fast == slow and len(fast) > 1000
+
+
+def test_block_reader_hands_bad_lines_to_the_line_reader(tmp_path: Path) -> None:
+    """A line that is no event, a NUL, a pid out of range: the error names the file and line, as the line reader's."""
+    good = [f"  a-1 [000] {1000 + i}: e: x={i}" for i in range(5000)]
+    for bad, what in (("garbage here", "event line"), ("  a-1 [000] 2000: e: x\0y", "NUL"),
+                      ("  a-4294967296 [000] 2000: e: x=1", "pid below 2^31")):
+        p = tmp_path / "t.txt"
+        p.write_text("\n".join([*good, bad, *good]) + "\n")
+        with pytest.raises(InvalidParameter) as e:
+            list(TextTrace(str(p), "ftrace").raw_chunks())
+        assert f"{p}:5001" in str(e.value) and what in str(e.value), str(e.value)
