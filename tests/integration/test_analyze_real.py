@@ -194,9 +194,10 @@ def test_vcpu_and_io_on_tcg_guest(tmp_path: Path) -> None:
     # the spinning task (on a vCPU for 6 s while the host is loaded) is among those preempted longest, preempted
     # thousands of times. Its rank depends on the load beside the test: the starved guest's sshd and rcu_preempt
     # rank above it under make test (2.97e9 vs 2.92e9 cycles beside a CPU-bound job; 7th of 10 beside the nested
-    # lab with 6 541 preemptions, 1.4e9 cycles). A wrong attribution leaves it out or with a handful.
+    # lab with 6 541 preemptions, 1.4e9 cycles; first with 619 preemptions, 1.1e9 cycles, alone on a 6.18 host whose
+    # scheduler preempts less). A wrong attribution leaves it out or with a handful.
     spin = [t for t in s["top_tasks"] if t["task"].startswith("tsalign-spin")]
-    assert spin and spin[0]["preemptions"] >= 1000, s["top_tasks"]
+    assert spin and spin[0]["preemptions"] >= 100, s["top_tasks"]
     check_reports(doc, "vcpu", "vCPU preemption")
     r = tsalign("analyze", "io", "--host", str(host_dir), "--guest", str(g), "--guest-offset", "beacons",
                 "-o", str(tmp_path / "io"), "--json")
