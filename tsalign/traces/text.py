@@ -141,15 +141,17 @@ class TextTrace(Trace):
         if self.stream is not None:
             yield from self.stream
             return
-        try:
-            f = open(self.info.path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
-        with f:
+        with self._open() as f:
             n = 0
             while line := f.readline(MAX_LINE + 1):
                 n += 1
                 yield self._checked(n, line)
+
+    def _open(self) -> IO[str]:
+        try:
+            return open(self.info.path, encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
 
     def _decide_clock(self, dotted: bool, first: int) -> None:
         if self._clock_given:
@@ -174,11 +176,7 @@ class TextTrace(Trace):
 
     def _blocks(self) -> Iterator[tuple[int, str]]:
         """(number of the block's first line, text of whole lines) of about :data:`BLOCK_CHARS` each."""
-        try:
-            f = open(self.info.path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
-        with f:
+        with self._open() as f:
             line = 1
             while block := f.read(BLOCK_CHARS):
                 if not block.endswith("\n"):
