@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..align.brackets import signed_diff
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
@@ -52,13 +54,11 @@ class _Ctx:
         self.col = a.columns
         self.tid_to_vcpu: dict[int, int] = a.tid_to_vcpu
         col = self.col
-        index: dict[str, int] = {}
-        names = col.event.tolist()
-        codes = np.fromiter((index.setdefault(n, len(index)) for n in names), dtype=np.int64, count=len(names))
+        enc = pa.array(col.event, pa.string()).dictionary_encode()
+        self._codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         self._code: dict[str, list[int]] = {}  # bare name -> codes of the event names that are it
-        for n, k in index.items():
+        for k, n in enumerate(enc.dictionary.to_pylist()):
             self._code.setdefault(n.split(":")[-1], []).append(k)
-        self._codes = codes
         self._rows: dict[tuple[str, str], np.ndarray] = {}
         self._dicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._times: dict[int, list[int]] = {}
@@ -166,20 +166,25 @@ class _Ctx:
         return next(iter(self._vcpus)) if len(self._vcpus) == 1 and not self.tid_to_vcpu else None
 
 
-def _pio_fields(payloads: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _extract(payloads: np.ndarray, pattern: str) -> tuple[list[list[str]], np.ndarray]:
+    """The groups of ``pattern`` (RE2, anchored as written) in each payload, one list per group, and the mask of
+    payloads it matched (unmatched: empty strings) — in one pass of pyarrow's regex kernel."""
+    r = pc.extract_regex(pa.array(payloads, pa.string()), pattern)
+    ok = np.asarray(r.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return [r.field(i).to_pylist() for i in range(r.type.num_fields)], ok
+
+
+def _hex(values: list[str], ok: np.ndarray) -> np.ndarray:
+    """Hex digits -> uint64 (0 where ``ok`` is False)."""
+    return np.fromiter((int(v, 16) if k else 0 for v, k in zip(values, ok.tolist())), dtype=np.uint64, count=len(values))
+
+
+def _pio_fields(payloads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(port, val) of kvm_pio payloads (the kernel's print fmt; another text is an error naming it)."""
-    port = np.empty(len(payloads), dtype=np.int64)
-    val = np.empty(len(payloads), dtype=np.uint64)
-    for i, p in enumerate(payloads):
-        m = _PIO.match(p)
-        if m is None:
-            parse_kvm_payload("kvm_pio", p)  # raises, naming the payload
-        else:
-            port[i], val[i] = int(m[1], 16), int(m[2], 16)
-    return port, val
-
-
-_PIO = re.compile(r"pio_(?:read|write) at 0x([0-9a-f]+) size \d+ count \d+ val 0x([0-9a-f]+)")
+    (port, val), ok = _extract(payloads, r"^pio_(?:read|write) at 0x(?P<p>[0-9a-f]+) size \d+ count \d+ val 0x(?P<v>[0-9a-f]+)")
+    if not ok.all():
+        parse_kvm_payload("kvm_pio", str(payloads[np.nonzero(~ok)[0][0]]))  # raises, naming the payload
+    return _hex(port, ok).astype(np.int64), _hex(val, ok)
 
 
 def _greedy_match_py(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -230,7 +235,7 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         return
     bg = col.guest_tsc[b_rows]
     pio = c.rows("host", "kvm_pio")
-    port, val = _pio_fields(col.payload[pio].tolist())
+    port, val = _pio_fields(col.payload[pio])
     lo_rows, hi_ts = pio[port == 0x10], col.host_tsc[pio[port == 0x11]]
     lo_val = val[port == 0x10] & np.uint64(0xFFFFFFFF)
     order = np.lexsort((np.arange(len(lo_val)), lo_val))
@@ -265,53 +270,60 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": (-lower).tolist()}
 
 
-_GUEST_MSR = re.compile(r"^\s*([0-9a-fA-F]+), value ([0-9a-fA-F]+)\s*$")
-_HOST_MSR = re.compile(r"^msr_write ([0-9a-fA-F]+) = 0x([0-9a-fA-F]+)\s*$")
-
-
 def _msr_writes(c: _Ctx, f: Found) -> None:
     col = c.col
-    guest: list[tuple[tuple[int, int, int], int, bool]] = []  # (vcpu, msr, value), guest tsc, guest-first
+    parts: list[tuple[np.ndarray, ...]] = []  # (vcpu, msr, value, guest tsc, guest-first) of guest writes
+
+    def guest_part(r: np.ndarray, ok: np.ndarray, msr: np.ndarray, val: np.ndarray, first: bool) -> None:
+        parts.append((col.cpu[r][ok], msr[ok], val[ok], col.guest_tsc[r][ok], np.full(int(ok.sum()), first)))
+
     r = c.rows("guest", "write_msr")
-    for cpu, g, p in zip(col.cpu[r].tolist(), col.guest_tsc[r].tolist(), col.payload[r].tolist()):
-        m = _GUEST_MSR.match(p)
-        if m:
-            guest.append(((cpu, int(m[1], 16), int(m[2], 16)), g, False))
+    (msr, val), ok = _extract(col.payload[r], r"^\s*(?P<m>[0-9a-fA-F]+), value (?P<v>[0-9a-fA-F]+)\s*$")
+    guest_part(r, ok, _hex(msr, ok), _hex(val, ok), False)
+    # tsalign's own markers print "msr=0x... value=0x..."; any other spelling is read by the key=value parser
     r = c.rows("guest", "tsalign_msr")
-    for cpu, g, p in zip(col.cpu[r].tolist(), col.guest_tsc[r].tolist(), col.payload[r].tolist()):
-        kvs = kv(p)
-        if "msr" in kvs and "value" in kvs:
-            guest.append(((cpu, kvs["msr"], kvs["value"]), g, True))
-    if not guest:
+    (msr, val), ok = _extract(col.payload[r], r"^msr=0x(?P<m>[0-9a-fA-F]+) value=0x(?P<v>[0-9a-fA-F]+)$")
+    ms, vs = _hex(msr, ok), _hex(val, ok)
+    for i in np.nonzero(~ok)[0].tolist():
+        kvs = kv(col.payload[r[i]])
+        if "msr" in kvs and "value" in kvs and 0 <= kvs["msr"] < 1 << 64 and 0 <= kvs["value"] < 1 << 64:
+            ms[i], vs[i], ok[i] = kvs["msr"], kvs["value"], True
+    guest_part(r, ok, ms, vs, True)
+    gv, gm, gx, gt, gf = (np.concatenate([p[k] for p in parts]) for k in range(5))
+    if not gv.size:
         return
-    host: dict[tuple[int, int, int], list[int]] = defaultdict(list)
     r = c.rows("host", "kvm_msr")
-    vcpus = c.vcpus_of_threads(col.pid[r]).tolist()
-    for vcpu, t, p in zip(vcpus, col.host_tsc[r].tolist(), col.payload[r].tolist()):
-        m = _HOST_MSR.match(p)
-        if m and vcpu >= 0:
-            host[(vcpu, int(m[1], 16), int(m[2], 16))].append(t)
-    gcount = Counter(k for k, _, _ in guest)
-    pairs: list[tuple[int, int, int, bool]] = []  # vcpu, host tsc, guest tsc, guest-first
-    ambiguous = 0
-    for key, g, guest_first in guest:
-        hs = host.get(key)
-        if not hs:
-            continue
-        if gcount[key] != 1 or len(hs) != 1:
-            ambiguous += 1
-            continue
-        pairs.append((key[0], hs[0], g, guest_first))
-    if pairs:
-        pv = np.asarray([p[0] for p in pairs], dtype=np.int64)
-        h, ok = c.to_guest_each(pv, np.asarray([p[1] for p in pairs], dtype=np.uint64))
-        g = np.asarray([p[2] for p in pairs], dtype=np.uint64)
-        first = np.asarray([p[3] for p in pairs], dtype=bool)
+    (msr, val), ok = _extract(col.payload[r], r"^msr_write (?P<m>[0-9a-fA-F]+) = 0x(?P<v>[0-9a-fA-F]+)\s*$")
+    hv = c.vcpus_of_threads(col.pid[r])
+    ok &= hv >= 0
+    hv, hm, hx, ht = hv[ok], _hex(msr, ok)[ok], _hex(val, ok)[ok], col.host_tsc[r][ok]
+    # pair by content: a (vCPU, MSR, value) seen exactly once on each side (sorted together, guest rows first)
+    ng = gv.size
+    v, m, x = np.concatenate([gv, hv]), np.concatenate([gm, hm]), np.concatenate([gx, hx])
+    side = np.concatenate([np.zeros(ng, dtype=np.int8), np.ones(hv.size, dtype=np.int8)])
+    order = np.lexsort((side, x, m, v))
+    vs_, ms_, xs_ = v[order], m[order], x[order]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = (vs_[1:] != vs_[:-1]) | (ms_[1:] != ms_[:-1]) | (xs_[1:] != xs_[:-1])
+    group = np.cumsum(new) - 1
+    gcount = np.bincount(group, weights=side[order] == 0).astype(np.int64)
+    hcount = np.bincount(group, weights=side[order] == 1).astype(np.int64)
+    start = np.flatnonzero(new)
+    pos = np.empty(order.size, dtype=np.int64)
+    pos[order] = np.arange(order.size)
+    gg = group[pos[:ng]]  # each guest write's group, in guest order
+    paired = (gcount[gg] == 1) & (hcount[gg] == 1)
+    ambiguous = int(((hcount[gg] > 0) & ~paired).sum())
+    if paired.any():
+        host_of = order[start[gg[paired]] + 1] - ng  # the group's one host row follows its one guest row
+        pv = gv[paired]
+        h, conv = c.to_guest_each(pv, ht[host_of])
+        g, first = gt[paired], gf[paired]
         d = _diff(g, h)
-        for v in np.unique(pv[ok]).tolist():
-            m = ok & (pv == v)
-            f.brackets.append(Brackets("msr_write", int(v), np.where(first[m], d[m], 0), np.where(first[m], 0, d[m]),
-                                       first[m], ~first[m], g[m]))
+        for vc in np.unique(pv[conv]).tolist():
+            sel = conv & (pv == vc)
+            f.brackets.append(Brackets("msr_write", int(vc), np.where(first[sel], d[sel], 0),
+                                       np.where(first[sel], 0, d[sel]), first[sel], ~first[sel], g[sel]))
     if ambiguous:
         f.notes.append(f"msr_write: {ambiguous} guest MSR writes not used (the same index and value more than once)")
 
