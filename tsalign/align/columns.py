@@ -142,7 +142,7 @@ class AlignedColumns:
                 "tgid": pa.array(p.tgid, pa.int32()), "vcpu": pa.array(p.vcpu, pa.int32(), mask=p.vcpu < 0),
                 "comm": pa.array(p.comm, pa.string()),
                 "event": pa.array(p.event, pa.string()).dictionary_encode(),
-                "payload": pa.array(p.payload, pa.string()), "track": pa.array(p.tracks(), pa.string())}
+                "payload": pa.array(p.payload, pa.string()), "track": _track_array(p)}
             yield pa.Table.from_arrays([cols[f.name].cast(f.type) for f in schema], schema=schema)
 
 
@@ -159,6 +159,19 @@ def _json_strings(values: np.ndarray) -> Any:
         bad = ~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
         out = pc.replace_with_mask(out, pa.array(bad), pa.array([_enc(v) for v in values[bad].tolist()], pa.string()))
     return out
+
+
+def _track_array(p: AlignedColumns) -> Any:
+    """:meth:`AlignedColumns.tracks` as a pyarrow string array, in whole columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cpu = pc.cast(pa.array(p.cpu, pa.int64()), pa.string())
+    vcpu = pc.cast(pa.array(p.vcpu, pa.int64()), pa.string())
+    on_vcpu = pa.array(p.vcpu >= 0)
+    return pc.if_else(on_vcpu, pc.binary_join_element_wise("vcpu", vcpu, ""),
+                      pc.if_else(pa.array(p.is_host), pc.binary_join_element_wise("cpu", cpu, ""),
+                                 pc.binary_join_element_wise("vcpu", cpu, "")))
 
 
 def _jsonl_block(p: AlignedColumns) -> str:
