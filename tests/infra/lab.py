@@ -331,11 +331,17 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         # perf is stopped after the workload (SIGINT: perf writes its file), inside the calibrated span.
         instances = ("for i in $(seq 1200); do [ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on "
                      "2>/dev/null | wc -l) -ge {n} ] && break; sleep 0.1; done; ")
-        before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 25 --json; }} "
+        # perf, started in the background of a non-interactive shell, ignores SIGINT until it installs its own handler
+        # (its startup in L2 took over 20 s on a slower machine: a SIGINT sent before that was lost and perf recorded
+        # on, the step timed out): the captures start once perf catches SIGINT (SigCgt bit 2), and it is stopped by
+        # SIGINT until it is gone. The calibration spans 60 s, past a slow perf start and the workload.
+        perf_ready = ("for i in $(seq 1800); do m=$(awk '/^SigCgt/{print $2}' /proc/$(cat /root/lab/perf.pid)/status "
+                      "2>/dev/null); [ -n \"$m\" ] && [ $(( 0x$m & 2 )) -ne 0 ] && break; sleep 0.1; done; ")
+        before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 60 --json; }} "
                   "> /root/lab/calibrate.log 2>&1 < /dev/null & " + instances.format(n=4)
                   + f"{PERF} record -q -B -N -a -m 1024 -e sched:sched_switch -e irq:irq_handler_entry "
                   "-o /root/lab/perf/perf.data > /root/lab/perf/perf.log 2>&1 < /dev/null & echo $! > /root/lab/perf.pid; "
-                  if kvmclock else "")
+                  + perf_ready if kvmclock else "")
         local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
                  "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
         # (the two captures start together: which enables its events first, and so gets each hit first, is a race
@@ -348,7 +354,8 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                        "for i in $(seq 100); do sleep 0.005; done; "
                        "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
                        "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; "
-                       + ("kill -INT $(cat /root/lab/perf.pid); " if kvmclock else "") +
+                       + ("for i in $(seq 600); do kill -INT $(cat /root/lab/perf.pid) 2>/dev/null || break; sleep 0.5; "
+                          "done; " if kvmclock else "") +
                        "wait; cat /root/lab/guest*.log /root/lab/calibrate.log 2>/dev/null", timeout=600)
         if "bundle /root/lab/guest:" not in r.stdout or (kvmclock and "bundle /root/lab/guest-local:" not in r.stdout):
             raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
