@@ -634,7 +634,11 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     # the cross-check failed those alignments, rightly; one measured during the capture agrees (run_workflow)
     # capture.yml's timing defaults: L1 records before L2's capture starts and until 3 s after it ended (each Ansible
     # task on L2 costs 15-50 s under nested TCG; a fixed host margin had to cover that, and once did not)
+    # L1's ring buffer as in the CLI workflow (64 MiB): with capture.yml's 16 MiB default, L1 (slower on the CI machine
+    # of 2026-12-02, its capture running minutes while Ansible reaches L2) lost 430 k of 840 k events and the
+    # verdict, rightly, could not use the vCPU runs
     r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8", "-e",
+                  "tsalign_capture_host_buffer_kb=65536", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
     vm.ssh(l2, "touch /root/lab-stop", timeout=60)
