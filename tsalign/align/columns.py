@@ -194,17 +194,15 @@ def _jsonl_block(p: AlignedColumns) -> str:
     if hi.size:
         h = p.take(hi)
         head, tail, tgid = common(h)
-        vcpu, on_vcpu = text(h.vcpu, pa.int64()), pa.array(h.vcpu >= 0)
-        track = pc.if_else(on_vcpu, pc.binary_join_element_wise("vcpu", vcpu, ""),
-                           pc.binary_join_element_wise("cpu", text(h.cpu, pa.int64()), ""))
+        vcpu = pc.if_else(pa.array(h.vcpu >= 0), text(h.vcpu, pa.int64()), "null")
         parts.append(pc.binary_join_element_wise(
             *head, ', "host_tsc": ', text(h.host_tsc, pa.uint64()), *tail, ', "side": "host", "tgid": ', tgid,
-            ', "track": "', track, '", "vcpu": ', pc.if_else(on_vcpu, vcpu, "null"), "}\n", ""))
+            ', "track": "', _track_array(h), '", "vcpu": ', vcpu, "}\n", ""))
     if gi.size:
         g = p.take(gi)
         head, tail, tgid = common(g)
-        parts.append(pc.binary_join_element_wise(*head, *tail, ', "side": "guest", "tgid": ', tgid, ', "track": "vcpu',
-                                                 text(g.cpu, pa.int64()), '"}\n', ""))
+        parts.append(pc.binary_join_element_wise(*head, *tail, ', "side": "guest", "tgid": ', tgid, ', "track": "',
+                                                 _track_array(g), '"}\n', ""))
     if not parts:
         return ""
     where = np.empty(len(p), dtype=np.int64)

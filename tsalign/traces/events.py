@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ftrace_text import Record
+from .table import Vocab
 
 __all__ = ["Events", "EventsBuilder"]
 
@@ -96,29 +97,16 @@ class EventsBuilder:
     """Collects chunks of events (codes into its own vocabularies) into one :class:`Events`."""
 
     def __init__(self) -> None:
-        self.comms: list[str] = []
-        self.names: list[str] = []
-        self._comm_ix: dict[str, int] = {}
-        self._name_ix: dict[str, int] = {}
+        self._comms, self._names = Vocab(), Vocab()
+        self.comms, self.names = self._comms.items, self._names.items
         self._parts: list[tuple[np.ndarray, ...]] = []
         self._payloads: list[Sequence[str]] = []
 
-    @staticmethod
-    def _codes(values: Sequence[str], items: list[str], index: dict[str, int]) -> np.ndarray:
-        out = np.empty(len(values), dtype=np.int32)
-        for i, s in enumerate(values):
-            c = index.get(s)
-            if c is None:
-                c = index[s] = len(items)
-                items.append(s)
-            out[i] = c
-        return out
-
     def comm_codes(self, comms: Sequence[str]) -> np.ndarray:
-        return self._codes(comms, self.comms, self._comm_ix)
+        return self._comms.codes(list(comms))
 
     def name_codes(self, names: Sequence[str]) -> np.ndarray:
-        return self._codes(names, self.names, self._name_ix)
+        return self._names.codes(list(names))
 
     def recode(self, codes: np.ndarray, vocab: Sequence[str], kind: str, bare: bool = False) -> np.ndarray:
         """``codes`` into ``vocab`` (a reader's) as codes into this builder's ``kind`` (``comm`` or ``event``)

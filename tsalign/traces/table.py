@@ -33,7 +33,13 @@ class Vocab:
         return c
 
     def codes(self, strings: Iterable[str]) -> np.ndarray:
-        return np.fromiter((self.code(s) for s in strings), dtype=np.int32)
+        """Codes of ``strings`` (new ones added, in order of first appearance)."""
+        values = strings if isinstance(strings, list) else list(strings)
+        index = self.index
+        for s in dict.fromkeys(values):
+            if s not in index:
+                self.code(s)
+        return np.asarray([index[s] for s in values], dtype=np.int32)
 
     def decode(self, codes: np.ndarray) -> list[str]:
         items = self.items

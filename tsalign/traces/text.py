@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from .ftrace_text import LINE, event_name, split_ts
-from .table import Chunk, Vocab
+from .table import Chunk
 from .trace import Trace, TraceInfo
 
 __all__ = ["PATTERNS", "TextTrace", "detect_text", "parse_kv", "text_fields"]
@@ -92,14 +92,6 @@ class _LineState:
     last: int = -1
     decided: bool = False
     other_buffers: set[str] = field(default_factory=set)
-
-
-def _codes(vocab: Vocab, strings: list[str]) -> np.ndarray:
-    """Codes of ``strings`` in ``vocab`` (new ones added)."""
-    index = vocab.index
-    for x in set(strings) - index.keys():
-        vocab.code(x)
-    return np.asarray([index[x] for x in strings], dtype=np.int32)
 
 
 class _Unusual(Exception):
@@ -260,7 +252,7 @@ class TextTrace(Trace):
         ie, ic, icpu, ipl = gi["event"], gi["comm"], gi["cpu"], gi["payload"]
         ts = np.asarray(ts_vals, dtype=np.uint64)
         cols = [np.asarray([int(r[icpu]) for r in part], dtype=np.int32), np.asarray(pids, dtype=np.int32),
-                _codes(self.events, [r[ie] for r in part]), _codes(self.comms, [r[ic].strip() for r in part])]
+                self.events.codes([r[ie] for r in part]), self.comms.codes([r[ic].strip() for r in part])]
         payload = [r[ipl].strip() for r in part]
         if int(ts[0]) < state.last or bool(np.any(ts[1:] < ts[:-1])):
             self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
