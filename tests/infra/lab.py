@@ -619,11 +619,15 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     if r.returncode != 0:
         raise RuntimeError(f"precheck.yml failed (log {out}/precheck.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
     # a workload on each vCPU (pinned: an idle vCPU of L2 may log no guest event in the 8 s capture, and then has no
-    # evidence; CI of 2026-12-02 failed so), running until capture.yml is done (a stop file) or 30 min at most:
-    # capture.yml reaches L2's capture only minutes after it starts (Ansible tasks on L2 cost 25-115 s each), when a
-    # workload of fixed length would be over. It outlives this SSH session.
-    vm.ssh(l2, "rm -f /root/lab-stop; for c in 0 1; do taskset -c $c sh -c 'end=$(( $(date +%s) + 1800 )); "
-               "while [ ! -e /root/lab-stop ] && [ $(date +%s) -lt $end ]; do sleep 0.5; "
+    # evidence; CI of 2026-12-02 failed so), running until L2's capture by capture.yml is over (its process, named in
+    # the job's pid file, gone), capture.yml is done (a stop file) or 30 min at most: capture.yml reaches L2's capture
+    # only minutes after it starts (Ansible tasks on L2 cost 25-115 s each), when a workload of fixed length would be
+    # over. Not longer: L1 (one CPU) reads its 64 MiB ring buffer as text after L2's capture, in the job's time
+    # budget, and a busy L2 would take most of L1's CPU from it. It outlives this SSH session.
+    vm.ssh(l2, "rm -f /root/lab-stop /var/tmp/tsalign-capture-*; for c in 0 1; do taskset -c $c sh -c 'end=$(( $(date +%s) + 1800 )); "
+               "p=; while [ ! -e /root/lab-stop ] && [ $(date +%s) -lt $end ]; do "
+               "if [ -z \"$p\" ]; then p=$(cat /var/tmp/tsalign-capture-*.pid 2>/dev/null | head -1); "
+               "elif ! kill -0 \"$p\" 2>/dev/null; then break; fi; sleep 0.5; "
                "dd if=/dev/zero of=/root/lab-io-'$c'.bin bs=64k count=4 oflag=direct 2>/dev/null; "
                "dd if=/root/lab-io-'$c'.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; done' "
                "> /dev/null 2>&1 < /dev/null & done", timeout=60)
@@ -636,14 +640,17 @@ def run_playbooks(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> dict[str
     # task on L2 costs 15-50 s under nested TCG; a fixed host margin had to cover that, and once did not)
     # L1's ring buffer as in the CLI workflow (64 MiB): with capture.yml's 16 MiB default, L1 (slower on the CI machine
     # of 2026-12-02, its capture running minutes while Ansible reaches L2) lost 430 k of 840 k events and the
-    # verdict, rightly, could not use the vCPU runs
+    # verdict, rightly, could not use the vCPU runs; with 64 MiB, reading it after the capture, under nested TCG on
+    # a slow machine, needs more than the default 300 s budget margin
     r = playbook(inv, "capture.yml", "-e", "tsalign_capture_guest=lab-l2", "-e", "tsalign_capture_seconds=8", "-e",
-                  "tsalign_capture_host_buffer_kb=65536", "-e",
+                  "tsalign_capture_host_buffer_kb=65536", "-e", "tsalign_capture_budget_margin=900", "-e",
                   f"tsalign_capture_host_events={','.join([*DEFAULT_HOST_EVENTS, *HOST_EXTRA])}",
                   "-e", f"tsalign_capture_dir={cap}", "-e", "tsalign_capture_fail_on=never", log=out / "capture.log")
     vm.ssh(l2, "touch /root/lab-stop", timeout=60)
     if r.returncode != 0 or not (cap / "aligned" / "verdict.json").is_file():
-        raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}\n{_l2_console(l1)}")
+        jobs = "".join(j.read_text() for j in sorted(out.glob("capture/job-*.json")) + sorted(out.glob("job-*.json")))
+        raise RuntimeError(f"capture.yml failed (log {out}/capture.log): {r.stdout[-3000:]}\n--- the job's summary:\n"
+                           f"{jobs[-4000:]}\n{_l2_console(l1)}")
     prechecks = {n: json.loads((out / "precheck" / f"{n}.json").read_text()) for n in ("lab-l1", "lab-l2")}
     summary = {"setup": l2["setup"], "verdict": json.loads((cap / "aligned" / "verdict.json").read_text()),
                "guest_role_host_side_change": host_side, "guest_role_calibration": calibration,

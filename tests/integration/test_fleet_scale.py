@@ -153,6 +153,8 @@ def check_fleet_capture(r: subprocess.CompletedProcess, cap: Path, ds: Path) -> 
     summary with why (no Python; unreachable), the job failed by policy; the dataset holds the 48 runs, each under
     its own VM, with the verdicts the runs' files hold."""
     assert r.returncode != 0 and "guest(s) failed the job" in r.stdout, r.stdout[-3000:]
+    # the failure names each node that did not capture, with why, where the user reads it
+    assert f"{UNREACHABLE}: not captured ({UNREACHABLE}: unreachable" in r.stdout, r.stdout[-3000:]
     job = json.loads((cap / "job-fleet.json").read_text())
     good = {f"node-{i:02d}" for i in range(GOOD)}
     assert set(job["guests"]) == good | {NO_PYTHON, UNREACHABLE}, sorted(job["guests"])
