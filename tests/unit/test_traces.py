@@ -293,10 +293,10 @@ def test_aligned_parquet_is_written_in_row_groups(tmp_path: Path) -> None:
 
     host = [Record(i, i % 2, 7, "c", f"e{i % 5}", str(i)) for i in range(1000) if i % 3]
     guest = [Record((1 << 63) + i, i % 2, 7, "c", f"e{i % 5}", str(i)) for i in range(1000) if not i % 3]
-    cols = AlignedColumns.concat([
+    cols = AlignedColumns.merged([
         AlignedColumns.from_events(Events.from_records(host), np.array([(1 << 63) + r.ts for r in host], dtype=np.uint64), True,
                                     np.zeros(len(host), dtype=np.int64)),
-        AlignedColumns.from_events(Events.from_records(guest), np.array([r.ts for r in guest], dtype=np.uint64), False)]).sorted()
+        AlignedColumns.from_events(Events.from_records(guest), np.array([r.ts for r in guest], dtype=np.uint64), False)])
     evs = cols.rows()
     path = str(tmp_path / "t.parquet")
     assert write_aligned_parquet(path, cols, {"axis": "guest_tsc"}, chunk=300) == 1000

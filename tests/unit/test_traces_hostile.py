@@ -211,3 +211,34 @@ def test_page_whose_commit_was_zeroed_is_not_silently_empty(tmp_path: Path) -> N
     with open_trace(str(p), "dat", strict=False) as t:
         n = sum(len(c) for c in t.chunks())
         assert 0 < n < 400 and any("commit 0 bytes" in x for x in t.info.warnings)
+
+
+def test_formats_are_parsed_when_used(tmp_path: Path) -> None:
+    """A .dat's formats are read for their name and ID at open and parsed when an event's fields are first read: a
+    format no event uses may be broken, one that is used and broken is an error naming the file and the format's
+    offset, and one whose lines the two reads see differently (a vertical tab splits a line for the parser) is
+    refused when parsed."""
+    from tests.infra.ringpages import FORMAT_TEST
+
+    good = FORMAT_TEST.format(id=7)
+    broken = good.replace("field:", "field:;", 1)
+    unused = broken.replace("ID: 7", "ID: 8").replace("name: tick", "name: unused")
+    for formats, match in [([good, unused], None),
+                           ([broken], r"f\.dat: offset \d+ \(test format\).*field:TYPE NAME"),
+                           ([good + "x\x0bname: other\n"], r"read as test:tick ID 7, parsed as test:other ID 7")]:
+        w = PageWriter(1000)
+        for i in range(5):
+            w.event(10, payload(7, 100, i))
+        p = tmp_path / "f.dat"
+        write_v7(str(p), {"": {0: w.pages()}}, formats=("test", formats))
+        with open_trace(str(p), "dat") as t:
+            assert t.dat.formats.name_of(7) == "test:tick"  # type: ignore[attr-defined]
+            chunk = next(iter(t.chunks()))
+            if match is None:
+                _, cols = t.fields(chunk, "test:tick")
+                assert list(cols["seq"]) == [0, 1, 2, 3, 4]
+                with pytest.raises(InvalidParameter, match=r"f\.dat: offset \d+ \(test format\)"):
+                    t.dat.formats[8]  # type: ignore[attr-defined]  # the access parses it
+            else:
+                with pytest.raises(InvalidParameter, match=match):
+                    t.fields(chunk, "test:tick")

@@ -58,12 +58,12 @@ def test_intervals_by_hand() -> None:
 
 def _columns(events: list[dict[str, Any]]) -> Any:
     """The alignment's columns of event dicts (as tsalign.align.merge builds them from a trace)."""
-    from tsalign.align.columns import AlignedColumns
+    from tsalign.align.columns import AlignedColumns, vocab_codes
 
-    def obj(k: str) -> np.ndarray:
-        a = np.empty(len(events), dtype=object)
-        a[:] = [str(e.get(k, "")) for e in events]
-        return a
+    payload = np.empty(len(events), dtype=object)
+    payload[:] = [str(e.get("payload", "")) for e in events]
+    comm, comms = vocab_codes([str(e.get("comm", "")) for e in events])
+    event, names = vocab_codes([str(e.get("event", "")) for e in events])
 
     return AlignedColumns(np.asarray([e["guest_tsc"] for e in events], dtype=np.uint64),
                           np.asarray([e["side"] == "host" for e in events], dtype=bool),
@@ -72,7 +72,7 @@ def _columns(events: list[dict[str, Any]]) -> Any:
                           np.asarray([e["pid"] for e in events], dtype=np.int64),
                           np.asarray([e.get("tgid", -1) for e in events], dtype=np.int64),
                           np.asarray([-1 if e.get("vcpu") is None else e["vcpu"] for e in events], dtype=np.int64),
-                          obj("comm"), obj("event"), obj("payload"))
+                          comm, event, payload, comms, names)
 
 
 def _aligned(events: list[dict[str, Any]], offset: int, vcpus: dict[int, int], window: tuple = (None, None),
@@ -365,3 +365,50 @@ def test_guest_rounding_widens_upper_bounds_only() -> None:
     w = b.widened(4)
     ev = judge_vcpu(0, [w], 1_000_000)
     assert ev.violated == 1 and (ev.lo, ev.hi) == (3, 2) and ev.worst["offset_in_use_is_too"] == "low"
+
+
+def test_beacon_pairing_in_arrays_is_the_greedy_rule() -> None:
+    """The pio beacons' pairing (each beacon's low half -> the first exit not yet passed that holds it, within the
+    rounding): the array path answers only when the rule is forced and then as the interpreted rule does; on
+    repeats, near misses, out-of-order exits and wraps past 2^32 it declines and the compiled rule answers."""
+    from tsalign.verify.evidence import _greedy_match, _greedy_match_py, _greedy_unique
+
+    rng = np.random.default_rng(7)
+    taken = declined = matched = 0
+    for case in range(400):
+        n = int(rng.integers(0, 60))
+        tol = int(rng.choice([0, 0, 3, 50]))
+        want = np.sort(rng.choice(1 << 20, size=n, replace=False)).astype(np.int64) + (0xFFFFFFF0 if case % 50 == 1 else 0)
+        want &= 0xFFFFFFFF
+        vals = (want + rng.integers(0, tol + 1, size=n)) if case % 3 else want.copy()  # converted: up to tol below
+        vals = vals[rng.random(n) > 0.2] & 0xFFFFFFFF  # some exits lost
+        if case % 4 == 0 and vals.size:  # repeated or swapped values
+            vals = np.concatenate([vals, rng.choice(vals, size=2)]) if case % 8 == 0 else vals[::-1].copy()
+        pos = np.arange(vals.size, dtype=np.int64)
+        order = np.lexsort((pos, vals))
+        v, ix = vals[order].astype(np.int64), order.astype(np.int64)
+        truth = _greedy_match_py(want, tol, v, ix)
+        fast = _greedy_unique(want, tol, v, ix)
+        if fast is None:
+            declined += 1
+        else:
+            taken += 1
+            assert fast.tolist() == truth.tolist(), case
+        assert _greedy_match(want, tol, v, ix).tolist() == truth.tolist(), case
+        matched += int((truth >= 0).sum())
+    assert taken > 100 and declined > 50 and matched > 4000, (taken, declined, matched)
+
+
+def test_hex_fields_in_whole_columns() -> None:
+    """MSR and port fields are read from payload text in whole columns: every length from 1 to 16 digits, both
+    cases, against Python's int(); more than 16 digits (beyond 64 bits) is not matched, so not used."""
+    from tsalign.verify.evidence import _extract, _hex
+
+    rng = np.random.default_rng(3)
+    vals = [int(rng.integers(0, 1 << 63)) >> int(rng.integers(0, 63)) for _ in range(2000)] + [0, 2**64 - 1]
+    texts = [f"msr_write {v:x} = 0x{v:X}" for v in vals] + ["msr_write 1" + "0" * 16 + " = 0x1", "msr_write x = 0x1"]
+    payloads = np.empty(len(texts), dtype=object)
+    payloads[:] = texts
+    (m, x), ok = _extract(payloads, r"^msr_write (?P<m>[0-9a-fA-F]{1,16}) = 0x(?P<v>[0-9a-fA-F]{1,16})\s*$")
+    assert ok.tolist() == [True] * len(vals) + [False, False]
+    assert _hex(m, ok).tolist() == [*vals, 0, 0] and _hex(x, ok).tolist() == [*vals, 0, 0]

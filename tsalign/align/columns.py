@@ -7,8 +7,9 @@ read are made once, when first asked for (:meth:`AlignedColumns.rows`).
 
 Columns: ``guest_tsc`` (uint64, guest TSC cycles: the common axis), ``is_host`` (bool), ``host_tsc``
 (uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int64; ``vcpu`` -1 where
-the event is not on a vCPU thread or is a guest event), ``comm``, ``event``, ``payload`` (object arrays of
-str).
+the event is not on a vCPU thread or is a guest event), ``comm_code`` and ``event_code`` (int32 codes into the
+vocabularies ``comms`` and ``names``; the ``comm`` and ``event`` properties give the strings), ``payload``
+(object array of str).
 """
 
 from __future__ import annotations
@@ -28,6 +29,32 @@ __all__ = ["AlignedColumns", "host_on_guest_axis"]
 _enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=True) quotes a str
 
 
+#: the per-row columns (the others, ``comms`` and ``names``, are the vocabularies the codes index)
+_ROW = ("guest_tsc", "is_host", "host_tsc", "cpu", "pid", "tgid", "vcpu", "comm_code", "event_code", "payload")
+
+
+def vocab_codes(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 codes, object array of the distinct values in first-seen order) of ``values``."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values))
+    return codes, _objects(list(index))
+
+
+def _objects(values: Sequence[str]) -> np.ndarray:
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
+
+
+def _joined(vocabs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One vocabulary of ``vocabs`` (distinct values, first seen first) and, per vocabulary, the code of each of
+    its values in it (int32)."""
+    index: dict[str, int] = {}
+    luts = [np.fromiter((index.setdefault(v, len(index)) for v in voc.tolist()), dtype=np.int32, count=len(voc))
+            for voc in vocabs]
+    return _objects(list(index)), [lut if len(lut) else np.zeros(1, dtype=np.int32) for lut in luts]
+
+
 @dataclass
 class AlignedColumns:
     """Both sides' events on the guest TSC axis (see the module doc for the columns)."""
@@ -39,35 +66,54 @@ class AlignedColumns:
     pid: np.ndarray
     tgid: np.ndarray
     vcpu: np.ndarray
-    comm: np.ndarray
-    event: np.ndarray
+    comm_code: np.ndarray
+    event_code: np.ndarray
     payload: np.ndarray
+    comms: np.ndarray
+    names: np.ndarray
 
     def __len__(self) -> int:
         return int(self.guest_tsc.shape[0])
 
+    @property
+    def comm(self) -> np.ndarray:
+        """Every row's comm (object array of str)."""
+        return self.comms[self.comm_code] if len(self.comms) else np.zeros(len(self), dtype=object)
+
+    @property
+    def event(self) -> np.ndarray:
+        """Every row's event name (object array of str)."""
+        return self.names[self.event_code] if len(self.names) else np.zeros(len(self), dtype=object)
+
     @classmethod
     def from_events(cls, ev: Events, guest_tsc: np.ndarray, is_host: bool, vcpu: np.ndarray | None = None) -> AlignedColumns:
-        """One side's events with their guest-axis timestamps (``vcpu``: host rows' vCPU ids, -1 for none)."""
+        """One side's events with their guest-axis timestamps (``vcpu``: host rows' vCPU ids, -1 for none); its
+        columns are shared with ``ev`` where their types agree."""
         n = len(ev)
         return cls(np.asarray(guest_tsc, dtype=np.uint64), np.full(n, is_host),
-                   ev.ts.astype(np.uint64) if is_host else np.zeros(n, np.uint64),
-                   ev.cpu.astype(np.int64), ev.pid.astype(np.int64), ev.tgid.astype(np.int64),
+                   np.asarray(ev.ts, dtype=np.uint64) if is_host else np.zeros(n, np.uint64),
+                   np.asarray(ev.cpu, dtype=np.int64), np.asarray(ev.pid, dtype=np.int64),
+                   np.asarray(ev.tgid, dtype=np.int64),
                    np.full(n, -1, dtype=np.int64) if vcpu is None else np.asarray(vcpu, dtype=np.int64),
-                   ev.comm_strings(), ev.event_strings(), ev.payload)
+                   np.asarray(ev.comm, dtype=np.int32), np.asarray(ev.event, dtype=np.int32), ev.payload,
+                   _objects(ev.comms), _objects(ev.names))
 
     def take(self, idx: np.ndarray) -> AlignedColumns:
-        return AlignedColumns(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        return AlignedColumns(**{f: getattr(self, f)[idx] for f in _ROW}, comms=self.comms, names=self.names)
 
     @staticmethod
-    def concat(parts: Sequence[AlignedColumns]) -> AlignedColumns:
-        return AlignedColumns(*(np.concatenate([getattr(p, f) for p in parts]) for f in AlignedColumns.__dataclass_fields__))
-
-    def sorted(self) -> AlignedColumns:
-        """Ordered by guest TSC; at equal TSCs guest events first, each side in its own order (stable)."""
-        order = np.argsort(self.is_host, kind="stable")
-        order = order[np.argsort(self.guest_tsc[order], kind="stable")]
-        return self.take(order)
+    def merged(parts: Sequence[AlignedColumns]) -> AlignedColumns:
+        """The parts' rows in one table ordered by guest TSC; at equal TSCs guest events first, each part in its
+        own order (stable). The vocabularies are joined; each column is concatenated and ordered on its own, so
+        the peak holds the parts, the result and one column more."""
+        comms, comm_luts = _joined([p.comms for p in parts])
+        names, name_luts = _joined([p.names for p in parts])
+        order = np.lexsort((np.concatenate([p.is_host for p in parts]), np.concatenate([p.guest_tsc for p in parts])))
+        cols = {f: np.concatenate([getattr(p, f) for p in parts])[order]
+                for f in _ROW if f not in ("comm_code", "event_code")}
+        cols["comm_code"] = np.concatenate([lut[p.comm_code] for lut, p in zip(comm_luts, parts)])[order]
+        cols["event_code"] = np.concatenate([lut[p.event_code] for lut, p in zip(name_luts, parts)])[order]
+        return AlignedColumns(**cols, comms=comms, names=names)
 
     def tracks(self) -> list[str]:
         """Per row: ``vcpuN`` (a guest event's CPU, a host event's vCPU thread) or ``cpuN`` (other host events)."""
@@ -92,8 +138,9 @@ class AlignedColumns:
         return out
 
     def write_jsonl(self, f: Any, chunk: int = 1 << 16) -> None:
-        """:meth:`rows` as JSON lines (keys sorted, as ``json.dumps(row, sort_keys=True)`` writes them), made
-        ``chunk`` rows at a time: in whole columns with pyarrow's string kernels where it is installed."""
+        """:meth:`rows` as JSON lines (keys sorted, as ``json.dumps(row, sort_keys=True)`` writes them: ASCII) to
+        the binary file ``f``, made ``chunk`` rows at a time: in whole columns with pyarrow's string kernels where
+        it is installed."""
         try:
             import pyarrow  # noqa: F401
         except ImportError:
@@ -118,13 +165,13 @@ class AlignedColumns:
                  '"tgid": %d, "track": "%s"}\n')
         for lo in range(0, len(self), chunk):
             part = self.take(slice(lo, lo + chunk))  # type: ignore[arg-type]
-            f.writelines(
+            f.write("".join(
                 (host % (enc(cm), c, enc(ev), g, ht, _enc(pl), p, t, tr, v if v >= 0 else "null") if h else
                  guest % (enc(cm), c, enc(ev), g, _enc(pl), p, t, tr))
                 for g, h, ht, c, p, t, v, cm, ev, pl, tr in zip(
                     part.guest_tsc.tolist(), part.is_host.tolist(), part.host_tsc.tolist(), part.cpu.tolist(),
                     part.pid.tolist(), part.tgid.tolist(), part.vcpu.tolist(), part.comm.tolist(),
-                    part.event.tolist(), part.payload.tolist(), part.tracks()))
+                    part.event.tolist(), part.payload.tolist(), part.tracks())).encode("ascii"))
 
     def record_batches(self, schema: Any, chunk: int = 1 << 16) -> Iterator[Any]:
         """pyarrow tables of ``chunk`` rows in ``schema`` (tsalign.traces.export.write_aligned_parquet's), from the
@@ -140,8 +187,8 @@ class AlignedColumns:
                 "host_tsc": pa.array(p.host_tsc, pa.uint64(), mask=guest),
                 "cpu": pa.array(p.cpu, pa.int32()), "pid": pa.array(p.pid, pa.int32()),
                 "tgid": pa.array(p.tgid, pa.int32()), "vcpu": pa.array(p.vcpu, pa.int32(), mask=p.vcpu < 0),
-                "comm": pa.array(p.comm, pa.string()),
-                "event": pa.array(p.event, pa.string()).dictionary_encode(),
+                "comm": pa.array(p.comms, pa.string()).take(pa.array(p.comm_code)),
+                "event": pa.DictionaryArray.from_arrays(pa.array(p.event_code), pa.array(p.names, pa.string())),
                 "payload": pa.array(p.payload, pa.string()), "track": _track_array(p)}
             yield pa.Table.from_arrays([cols[f.name].cast(f.type) for f in schema], schema=schema)
 
@@ -174,8 +221,8 @@ def _track_array(p: AlignedColumns) -> Any:
                                  pc.binary_join_element_wise("vcpu", cpu, "")))
 
 
-def _jsonl_block(p: AlignedColumns) -> str:
-    """Rows of ``p`` as JSON lines (the text :meth:`AlignedColumns._write_jsonl_rows` writes), column by column:
+def _jsonl_block(p: AlignedColumns) -> bytes:
+    """Rows of ``p`` as JSON lines (ASCII bytes of the text :meth:`AlignedColumns._write_jsonl_rows` writes), column by column:
     host and guest lines each made from their rows, then put back in order."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -184,8 +231,9 @@ def _jsonl_block(p: AlignedColumns) -> str:
         return pc.cast(pa.array(a, t), pa.string())
 
     def common(q: AlignedColumns) -> tuple[list[Any], list[Any], Any]:
-        head = ['{"comm": ', _json_strings(q.comm), ', "cpu": ', text(q.cpu, pa.int64()), ', "event": ',
-                _json_strings(q.event), ', "guest_tsc": ', text(q.guest_tsc, pa.uint64())]
+        head = ['{"comm": ', _json_strings(q.comms).take(pa.array(q.comm_code)), ', "cpu": ', text(q.cpu, pa.int64()),
+                ', "event": ', _json_strings(q.names).take(pa.array(q.event_code)), ', "guest_tsc": ',
+                text(q.guest_tsc, pa.uint64())]
         tail = [', "payload": ', _json_strings(q.payload), ', "pid": ', text(q.pid, pa.int64())]
         return head, tail, text(q.tgid, pa.int64())
 
@@ -204,12 +252,12 @@ def _jsonl_block(p: AlignedColumns) -> str:
         parts.append(pc.binary_join_element_wise(*head, *tail, ', "side": "guest", "tgid": ', tgid, ', "track": "',
                                                  _track_array(g), '"}\n', ""))
     if not parts:
-        return ""
+        return b""
     where = np.empty(len(p), dtype=np.int64)
     where[hi], where[gi] = np.arange(hi.size), hi.size + np.arange(gi.size)
     lines = pc.take(pa.concat_arrays(parts), pa.array(where))
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
-    return bytes(memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])]).decode("ascii")
+    return bytes(memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])])
 
 
 def host_on_guest_axis(timeline: OffsetTimeline, host_tsc: np.ndarray, vcpu: np.ndarray,

@@ -191,8 +191,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     g = guest_events_on_tsc(guest, pvclock, host.path)
     notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *g.notes,
              *([khz_note] if khz_note else [])]
-    cols = AlignedColumns.concat([AlignedColumns.from_events(kept, conv, True, vcpu_of[placed]),
-                                  AlignedColumns.from_events(g.events, g.events.ts, False)]).sorted()
+    cols = AlignedColumns.merged([AlignedColumns.from_events(kept, conv, True, vcpu_of[placed]),
+                                  AlignedColumns.from_events(g.events, g.events.ts, False)])
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
@@ -263,8 +263,8 @@ def write_outputs(a: Aligned, verdict: dict[str, Any], out: str) -> dict[str, st
     paths = {"timeline": os.path.join(out, "timeline.jsonl"), "offsets": os.path.join(out, "offsets.jsonl"),
              "verdict": os.path.join(out, "verdict.json")}
     line = json.JSONEncoder(sort_keys=True).encode
-    with open(paths["timeline"], "w", encoding="utf-8") as f:
-        a.columns.write_jsonl(f)
+    with open(paths["timeline"], "wb") as bf:
+        a.columns.write_jsonl(bf)
     with open(paths["offsets"], "w", encoding="utf-8") as f:
         f.writelines(line(r) + "\n" for r in a.timeline.segment_rows())
     try:

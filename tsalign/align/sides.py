@@ -140,7 +140,7 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tu
                         from ..traces.printfmt import EventPrinter
 
                         assert dat is not None, "binary chunks come from a .dat"
-                        printer = EventPrinter(dat.formats.values(), dat.long_size, dat.endian == ">", path)
+                        printer = EventPrinter(dat.formats, dat.long_size, dat.endian == ">", path)
                     payloads = printer.payloads(c)
                 else:
                     payloads = c.payload

@@ -82,6 +82,9 @@ def _reap_stale_instances() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tsalign`` console script; returns the exit code."""
+    # pyarrow's own allocator (mimalloc) keeps what it freed: align's peak RSS of a 2.4 M-event pair was 988 MiB
+    # with it, 905 MiB with the C library's (same run time); read when pyarrow first allocates
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

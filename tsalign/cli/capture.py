@@ -190,6 +190,7 @@ def run_align(args: argparse.Namespace) -> int:
     host, guest = open_inputs(args)
     given = parse_tsc_offsets(args.tsc_offset)
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
+    del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
     verdict = verdict_of(aligned)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
     if os.path.exists(out) and not os.path.isdir(out):

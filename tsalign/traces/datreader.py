@@ -43,8 +43,8 @@ class DatTrace(Trace):
                                     "cpus": [c.cpu for c in self.buf.cpus if c.size]})
         self.info.set_clock(clock or verdict.clock, verdict.warnings if clock is None else [])
         self._lut = np.full(max(self.dat.formats, default=0) + 1, -1, dtype=np.int32)
-        for fid, fmt in self.dat.formats.items():
-            self._lut[fid] = self.events.code(fmt.full_name)
+        for fid in self.dat.formats:
+            self._lut[fid] = self.events.code(self.dat.formats.name_of(fid))
         self._comm_of = dict(self.dat.cmdlines)
         self._comm_of.setdefault(0, "<idle>")
 
@@ -136,7 +136,7 @@ class DatTrace(Trace):
     def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         code = self.events.index.get(event)
         rows = np.nonzero(chunk.event == code)[0] if code is not None else np.zeros(0, dtype=np.int64)
-        fmt = next((f for f in self.dat.formats.values() if f.full_name == event), None)
+        fmt = self.dat.formats.by_full_name(event)
         if fmt is None:
             return rows, {}
         assert chunk.src is not None and chunk.off is not None and chunk.size is not None

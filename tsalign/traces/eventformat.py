@@ -7,11 +7,12 @@ start of the event's payload (where ``common_type`` lives).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import InvalidParameter
 
-__all__ = ["EventFormat", "Field", "HeaderPage", "parse_format", "parse_header_page"]
+__all__ = ["EventFormat", "EventFormats", "Field", "HeaderPage", "parse_format", "parse_header_page"]
 
 _FIELD = re.compile(r"^\s*field:\s*(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);\s*(?:signed:(?P<signed>-?\d+);)?")
 
@@ -108,6 +109,64 @@ def parse_format(text: str, system: str = "", source: str = "<format>") -> Event
     if not name or ev_id < 0:
         raise InvalidParameter("event format", source, "a format with 'name:' and 'ID:' lines")
     return EventFormat(ev_id, system, name, tuple(fields), print_fmt, text=text)
+
+
+_HEAD = re.compile(r"^(name|ID|system):(.*)$", re.MULTILINE)
+
+
+class EventFormats(Mapping[int, EventFormat]):
+    """A file's event formats by ID, each parsed when first asked for (a trace-cmd .dat of a 6.x kernel carries
+    2 000+ of them and a trace uses a few dozen). Only a format's ``name:``, ``ID:`` and ``system:`` lines are read
+    when it is added (the ID checked as :func:`parse_format` checks it); a format whose full parse disagrees with
+    them, or fails, raises :class:`InvalidParameter` naming its ``source`` when it is first used."""
+
+    def __init__(self) -> None:
+        self._raw: dict[int, tuple[str, str, str]] = {}
+        self._names: dict[int, str] = {}
+        self._parsed: dict[int, EventFormat] = {}
+
+    def add(self, text: str, system: str, source: str) -> int:
+        """Add one format file's ``text`` (``system`` when it has no ``system:`` line); returns its ID."""
+        head = {k: v.strip() for k, v in _HEAD.findall(text)}
+        text_id, name, system = head.get("ID", ""), head.get("name", ""), head.get("system", system)
+        if "ID" in head and not (text_id.isascii() and text_id.isdigit() and len(text_id) <= 5 and int(text_id) <= 0xFFFF):
+            raise InvalidParameter("event format", source,
+                                   f"an event ID from 0 to 65535 (the ring buffer's type is 16 bits), got {text_id[:80]!r}")
+        if not name or not text_id:
+            raise InvalidParameter("event format", source, "a format with 'name:' and 'ID:' lines")
+        ev_id = int(text_id)
+        self._raw[ev_id] = (text, system, source)
+        self._names[ev_id] = f"{system}:{name}"
+        self._parsed.pop(ev_id, None)
+        return ev_id
+
+    def name_of(self, ev_id: int) -> str:
+        """``system:name`` of an ID (without parsing its format); KeyError when absent."""
+        return self._names[ev_id]
+
+    def by_full_name(self, full_name: str) -> EventFormat | None:
+        """The format named ``system:name``, or None."""
+        return next((self[i] for i, n in self._names.items() if n == full_name), None)
+
+    def __getitem__(self, ev_id: int) -> EventFormat:
+        f = self._parsed.get(ev_id)
+        if f is None:
+            text, system, source = self._raw[ev_id]
+            f = parse_format(text, system, source)
+            if f.id != ev_id or f.full_name != self._names[ev_id]:
+                raise InvalidParameter("event format", source, f"one 'name:' and one 'ID:' line (read as "
+                                       f"{self._names[ev_id]} ID {ev_id}, parsed as {f.full_name} ID {f.id})")
+            self._parsed[ev_id] = f
+        return f
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, ev_id: object) -> bool:
+        return ev_id in self._raw
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ class EventsBuilder:
     def __init__(self) -> None:
         self._comms, self._names = Vocab(), Vocab()
         self.comms, self.names = self._comms.items, self._names.items
-        self._parts: list[tuple[np.ndarray, ...]] = []
+        #: per column (ts, cpu, pid, tgid, comm, event), its chunks
+        self._cols: list[list[np.ndarray]] = [[] for _ in range(6)]
         self._payloads: list[Sequence[str]] = []
 
     def comm_codes(self, comms: Sequence[str]) -> np.ndarray:
@@ -122,22 +123,30 @@ class EventsBuilder:
     def add_codes(self, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, tgid: np.ndarray | None, comm: np.ndarray,
                   event: np.ndarray, payload: Sequence[str]) -> None:
         n = len(ts)
-        self._parts.append((np.asarray(ts, dtype=np.uint64), np.asarray(cpu, dtype=np.int64),
-                            np.asarray(pid, dtype=np.int64),
-                            np.full(n, -1, dtype=np.int64) if tgid is None else np.asarray(tgid, dtype=np.int64),
-                            np.asarray(comm, dtype=np.int32), np.asarray(event, dtype=np.int32)))
+        arrays: tuple[np.ndarray, ...] = (
+            np.asarray(ts, dtype=np.uint64), np.asarray(cpu, dtype=np.int64), np.asarray(pid, dtype=np.int64),
+            np.full(n, -1, dtype=np.int64) if tgid is None else np.asarray(tgid, dtype=np.int64),
+            np.asarray(comm, dtype=np.int32), np.asarray(event, dtype=np.int32))
+        for col, a in zip(self._cols, arrays):
+            col.append(a)
         self._payloads.append(payload)
 
     def build(self) -> Events:
-        if not self._parts:
+        """The events collected (once: the builder gives up its chunks, a column at a time, so that the peak holds
+        the chunks and one column more, not two copies of everything)."""
+        if not self._cols[0]:
             z = np.zeros(0, dtype=np.int64)
             return Events(np.zeros(0, dtype=np.uint64), z, z, z, z.astype(np.int32), z.astype(np.int32),
                           np.zeros(0, dtype=object), self.comms, self.names)
-        cols = [np.concatenate([p[k] for p in self._parts]) for k in range(6)]
+        cols = []
+        for parts in self._cols:
+            cols.append(np.concatenate(parts))
+            parts.clear()
         payload = np.empty(len(cols[0]), dtype=object)
         at = 0
         for p in self._payloads:
             payload[at:at + len(p)] = p
             at += len(p)
+        self._payloads.clear()
         ts, cpu, pid, tgid, comm, event = cols
         return Events(ts, cpu, pid, tgid, comm, event, payload, self.comms, self.names)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,8 @@ class EventPrinter:
     only the formats of events that occur are handed to libtraceevent, each batch first in a forked
     child: a format whose parsing crashes the library (a corrupt file) is named, never fatal here."""
 
-    def __init__(self, formats: Iterable[EventFormat], long_size: int = 8, big_endian: bool = False,
-                 source: str = "<trace>") -> None:
+    def __init__(self, formats: Mapping[int, EventFormat] | Iterable[EventFormat], long_size: int = 8,
+                 big_endian: bool = False, source: str = "<trace>") -> None:
         self.lib = _library()
         self.tep = self.lib.tep_alloc()
         if not self.tep:
@@ -95,7 +95,8 @@ class EventPrinter:
         self.lib.tep_set_file_bigendian(self.tep, 1 if big_endian else 0)
         self.endian = ">" if big_endian else "<"
         self.source = source
-        self.formats = {f.id: f for f in formats}
+        #: formats by ID (a mapping given is used as it is: a .dat's formats are parsed when first used)
+        self.formats: Mapping[int, EventFormat] = formats if isinstance(formats, Mapping) else {f.id: f for f in formats}
         self.parsed: set[int] = set()
         #: event id -> [(offset, size) of each __data_loc / __rel_loc field, relative flag]
         self.locs: dict[int, list[tuple[int, int, bool]]] = {}

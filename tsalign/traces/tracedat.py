@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidParameter
-from .eventformat import EventFormat, HeaderPage, parse_format, parse_header_page
+from .eventformat import EventFormats, HeaderPage, parse_header_page
 
 __all__ = ["MAGIC", "BufferInfo", "CpuData", "TraceDat"]
 
@@ -109,7 +109,7 @@ class TraceDat:
         self.file_size = size
         self.header_page = HeaderPage()
         self.header_event = ""
-        self.formats: dict[int, EventFormat] = {}
+        self.formats = EventFormats()
         self.cmdlines: dict[int, str] = {}
         self.buffers: list[BufferInfo] = []
         self.options: dict[str, Any] = {"cpustat": {}}
@@ -188,8 +188,7 @@ class TraceDat:
                 self._add_format(c.take(c.u64()), system, c)
 
     def _add_format(self, raw: bytes, system: str, c: _Cursor) -> None:
-        ev = parse_format(raw.decode("utf-8", "replace"), system, f"{self.path}: offset {c.base + c.pos} ({system} format)")
-        self.formats[ev.id] = ev
+        self.formats.add(raw.decode("utf-8", "replace"), system, f"{self.path}: offset {c.base + c.pos} ({system} format)")
 
     def _cmdlines(self, c: _Cursor) -> None:
         c.what = "saved cmdlines"

@@ -12,6 +12,7 @@ timeline of the alignment); guest events are on the guest axis already.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -54,10 +55,8 @@ class _Ctx:
         self.col = a.columns
         self.tid_to_vcpu: dict[int, int] = a.tid_to_vcpu
         col = self.col
-        enc = pa.array(col.event, pa.string()).dictionary_encode()
-        self._codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         self._code: dict[str, list[int]] = {}  # bare name -> codes of the event names that are it
-        for k, n in enumerate(enc.dictionary.to_pylist()):
+        for k, n in enumerate(col.names.tolist()):
             self._code.setdefault(n.split(":")[-1], []).append(k)
         self._rows: dict[tuple[str, str], np.ndarray] = {}
         self._dicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -72,7 +71,7 @@ class _Ctx:
             key = (side, name)
             if key not in self._rows:
                 ks = self._code.get(name, [])
-                m = np.isin(self._codes, ks) & (self.col.is_host if side == "host" else ~self.col.is_host)
+                m = np.isin(self.col.event_code, ks) & (self.col.is_host if side == "host" else ~self.col.is_host)
                 r = np.nonzero(m)[0]
                 t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
                 self._rows[key] = r[np.argsort(t, kind="stable")]
@@ -84,21 +83,10 @@ class _Ctx:
         return r[np.argsort(t, kind="stable")]
 
     def _as_dicts(self, side: str, name: str) -> list[dict[str, Any]]:
+        """``side``'s ``name`` events as :meth:`AlignedColumns.rows` makes them (made once)."""
         key = (side, name)
         if key not in self._dicts:
-            r = self.rows(side, name)
-            c = self.col
-            cols = zip(
-                    c.guest_tsc[r].tolist(), c.host_tsc[r].tolist(), c.cpu[r].tolist(), c.pid[r].tolist(),
-                    c.tgid[r].tolist(), c.comm[r].tolist(), c.event[r].tolist(), c.payload[r].tolist(),
-                    c.vcpu[r].tolist())
-            # the shape of AlignedColumns.rows() (without the track): guest rows have no host_tsc nor vcpu
-            self._dicts[key] = [
-                {"side": side, "guest_tsc": g, "host_tsc": h, "cpu": cpu, "pid": pid, "tgid": tgid, "comm": comm,
-                 "event": ev, "payload": pl, "vcpu": v if v >= 0 else None}
-                for g, h, cpu, pid, tgid, comm, ev, pl, v in cols] if side == "host" else [
-                {"side": side, "guest_tsc": g, "cpu": cpu, "pid": pid, "tgid": tgid, "comm": comm, "event": ev,
-                 "payload": pl} for g, _, cpu, pid, tgid, comm, ev, pl, _ in cols]
+            self._dicts[key] = self.col.take(self.rows(side, name)).rows()
         return self._dicts[key]
 
     def host(self, *names: str) -> list[dict[str, Any]]:
@@ -166,22 +154,48 @@ class _Ctx:
         return next(iter(self._vcpus)) if len(self._vcpus) == 1 and not self.tid_to_vcpu else None
 
 
-def _extract(payloads: np.ndarray, pattern: str) -> tuple[list[list[str]], np.ndarray]:
-    """The groups of ``pattern`` (RE2, anchored as written) in each payload, one list per group, and the mask of
-    payloads it matched (unmatched: empty strings) — in one pass of pyarrow's regex kernel."""
+def _extract(payloads: np.ndarray, pattern: str) -> tuple[list[Any], np.ndarray]:
+    """The groups of ``pattern`` (RE2, anchored as written) in each payload, one pyarrow string array per group,
+    and the mask of payloads it matched (unmatched: empty strings) — in one pass of pyarrow's regex kernel."""
     r = pc.extract_regex(pa.array(payloads, pa.string()), pattern)
     ok = np.asarray(r.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    return [r.field(i).to_pylist() for i in range(r.type.num_fields)], ok
+    return [r.field(i) for i in range(r.type.num_fields)], ok
 
 
-def _hex(values: list[str], ok: np.ndarray) -> np.ndarray:
-    """Hex digits -> uint64 (0 where ``ok`` is False)."""
-    return np.fromiter((int(v, 16) if k else 0 for v, k in zip(values, ok.tolist())), dtype=np.uint64, count=len(values))
+_NIBBLE = np.zeros(256, dtype=np.uint64)
+_NIBBLE[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10, dtype=np.uint64)
+_NIBBLE[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+_NIBBLE[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+
+
+def _hex(values: Any, ok: np.ndarray) -> np.ndarray:
+    """Hex digits (a pyarrow string array of 1 to 16 digits where ``ok``, as the patterns of :func:`_extract`
+    capture them) -> uint64, a digit position at a time over the whole column (0 where ``ok`` is False)."""
+    if isinstance(values, pa.ChunkedArray):  # over 2 GiB of text
+        parts, at = [], 0
+        for ch in values.chunks:
+            parts.append(_hex(ch, ok[at:at + len(ch)]))
+            at += len(ch)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    n = len(values)
+    out = np.zeros(n, dtype=np.uint64)
+    if not n:
+        return out
+    buf = values.buffers()
+    offs = np.frombuffer(buf[1], dtype=np.int32)[values.offset:values.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(buf[2], dtype=np.uint8) if buf[2] is not None else np.zeros(0, dtype=np.uint8)
+    length = np.where(ok, np.diff(offs), 0)
+    if int(length.max(initial=0)) > 16:
+        raise ValueError("more than 16 hex digits")  # the patterns capture at most 16
+    for j in range(int(length.max(initial=0))):
+        m = np.nonzero(length > j)[0]
+        out[m] = (out[m] << np.uint64(4)) | _NIBBLE[data[offs[m] + j]]
+    return out
 
 
 def _pio_fields(payloads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(port, val) of kvm_pio payloads (the kernel's print fmt; another text is an error naming it)."""
-    (port, val), ok = _extract(payloads, r"^pio_(?:read|write) at 0x(?P<p>[0-9a-f]+) size \d+ count \d+ val 0x(?P<v>[0-9a-f]+)")
+    (port, val), ok = _extract(payloads, r"^pio_(?:read|write) at 0x(?P<p>[0-9a-f]{1,16}) size \d+ count \d+ val 0x(?P<v>[0-9a-f]{1,16})")
     if not ok.all():
         parse_kvm_payload("kvm_pio", str(payloads[np.nonzero(~ok)[0][0]]))  # raises, naming the payload
     return _hex(port, ok).astype(np.int64), _hex(val, ok)
@@ -216,7 +230,26 @@ def _greedy_match_py(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarr
     return out
 
 
-def _compile_greedy() -> Callable[..., np.ndarray]:
+def _greedy_unique(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
+    """:func:`_greedy_match_py`'s answer in whole arrays when it is forced: every wanted value has at most one
+    position within its ``tol`` (no wrap past 2^32) and those positions ascend in the wanted order, so the greedy
+    rule takes each (a capture without overruns or repeated low halves). None when it is not so."""
+    top = want + tol
+    if want.size and int(top.max()) > 0xFFFFFFFF:
+        return None
+    lo = np.searchsorted(vals, want, side="left")
+    n = np.searchsorted(vals, top, side="right") - lo
+    if (n > 1).any():
+        return None
+    out = np.where(n == 1, idx[np.minimum(lo, len(idx) - 1)] if len(idx) else -1, -1).astype(np.int64)
+    found = out[out >= 0]
+    return out if (np.diff(found) > 0).all() else None
+
+
+@functools.cache
+def _compiled_greedy() -> Callable[..., np.ndarray]:
+    """:func:`_greedy_match_py` compiled by numba (cached on disk; loading it costs ~0.3 s, so it is loaded only
+    when a capture needs it), or itself without numba."""
     try:
         import numba
     except ImportError:  # the interpreter path gives the same result, slower
@@ -225,7 +258,10 @@ def _compile_greedy() -> Callable[..., np.ndarray]:
     return compiled
 
 
-_greedy_match = _compile_greedy()
+def _greedy_match(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """:func:`_greedy_match_py`'s pairing: in whole arrays when each beacon has one candidate, else compiled."""
+    fast = _greedy_unique(want, tol, vals, idx)
+    return fast if fast is not None else _compiled_greedy()(want, tol, vals, idx)
 
 
 def _pio_beacons(c: _Ctx, f: Found) -> None:
@@ -278,11 +314,11 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
         parts.append((col.cpu[r][ok], msr[ok], val[ok], col.guest_tsc[r][ok], np.full(int(ok.sum()), first)))
 
     r = c.rows("guest", "write_msr")
-    (msr, val), ok = _extract(col.payload[r], r"^\s*(?P<m>[0-9a-fA-F]+), value (?P<v>[0-9a-fA-F]+)\s*$")
+    (msr, val), ok = _extract(col.payload[r], r"^\s*(?P<m>[0-9a-fA-F]{1,16}), value (?P<v>[0-9a-fA-F]{1,16})\s*$")
     guest_part(r, ok, _hex(msr, ok), _hex(val, ok), False)
     # tsalign's own markers print "msr=0x... value=0x..."; any other spelling is read by the key=value parser
     r = c.rows("guest", "tsalign_msr")
-    (msr, val), ok = _extract(col.payload[r], r"^msr=0x(?P<m>[0-9a-fA-F]+) value=0x(?P<v>[0-9a-fA-F]+)$")
+    (msr, val), ok = _extract(col.payload[r], r"^msr=0x(?P<m>[0-9a-fA-F]{1,16}) value=0x(?P<v>[0-9a-fA-F]{1,16})$")
     ms, vs = _hex(msr, ok), _hex(val, ok)
     for i in np.nonzero(~ok)[0].tolist():
         kvs = kv(col.payload[r[i]])
@@ -293,7 +329,7 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
     if not gv.size:
         return
     r = c.rows("host", "kvm_msr")
-    (msr, val), ok = _extract(col.payload[r], r"^msr_write (?P<m>[0-9a-fA-F]+) = 0x(?P<v>[0-9a-fA-F]+)\s*$")
+    (msr, val), ok = _extract(col.payload[r], r"^msr_write (?P<m>[0-9a-fA-F]{1,16}) = 0x(?P<v>[0-9a-fA-F]{1,16})\s*$")
     hv = c.vcpus_of_threads(col.pid[r])
     ok &= hv >= 0
     hv, hm, hx, ht = hv[ok], _hex(msr, ok)[ok], _hex(val, ok)[ok], col.host_tsc[r][ok]
@@ -338,7 +374,7 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
 
     col = c.col
     g = np.nonzero(~col.is_host)[0]
-    markers = [_R({"event": col.event[i], "payload": p, "pid": int(col.pid[i]), "side": "guest",
+    markers = [_R({"event": col.names[col.event_code[i]], "payload": p, "pid": int(col.pid[i]), "side": "guest",
                    "guest_tsc": int(col.guest_tsc[i])})
                for i, p in zip(g.tolist(), col.payload[g].tolist()) if "tsalign_beacon seq=" in p]
     beacons = guest_beacons(markers)
