@@ -333,14 +333,16 @@ def test_events_cli_summarises_each_buffer(tmp_path: Path) -> None:
     assert r.returncode == 3 and "'alpha', 'beta'" in r.stderr
 
 
-def test_syscall_lines_named_as_their_tracepoints() -> None:
-    """Syscall tracepoints print `sys_write(...)` / `sys_write -> ret`; a kprobe called sys_* keeps its name."""
-    from tsalign.traces.ftrace_text import parse_line
+def test_syscall_lines_named_as_their_tracepoints(tmp_path: Path) -> None:
+    """Syscall tracepoints print `sys_write(...)` / `sys_write -> ret`; a kprobe called sys_* keeps its name; the
+    TGID column is kept (a dashed one is -1)."""
+    from tsalign.align.sides import _read
 
-    enter = parse_line("  CPU 1/TCG-2397    (   2393) [000] ..... 31789024823090: sys_write(fd: 9, buf: 0x56, count: 8)")
-    leave = parse_line("  worker-2400 (2393) [001] ..... 31789024823999: sys_pwritev -> 0x10000")
-    probe = parse_line("  qemu-1 [000] 5: sys_kick: (ffffffffc045ace0) tsc_offset=0x1")
-    assert enter is not None and leave is not None and probe is not None
+    p = tmp_path / "t.txt"
+    p.write_text("  CPU 1/TCG-2397    (   2393) [000] ..... 31789024823090: sys_write(fd: 9, buf: 0x56, count: 8)\n"
+                 "  worker-2400 (2393) [001] ..... 31789024823999: sys_pwritev -> 0x10000\n"
+                 "  qemu-1 (-------) [000] ..... 31789024824000: sys_kick: (ffffffffc045ace0) tsc_offset=0x1\n")
+    enter, leave, probe = _read(str(p), None, None, False)[0].records()
     assert (enter.event, enter.comm, enter.pid, enter.tgid) == ("sys_enter_write", "CPU 1/TCG", 2397, 2393)
-    assert (leave.event, leave.payload) == ("sys_exit_pwritev", "-> 0x10000")
-    assert (probe.event, probe.payload) == ("sys_kick", "(ffffffffc045ace0) tsc_offset=0x1")
+    assert (leave.event, leave.payload, leave.tgid) == ("sys_exit_pwritev", "-> 0x10000", 2393)
+    assert (probe.event, probe.payload, probe.tgid) == ("sys_kick", "(ffffffffc045ace0) tsc_offset=0x1", -1)

@@ -144,7 +144,7 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tu
                     payloads = printer.payloads(c)
                 else:
                     payloads = c.payload
-                out.add_codes(c.ts, c.cpu, c.pid, None, out.recode(c.comm, t.comms.items, "comm"),
+                out.add_codes(c.ts, c.cpu, c.pid, c.tgid, out.recode(c.comm, t.comms.items, "comm"),
                               out.recode(c.event, t.events.items, "event", bare=True), payloads)
             if printer is not None and printer.bad:
                 t.warn(f"{printer.bad} events with dynamic fields outside their record were not printed (corrupt?)")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..clock.kvm import TscParams
 from ..errors import InvalidParameter
 from ..offsets import OffsetSnapshot
-from .ftrace_text import Record, parse_lines
+from .ftrace_text import Record
 from .manifest import check_data_file, validate
 
 if TYPE_CHECKING:
@@ -159,31 +159,44 @@ class Bundle:
         raise InvalidParameter("bundle data", os.path.join(self.path, name), msg)
 
     def events(self) -> Events:
-        """Every event of the bundle as columns (:meth:`records`' order)."""
-        from .events import Events
+        """Every event of the bundle as columns (per-CPU files in CPU order, each in time order). ftrace text is read
+        by the text trace reader (:class:`tsalign.traces.text.TextTrace`: whole blocks at a time, its TGID column
+        kept), and each file's count checked against the capture's ring-buffer stats."""
+        import numpy as np  # (not at the top: `capture` writes bundles on guests with the standard library only)
 
-        return Events.from_records(self.records())
+        from .events import EventsBuilder
+        from .text import TextTrace
 
-    def records(self) -> Iterator[Record]:
-        """Every event record of the bundle (per-CPU files in CPU order; not merged by time)."""
         data = self.manifest.get("data", {})
         fmt = data.get("format")
-        files = data.get("files", [])
-        for name in files:
+        if fmt not in ("ftrace-text", "jsonl"):
+            raise InvalidParameter("bundle data format", fmt, "ftrace-text or jsonl")
+        out = EventsBuilder()
+        for name in data.get("files", []):
             fpath = check_data_file(self.path, name)
             try:
-                f = open(fpath, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+                with open(fpath, "rb"):
+                    pass
             except OSError as e:
                 raise InvalidParameter("bundle data", fpath, f"a readable file listed in manifest.json ({e.strerror})") from None
-            with f:
-                if fmt == "ftrace-text":
-                    n = 0
-                    for rec in parse_lines(f, fpath):
-                        n += 1
-                        yield rec
-                    self.check_count(name, n)
-                elif fmt == "jsonl":
-                    for n, line in enumerate(f, 1):
-                        yield _jsonl_record(line, fpath, n)
-                else:
-                    raise InvalidParameter("bundle data format", fmt, "ftrace-text or jsonl")
+            if fmt == "jsonl":
+                with open(fpath, encoding="utf-8", errors="replace") as f:
+                    recs = [_jsonl_record(line, fpath, n) for n, line in enumerate(f, 1)]
+                out.add_codes(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)),
+                              np.fromiter((r.cpu for r in recs), dtype=np.int64, count=len(recs)),
+                              np.fromiter((r.pid for r in recs), dtype=np.int64, count=len(recs)), None,
+                              out.comm_codes([r.comm for r in recs]), out.name_codes([r.event for r in recs]),
+                              [r.payload for r in recs])
+                continue
+            n = 0
+            with TextTrace(fpath, "ftrace") as t:
+                for c in t.raw_chunks():
+                    out.add_codes(c.ts, c.cpu, c.pid, c.tgid, out.recode(c.comm, t.comms.items, "comm"),
+                                  out.recode(c.event, t.events.items, "event"), c.payload or [])
+                    n += len(c)
+            self.check_count(name, n)
+        return out.build()
+
+    def records(self) -> Iterator[Record]:
+        """Every event record of the bundle, in :meth:`events`' order."""
+        return self.events().records()

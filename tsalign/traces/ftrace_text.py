@@ -1,4 +1,5 @@
-"""ftrace text (tracefs ``trace``/``trace_pipe``, ``trace-cmd report``-like lines) -> records.
+"""ftrace text (tracefs ``trace``/``trace_pipe``, ``trace-cmd report``-like lines): the line pattern
+(:data:`LINE`, read by :mod:`tsalign.traces.text`), the event record type, exact timestamps, kvm payloads.
 
 Timestamps stay integers: counter clocks (``x86-tsc``, ``counter``) print raw cycles, ns clocks print
 ``secs.usecs`` (microsecond precision; converted exactly to ns from the digits, never via float).
@@ -7,12 +8,11 @@ Timestamps stay integers: counter clocks (``x86-tsc``, ``counter``) print raw cy
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import InvalidParameter
 
-__all__ = ["Record", "parse_kvm_payload", "parse_line", "parse_lines"]
+__all__ = ["Record", "parse_kvm_payload"]
 
 #: an ftrace event line: tracefs ``trace``/``trace_pipe`` (with or without irq-info flags and the TGID
 #: column) and ``trace-cmd report`` (optionally prefixed by the instance buffer name)
@@ -60,29 +60,6 @@ def split_ts(text: str, where: str = "") -> tuple[int, int]:
     if value >= 1 << 64:
         raise InvalidParameter("timestamp", text[:40], f"a timestamp below 2^64 ({where})")
     return value, 10 ** (9 - len(frac)) if dot else 1
-
-
-def parse_line(line: str, where: str = "") -> Record | None:
-    """Parse one line; None for lines that are not events (comments, blank, ``CPU:N [LOST ...]``)."""
-    if not line.strip() or line.lstrip().startswith("#"):
-        return None
-    m = LINE.match(line)
-    if m is None:
-        return None
-    tgid = m.group("tgid")
-    return Record(split_ts(m.group("ts"), where)[0], int(m.group("cpu")), int(m.group("pid")), m.group("comm").strip(),
-                  event_name(m), m.group("payload").strip(),
-                  int(tgid) if tgid and tgid.isdigit() else -1)
-
-
-def parse_lines(lines: Iterable[str], source: str = "<text>", strict: bool = True) -> Iterator[Record]:
-    """Parse lines; with ``strict`` a non-event line that is not a comment raises, naming the line."""
-    for n, line in enumerate(lines, 1):
-        rec = parse_line(line, f"{source}:{n}")
-        if rec is None and strict and line.strip() and not line.lstrip().startswith("#") and "LOST" not in line:
-            raise InvalidParameter("trace line", line[:120], f"an ftrace event line ({source}:{n})")
-        if rec is not None:
-            yield rec
 
 
 _PIO = re.compile(r"pio_(read|write) at 0x([0-9a-f]+) size (\d+) count (\d+) val 0x([0-9a-f]+)")

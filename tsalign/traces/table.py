@@ -61,6 +61,7 @@ class Chunk:
     off: np.ndarray | None = None
     size: np.ndarray | None = None
     type_id: np.ndarray | None = None  # binary: the event's common_type, for field decoding
+    tgid: np.ndarray | None = None  # the thread group id where the trace records it (ftrace's TGID column; -1: not shown)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -74,7 +75,7 @@ class Chunk:
             ii = np.arange(len(self))[idx] if idx.dtype == bool else idx
             payload = [self.payload[i] for i in ii.tolist()]
         return Chunk(self.ts[idx], self.cpu[idx], self.pid[idx], self.event[idx], self.comm[idx], payload,
-                     self.raws, sel(self.src), sel(self.off), sel(self.size), sel(self.type_id))
+                     self.raws, sel(self.src), sel(self.off), sel(self.size), sel(self.type_id), sel(self.tgid))
 
 
 def _empty_like(c: Chunk) -> Chunk:
@@ -114,7 +115,7 @@ def concat(chunks: Sequence[Chunk]) -> Chunk:
 
     return Chunk(cat([c.ts for c in chunks]), cat([c.cpu for c in chunks]), cat([c.pid for c in chunks]),
                  cat([c.event for c in chunks]), cat([c.comm for c in chunks]), payload, raws,
-                 cat(srcs) if binary else None, opt("off"), opt("size"), opt("type_id"))
+                 cat(srcs) if binary else None, opt("off"), opt("size"), opt("type_id"), opt("tgid"))
 
 
 def merge_sorted(streams: Sequence[Iterator[Chunk]]) -> Iterator[Chunk]:

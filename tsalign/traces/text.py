@@ -71,10 +71,10 @@ def _single_line(pattern: str) -> str:
 #: the line patterns for whole blocks (multiline; ftrace's also captures what follows the event name)
 def _block_pattern(p: re.Pattern[str]) -> re.Pattern[str]:
     """The line pattern for whole blocks: multiline, single-line blanks, ftrace's text after the event name captured
-    (``sep``), and the groups the block reader does not read (instance, TGID, flags, date, period) not captured:
+    (``sep``), and the groups the block reader does not read (instance, flags, date, period) not captured:
     fewer strings made per line."""
     text = _single_line(p.pattern.replace(r"(?::\s?|(?=\()|\s(?=->))", r"(?P<sep>:\s?|(?=\()|\s(?=->))"))
-    for unused in ("buf", "tgid", "flags", "date", "period"):
+    for unused in ("buf", "flags", "date", "period"):
         text = text.replace(f"(?P<{unused}>", "(?:")
     return re.compile(text, re.ASCII | re.MULTILINE)
 
@@ -253,14 +253,18 @@ class TextTrace(Trace):
         ts = np.asarray(ts_vals, dtype=np.uint64)
         cols = [np.asarray([int(r[icpu]) for r in part], dtype=np.int32), np.asarray(pids, dtype=np.int32),
                 self.events.codes([r[ie] for r in part]), self.comms.codes([r[ic].strip() for r in part])]
+        if "tgid" in gi:  # ftrace's TGID column: digits, or dashes where the kernel had none saved
+            tgids = [int(t) if t.isdigit() else -1 for t in (r[gi["tgid"]] for r in part)]
+            if max(tgids) >= 1 << 31:
+                raise _Unusual
+            cols.append(np.asarray(tgids, dtype=np.int32))
         payload = [r[ipl].strip() for r in part]
         if int(ts[0]) < state.last or bool(np.any(ts[1:] < ts[:-1])):
             self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
             order = np.argsort(ts, kind="stable")
             ts, cols, payload = ts[order], [c[order] for c in cols], [payload[i] for i in order.tolist()]
         state.last = int(ts[-1])
-        cpu, pid, ev, comm = cols
-        return Chunk(ts, cpu, pid, ev, comm, payload)
+        return Chunk(ts, cols[0], cols[1], cols[2], cols[3], payload, tgid=cols[4] if len(cols) > 4 else None)
 
     def _finish(self, state: _LineState) -> None:
         if not state.decided and state.other_buffers:  # decided: set by the first line kept
@@ -278,7 +282,8 @@ class TextTrace(Trace):
         own = state is None
         st = state or _LineState()
         pat = PATTERNS[self.fmt]
-        rows: list[tuple[int, int, int, int, int, str]] = []
+        rows: list[tuple[int, int, int, int, int, str, int]] = []
+        has_tgid = "tgid" in pat.groupindex
         ecode, ccode = self.events.code, self.comms.code
         for k, item in enumerate(numbered, 1):
             n, line = item if isinstance(item, tuple) else (k, item)
@@ -303,29 +308,32 @@ class TextTrace(Trace):
             pid = int(m.group("tid") if m.groupdict().get("tid") else m.group("pid"))
             if pid >= 1 << 31:
                 raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a pid below 2^31, got {pid}")
-            rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)),
-                         ccode(m.group("comm").strip()),
-                         m.group("payload").strip()))  # trace-cmd report pads after the name
+            tgid = m.group("tgid") if has_tgid else None
+            tgid_value = int(tgid) if tgid and tgid.isdigit() else -1
+            if tgid_value >= 1 << 31:
+                raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a TGID below 2^31, got {tgid_value}")
+            rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)), ccode(m.group("comm").strip()),
+                         m.group("payload").strip(), tgid_value))  # (trace-cmd report pads after the name)
             if len(rows) >= CHUNK_LINES:
-                chunk, st.last = self._chunk(rows, st.last)
+                chunk, st.last = self._chunk(rows, st.last, has_tgid)
                 rows = []
                 yield chunk
         if rows:
-            chunk, st.last = self._chunk(rows, st.last)
+            chunk, st.last = self._chunk(rows, st.last, has_tgid)
             yield chunk
         if own:
             self._finish(st)
 
-    def _chunk(self, rows: list[tuple[int, int, int, int, int, str]], last: int) -> tuple[Chunk, int]:
+    def _chunk(self, rows: list[tuple[int, int, int, int, int, str, int]], last: int, tgid: bool) -> tuple[Chunk, int]:
         ts = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
-        cols = np.array([(r[1], r[2], r[3], r[4]) for r in rows], dtype=np.int64).reshape(-1, 4)
+        cols = np.array([(r[1], r[2], r[3], r[4], r[6]) for r in rows], dtype=np.int64).reshape(-1, 5)
         payload = [r[5] for r in rows]
         if int(ts[0]) < last or bool(np.any(ts[1:] < ts[:-1])):
             self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
             order = np.argsort(ts, kind="stable")
             ts, cols, payload = ts[order], cols[order], [payload[i] for i in order.tolist()]
         c = Chunk(ts, cols[:, 0].astype(np.int32), cols[:, 1].astype(np.int32), cols[:, 2].astype(np.int32),
-                  cols[:, 3].astype(np.int32), payload)
+                  cols[:, 3].astype(np.int32), payload, tgid=cols[:, 4].astype(np.int32) if tgid else None)
         return c, int(ts[-1])
 
     def fields(self, chunk: Chunk, event: str, names: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
