@@ -96,6 +96,37 @@ def test_a_wrong_column_printer_is_caught_and_not_used() -> None:
         dat.close()
 
 
+def test_a_print_fmt_reading_common_fields_is_printed_per_record() -> None:
+    """libtraceevent's text is memoised by record from the event's own fields on (sched_switch pairs repeat); a
+    print fmt that reads a ``common_*`` field (here kvm_pio's made to print common_pid) is keyed on the whole
+    record, and is never a column printer (whose decoder reads an event's own fields only): two records equal
+    but for their pid print their own pids."""
+    import re
+
+    from tsalign.traces.eventformat import parse_format
+    from tsalign.traces.printfmt import EventPrinter
+
+    with TraceDat(str(EX / "foreign" / "host.dat")) as dat:
+        pio = dat.formats.by_full_name("kvm:kvm_pio")
+        assert pio is not None
+        fmt = parse_format(re.sub(r"print fmt:.*", 'print fmt: "pid=%d port=%x", REC->common_pid, REC->port', pio.text),
+                           pio.system, "test")
+        c = _records(fmt, 2, random.Random(5))
+        raw = bytearray(c.raws[0].tobytes())
+        size = int(c.size[0])
+        pid = fmt.get("common_pid")
+        assert pid is not None
+        raw[size:2 * size] = raw[:size]  # the second record: the first's bytes, another pid
+        raw[size + pid.offset:size + pid.offset + 4] = (4242).to_bytes(4, "little")
+        raw[pid.offset:pid.offset + 4] = (77).to_bytes(4, "little")
+        c.raws[0] = np.frombuffer(bytes(raw), dtype=np.uint8)
+        with EventPrinter([fmt], dat.long_size, False, "t") as pr:
+            out = pr.payloads(c)
+            assert pr.compiled.get(fmt.id) is None
+        port = int.from_bytes(raw[fmt.get("port").offset:][:4], "little")  # type: ignore[union-attr]
+        assert out == [f"pid=77 port={port:x}", f"pid=4242 port={port:x}"], out
+
+
 def test_print_fmts_outside_the_subset_are_left_to_libtraceevent() -> None:
     def fmt(pf: str) -> EventFormat:
         from tsalign.traces.eventformat import parse_format

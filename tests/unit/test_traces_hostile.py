@@ -145,6 +145,7 @@ def cli(*argv: str) -> tuple[int, str]:
     (LINE.replace("[000]", "[99999999999]"), "a ftrace event line"),                # cpu overflowed int32
     (LINE.replace("python-19188", "python-" + "9" * 30), "a ftrace event line"),   # pid overflowed int32
     (LINE.replace("python-19188", "python-4294967295"), "a pid below 2"),
+    (LINE.replace("(  19188)", "(4294967296)"), "a TGID below 2"),
     (LINE.replace("1862006141564", "9" * 5000), "a ftrace event line"),            # int() digit limit
     (LINE.replace("1862006141564", "99999999999999999999"), "below 2\\^64"),
     (LINE.replace("000", "\u0660\u0660\u0660"), "a ftrace event line"),           # Unicode digits are not digits

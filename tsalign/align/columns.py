@@ -24,7 +24,7 @@ import numpy as np
 from ..offsets import OffsetTimeline
 from ..traces.events import Events
 
-__all__ = ["AlignedColumns", "host_on_guest_axis"]
+__all__ = ["AlignedColumns", "host_on_guest_axis", "vcpu_of_threads"]
 
 _enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=True) quotes a str
 
@@ -258,6 +258,19 @@ def _jsonl_block(p: AlignedColumns) -> bytes:
     lines = pc.take(pa.concat_arrays(parts), pa.array(where))
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
     return bytes(memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])])
+
+
+def vcpu_of_threads(tids: np.ndarray, tid_to_vcpu: dict[int, int]) -> np.ndarray:
+    """The vCPU id of each thread id (int64; -1: not one of ``tid_to_vcpu``'s vCPU threads), by one sorted lookup."""
+    tids = np.asarray(tids, dtype=np.int64)
+    out = np.full(len(tids), -1, dtype=np.int64)
+    if tid_to_vcpu and len(tids):
+        keys = np.asarray(sorted(tid_to_vcpu), dtype=np.int64)
+        vals = np.asarray([tid_to_vcpu[k] for k in keys.tolist()], dtype=np.int64)
+        at = np.minimum(np.searchsorted(keys, tids), len(keys) - 1)
+        hit = keys[at] == tids
+        out[hit] = vals[at[hit]]
+    return out
 
 
 def host_on_guest_axis(timeline: OffsetTimeline, host_tsc: np.ndarray, vcpu: np.ndarray,

@@ -178,11 +178,11 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     timeline = OffsetTimeline.build(snaps, writes)
     khz, khz_note = guest_axis_khz(int(host.manifest.get("node", {}).get("tsc_khz") or 0),
                                    int(guest.manifest.get("node", {}).get("tsc_khz") or 0), timeline)
-    from .columns import AlignedColumns, host_on_guest_axis
+    from .columns import AlignedColumns, host_on_guest_axis, vcpu_of_threads
     from .guestclock import guest_events_on_tsc
 
     axis_vcpu = min(timeline.vcpus) if timeline.vcpus else None
-    vcpu_of = _vcpu_column(hev.pid, tid_to_vcpu)
+    vcpu_of = vcpu_of_threads(hev.pid, tid_to_vcpu)
     # spreads: difference between vCPU offsets where each non-vCPU event was placed (cycles)
     conv, placed, spreads = host_on_guest_axis(timeline, hev.ts, vcpu_of, axis_vcpu)
     dropped = {"host_no_offset": int((~placed).sum())}
@@ -199,16 +199,6 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
     return Aligned(cols, timeline, vm, khz, len(hev), len(g.events), dropped, notes, lost, window,
                    all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
                    g.below, g.above, g.cross_check)
-
-
-def _vcpu_column(pid: Any, tid_to_vcpu: dict[int, int]) -> Any:
-    """The vCPU id of each host event's thread (-1: not a vCPU thread)."""
-    import numpy as np
-
-    out = np.full(len(pid), -1, dtype=np.int64)
-    for tid, v in tid_to_vcpu.items():
-        out[pid == tid] = v
-    return out
 
 
 def _offset_events(hev: Any, vm: dict[str, Any], vm_threads: set[Any], vcpu_ids: set[int]

@@ -187,7 +187,7 @@ def _arg(fmt: EventFormat, text: str, conv: str, bits: int) -> _Arg | None:
     m = _PLAIN.match(text)
     if m:
         f = fmt.get(m[1])
-        if f is None:
+        if f is None or f.name.startswith("common_"):  # (the column decoder reads an event's own fields only)
             return None
         if conv == "s":
             return _Arg(f, "s", 0) if f.kind == "string" else None
@@ -197,7 +197,7 @@ def _arg(fmt: EventFormat, text: str, conv: str, bits: int) -> _Arg | None:
     m = _TERNARY.match(text)
     if m and conv == "s":
         f = fmt.get(m[1])
-        if f is None or f.kind != "int" or f.size not in (1, 2, 4, 8):
+        if f is None or f.name.startswith("common_") or f.kind != "int" or f.size not in (1, 2, 4, 8):
             return None
         return _Arg(f, "s", 0, True, m[2], int(m[3], 0) if m[3] else 0, m[4], m[5])
     return None

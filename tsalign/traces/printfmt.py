@@ -247,11 +247,11 @@ class EventPrinter:
         return out
 
     def _body(self, ev: int) -> int:
-        """Where event type ``ev``'s own fields start (after ``common_*``): a print fmt reads only those, so
-        records equal from there print the same."""
+        """Where event type ``ev``'s own fields start (after ``common_*``): a print fmt that reads only those
+        prints records equal from there the same; one that reads a ``common_*`` field keys on the whole record."""
         b = self.body.get(ev)
         if b is None:
             f = self.formats.get(ev)
             own = [x.offset for x in f.fields if not x.name.startswith("common_")] if f else []
-            b = self.body[ev] = min(own, default=0)
+            b = self.body[ev] = 0 if f is None or "common_" in f.print_fmt else min(own, default=0)
         return b

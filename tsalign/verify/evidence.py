@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..align.brackets import signed_diff
+from ..align.columns import vcpu_of_threads
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
 from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
@@ -131,13 +132,10 @@ class _Ctx:
         return np.asarray(self.a.timeline.host_to_guest_many(np.full(len(host_tsc), vcpu), host_tsc, at), dtype=np.uint64)
 
     def vcpus_of_threads(self, tids: np.ndarray) -> np.ndarray:
-        """:meth:`vcpu_of_thread` of each thread id (-1: none)."""
-        out = np.full(len(tids), -1, dtype=np.int64)
+        """The vCPU of each thread id (-1: none); with no vCPU threads known and one vCPU, that vCPU."""
         if not self.tid_to_vcpu and len(self._vcpus) == 1:
-            out[:] = next(iter(self._vcpus))
-        for tid, v in self.tid_to_vcpu.items():
-            out[tids == tid] = v
-        return out
+            return np.full(len(tids), next(iter(self._vcpus)), dtype=np.int64)
+        return vcpu_of_threads(tids, self.tid_to_vcpu)
 
     def to_guest_each(self, vcpus: np.ndarray, host_tsc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Host TSCs on the guest axis, each with its vCPU's offset in use at it; (guest TSCs, mask of the rows
@@ -149,9 +147,9 @@ class _Ctx:
         return out, ok
 
     def vcpu_of_thread(self, tid: int) -> int | None:
-        if tid in self.tid_to_vcpu:
-            return self.tid_to_vcpu[tid]
-        return next(iter(self._vcpus)) if len(self._vcpus) == 1 and not self.tid_to_vcpu else None
+        """:meth:`vcpus_of_threads` of one thread (None: none)."""
+        v = int(self.vcpus_of_threads(np.asarray([tid], dtype=np.int64))[0])
+        return None if v < 0 else v
 
 
 def _extract(payloads: np.ndarray, pattern: str) -> tuple[list[Any], np.ndarray]:
@@ -289,16 +287,16 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     lower = _diff(g, h)
     # upper: the next beacon's TSC minus this exit's high-half exit (the first port-0x11 exit after it, before
     # the next port-0x10 exit)
-    j = np.searchsorted(hi_ts, ex_ts, side="right")
-    nxt_lo = np.where(ex + 1 < len(lo_rows), col.host_tsc[lo_rows[np.minimum(ex + 1, max(len(lo_rows) - 1, 0))]]
-                      if len(lo_rows) else np.zeros(0, dtype=np.uint64), np.uint64(2**64 - 1))
-    has_hi = (matched + 1 < len(bg)) & (j < len(hi_ts))
-    hi_at = hi_ts[np.minimum(j, max(len(hi_ts) - 1, 0))] if len(hi_ts) else np.zeros(len(j), dtype=np.uint64)
-    has_hi &= (ex + 1 >= len(lo_rows)) | (hi_at < nxt_lo)
-    hh, ok2 = c.to_guest_each(vcpu, hi_at) if len(hi_ts) else (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool))
-    has_hi &= ok2 if len(hi_ts) else has_hi
-    nb = bg[np.minimum(matched + 1, len(bg) - 1)]
-    upper = _diff(nb, hh) if len(hi_ts) else np.zeros(len(matched), dtype=np.int64)
+    has_hi = np.zeros(len(matched), dtype=bool)
+    upper = np.zeros(len(matched), dtype=np.int64)
+    if len(hi_ts) and len(matched):  # (then lo_rows and bg are not empty either)
+        j = np.searchsorted(hi_ts, ex_ts, side="right")
+        hi_at = hi_ts[np.minimum(j, len(hi_ts) - 1)]
+        last = ex + 1 >= len(lo_rows)
+        before_next = last | (hi_at < col.host_tsc[lo_rows[np.minimum(ex + 1, len(lo_rows) - 1)]])
+        hh, ok2 = c.to_guest_each(vcpu, hi_at)
+        has_hi = (matched + 1 < len(bg)) & (j < len(hi_ts)) & before_next & ok2
+        upper = _diff(bg[np.minimum(matched + 1, len(bg) - 1)], hh)
     for v in np.unique(vcpu).tolist():
         m = vcpu == v
         f.brackets.append(Brackets("pio_beacon", int(v), lower[m], np.where(has_hi[m], upper[m], 0),
