@@ -149,7 +149,7 @@ def _both(path: Path, fmt: str = "ftrace") -> tuple[list[tuple], list[tuple], Te
         out: list[tuple] = []
         for c in chunks:  # type: ignore[attr-defined]
             out += zip(c.ts.tolist(), c.cpu.tolist(), c.pid.tolist(), t.events.decode(c.event), t.comms.decode(c.comm),
-                       c.payload)
+                       c.payload, c.tgid.tolist() if c.tgid is not None else [None] * len(c))
         return out
 
     a, b = _Counting(str(path), fmt), TextTrace(str(path), fmt)
@@ -209,3 +209,35 @@ def test_block_reader_hands_bad_lines_to_the_line_reader(tmp_path: Path) -> None
         with pytest.raises(InvalidParameter) as e:
             list(TextTrace(str(p), "ftrace").raw_chunks())
         assert f"{p}:5001" in str(e.value) and what in str(e.value), str(e.value)
+
+
+def test_block_reader_edge_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block reader (pyarrow's RE2 kernels) against the line reader (Python's re) on lines that differ only in
+    their details: CRLF ends, TGID columns with digits and dashes, comms with spaces and UTF-8, empty and padded
+    payloads, 9 fraction digits, an instance prefix, perf script's absent tid and pid -1, timestamps at 2^64 - 1,
+    blocks of a few lines (so lines out of order across blocks) — equal, and taken by the block path except where
+    a value needs the line reader's check."""
+    from tsalign.traces import text
+
+    monkeypatch.setattr(text, "BLOCK_CHARS", 300)
+    cases = {
+        "ftrace": ["  CPU 1/KVM-7948 (   7940) [001] d..1. 5000: kvm_exit: reason EPT_VIOLATION \r",
+                   "  kworker/0:1-12 (-------) [000] ..... 5001: e:", "  çà-3 (  3) [000] 4999: e: ü=1   ",
+                   "# comment", "", "  a-1 [002] 5002: tsalign_beacon: seq=7", *[f"  b-2 [000] {6000 + i}: e: i={i}"
+                                                                                 for i in range(20)],
+                   "  inst-x: q-9 [001] 6100: e: in an instance", "  t-1 [000] 18446744073709551615: e: last"],
+        "perf-script": ["  qemu  1234/1240 [001] 11129.868688123: kvm:kvm_pio: pio_write at 0x10  ",
+                        "  swapper     -1 [000] 11129.868689001: cycles: x", "  a b c 12 [003] 11129.868689002: e:"],
+    }
+    for fmt, lines in cases.items():
+        p = tmp_path / f"{fmt}.txt"
+        p.write_bytes(("\n".join(lines) + "\n").encode())
+        fast, slow, a, b = _both(p, fmt)
+        assert fast == slow and len(fast) == len([x for x in lines if x and not x.startswith("#")]), (fmt, fast, slow)
+        assert (a.info.clock, a.info.resolution, a.info.notes, a.info.warnings) == \
+            (b.info.clock, b.info.resolution, b.info.notes, b.info.warnings), fmt
+        assert a.handed <= 1, (fmt, a.handed)  # the blocks are taken whole (2^64 - 1's block may go line by line)
+    assert (fast[0][-1], slow[1][-1]) == (None, None)  # perf script has no TGID column
+    one = TextTrace(str(tmp_path / "ftrace.txt"), "ftrace")
+    tg = [t for c in one.raw_chunks() for t in c.tgid.tolist()]  # type: ignore[union-attr]
+    assert tg[:3] == [3, 7940, -1] and one.info.warnings  # sorted (4999 came after 5000: the order warning)

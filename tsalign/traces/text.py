@@ -48,40 +48,21 @@ CHUNK_LINES = 1 << 16
 BLOCK_CHARS = 8 << 20
 
 
-def _single_line(pattern: str) -> str:
-    """``pattern`` with its blanks outside character classes (``\\s``) limited to spaces and tabs: a match of
-    the block pattern never runs over a line's end."""
-    out, i, depth = [], 0, 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            tok = pattern[i:i + 2]
-            out.append("[ \\t]" if tok == "\\s" and not depth else tok)
-            i += 2
-            continue
-        if ch == "[":
-            depth += 1
-        elif ch == "]" and depth:
-            depth -= 1
-        out.append(ch)
-        i += 1
-    return "".join(out)
+def _re2(p: re.Pattern[str]) -> str:
+    """``p`` for pyarrow's RE2 kernels, matching one line of a block with its newline: ftrace's separators that
+    need a lookahead (a syscall's ``(`` or ``->`` after its name) left out, so such lines go to the line reader."""
+    text = p.pattern.replace(r"(?::\s?|(?=\()|\s(?=->))", r":\s?")
+    assert "(?=" not in text and text.endswith("$")
+    return text[:-1] + r"\n?$"
 
 
-#: the line patterns for whole blocks (multiline; ftrace's also captures what follows the event name)
-def _block_pattern(p: re.Pattern[str]) -> re.Pattern[str]:
-    """The line pattern for whole blocks: multiline, single-line blanks, ftrace's text after the event name captured
-    (``sep``), and the groups the block reader does not read (instance, flags, date, period) not captured:
-    fewer strings made per line."""
-    text = _single_line(p.pattern.replace(r"(?::\s?|(?=\()|\s(?=->))", r"(?P<sep>:\s?|(?=\()|\s(?=->))"))
-    for unused in ("buf", "flags", "date", "period"):
-        text = text.replace(f"(?P<{unused}>", "(?:")
-    return re.compile(text, re.ASCII | re.MULTILINE)
-
-
-_BLOCK_PATTERNS = {k: _block_pattern(p) for k, p in PATTERNS.items()}
-_BLOCK_SKIP = re.compile(_single_line(r"^[ \t]*(?:#|$|cpus=\d+|version\s*=|CPU:?\s*\d+\s*\[LOST|CPU \d+ is empty|"
-                                      r"TSC conversion is not supported|\s*=>)"), re.MULTILINE)
+#: the line patterns for whole blocks (RE2: one pyarrow kernel call per block)
+_BLOCK_PATTERNS = {k: _re2(p) for k, p in PATTERNS.items()}
+_BLOCK_SKIP = _SKIP.pattern
+#: what is trimmed from a comm and a payload (ASCII blanks, in both readers)
+_BLANKS = " \t\n\r\f\v"
+#: RE2's ``\s`` is narrower than Python's (no vertical tab): a block holding one, or a NUL, goes line by line
+_BLOCK_ODD = (b"\0", b"\v")
 
 
 @dataclass
@@ -92,10 +73,6 @@ class _LineState:
     last: int = -1
     decided: bool = False
     other_buffers: set[str] = field(default_factory=set)
-
-
-class _Unusual(Exception):
-    """A block the block reader leaves to the line reader."""
 
 
 def parse_kv(payload: str) -> dict[str, str]:
@@ -173,41 +150,32 @@ class TextTrace(Trace):
         else:
             yield from self._line_chunks(self._lines())
 
-    def _blocks(self) -> Iterator[tuple[int, str]]:
-        """(number of the block's first line, text of whole lines) of about :data:`BLOCK_CHARS` each."""
-        with self._open() as f:
+    def _blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(number of the block's first line, bytes of whole lines) of about :data:`BLOCK_CHARS` each."""
+        try:
+            f = open(self.info.path, "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise InvalidParameter("trace file", self.info.path, f"a readable file ({e.strerror})") from None
+        with f:
             line = 1
             while block := f.read(BLOCK_CHARS):
-                if not block.endswith("\n"):
+                if not block.endswith(b"\n"):
                     block += f.readline(MAX_LINE + 1)
                 yield line, block
-                line += block.count("\n")
+                line += block.count(b"\n")
 
     def _block_chunks(self) -> Iterator[Chunk]:
-        """The whole file read in blocks, each parsed by one ``findall`` of the line pattern; a block with
-        anything unusual (a line that is neither an event nor skippable, a NUL, a long line, a syscall
-        event named without a colon) is parsed line by line instead, with that path's errors and warnings."""
-        pat = _BLOCK_PATTERNS[self.fmt]
-        gi = {k: v - 1 for k, v in pat.groupindex.items()}
+        """The whole file read in blocks, each parsed by pyarrow's regex kernel in one call; a block with anything
+        unusual (a line that is neither an event nor skippable, a NUL, a long line, a syscall event named without
+        a colon, invalid UTF-8, a value out of range) is parsed line by line instead, with that path's errors and
+        warnings."""
         state = _LineState()
         for first, block in self._blocks():
-            lines = block.count("\n") + (not block.endswith("\n"))
-            rows = pat.findall(block)
-            # (a block ending in a newline: the empty position after it is no line)
-            skipped = 0 if len(rows) == lines else len(_BLOCK_SKIP.findall(block.removesuffix("\n")))
-            chunks = None
-            if (len(rows) + skipped == lines and "\0" not in block
-                    and ("sep" not in gi or all(r[gi["sep"]].startswith(":") for r in rows))
-                    and (len(block) <= MAX_LINE or max(map(len, block.split("\n"))) < MAX_LINE)):
-                try:
-                    chunks = [self._rows_chunk(rows[lo:lo + CHUNK_LINES], gi, state)
-                              for lo in range(0, len(rows), CHUNK_LINES)]
-                except _Unusual:
-                    chunks = None
-            if chunks is None:
-                yield from self._line_chunks(self._numbered(block, first), state)
-            else:
-                yield from chunks
+            chunk = self._arrow_chunk(block, state)
+            if chunk is None:
+                yield from self._line_chunks(self._numbered(block.decode("utf-8", "replace"), first), state)
+            elif len(chunk):
+                yield chunk
         self._finish(state)
 
     def _numbered(self, block: str, first: int) -> Iterator[tuple[int, str]]:
@@ -224,47 +192,100 @@ class TextTrace(Trace):
                                    "text without NUL bytes (is this a binary file, or a text trace with a hole?)")
         return line
 
-    def _rows_chunk(self, part: list[tuple[str, ...]], gi: dict[str, int], state: _LineState) -> Chunk:
-        """A chunk of ``findall`` rows (the groups of :data:`_BLOCK_PATTERNS`); :class:`_Unusual` when a value
-        needs the line path's error (a timestamp or pid out of range)."""
-        its = gi["ts"]
-        stamps = [r[its] for r in part]
-        if any("." in t for t in stamps):
-            try:
-                pairs = [split_ts(t) for t in stamps]
-            except InvalidParameter:
-                raise _Unusual from None
-            ts_vals = [v for v, _ in pairs]
-            resolution = max(r for _, r in pairs)
-        else:
-            ts_vals = list(map(int, stamps))
-            resolution = 1
-            if max(ts_vals) >= 1 << 64:
-                raise _Unusual
-        ipid = gi["tid"] if "tid" in gi else gi["pid"]
-        pids = [int(r[ipid] or r[gi["pid"]]) for r in part]
-        if max(pids) >= 1 << 31:
-            raise _Unusual
+    def _arrow_chunk(self, block: bytes, state: _LineState) -> Chunk | None:
+        """The events of ``block`` (whole lines) as one chunk, every column made by pyarrow kernels; None when the
+        block needs the line reader (see :meth:`_block_chunks`)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if any(b in block for b in _BLOCK_ODD):  # (memchr: a regex search cost 50 ms per 8 MB)
+            return None
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        raw = np.frombuffer(block, dtype=np.uint8)
+        starts = np.concatenate([[0], np.flatnonzero(raw == 10) + 1]).astype(np.int64)
+        if starts[-1] != len(block):
+            starts = np.append(starts, len(block))
+        if len(starts) < 2 or int(np.diff(starts).max()) > MAX_LINE:
+            return None
+        lines = pa.StringArray.from_buffers(len(starts) - 1, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block))
+        rows = pc.extract_regex(lines, _BLOCK_PATTERNS[self.fmt])
+        ok = rows.is_valid()
+        if not pc.all(ok).as_py():
+            if not pc.all(pc.match_substring_regex(lines.filter(pc.invert(ok)), _BLOCK_SKIP)).as_py():
+                return None
+            rows = rows.filter(ok)
+        if not len(rows):
+            z = np.zeros(0, dtype=np.int32)
+            return Chunk(np.zeros(0, dtype=np.uint64), z, z, z, z, [])
+        col = {f.name: rows.field(i) for i, f in enumerate(rows.type)}
+        ts, resolution = self._arrow_stamps(col["ts"])
+        if ts is None:
+            return None
+        pid_text = pc.if_else(pc.equal(col["tid"], ""), col["pid"], col["tid"]) if "tid" in col else col["pid"]
+        pid = pc.cast(pid_text, pa.int64()).to_numpy()
+        if int(pid.max()) >= 1 << 31:
+            return None
+        tgid = None
+        if "tgid" in col:  # ftrace's TGID column: digits, or dashes where the kernel had none saved
+            tgid = pc.cast(pc.if_else(pc.utf8_is_digit(col["tgid"]), col["tgid"], "-1"), pa.int64()).to_numpy()
+            if int(tgid.max()) >= 1 << 31:
+                return None
+            tgid = tgid.astype(np.int32)
         state.resolution = max(state.resolution, resolution)
         if not state.decided:
-            self._decide_clock("." in stamps[0], ts_vals[0])
+            self._decide_clock("." in col["ts"][0].as_py(), int(ts[0]))
             state.decided = True
-        ie, ic, icpu, ipl = gi["event"], gi["comm"], gi["cpu"], gi["payload"]
-        ts = np.asarray(ts_vals, dtype=np.uint64)
-        cols = [np.asarray([int(r[icpu]) for r in part], dtype=np.int32), np.asarray(pids, dtype=np.int32),
-                self.events.codes([r[ie] for r in part]), self.comms.codes([r[ic].strip() for r in part])]
-        if "tgid" in gi:  # ftrace's TGID column: digits, or dashes where the kernel had none saved
-            tgids = [int(t) if t.isdigit() else -1 for t in (r[gi["tgid"]] for r in part)]
-            if max(tgids) >= 1 << 31:
-                raise _Unusual
-            cols.append(np.asarray(tgids, dtype=np.int32))
-        payload = [r[ipl].strip() for r in part]
+        cols = [pc.cast(col["cpu"], pa.int32()).to_numpy(), pid.astype(np.int32),
+                self._codes(self.events, col["event"]), self._codes(self.comms, pc.utf8_trim(col["comm"], _BLANKS))]
+        payload = pc.utf8_trim(col["payload"], _BLANKS).to_pylist()
+        if tgid is not None:
+            cols.append(tgid)
         if int(ts[0]) < state.last or bool(np.any(ts[1:] < ts[:-1])):
             self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
             order = np.argsort(ts, kind="stable")
             ts, cols, payload = ts[order], [c[order] for c in cols], [payload[i] for i in order.tolist()]
         state.last = int(ts[-1])
-        return Chunk(ts, cols[0], cols[1], cols[2], cols[3], payload, tgid=cols[4] if len(cols) > 4 else None)
+        return Chunk(ts, cols[0], cols[1], cols[2], cols[3], payload, tgid=cols[4] if tgid is not None else None)
+
+    @staticmethod
+    def _arrow_stamps(text: Any) -> tuple[np.ndarray | None, int]:
+        """Timestamps (``secs.frac`` or integers, as :func:`split_ts` reads them, exactly) -> (uint64, resolution);
+        (None, 0) when one is out of range (the line reader names it)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts = pc.extract_regex(text, r"^(?P<s>\d+)(?:\.(?P<f>\d*))?$")
+        secs, frac = parts.field(0), parts.field(1)
+        dotted = pc.match_substring(text, ".").to_numpy(zero_copy_only=False)
+        if not dotted.any():
+            if int(pc.max(pc.utf8_length(secs)).as_py()) > 20:
+                return None, 0
+            try:
+                return pc.cast(secs, pa.uint64()).to_numpy(), 1
+            except pa.ArrowInvalid:  # beyond 2^64
+                return None, 0
+        flen = pc.utf8_length(frac).to_numpy()
+        if int(flen[dotted].max()) > 9 or int(pc.max(pc.utf8_length(secs)).as_py()) > 11:
+            return None, 0
+        s = pc.cast(secs, pa.uint64()).to_numpy()
+        f = pc.cast(pc.if_else(pc.equal(frac, ""), "0", pc.utf8_rpad(frac, 9, "0")), pa.uint64()).to_numpy()
+        if bool(np.any(dotted & (s > np.uint64(18446744072)))):  # secs*1e9 + frac might pass 2^64: exact check
+            big = np.nonzero(dotted & (s > np.uint64(18446744072)))[0]
+            if any(int(s[i]) * 10**9 + int(f[i]) >= 1 << 64 for i in big.tolist()):
+                return None, 0
+        ts = np.where(dotted, s * np.uint64(10**9) + f, s)
+        return ts, 10 ** (9 - int(flen[dotted].min()))
+
+    @staticmethod
+    def _codes(vocab: Any, values: Any) -> np.ndarray:
+        """Codes into ``vocab`` (a :class:`tsalign.traces.table.Vocab`) of a pyarrow string column."""
+        enc = values.dictionary_encode()
+        lut = np.asarray(vocab.codes(enc.dictionary.to_pylist()), dtype=np.int32)
+        out: np.ndarray = lut[enc.indices.to_numpy(zero_copy_only=False)]
+        return out
 
     def _finish(self, state: _LineState) -> None:
         if not state.decided and state.other_buffers:  # decided: set by the first line kept
@@ -312,8 +333,8 @@ class TextTrace(Trace):
             tgid_value = int(tgid) if tgid and tgid.isdigit() else -1
             if tgid_value >= 1 << 31:
                 raise InvalidParameter("trace line", f"{self.info.path}:{n}", f"a TGID below 2^31, got {tgid_value}")
-            rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)), ccode(m.group("comm").strip()),
-                         m.group("payload").strip(), tgid_value))  # (trace-cmd report pads after the name)
+            rows.append((ts, int(m.group("cpu")), pid, ecode(event_name(m)), ccode(m.group("comm").strip(_BLANKS)),
+                         m.group("payload").strip(_BLANKS), tgid_value))  # (trace-cmd report pads after the name)
             if len(rows) >= CHUNK_LINES:
                 chunk, st.last = self._chunk(rows, st.last, has_tgid)
                 rows = []
