@@ -209,16 +209,15 @@ def _json_strings(values: np.ndarray) -> Any:
 
 
 def _track_array(p: AlignedColumns) -> Any:
-    """:meth:`AlignedColumns.tracks` as a pyarrow string array, in whole columns."""
+    """:meth:`AlignedColumns.tracks` as a pyarrow string array: each distinct track named once, then taken."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    cpu = pc.cast(pa.array(p.cpu, pa.int64()), pa.string())
-    vcpu = pc.cast(pa.array(p.vcpu, pa.int64()), pa.string())
-    on_vcpu = pa.array(p.vcpu >= 0)
-    return pc.if_else(on_vcpu, pc.binary_join_element_wise("vcpu", vcpu, ""),
-                      pc.if_else(pa.array(p.is_host), pc.binary_join_element_wise("cpu", cpu, ""),
-                                 pc.binary_join_element_wise("vcpu", cpu, "")))
+    on_vcpu = p.vcpu >= 0
+    num = np.where(on_vcpu, p.vcpu, p.cpu).astype(np.int64)
+    key = np.where(on_vcpu | ~p.is_host, num, -1 - num)  # >= 0: vcpuN; < 0: cpu(-1 - key)
+    uniq, inv = np.unique(key, return_inverse=True)
+    labels = pa.array([f"vcpu{k}" if k >= 0 else f"cpu{-1 - k}" for k in uniq.tolist()], pa.string())
+    return labels.take(pa.array(inv.reshape(-1).astype(np.int32)))
 
 
 def _jsonl_block(p: AlignedColumns) -> bytes:
