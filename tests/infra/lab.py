@@ -454,7 +454,7 @@ def perf_route(out: Path) -> dict[str, Any]:
     for piece in cal["clocks"]["perf"]["pieces"]:
         piece["tsc_timestamp"] += khz
     (out / "calibration-moved.json").write_text(json.dumps(cal))
-    res: dict[str, Any] = {"events": sum(1 for _ in (out / "perf" / "perf.txt").open())}
+    res: dict[str, Any] = {"events": sum(1 for _ in (out / "perf" / "perf.txt").open()), "tsc_khz": khz}
     for name, f in (("calibration", "calibration.json"), ("moved", "calibration-moved.json")):
         code, v = _tsalign("align", "--host", str(out / "host"), "--guest", str(out / "perf" / "perf.txt"),
                            "--guest-calibration", str(out / f), "-o", str(out / f"aligned-perf-{name}"))
@@ -728,6 +728,8 @@ def check_kvmclock_routes(routes: dict[str, Any]) -> None:
 #: a vCPU's share of evidence items (and of matched hits) L2's lagging perf readings may contradict (measured:
 #: 0.6-2.3 % of the items, up to 4 % of a vCPU's sched_switch hits with the suite's load beside it; see check_perf_route)
 PERF_LAGGING = 0.10
+#: a perf calibration's bound (cycles, ~1 ms) beyond which the perf route is checked for honesty only
+PERF_TIGHT = 2_600_000
 
 
 def check_perf_route(r: dict[str, Any]) -> None:
@@ -751,6 +753,9 @@ def check_perf_route(r: dict[str, Any]) -> None:
     below, above = good["bounds"]["below_cycles"], good["bounds"]["above_cycles"]
     assert any(UNSTABLE_PERF_NOTE in n for n in good["notes"]) or good["verdict"] == "pass", good["notes"]
     assert good["verdict"] in ("pass", "warn") or (good["verdict"] == "fail" and good["exit"] == 1), good
+    if max(below, above) > PERF_TIGHT:
+        _check_loose_perf_calibration(good, moved, below, above, r["tsc_khz"])
+        return
     matched = 0
     for v, evs in good["truth"].items():
         for ev, d in evs.items():
@@ -770,6 +775,29 @@ def check_perf_route(r: dict[str, Any]) -> None:
         assert m["violated"] > max(3 * d["violated"], 100), (v, m, d)
     assert moved["verdict"] == "fail" and moved["exit"] == 1, moved
     assert any(abs(d["median"]) > 500_000 for evs in moved["truth"].values() for d in evs.values()), moved["truth"]
+
+
+def _check_loose_perf_calibration(good: dict[str, Any], moved: dict[str, Any], below: int, above: int,
+                                  khz: int) -> None:
+    """A perf calibration whose own fit says it is loose (its bound beyond PERF_TIGHT: L2's perf clock wandered
+    against its TSC while it was measured — seen once, under the full suite's load, 53.7 M cycles, 20 ms): no evidence
+    can tell a 1 ms move within such a bound, so what is checked is its honesty — every converted stamp lies within
+    the stated bound (plus the probes' gap) of the truth, the unstable clock is named, and the conversion follows the
+    calibration: moved by 1 ms, every vCPU's median difference moves by that much (1 %)."""
+    from tsalign.clock.calib import UNSTABLE_PERF_NOTE
+
+    print(f"perf route: the calibration measured in L2 is loose ({max(below, above)} cycles): checked for honesty only",
+          flush=True)
+    assert any(UNSTABLE_PERF_NOTE in n for n in good["notes"]), good["notes"]
+    gap = 500_000
+    shift = []
+    for v, evs in good["truth"].items():
+        for ev, d in evs.items():
+            assert -above - gap <= d["min"] and d["max"] <= below + gap, (v, ev, d, below, above)
+            m = moved["truth"].get(v, {}).get(ev)
+            if m and d["matched"] >= 20 and m["matched"] >= 20:
+                shift.append(d["median"] - m["median"])
+    assert shift and all(abs(x - khz) <= khz // 100 for x in shift), (shift, khz)
 
 
 def _route_verdict(r: dict[str, Any]) -> None:
