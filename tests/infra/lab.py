@@ -781,8 +781,10 @@ def _check_loose_perf_calibration(good: dict[str, Any], moved: dict[str, Any], b
                                   khz: int) -> None:
     """A perf calibration whose own fit says it is loose (its bound beyond PERF_TIGHT: L2's perf clock wandered
     against its TSC while it was measured — seen once, under the full suite's load, 53.7 M cycles, 20 ms): no evidence
-    can tell a 1 ms move within such a bound, so what is checked is its honesty — every converted stamp lies within
-    the stated bound (plus the probes' gap) of the truth, the unstable clock is named, and the conversion follows the
+    can tell a 1 ms move within such a bound (seen again, 6.8 M cycles: the moved calibration violated 6 and 17
+    items, the measured one 6 and 8), so what is checked is its honesty — every converted stamp lies within the
+    stated bound (plus the probes' gap) of the truth but for the lagging readings PERF_LAGGING allows (perf's
+    clock held past a tick: up to 21.8 M cycles early), the unstable clock is named, and the conversion follows the
     calibration: moved by 1 ms, every vCPU's median difference moves by that much (1 %)."""
     from tsalign.clock.calib import UNSTABLE_PERF_NOTE
 
@@ -793,7 +795,9 @@ def _check_loose_perf_calibration(good: dict[str, Any], moved: dict[str, Any], b
     shift = []
     for v, evs in good["truth"].items():
         for ev, d in evs.items():
-            assert -above - gap <= d["min"] and d["max"] <= below + gap, (v, ev, d, below, above)
+            # never converted later than the bound allows; earlier only for the lagging readings (as when tight)
+            lagging = sum(x > below + gap for x in d["all"])
+            assert -above - gap <= d["min"] and lagging <= max(1, PERF_LAGGING * d["matched"]), (v, ev, d, below, above)
             m = moved["truth"].get(v, {}).get(ev)
             if m and d["matched"] >= 20 and m["matched"] >= 20:
                 shift.append(d["median"] - m["median"])
@@ -838,8 +842,14 @@ def check_playbooks(p: dict[str, Any]) -> None:
     cal = p["guest_role_calibration"]
     if p["setup"] == "tsc":
         assert cal is None, cal
-    else:  # L2's own calibration through the CLI: a bound of ~15k cycles under nested TCG (check_kvmclock_routes)
-        assert cal and set(cal) == {"local", "perf"} and all(0 < d["bound_cycles"] < 10**7 for d in cal.values()), cal
+    else:  # L2's own calibration through the CLI: a bound of ~15k cycles under nested TCG (check_kvmclock_routes);
+        # perf's clock (local_clock() on L2's unstable sched_clock) may wander further under load (12.5 M cycles in
+        # this session's CI): a wider perf bound must come with the note naming why
+        from tsalign.clock.calib import UNSTABLE_PERF_NOTE
+
+        assert cal and set(cal) == {"local", "perf"} and all(d["bound_cycles"] > 0 for d in cal.values()), cal
+        assert cal["local"]["bound_cycles"] < 10**7, cal
+        assert cal["perf"]["bound_cycles"] < 10**7 or any(UNSTABLE_PERF_NOTE in n for n in cal["perf"]["notes"]), cal
 
 
 def _run(out: str) -> int:
