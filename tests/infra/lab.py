@@ -768,13 +768,18 @@ def check_perf_route(r: dict[str, Any]) -> None:
             else:  # ftrace first: never converted earlier, but for the lagging readings
                 lagging = sum(x > below for x in d["all"])
                 assert lagging <= max(1, PERF_LAGGING * d["matched"]), (v, ev, lagging, d["matched"], below)
-    assert matched > 100, good["truth"]
+    # no hit in both captures: perf started (under load) only after the guest's x86-tsc capture was over — the truth
+    # is then unavailable and the evidence alone judges (seen once: 3 125 perf events, none in the capture's span)
+    if not good["truth"]:
+        print("perf route: no hit in both captures (perf recorded outside the x86-tsc capture): evidence only", flush=True)
+    assert matched > 100 or not good["truth"], good["truth"]
     for v, d in good["evidence"].items():
         assert d["checked"] > 500 and d["violated"] <= PERF_LAGGING * d["checked"], (v, d, good["reasons"])
         m = moved["evidence"][v]
         assert m["violated"] > max(3 * d["violated"], 100), (v, m, d)
     assert moved["verdict"] == "fail" and moved["exit"] == 1, moved
-    assert any(abs(d["median"]) > 500_000 for evs in moved["truth"].values() for d in evs.values()), moved["truth"]
+    assert any(abs(d["median"]) > 500_000 for evs in moved["truth"].values() for d in evs.values()) \
+        or not good["truth"], moved["truth"]
 
 
 def _check_loose_perf_calibration(good: dict[str, Any], moved: dict[str, Any], below: int, above: int,
