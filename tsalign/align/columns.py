@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..offsets import OffsetTimeline
-from ..traces.events import Events
+from ..traces.events import Events, objects
+from ..traces.table import Vocab
 
 __all__ = ["AlignedColumns", "host_on_guest_axis", "vcpu_of_threads"]
 
@@ -35,24 +36,17 @@ _ROW = ("guest_tsc", "is_host", "host_tsc", "cpu", "pid", "tgid", "vcpu", "comm_
 
 def vocab_codes(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(int32 codes, object array of the distinct values in first-seen order) of ``values``."""
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values))
-    return codes, _objects(list(index))
-
-
-def _objects(values: Sequence[str]) -> np.ndarray:
-    a = np.empty(len(values), dtype=object)
-    a[:] = values
-    return a
+    v = Vocab()
+    codes = v.codes(list(values))
+    return codes, objects(v.items)
 
 
 def _joined(vocabs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """One vocabulary of ``vocabs`` (distinct values, first seen first) and, per vocabulary, the code of each of
-    its values in it (int32)."""
-    index: dict[str, int] = {}
-    luts = [np.fromiter((index.setdefault(v, len(index)) for v in voc.tolist()), dtype=np.int32, count=len(voc))
-            for voc in vocabs]
-    return _objects(list(index)), [lut if len(lut) else np.zeros(1, dtype=np.int32) for lut in luts]
+    its values in it (int32; a one-entry table for an empty one, so that indexing an empty code array works)."""
+    v = Vocab()
+    luts = [v.codes(voc.tolist()) if len(voc) else np.zeros(1, dtype=np.int32) for voc in vocabs]
+    return objects(v.items), luts
 
 
 @dataclass
@@ -96,7 +90,7 @@ class AlignedColumns:
                    np.asarray(ev.tgid, dtype=np.int64),
                    np.full(n, -1, dtype=np.int64) if vcpu is None else np.asarray(vcpu, dtype=np.int64),
                    np.asarray(ev.comm, dtype=np.int32), np.asarray(ev.event, dtype=np.int32), ev.payload,
-                   _objects(ev.comms), _objects(ev.names))
+                   objects(ev.comms), objects(ev.names))
 
     def take(self, idx: np.ndarray) -> AlignedColumns:
         return AlignedColumns(**{f: getattr(self, f)[idx] for f in _ROW}, comms=self.comms, names=self.names)

@@ -162,8 +162,7 @@ class Bundle:
         """Every event of the bundle as columns (per-CPU files in CPU order, each in time order). ftrace text is read
         by the text trace reader (:class:`tsalign.traces.text.TextTrace`: whole blocks at a time, its TGID column
         kept), and each file's count checked against the capture's ring-buffer stats."""
-        import numpy as np  # (not at the top: `capture` writes bundles on guests with the standard library only)
-
+        # (imported here: `capture` writes bundles on guests with the standard library only)
         from .events import EventsBuilder
         from .text import TextTrace
 
@@ -181,12 +180,7 @@ class Bundle:
                 raise InvalidParameter("bundle data", fpath, f"a readable file listed in manifest.json ({e.strerror})") from None
             if fmt == "jsonl":
                 with open(fpath, encoding="utf-8", errors="replace") as f:
-                    recs = [_jsonl_record(line, fpath, n) for n, line in enumerate(f, 1)]
-                out.add_codes(np.fromiter((r.ts for r in recs), dtype=np.uint64, count=len(recs)),
-                              np.fromiter((r.cpu for r in recs), dtype=np.int64, count=len(recs)),
-                              np.fromiter((r.pid for r in recs), dtype=np.int64, count=len(recs)), None,
-                              out.comm_codes([r.comm for r in recs]), out.name_codes([r.event for r in recs]),
-                              [r.payload for r in recs])
+                    out.add_records([_jsonl_record(line, fpath, n) for n, line in enumerate(f, 1)])
                 continue
             n = 0
             with TextTrace(fpath, "ftrace") as t:

@@ -20,7 +20,8 @@ from .table import Vocab
 __all__ = ["Events", "EventsBuilder"]
 
 
-def _objects(values: Sequence[str]) -> np.ndarray:
+def objects(values: Sequence[str]) -> np.ndarray:
+    """``values`` as a numpy object array."""
     a = np.empty(len(values), dtype=object)
     a[:] = values
     return a
@@ -59,10 +60,10 @@ class Events:
 
     def event_strings(self) -> np.ndarray:
         """The event name of every row (object array)."""
-        return _objects(self.names)[self.event] if len(self) else np.zeros(0, dtype=object)
+        return objects(self.names)[self.event] if len(self) else np.zeros(0, dtype=object)
 
     def comm_strings(self) -> np.ndarray:
-        return _objects(self.comms)[self.comm] if len(self) else np.zeros(0, dtype=object)
+        return objects(self.comms)[self.comm] if len(self) else np.zeros(0, dtype=object)
 
     def take(self, idx: np.ndarray) -> Events:
         return Events(self.ts[idx], self.cpu[idx], self.pid[idx], self.tgid[idx], self.comm[idx], self.event[idx],
@@ -84,12 +85,7 @@ class Events:
     @classmethod
     def from_records(cls, recs: Iterable[Record]) -> Events:
         b = EventsBuilder()
-        rs = list(recs)
-        b.add_codes(np.fromiter((r.ts for r in rs), dtype=np.uint64, count=len(rs)),
-                    np.fromiter((r.cpu for r in rs), dtype=np.int64, count=len(rs)),
-                    np.fromiter((r.pid for r in rs), dtype=np.int64, count=len(rs)),
-                    np.fromiter((r.tgid for r in rs), dtype=np.int64, count=len(rs)),
-                    b.comm_codes([r.comm for r in rs]), b.name_codes([r.event for r in rs]), [r.payload for r in rs])
+        b.add_records(list(recs))
         return b.build()
 
 
@@ -130,6 +126,15 @@ class EventsBuilder:
         for col, a in zip(self._cols, arrays):
             col.append(a)
         self._payloads.append(payload)
+
+    def add_records(self, rs: Sequence[Record]) -> None:
+        """Add event records (one chunk)."""
+        self.add_codes(np.fromiter((r.ts for r in rs), dtype=np.uint64, count=len(rs)),
+                       np.fromiter((r.cpu for r in rs), dtype=np.int64, count=len(rs)),
+                       np.fromiter((r.pid for r in rs), dtype=np.int64, count=len(rs)),
+                       np.fromiter((r.tgid for r in rs), dtype=np.int64, count=len(rs)),
+                       self.comm_codes([r.comm for r in rs]), self.name_codes([r.event for r in rs]),
+                       [r.payload for r in rs])
 
     def build(self) -> Events:
         """The events collected (once: the builder gives up its chunks, a column at a time, so that the peak holds
