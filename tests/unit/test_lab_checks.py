@@ -184,3 +184,17 @@ def test_a_loose_perf_calibration_is_checked_for_honesty() -> None:
 def test_a_dishonest_loose_perf_calibration_fails(change: dict[str, Any]) -> None:
     with pytest.raises(AssertionError):
         lab.check_perf_route(_loose_perf(**change))
+
+
+def test_a_perf_route_without_truth_is_judged_by_the_evidence() -> None:
+    """No perf hit in the x86-tsc capture (perf started after it, under load): the evidence alone judges — the
+    measured calibration within PERF_LAGGING, the moved one failing by far more; a moved one that does not fail, fails."""
+    r = _perf()
+    for k in ("calibration", "moved"):
+        r[k]["truth"] = {}
+    lab.check_perf_route(r)
+    bad = _perf(moved_violated=(60, 40))
+    for k in ("calibration", "moved"):
+        bad[k]["truth"] = {}
+    with pytest.raises(AssertionError):
+        lab.check_perf_route(bad)
