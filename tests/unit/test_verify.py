@@ -334,25 +334,26 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     from tsalign.verify.evidence import _run_brackets
 
     ctx = SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000))
-    runs = [(100, 200), (220, 270), (300, 400)]
+    runs = (np.asarray([100, 220, 300], dtype=np.uint64), np.asarray([200, 270, 400], dtype=np.uint64),
+            np.ones(3, dtype=bool), np.ones(3, dtype=bool))  # [100, 200], [220, 270], [300, 400]
     g = np.asarray([5190, 5310], dtype=np.uint64)
     pair = Brackets.from_rows("pio_beacon", 0, [(-1030, -970, 5190)])
-    ev = judge_vcpu(0, [_run_brackets(ctx, 0, runs, g), pair], 1_000_000)
+    ev = judge_vcpu(0, [_run_brackets(ctx, 0, *runs, g), pair], 1_000_000)
     assert ev.violated and ev.worst["cycles"] == 990 and ev.worst["offset_in_use_is_too"] == "high"
     assert (ev.lo, ev.hi) == (-1010, -990)
     # judged with the true offset: [-10, 10] around it, nothing violated
     ctx.to_guest_many = lambda v, h, at: h + np.uint64(5000)
-    ok = judge_vcpu(0, [_run_brackets(ctx, 0, runs, g), Brackets.from_rows("pio_beacon", 0, [(-30, 30, 5190)])],
+    ok = judge_vcpu(0, [_run_brackets(ctx, 0, *runs, g), Brackets.from_rows("pio_beacon", 0, [(-30, 30, 5190)])],
                     1_000_000)
     assert (ok.lo, ok.hi, ok.violated) == (-10, 10, 0)
     # the event at 190 allows [-210, -110], [-80, -30] or [-10, 90]: a pair allowing [-105, -95] leaves
     # no offset that satisfies all; the per-item worst is reported and the interval is empty
-    far = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, runs, g),
+    far = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, *runs, g),
                          Brackets.from_rows("pio_beacon", 0, [(-1105, -1095, 5190)])], 1_000_000)
     assert far.violated and far.satisfiable is False and far.worst["cycles"] == 1095
     assert ev.satisfiable is None and ok.satisfiable is None
     # a pair allowing [-80, -50] (the events in runs 2 and 1... and 2 again): satisfiable, 1050 away
-    mid = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, runs, g),
+    mid = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, *runs, g),
                          Brackets.from_rows("pio_beacon", 0, [(-1080, -1050, 5190)])], 1_000_000)
     assert mid.worst["cycles"] == 1050
 
@@ -412,3 +413,35 @@ def test_hex_fields_in_whole_columns() -> None:
     (m, x), ok = _extract(payloads, r"^msr_write (?P<m>[0-9a-fA-F]{1,16}) = 0x(?P<v>[0-9a-fA-F]{1,16})\s*$")
     assert ok.tolist() == [True] * len(vals) + [False, False]
     assert _hex(m, ok).tolist() == [*vals, 0, 0] and _hex(x, ok).tolist() == [*vals, 0, 0]
+
+
+def test_vcpu_gaps_from_entries_and_exits_by_hand() -> None:
+    """The gaps of a vCPU thread from its kvm_exit -> next kvm_entry (whole columns), by hand: thread 7 exits at
+    100, enters at 150, exits and enters at 300 (the same TSC: the exit first, an empty gap), exits at 400;
+    thread 8's events (interleaved, in time order on the host axis) are not its. Capture window 50..500: the
+    trace starts inside a run (first event an exit: no gap from 50) and ends in a gap (400..500). Thread 9 starts
+    with an entry at 120 after the window's start (gap 50..120) and ends with an entry (no gap to 500)."""
+    from tsalign.align.columns import AlignedColumns
+    from tsalign.verify.evidence import _Ctx, _gaps
+
+    rows = [(100, 7, 1), (110, 8, 0), (120, 9, 0), (150, 7, 0), (160, 8, 1), (200, 9, 1), (300, 7, 1),
+            (300, 7, 0), (350, 9, 0), (400, 7, 1)]  # (host TSC, tid, 1 exit / 0 entry)
+    rows = [rows[i] for i in (0, 1, 2, 3, 4, 5, 7, 6, 8, 9)]  # the entry at 300 recorded before the exit
+    n = len(rows)
+    col = AlignedColumns(np.asarray([t for t, _, _ in rows], dtype=np.uint64), np.ones(n, dtype=bool),
+                         np.asarray([t for t, _, _ in rows], dtype=np.uint64), np.zeros(n, dtype=np.int64),
+                         np.asarray([p for _, p, _ in rows], dtype=np.int64), np.zeros(n, dtype=np.int64),
+                         np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int32),
+                         np.asarray([x for _, _, x in rows], dtype=np.int32), np.full(n, "", dtype=object),
+                         np.asarray(["qemu"], dtype=object), np.asarray(["kvm_entry", "kvm_exit"], dtype=object))
+    c = _Ctx(SimpleNamespace(columns=col, tid_to_vcpu={7: 0, 9: 1}, timeline=SimpleNamespace(vcpus=[0, 1]),
+                             host_window=(50, 500)))
+    src, s, e = _gaps(c, 7)
+    assert src == "kvm_entry/kvm_exit" and list(zip(s.tolist(), e.tolist())) == [(100, 150), (300, 300), (400, 500)]
+    src, s, e = _gaps(c, 9)
+    assert list(zip(s.tolist(), e.tolist())) == [(50, 120), (200, 350)]
+    c.a.host_window = (None, None)  # a foreign trace: no window, no gap at either end
+    assert list(zip(*_gaps(c, 7)[1:])) == [(100, 150), (300, 300)]
+    assert list(zip(*_gaps(c, 8)[1:])) == []  # thread 8 entered at 110, exited at 160: its only gap is at the end
+    c.a.host_window = (50, 500)
+    assert list(zip(*(x.tolist() for x in _gaps(c, 8)[1:]))) == [(50, 110), (160, 500)]

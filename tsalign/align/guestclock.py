@@ -34,15 +34,16 @@ class GuestOnTsc:
 
 
 def guest_events_on_tsc(guest: Any, pvclock: PvclockTimeline | None = None,
-                        host_path: str = "the host bundle") -> GuestOnTsc:
+                        host_path: str = "the host bundle", events: Events | None = None) -> GuestOnTsc:
     """Guest events with ts in guest TSC cycles. Converts perf ns when the perf page allows, kvmclock ns
     with the host's pvclock records (``pvclock``), a kvm-clock guest's sched_clock ns (trace clock
     ``local``) with them and the guest's kvm_sched_clock_offset, and ns of ``local``/``perf`` with a guest
     calibration (``guest.calibration``); where both a pvclock route and a calibration exist, the pvclock
-    route is used and the calibration is cross-checked against it per vCPU."""
+    route is used and the calibration is cross-checked against it per vCPU. ``events``: the guest's events when
+    read already (default: read here)."""
     clock = guest.manifest.get("clock", {})
     domain = clock.get("domain")
-    recs: Events = guest.events()
+    recs: Events = guest.events() if events is None else events
     cal = getattr(guest, "calibration", None)
     if domain == "guest_tsc":
         return GuestOnTsc(recs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +66,11 @@ class ForeignSide:
 
 def open_side(path: str, role: str, what: str, clock: str | None = None, buffer: str | None = None,
               vcpu_tids: dict[int, int] | None = None, tsc_khz: int | None = None,
-              lenient: bool = False, peer: dict[str, Any] | None = None,
+              lenient: bool = False, peer: Callable[[], dict[str, Any] | None] | None = None,
               calibration: dict[str, Any] | None = None) -> Bundle | ForeignSide:
     """``path`` as the ``role`` side (``what`` names the option in errors): a bundle when it is one,
-    else any trace tsalign reads. ``peer``: the other side's trace-cmd options (a host .dat's GUEST
-    option names the vCPU threads of the guest whose trace id ``peer`` holds)."""
+    else any trace tsalign reads. ``peer``: gives the other side's trace-cmd options, asked once this side is read
+    (a host .dat's GUEST option names the vCPU threads of the guest whose trace id they hold)."""
     if os.path.isdir(path):  # a directory is a bundle (Bundle.open names what is wrong with it)
         for opt, v in (("clock", clock), ("buffer", buffer)):
             if v is not None:
@@ -108,7 +108,7 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
     }
     if role == "host":
         vcpus, how = _vcpu_threads(ev, vcpu_tids or {}, path, manifest["tracecmd"].get("guests", []),
-                                   (peer or {}).get("trace_id"))
+                                   ((peer() if peer else None) or {}).get("trace_id"))
         manifest["vm"] = [{"name": os.path.basename(path.rstrip("/")) or path, "pid": None, "vm_fd": None,
                            "foreign": True, "vcpus": [{"id": v, "tid": t} for v, t in sorted(vcpus.items())]}]
         notes.append(f"vCPU threads {how}: " + ", ".join(f"vcpu{v}=tid {t}" for v, t in sorted(vcpus.items())))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import exitcodes
-from ..align.merge import align, write_outputs
+from ..align.merge import align
 from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture
 from ..capture.tracefs import parse_events
 from ..errors import InvalidParameter
@@ -185,17 +185,16 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from ..verify.judge import verdict_of  # numpy: not needed by `capture` on a guest
+    from ..verify.judge import judge_and_write  # numpy: not needed by `capture` on a guest
 
     host, guest = open_inputs(args)
     given = parse_tsc_offsets(args.tsc_offset)
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
     del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
-    verdict = verdict_of(aligned)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
     if os.path.exists(out) and not os.path.isdir(out):
         raise InvalidParameter("-o/--out", out, "a directory for the outputs (this is a file)")
-    paths = write_outputs(aligned, verdict, out)
+    verdict, paths = judge_and_write(aligned, out)
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
     public["artifacts"] = paths
     lines = [f"verdict: {verdict['verdict']}", *(f"  {r}" for r in verdict["reasons"]),

@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import Any
 
-from ..align.merge import align, write_outputs
+from ..align.merge import align
 from ..errors import InvalidParameter, Unavailable
 from ..traces.bundle import Bundle
 from ..verdicts import exit_code
@@ -35,14 +35,13 @@ def register(sub: Any) -> None:
 
 
 def _shipped(out: str) -> dict[str, Any]:
-    from ..verify.judge import verdict_of
+    from ..verify.judge import judge_and_write
     from ..verify.selftest import DEFAULT_REQUEST, evaluate
 
     host = Bundle.open(os.path.join(SHIPPED, "host"), "shipped host bundle")
     guest = Bundle.open(os.path.join(SHIPPED, "guest"), "shipped guest bundle")
     aligned = align(host, guest)
-    verdict = verdict_of(aligned)
-    paths = write_outputs(aligned, verdict, os.path.join(out, "aligned"))
+    verdict, paths = judge_and_write(aligned, os.path.join(out, "aligned"))
     report = evaluate(verdict, aligned.tsc_khz, host, DEFAULT_REQUEST, None)
     report["artifacts"] = {**paths, "host_bundle": host.path, "guest_bundle": guest.path,
                            "report": os.path.join(out, "report.json")}

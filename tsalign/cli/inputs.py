@@ -4,6 +4,7 @@ and the options that give what a foreign trace lacks."""
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import InvalidParameter
@@ -88,9 +89,15 @@ def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
         from ..clock import calib
 
         cal = calib.load(args.guest_calibration)
-    guest = open_side(args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer, calibration=cal, **kw)
-    host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids,
-                     peer=guest.manifest.get("tracecmd"), **kw)
+    with ThreadPoolExecutor(1, thread_name_prefix="tsalign-guest-read") as pool:
+        # a trace file is read when opened: both at once (the readers' kernels release the GIL)
+        guest_read = pool.submit(open_side, args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer,
+                                 calibration=cal, **kw)
+        try:
+            host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids,
+                             peer=lambda: guest_read.result().manifest.get("tracecmd"), **kw)
+        finally:  # the guest's error first, as when opened one after the other
+            guest = guest_read.result()
     if tids and isinstance(host, Bundle):
         raise InvalidParameter("--vcpu-tid", args.vcpu_tid, "no value with a host bundle (it records its vCPU threads)")
     if getattr(args, "vm", None) is not None:

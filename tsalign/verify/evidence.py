@@ -454,9 +454,10 @@ def _irq_injections(c: _Ctx, f: Found) -> None:
 _WAKE_PID = re.compile(r"\bpid=(\d+)")
 
 
-def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
+def _gaps(c: _Ctx, tid: int) -> tuple[str, np.ndarray, np.ndarray] | None:
     """Host-TSC intervals during which vCPU thread ``tid`` certainly did not run guest code:
-    (source, sorted disjoint gaps); None when the capture shows nothing of the thread.
+    (source, their starts, their ends: uint64 arrays, sorted, disjoint); None when the capture shows nothing of
+    the thread.
 
     kvm_exit -> next kvm_entry where they fire (both traced in the thread itself). Otherwise a
     sched_switch away from the thread -> the first later sign that it may run again: its switch-in,
@@ -464,19 +465,23 @@ def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
     kernel (this CI machine records none on CPU 1): where the thread executes an event of its own before
     any switch-in or wakeup was recorded, when it resumed is unknown and that gap is not used."""
     start, stop = c.a.host_window
-    entries = [e["host_tsc"] for e in c.host("kvm_entry") if e["pid"] == tid]
-    exits = [e["host_tsc"] for e in c.host("kvm_exit") if e["pid"] == tid]
-    gaps: list[tuple[int, int]] = []
-    if entries and exits:
-        trans = sorted([(t, True) for t in entries] + [(t, False) for t in exits])
-        if trans[0][1] and start is not None and start < trans[0][0]:
-            gaps.append((start, trans[0][0]))
-        for (t0, on0), (t1, on1) in zip(trans, trans[1:]):
-            if not on0 and on1:
-                gaps.append((t0, t1))
-        if not trans[-1][1] and stop is not None and trans[-1][0] < stop:
-            gaps.append((trans[-1][0], stop))
-        return "kvm_entry/kvm_exit", gaps
+    col = c.col
+    en, ex = c.rows("host", "kvm_entry"), c.rows("host", "kvm_exit")
+    entries, exits = col.host_tsc[en[col.pid[en] == tid]], col.host_tsc[ex[col.pid[ex] == tid]]
+    if entries.size and exits.size:  # in whole columns: millions of them in a long capture
+        tt = np.concatenate([entries, exits])
+        on = np.concatenate([np.ones(entries.size, dtype=bool), np.zeros(exits.size, dtype=bool)])
+        o = np.lexsort((on, tt))  # by time; at one time the exit first
+        tt, on = tt[o], on[o]
+        at = np.nonzero(~on[:-1] & on[1:])[0]  # an exit followed by an entry
+        gs, ge = [tt[at]], [tt[at + 1]]
+        if on[0] and start is not None and start < int(tt[0]):
+            gs.insert(0, np.asarray([start], dtype=np.uint64))
+            ge.insert(0, tt[:1])
+        if not on[-1] and stop is not None and int(tt[-1]) < stop:
+            gs.append(tt[-1:])
+            ge.append(np.asarray([stop], dtype=np.uint64))
+        return "kvm_entry/kvm_exit", np.concatenate(gs), np.concatenate(ge)
     outs = [t for t, prev, _ in c.switches if prev == tid]
     ins = [t for t, _, nxt in c.switches if nxt == tid]
     if not outs and not ins:
@@ -485,6 +490,7 @@ def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
              if (m := _WAKE_PID.findall(e["payload"])) and int(m[-1]) == tid]
     own = c.host_times_of(tid)
     signs = sorted(set(ins) | set(wakes))
+    gaps: list[tuple[int, int]] = []
     if ins and start is not None and start < ins[0] and (not own or own[0] >= ins[0]) and (not outs or outs[0] > ins[0]):
         gaps.append((start, ins[0]))  # off from the capture start until it was first switched in
     for t in outs:
@@ -494,7 +500,9 @@ def _gaps(c: _Ctx, tid: int) -> tuple[str, list[tuple[int, int]]] | None:
         # any of them was recorded, when it resumed is unknown: no gap
         if j < len(signs) and (k == len(own) or signs[j] <= own[k]):
             gaps.append((t, signs[j]))
-    return "sched_switch", gaps
+    gaps.sort()
+    return ("sched_switch", np.asarray([a for a, _ in gaps], dtype=np.uint64),
+            np.asarray([b for _, b in gaps], dtype=np.uint64))
 
 
 def _vcpu_run(c: _Ctx, f: Found) -> None:
@@ -512,12 +520,13 @@ def _vcpu_run(c: _Ctx, f: Found) -> None:
         found = _gaps(c, tid)
         if found is None:
             continue
-        src, gaps = found
+        src, gap_s, gap_e = found
         sources[f"vcpu{vcpu}"] = src
         # the runs are what the gaps leave (unbounded before the first and after the last)
-        edges = [None, *(x for g in sorted(gaps) for x in g), None]
-        runs = list(zip(edges[::2], edges[1::2]))
-        f.brackets.append(_run_brackets(c, vcpu, runs, np.sort(gs)))
+        n = gap_s.size
+        f.brackets.append(_run_brackets(
+            c, vcpu, np.concatenate([np.zeros(1, dtype=np.uint64), gap_e]), np.concatenate([gap_s, np.zeros(1, dtype=np.uint64)]),
+            np.arange(n + 1) > 0, np.arange(n + 1) < n, np.sort(gs)))
     if sources:
         f.details["vcpu_run"] = {"run_source": sources}
 
@@ -527,16 +536,15 @@ def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a - b).view(np.int64))
 
 
-def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]], g: np.ndarray) -> Brackets:
-    """Each guest event must lie in a run (on the guest axis with the run's offset in use, the one in
-    force at its end): inside run k, delta is bounded by [g - end_k, g - start_k]; between runs it is a
+def _run_brackets(c: _Ctx, vcpu: int, host_s: np.ndarray, host_e: np.ndarray, hs: np.ndarray, he: np.ndarray,
+                  g: np.ndarray) -> Brackets:
+    """Each guest event (``g``) must lie in a run (host TSCs ``host_s`` to ``host_e``, uint64; a start or end
+    where ``hs``/``he`` is False is unbounded), on the guest axis with the run's offset in use, the one in
+    force at its end: inside run k, delta is bounded by [g - end_k, g - start_k]; between runs it is a
     violation, with the nearer escape as its bound. The runs allow a set of offsets that is not one
     interval, so these bounds hold around the offset judged; ``reeval(x)`` gives them around the offset
     in use + x (the judge uses it to say how far a wrong offset is from what all evidence allows)."""
-    hs = np.asarray([s is not None for s, _ in runs], dtype=bool)
-    he = np.asarray([e is not None for _, e in runs], dtype=bool)
-    host_s = np.asarray([s or 0 for s, _ in runs], dtype=np.uint64)
-    host_e = np.asarray([e or 0 for _, e in runs], dtype=np.uint64)
+    hs, he = hs.copy(), he.copy()
     at = np.where(he, host_e, host_s)  # the offset in force at a run's end (KVM writes it on vCPU load)
     gs, ge = c.to_guest_many(vcpu, host_s, at), c.to_guest_many(vcpu, host_e, at)
     if gs is None or ge is None:  # no offset known for the vCPU: no run bounds anything
@@ -556,9 +564,23 @@ def _run_brackets(c: _Ctx, vcpu: int, runs: list[tuple[int | None, int | None]],
     return around(0)
 
 
+#: guest events judged at a time by :func:`_runs_at` (its ~20 temporaries per event stay ~40 MiB)
+_RUNS_BLOCK = 1 << 18
+
+
 def _runs_at(vcpu: int, st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray, g: np.ndarray,
              x: int) -> Brackets:
-    """vCPU-run brackets of guest TSCs ``g`` judged around delta = ``x`` (bounds relative to delta 0)."""
+    """vCPU-run brackets of guest TSCs ``g`` judged around delta = ``x`` (bounds relative to delta 0), made
+    :data:`_RUNS_BLOCK` events at a time."""
+    parts = [_runs_block(st, en, hs, he, g[i:i + _RUNS_BLOCK], x) for i in range(0, len(g), _RUNS_BLOCK)]
+    lower, upper, has_l, has_u = (np.concatenate([p[k] for p in parts]) if parts else
+                                  np.zeros(0, dtype=np.int64 if k < 2 else bool) for k in range(4))
+    return Brackets("vcpu_run", vcpu, lower, upper, has_l, has_u, g)
+
+
+def _runs_block(st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray, g: np.ndarray,
+                x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_runs_at` of some guest events: (lower, upper, has lower, has upper)."""
     ge = g - np.uint64(x % (1 << 64))  # where the events fall on the host's runs if the offset were off by x
     k = np.searchsorted(st, ge, side="right").astype(np.int64) - 1
     n = len(g)
@@ -584,7 +606,7 @@ def _runs_at(vcpu: int, st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.n
     use_lo = gap & ~use_up & (lo_esc != i64.max)
     upper[use_up], has_u[use_up] = up_esc[use_up], True
     lower[use_lo], has_l[use_lo] = lo_esc[use_lo], True
-    return Brackets("vcpu_run", vcpu, lower, upper, has_l, has_u, g)
+    return lower, upper, has_l, has_u
 
 
 _FAR = 1 << 62  # beyond any capture (cycles): an unbounded side of a gap

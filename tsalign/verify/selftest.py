@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..align import brackets
-from ..align.merge import align, write_outputs
+from ..align.merge import align
 from ..capture.capture import Capture, event_exists
 from ..capture.microvm import BEACON_PORT_LO, IRQ_PORT_LO, MSR_BEACON, MicroVM
 from ..catalogue import KPROBE_EVENTS, SELFTEST_EVENTS
@@ -130,12 +130,11 @@ def run_selftest(out: str, beacons: int = 1000, irqs: int = 50, request_offset: 
         return {"verdict": None, "artifacts": {"host_bundle": host_dir, "guest_bundle": guest_dir},
                 "run": {"beacons": len(res.beacons), "irqs": len(res.irq_beacons), "exits": res.exits,
                         "requested_error": requested_error}}
-    from .judge import verdict_of  # numpy
+    from .judge import judge_and_write  # numpy
 
     host, guest = Bundle.open(host_dir, "--host"), Bundle.open(guest_dir, "--guest")
     aligned = align(host, guest)
-    verdict = verdict_of(aligned)
-    artifacts = write_outputs(aligned, verdict, aligned_dir)
+    verdict, artifacts = judge_and_write(aligned, aligned_dir)
     report = evaluate(verdict, aligned.tsc_khz, host, request_offset, requested_error)
     if kvmclock:
         _judge_kvmclock(report, aligned, res)
