@@ -337,11 +337,18 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         # SIGINT until it is gone. The calibration spans 60 s, past a slow perf start and the workload.
         perf_ready = ("for i in $(seq 1800); do m=$(awk '/^SigCgt/{print $2}' /proc/$(cat /root/lab/perf.pid)/status "
                       "2>/dev/null); [ -n \"$m\" ] && [ $(( 0x$m & 2 )) -ne 0 ] && break; sleep 0.1; done; ")
+        # perf starts with its events disabled and the captures start once it acknowledged enabling them (its
+        # control fifos): seen under the suite's load, perf had caught SIGINT but recorded only after the 8 s
+        # x86-tsc capture was over, leaving no hit in both (the truth of check_perf_route)
+        perf_on = ("timeout 900 sh -c 'echo enable > /root/lab/perf-ctl' && "
+                   "[ \"$(timeout 900 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
         before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 60 --json; }} "
                   "> /root/lab/calibrate.log 2>&1 < /dev/null & " + instances.format(n=4)
-                  + f"{PERF} record -q -B -N -a -m 1024 -e sched:sched_switch -e irq:irq_handler_entry "
+                  + "mkfifo /root/lab/perf-ctl /root/lab/perf-ack; "
+                  + f"{PERF} record -q -B -N -a -m 1024 -D -1 --control fifo:/root/lab/perf-ctl,/root/lab/perf-ack "
+                  "-e sched:sched_switch -e irq:irq_handler_entry "
                   "-o /root/lab/perf/perf.data > /root/lab/perf/perf.log 2>&1 < /dev/null & echo $! > /root/lab/perf.pid; "
-                  + perf_ready if kvmclock else "")
+                  + perf_ready + perf_on if kvmclock else "")
         local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
                  "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
         # (the two captures start together: which enables its events first, and so gets each hit first, is a race

@@ -114,6 +114,14 @@ class AlignedColumns:
         return [f"vcpu{v}" if v >= 0 else (f"cpu{c}" if h else f"vcpu{c}")
                 for h, c, v in zip(self.is_host.tolist(), self.cpu.tolist(), self.vcpu.tolist())]
 
+    def track_codes(self) -> tuple[np.ndarray, list[str]]:
+        """:meth:`tracks` as codes: (each row's index into the labels (intp), the distinct labels)."""
+        on_vcpu = self.vcpu >= 0
+        num = np.where(on_vcpu, self.vcpu, self.cpu).astype(np.int64)
+        key = np.where(on_vcpu | ~self.is_host, num, -1 - num)  # >= 0: vcpuN; < 0: cpu(-1 - key)
+        uniq, inv = np.unique(key, return_inverse=True)
+        return inv.reshape(-1), [f"vcpu{k}" if k >= 0 else f"cpu{-1 - k}" for k in uniq.tolist()]
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per event (host: guest_tsc, side, host_tsc, cpu, pid, tgid, comm, event, payload, vcpu (None
         off vCPU threads), track; guest: the same without host_tsc and vcpu)."""
@@ -206,12 +214,8 @@ def _track_array(p: AlignedColumns) -> Any:
     """:meth:`AlignedColumns.tracks` as a pyarrow string array: each distinct track named once, then taken."""
     import pyarrow as pa
 
-    on_vcpu = p.vcpu >= 0
-    num = np.where(on_vcpu, p.vcpu, p.cpu).astype(np.int64)
-    key = np.where(on_vcpu | ~p.is_host, num, -1 - num)  # >= 0: vcpuN; < 0: cpu(-1 - key)
-    uniq, inv = np.unique(key, return_inverse=True)
-    labels = pa.array([f"vcpu{k}" if k >= 0 else f"cpu{-1 - k}" for k in uniq.tolist()], pa.string())
-    return labels.take(pa.array(inv.reshape(-1).astype(np.int32)))
+    inv, labels = p.track_codes()
+    return pa.array(labels, pa.string()).take(pa.array(inv.astype(np.int32)))
 
 
 def _jsonl_block(p: AlignedColumns) -> bytes:

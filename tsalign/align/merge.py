@@ -266,10 +266,11 @@ def _rows_of(hev: Any, name: str, mask: Any) -> list[tuple[int, str]]:
 
 
 def write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
-    """timeline.jsonl, offsets.jsonl (every offset segment: the verdict keeps a summary), timeline.parquet (pyarrow;
-    written beside the JSON lines, in another thread: both spend their time in pyarrow's kernels and the file
-    writes, which release the GIL) and trace.perfetto-trace (perfetto) in ``out``. Returns the paths written and
-    notes on what was not (a package missing). On an error none of them is left behind."""
+    """timeline.jsonl, offsets.jsonl (every offset segment: the verdict keeps a summary), timeline.parquet and, where
+    the TSC frequency is known, trace.perfetto-trace (the perfetto package) in ``out``: the last two beside the JSON
+    lines, in other threads (all three spend their time in pyarrow's and numpy's kernels and the file writes, which
+    release the GIL). Returns the paths written and notes on what was not (a package missing). On an error none
+    of them is left behind."""
     os.makedirs(out, exist_ok=True)
     try:
         return _write_timeline(a, out)
@@ -284,29 +285,24 @@ def _write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
     line = json.JSONEncoder(sort_keys=True).encode
     with open(paths["offsets"], "w", encoding="utf-8") as f:
         f.writelines(line(r) + "\n" for r in a.timeline.segment_rows())
-    try:
-        from ..traces.export import write_aligned_parquet
-    except ImportError:
-        write_aligned_parquet = None  # type: ignore[assignment]
-        notes.append("pyarrow not installed: no Parquet timeline written")
-    with ThreadPoolExecutor(1, thread_name_prefix="tsalign-parquet") as pool:  # leaving it waits for the thread
-        parquet = None
-        if write_aligned_parquet is not None:
-            paths["parquet"] = os.path.join(out, "timeline.parquet")
-            parquet = pool.submit(write_aligned_parquet, paths["parquet"], a.columns,
-                                  {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")})
+    from ..report.perfetto import write_perfetto
+    from ..traces.export import write_aligned_parquet
+
+    with ThreadPoolExecutor(2, thread_name_prefix="tsalign-outputs") as pool:  # leaving it waits for the threads
+        paths["parquet"] = os.path.join(out, "timeline.parquet")
+        others = {"parquet": pool.submit(write_aligned_parquet, paths["parquet"], a.columns,
+                                         {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")})}
+        if a.tsc_khz:
+            paths["perfetto"] = os.path.join(out, "trace.perfetto-trace")
+            others["perfetto"] = pool.submit(write_perfetto, paths["perfetto"], a.columns, a.tsc_khz)
         with open(paths["timeline"], "wb") as bf:
             a.columns.write_jsonl(bf)
-        if parquet is not None:
-            parquet.result()
-    if a.tsc_khz:
-        try:
-            from ..report.perfetto import write_perfetto
-
-            paths["perfetto"] = os.path.join(out, "trace.perfetto-trace")
-            write_perfetto(paths["perfetto"], a.events, a.tsc_khz)
-        except ImportError:
-            notes.append("perfetto package not installed: no Perfetto trace written")
+        for name, done in others.items():
+            try:
+                done.result()
+            except ImportError as e:  # the perfetto package is optional
+                del paths[name]
+                notes.append(f"{e.name or name} package not installed: no {name} output written")
     return paths, notes
 
 

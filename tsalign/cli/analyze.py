@@ -152,5 +152,5 @@ def _write(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: di
         from ..report.perfetto import write_perfetto
 
         paths["perfetto"] = os.path.join(out, "trace.perfetto-trace")
-        write_perfetto(paths["perfetto"], a.events, khz, res.slices)
+        write_perfetto(paths["perfetto"], a.columns, khz, res.slices)
     return paths

@@ -9,7 +9,12 @@ import os
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
+import numpy as np
+import pyarrow as pa
+
 from ..clock.display import cycles_to_ns
+from ..errors import InconsistentData
+from .protowire import LEN, VARINT, binary_of, key, varint, varints
 
 __all__ = ["write_perfetto"]
 
@@ -33,15 +38,16 @@ def _lanes(slices: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
-def write_perfetto(path: str, events: Iterable[dict[str, Any]], tsc_khz: int,
-                   slices: Iterable[dict[str, Any]] = ()) -> int:
-    """Write ``events`` (dicts with guest_tsc, side, track, event, payload) to ``path``, plus analysis
-    ``slices`` ({side, track, name, start, end} in guest TSC cycles) as duration slices.
-    Returns the number of events written. Raises ImportError without the perfetto package.
+def write_perfetto(path: str, columns: Any, tsc_khz: int, slices: Iterable[dict[str, Any]] = (),
+                   chunk: int = 1 << 16) -> int:
+    """Write an aligned timeline (``columns``: :class:`tsalign.align.columns.AlignedColumns`) to ``path`` as
+    instant events (name, payload and guest_tsc annotations) on a track per side and vCPU/CPU, plus analysis
+    ``slices`` ({side, track, name, start, end} in guest TSC cycles) as duration slices. Returns the number of
+    events written. Raises ImportError without the perfetto package.
 
-    Streamed: each packet is written as it is made, as a one-packet Trace (serialized Traces concatenated are
-    one Trace: protobuf merges repeated fields), so memory does not grow with the trace; a failure leaves no
-    file behind."""
+    Streamed, ``chunk`` events at a time: their packets are encoded in whole columns (:func:`_event_packets`:
+    the bytes the protobuf library gives one packet at a time — a test compares them), each track's descriptor
+    written before its first event, so memory does not grow with the trace; a failure leaves no file behind."""
     from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (  # type: ignore[import-untyped]
         Trace,
         TrackEvent,
@@ -49,33 +55,36 @@ def write_perfetto(path: str, events: Iterable[dict[str, Any]], tsc_khz: int,
 
     try:
         with open(path, "wb") as f:
-            return _stream(f, Trace(), TrackEvent, events, tsc_khz, slices)
+            return _stream(f, Trace(), TrackEvent, columns, tsc_khz, slices, chunk)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
 
 
-def _stream(f: BinaryIO, trace: Any, track_event: Any, events: Iterable[dict[str, Any]], tsc_khz: int,
-            slices: Iterable[dict[str, Any]]) -> int:
-    """The packets of :func:`write_perfetto` written to ``f`` one by one, each the one packet of ``trace``."""
+def _stream(f: BinaryIO, trace: Any, track_event: Any, columns: Any, tsc_khz: int,
+            slices: Iterable[dict[str, Any]], chunk: int) -> int:
+    """The packets of :func:`write_perfetto` written to ``f``: descriptors and slices one by one, each the one
+    packet of ``trace``; events a chunk at a time."""
     pkt = trace.packet.add()
     tracks: dict[tuple[str, str], int] = {}
     procs = {"host": (1, 1000), "guest": (2, 2000)}
-    n = 0
     first = True
 
     def put() -> None:
         f.write(trace.SerializeToString())
         pkt.Clear()
 
+    def describe(side: str, name: str, uuid: int) -> None:
+        pkt.track_descriptor.uuid = uuid
+        pkt.track_descriptor.parent_uuid = procs[side][0]
+        pkt.track_descriptor.name = name
+        put()
+
     def track(side: str, name: str, key: tuple[str, str]) -> int:
         if key not in tracks:
             tracks[key] = 100 + len(tracks)
-            pkt.track_descriptor.uuid = tracks[key]
-            pkt.track_descriptor.parent_uuid = procs[side][0]
-            pkt.track_descriptor.name = name
-            put()
+            describe(side, name, tracks[key])
         return tracks[key]
 
     def stamp(ts: int) -> None:
@@ -91,21 +100,25 @@ def _stream(f: BinaryIO, trace: Any, track_event: Any, events: Iterable[dict[str
         pkt.track_descriptor.process.pid = pid
         pkt.track_descriptor.process.process_name = f"{side} (guest TSC axis)"
         put()
-    for ev in events:
-        uuid = track(ev["side"], f"{ev['side']} {ev['track']}", (ev["side"], ev["track"]))
-        stamp(ev["guest_tsc"])
-        te = pkt.track_event
-        te.type = track_event.Type.TYPE_INSTANT
-        te.track_uuid = uuid
-        te.name = ev["event"]
-        ann = te.debug_annotations.add()
-        ann.name = "payload"
-        ann.string_value = ev.get("payload", "")
-        ann2 = te.debug_annotations.add()
-        ann2.name = "guest_tsc"
-        ann2.uint_value = ev["guest_tsc"]
-        put()
-        n += 1
+    wire = _Wire(track_event)
+    n = len(columns)
+    for lo in range(0, n, chunk):
+        p = columns.take(slice(lo, lo + chunk))
+        codes, labels = p.track_codes()
+        keys, at, inv = np.unique(codes.astype(np.int64) * 2 + p.is_host, return_index=True, return_inverse=True)
+        names = [("host" if k % 2 else "guest", labels[k // 2]) for k in keys.tolist()]  # a track per side and label
+        new = sorted((int(at[j]), j) for j, nm in enumerate(names) if nm not in tracks)
+        for _, j in new:  # numbered in the order their first events come
+            tracks[names[j]] = 100 + len(tracks)
+        uuids = np.asarray([tracks[nm] for nm in names], dtype=np.uint64)
+        data, offsets = wire.events(p, uuids[inv.reshape(-1)], tsc_khz, first)
+        done = 0
+        for row, j in new:  # each new track's descriptor just before its first event
+            f.write(data[offsets[done]:offsets[row]])
+            describe(names[j][0], f"{names[j][0]} {names[j][1]}", tracks[names[j]])
+            done = row
+        f.write(data[offsets[done]:offsets[len(p)]])
+        first = False
     for name, sl in _lanes(slices):
         uuid = track(sl["side"], name, (sl["side"], name))
         for ts, kind in ((sl["start"], track_event.Type.TYPE_SLICE_BEGIN), (sl["end"], track_event.Type.TYPE_SLICE_END)):
@@ -116,3 +129,99 @@ def _stream(f: BinaryIO, trace: Any, track_event: Any, events: Iterable[dict[str
                 pkt.track_event.name = sl["name"]
             put()
     return n
+
+
+class _Wire:
+    """The wire bytes of event packets, in whole columns: per event ``Trace.packet`` {timestamp (guest-TSC ns),
+    trusted_packet_sequence_id, track_event {debug_annotations {string_value payload, name "payload"},
+    debug_annotations {uint_value guest_tsc, name "guest_tsc"}, type INSTANT, track_uuid, name event},
+    sequence_flags (the trace's first packet only)} — fields in number order, as the protobuf library writes
+    them; field numbers read from the messages' descriptors."""
+
+    def __init__(self, track_event: Any) -> None:
+        from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
+            DebugAnnotation,
+            Trace,
+            TracePacket,
+        )
+
+        def num(msg: Any, field: str) -> int:
+            return int(msg.DESCRIPTOR.fields_by_name[field].number)
+
+        te, da, tp = track_event, DebugAnnotation, TracePacket
+        self.packet = key(num(Trace, "packet"), LEN)
+        self.timestamp = key(num(tp, "timestamp"), VARINT)
+        self.seq = key(num(tp, "trusted_packet_sequence_id"), VARINT) + varint(SEQ_ID)
+        self.track_event = key(num(tp, "track_event"), LEN)
+        self.flags = key(num(tp, "sequence_flags"), VARINT) + varint(1)  # SEQ_INCREMENTAL_STATE_CLEARED
+        self.annotation = key(num(te, "debug_annotations"), LEN)
+        self.string_value = key(num(da, "string_value"), LEN)
+        self.payload_name = self._named(da, num, "payload")
+        self.uint_value = key(num(da, "uint_value"), VARINT)
+        self.tsc_name = self._named(da, num, "guest_tsc")
+        self.instant = key(num(te, "type"), VARINT) + varint(int(te.Type.TYPE_INSTANT))
+        self.uuid = key(num(te, "track_uuid"), VARINT)
+        self.name = key(num(te, "name"), LEN)
+
+    @staticmethod
+    def _named(da: Any, num: Any, name: str) -> bytes:
+        raw = name.encode()
+        return key(num(da, "name"), LEN) + varint(len(raw)) + raw
+
+    def events(self, p: Any, uuids: np.ndarray, tsc_khz: int, first: bool) -> tuple[Any, np.ndarray]:
+        """(the bytes of the packets of ``p``'s rows, back to back; each row's start offset in them, and the end)."""
+        import pyarrow.compute as pc
+
+        n = len(p)
+        payload = pa.array(p.payload, pa.string()).cast(pa.large_binary())
+        plen = np.asarray(pc.binary_length(payload), dtype=np.int64)
+        raw_names = [nm.encode() for nm in p.names.tolist()]
+        ename = pa.array([self.name + varint(len(b)) + b for b in raw_names], pa.large_binary())
+        ename_len = np.asarray([len(self.name) + len(varint(len(b))) + len(b) for b in raw_names], dtype=np.int64)
+        codes = np.asarray(p.event_code, dtype=np.int64)
+        ns, ns_n = varints(_ns(p.guest_tsc, tsc_khz))
+        tsc, tsc_n = varints(p.guest_tsc)
+        uuid, uuid_n = varints(uuids)
+        plen_v, plen_n = varints(plen.astype(np.uint64))
+        a1 = len(self.string_value) + plen_n + plen + len(self.payload_name)
+        a2 = len(self.uint_value) + tsc_n + len(self.tsc_name)
+        a1_v, a1_n = varints(a1.astype(np.uint64))
+        a2_v, a2_n = varints(a2.astype(np.uint64))
+        te = (2 * len(self.annotation) + a1_n + a1 + a2_n + a2 + len(self.instant) + len(self.uuid) + uuid_n
+              + ename_len[codes])
+        te_v, te_n = varints(te.astype(np.uint64))
+        flags = np.zeros(n, dtype=np.int64)
+        if first and n:
+            flags[0] = len(self.flags)
+        pk = len(self.timestamp) + ns_n + len(self.seq) + len(self.track_event) + te_n + te + flags
+        pk_v, pk_n = varints(pk.astype(np.uint64))
+        flag_col = binary_of(np.frombuffer(self.flags, dtype=np.uint8)[:flags[0]] if n else np.zeros(0, np.uint8),
+                             flags)
+
+        def c(b: bytes) -> Any:
+            return pa.scalar(b, pa.large_binary())
+
+        out = pc.binary_join_element_wise(
+            c(self.packet), pk_v, c(self.timestamp), ns, c(self.seq), c(self.track_event), te_v,
+            c(self.annotation), a1_v, c(self.string_value), plen_v, payload, c(self.payload_name),
+            c(self.annotation), a2_v, c(self.uint_value), tsc, c(self.tsc_name),
+            c(self.instant), c(self.uuid), uuid, ename.take(pa.array(codes)), flag_col, c(b""))
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(len(self.packet) + pk_n + pk, out=offsets[1:])
+        buf = out.buffers()
+        base = int(np.frombuffer(buf[1], dtype=np.int64)[out.offset]) if n else 0
+        data = memoryview(buf[2])[base:base + int(offsets[-1])] if n else memoryview(b"")
+        return data, offsets
+
+
+def _ns(tsc: np.ndarray, tsc_khz: int) -> np.ndarray:
+    """Guest-TSC cycles -> ns (uint64), exactly as :func:`cycles_to_ns` rounds: q * 10^6 + r * 10^6 // khz for
+    (q, r) = divmod(cycles, khz); an error where a value's ns do not fit in 64 bits."""
+    cycles_to_ns(0, tsc_khz)  # checks the frequency
+    t = np.asarray(tsc, dtype=np.uint64)
+    if t.size and cycles_to_ns(int(t.max()), tsc_khz) >= 1 << 64:
+        raise InconsistentData(f"guest TSC {int(t.max())} is {cycles_to_ns(int(t.max()), tsc_khz)} ns at {tsc_khz} "
+                               "kHz: beyond the 64 bits of a Perfetto timestamp (a wrong offset or frequency?)")
+    k = np.uint64(tsc_khz)
+    q, r = t // k, t % k
+    return q * np.uint64(1_000_000) + (r * np.uint64(1_000_000)) // k

@@ -1,0 +1,64 @@
+"""Protocol buffers' wire format for whole columns (pyarrow binary arrays, one encoded value per row): varints
+and length-delimited fields, so that millions of messages of one shape are encoded by a few array kernels
+instead of a message object each. The field numbers come from the caller (read from the message descriptors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["LEN", "VARINT", "binary_of", "key", "varint", "varints"]
+
+#: wire types
+VARINT, LEN = 0, 2
+
+_MAX_VARINT = 10  # bytes of a 64-bit value
+
+
+def varint(value: int) -> bytes:
+    """The varint bytes of one unsigned value (< 2^64)."""
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} is not an unsigned 64-bit value")
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def key(field: int, wire: int) -> bytes:
+    """A field's key (tag) bytes."""
+    return varint(field << 3 | wire)
+
+
+def varints(values: np.ndarray) -> tuple[Any, np.ndarray]:
+    """(pyarrow binary array of each value's varint bytes, their byte counts (int64)) of uint64 ``values``."""
+    v = np.asarray(values, dtype=np.uint64)
+    n = v.size
+    nbytes = np.ones(n, dtype=np.int64)
+    width = 1  # bytes of the largest value
+    rest = v >> np.uint64(7)
+    while width < _MAX_VARINT and rest.any():
+        nbytes += rest != 0
+        width += 1
+        rest >>= np.uint64(7)
+    groups = np.empty((n, width), dtype=np.uint8)
+    rest = v.copy()
+    for i in range(width):
+        groups[:, i] = (rest & np.uint64(0x7F)).astype(np.uint8)
+        rest >>= np.uint64(7)
+    cols = np.arange(width)
+    groups |= ((cols < (nbytes - 1)[:, None]) * 0x80).astype(np.uint8)  # every byte but a value's last: high bit
+    data = groups[cols < nbytes[:, None]]  # row by row: each value's bytes in order
+    return binary_of(data, nbytes), nbytes
+
+
+def binary_of(data: np.ndarray, lengths: np.ndarray) -> Any:
+    """A pyarrow binary array of ``data`` (uint8) cut into consecutive values of ``lengths`` bytes."""
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.Array.from_buffers(pa.large_binary(), lengths.size,
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))])
