@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ANALYSIS_GUEST_EVENTS", "CATALOGUE", "DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "IRQ_INJECTIONS", "KINDS",
+__all__ = ["ANALYSES", "ANALYSIS_GUEST_EVENTS", "CATALOGUE", "DEFAULT_GUEST_EVENTS", "DEFAULT_HOST_EVENTS", "IRQ_INJECTIONS", "KINDS",
            "KPROBE_EVENTS", "OFFSET_EVENTS", "SELFTEST_EVENTS", "EvidenceKind", "needed_events"]
 
 #: host injection tracepoints, in the order a request travels
@@ -86,6 +86,9 @@ OFFSET_EVENTS = ("kvm:kvm_write_tsc_offset", "kvm:kvm_pvclock_update")
 #: tsalign's kprobe on the vCPU load path (`tsalign kprobe register`, the host role): each hit reads the
 #: vCPU's tsc_offset in its own thread; skipped with a note where not registered
 KPROBE_EVENTS = "tsalign:*"
+#: the analyses of `tsalign analyze` (tsalign.analyze.run)
+ANALYSES = ("irq", "vcpu", "io")
+
 #: guest tracepoints the analyses read besides the evidence (irq handler exit, guest scheduling, block IO)
 ANALYSIS_GUEST_EVENTS = ("irq:irq_handler_exit", "sched:sched_switch", "block:block_rq_issue", "block:block_rq_complete")
 #: `tsalign capture --role host`: the offset sources, every kind's host events except the VMM's write

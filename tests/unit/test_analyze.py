@@ -133,3 +133,55 @@ def test_port_beacon_offset_interval() -> None:
     assert (r.lo, r.hi, r.fd, r.pairs) == (off - 7, off + 3, 13, 3) and r.offset == off - 2
     with pytest.raises(InvalidParameter, match="exactly one fd with 3 writes"):
         measure(beacons, {9: [1, 2]})
+
+
+def _columns(events: list[dict[str, Any]]) -> Any:
+    """The hand-made events as an aligned timeline's columns (in their order)."""
+    import numpy as np
+
+    from tsalign.align.columns import AlignedColumns
+
+    names = sorted({e["event"] for e in events})
+    n = len(events)
+    payload = np.empty(n, dtype=object)
+    payload[:] = [e["payload"] for e in events]
+    t = np.asarray([e["guest_tsc"] for e in events], dtype=np.uint64)
+    host = np.asarray([e["side"] == "host" for e in events])
+    return AlignedColumns(t, host, np.where(host, t, 0).astype(np.uint64), np.asarray([e["cpu"] for e in events]),
+                          np.asarray([e["pid"] for e in events]), np.asarray([e["tgid"] for e in events]),
+                          np.full(n, -1), np.zeros(n, dtype=np.int32),
+                          np.asarray([names.index(e["event"]) for e in events], dtype=np.int32), payload,
+                          np.asarray(["x"], dtype=object), np.asarray(names, dtype=object))
+
+
+def test_analyses_of_columns_read_only_their_events() -> None:
+    """`tsalign analyze` gives each analysis only the events it reads (tsalign.analyze.run): the same answers as all
+    of them as dicts, with events no analysis reads mixed in on both sides (and named with their system). The vCPU
+    analysis still knows the guest capture's span from every guest event: a guest event at 2800 (none it reads)
+    puts the host switch at 2600..2700 inside it (0 outside instead of 1)."""
+    from tsalign.analyze.run import analyze
+
+    noise = [ev(t, side, name, "x=1", cpu=c) for t, side, name, c in
+             ((50, "guest", "timer:hrtimer_start", 0), (1200, "host", "kvm:kvm_exit", 1), (2800, "guest", "tsc_msr", 1))]
+    vcpus = {501: 0, 502: 1}
+    evs = sorted([*noise, sw(100, "guest", 0, ("swapper/0", 0, "R"), ("dd", 77)),
+                  sw(200, "host", 0, ("CPU 0/KVM", 501, "R"), ("stress", 900)),
+                  {**sw(700, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)), "event": "sched:sched_switch"},
+                  sw(2500, "guest", 1, ("kworker/1:0", 12, "S"), ("swapper/1", 0)),
+                  sw(2600, "host", 0, ("CPU 0/KVM", 501, "R"), ("stress", 900)),
+                  sw(2700, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)),
+                  ev(1000, "guest", "block_rq_issue", "253,0 W 4096 () 2048 + 8 [dd]"),
+                  ev(1300, "host", "sys_enter_pwritev", "fd: 0x0000000c", pid=4010, tgid=4000),
+                  ev(1900, "host", "sys_exit_pwritev", "0x1000", pid=4010, tgid=4000),
+                  ev(2400, "guest", "block_rq_complete", "253,0 W () 2048 + 8 [0]"),
+                  ev(1500, "host", "kvm_set_irq", "gsi 11 level 1 source 0"),
+                  ev(1800, "guest", "irq_handler_entry", "irq=11 name=virtio0")], key=lambda e: e["guest_tsc"])
+    cols = _columns(evs)
+    assert len(cols.select(host={"sched_switch"}, guest=set())) == 4  # "sched:sched_switch" counted as its bare name
+    for kind, whole in (("irq", lambda: analyze_irq(evs, KHZ)), ("vcpu", lambda: analyze_vcpu(evs, vcpus, KHZ)),
+                        ("io", lambda: analyze_io(evs, 4000, KHZ))):
+        mine, ref = analyze(kind, cols, KHZ, vcpus, 4000).to_dict(), whole().to_dict()
+        assert mine == ref and ref["rows"], kind
+    r = analyze("vcpu", cols, KHZ, vcpus, 4000)
+    assert r.summary["outside_guest_capture"] == 0 and [x["duration_cycles"] for x in r.rows] == [500, 100]
+    assert analyze("irq", cols, KHZ, vcpus, 4000).rows[0]["latency_cycles"] == 300

@@ -15,7 +15,7 @@ vocabularies ``comms`` and ``names``; the ``comm`` and ``event`` properties give
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,16 @@ class AlignedColumns:
         """Per row: ``vcpuN`` (a guest event's CPU, a host event's vCPU thread) or ``cpuN`` (other host events)."""
         return [f"vcpu{v}" if v >= 0 else (f"cpu{c}" if h else f"vcpu{c}")
                 for h, c, v in zip(self.is_host.tolist(), self.cpu.tolist(), self.vcpu.tolist())]
+
+    def select(self, host: Iterable[str], guest: Iterable[str]) -> AlignedColumns:
+        """The rows of the host events named ``host`` and the guest events named ``guest`` (names without their
+        system, as ``sched_switch``), in order — e.g. what an analysis reads, before its rows become dicts."""
+        bare = np.asarray([str(n).split(":")[-1] for n in self.names.tolist()], dtype=object)
+        if not len(bare):  # no event names: no rows
+            return self
+        want_h, want_g = np.isin(bare, list(set(host))), np.isin(bare, list(set(guest)))
+        keep = np.where(self.is_host, want_h[self.event_code], want_g[self.event_code])
+        return self.take(np.nonzero(keep)[0])
 
     def track_codes(self) -> tuple[np.ndarray, list[str]]:
         """:meth:`tracks` as codes: (each row's index into the labels (intp), the distinct labels)."""

@@ -16,13 +16,18 @@ from typing import Any
 from ..traces.payloads import block_rq
 from .common import AnalysisResult, Needs, bare, dist
 
-__all__ = ["HOST_IO_CALLS", "analyze_io"]
+__all__ = ["HOST_IO_CALLS", "READS", "analyze_io"]
 
 #: system calls that count as the VM process's disk IO
 HOST_IO_CALLS = ("pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "io_uring_enter", "io_submit",
                  "fdatasync", "fsync")
 HOST_EVENTS = [f"syscalls:sys_{d}_{c}" for c in ("pread64", "pwrite64", "preadv", "pwritev", "io_uring_enter", "fdatasync")
                for d in ("enter", "exit")]
+
+
+#: the events :func:`analyze_io` reads (with its default ``calls``), per side
+READS = {"host": frozenset(f"sys_{d}_{c}" for c in HOST_IO_CALLS for d in ("enter", "exit")),
+         "guest": frozenset({"block_rq_issue", "block_rq_complete"})}
 
 
 def _call(e: dict[str, Any]) -> tuple[str, str] | None:

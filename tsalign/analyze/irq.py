@@ -17,10 +17,12 @@ from ..clock.display import ns_or_none
 from ..traces.payloads import kv
 from .common import AnalysisResult, Needs, bare, dist, have
 
-__all__ = ["HANDLERS", "INJECTIONS", "analyze_irq", "injection_line"]
+__all__ = ["HANDLERS", "INJECTIONS", "READS", "analyze_irq", "injection_line"]
 
 INJECTIONS = IRQ_INJECTIONS
 HANDLERS = ("irq_handler_entry", "tsalign_irq")
+#: the events :func:`analyze_irq` reads, per side
+READS = {"host": frozenset(INJECTIONS), "guest": frozenset(HANDLERS)}
 #: beyond this (cycles) an injection is not the cause of a handler (10 ms at 2.5 GHz)
 DEFAULT_WINDOW = 25_000_000
 

@@ -17,11 +17,17 @@ from ..clock.display import ns_or_none
 from ..traces.payloads import sched_switch
 from .common import AnalysisResult, Needs, bare, dist
 
-__all__ = ["analyze_vcpu"]
+__all__ = ["READS", "analyze_vcpu"]
 
 
-def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_khz: int, top: int = 10) -> AnalysisResult:
-    """``vcpu_tids``: host thread id -> vCPU id (from node discovery, in the host bundle)."""
+#: the events :func:`analyze_vcpu` reads, per side (and the guest capture's span: see ``guest_span``)
+READS = {"host": frozenset({"sched_switch"}), "guest": frozenset({"sched_switch"})}
+
+
+def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_khz: int, top: int = 10,
+                 guest_span: tuple[int, int] | None = None) -> AnalysisResult:
+    """``vcpu_tids``: host thread id -> vCPU id (from node discovery, in the host bundle); ``guest_span``: the first
+    and last guest event's guest TSC (default: of the guest events in ``events``)."""
     res = AnalysisResult("vcpu")
     host_sw = [(e, sched_switch(e["payload"])) for e in events if e["side"] == "host" and bare(e) == "sched_switch"]
     guest_sw = [(e, sched_switch(e["payload"])) for e in events if e["side"] == "guest" and bare(e) == "sched_switch"]
@@ -42,8 +48,10 @@ def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_kh
         ts, who = runs[e["cpu"]]
         ts.append(e["guest_tsc"])
         who.append((s["next_comm"], s["next_pid"]))
-    g_times = [e["guest_tsc"] for e in events if e["side"] == "guest"]
-    g_first, g_last = min(g_times), max(g_times)
+    if guest_span is None:
+        g_times = [e["guest_tsc"] for e in events if e["side"] == "guest"]
+        guest_span = (min(g_times), max(g_times))
+    g_first, g_last = guest_span
     outside = 0
     out_at: dict[int, tuple[int, str]] = {}
     intervals = []

@@ -10,13 +10,13 @@ import sys
 from typing import Any
 
 from .. import exitcodes
+from ..catalogue import ANALYSES
 from ..errors import InvalidParameter
 from . import emit
 from .inputs import add_input_options, open_inputs, parse_tsc_offsets
 
 __all__ = ["analyze_bundles", "register"]
 
-KINDS = ("irq", "vcpu", "io")
 
 
 def register(sub: Any) -> None:
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
                                    "threads -> the guest task running then; io: guest block request -> host IO of the "
                                    "VM process -> guest completion. Writes report.json, report.html and "
                                    "trace.perfetto-trace to --out.")
-    p.add_argument("kind", choices=KINDS)
+    p.add_argument("kind", choices=ANALYSES)
     add_input_options(p)
     p.add_argument("--guest-offset", help="TSC offset of the guest when KVM holds none (emulated VM): cycles "
                                           "(0x... or signed, as --tsc-offset N), or 'beacons' to measure it from "
@@ -85,9 +85,7 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
     analysis ``kind`` and write its reports to ``out``; (document, result). ``given``: offsets per vCPU
     (``--tsc-offset``)."""
     from ..align.merge import align
-    from ..analyze.io import analyze_io
-    from ..analyze.irq import analyze_irq
-    from ..analyze.vcpu import analyze_vcpu
+    from ..analyze.run import analyze
     from ..traces.bundle import Bundle
     from ..verify.judge import verdict_of
 
@@ -102,12 +100,7 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
               offset_doc["source"] if offset_doc else "user")
     verdict = verdict_of(a)
     khz = a.tsc_khz
-    if kind == "irq":
-        res = analyze_irq(a.events, khz)
-    elif kind == "vcpu":
-        res = analyze_vcpu(a.events, a.tid_to_vcpu, khz, top)
-    else:
-        res = analyze_io(a.events, a.vm.get("pid"), khz)
+    res = analyze(kind, a.columns, khz, a.tid_to_vcpu, a.vm.get("pid"), top)
     if os.path.exists(out) and not os.path.isdir(out):
         raise InvalidParameter("--out", out, "a directory")
     os.makedirs(out, exist_ok=True)
