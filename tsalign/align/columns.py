@@ -111,8 +111,8 @@ class AlignedColumns:
 
     def tracks(self) -> list[str]:
         """Per row: ``vcpuN`` (a guest event's CPU, a host event's vCPU thread) or ``cpuN`` (other host events)."""
-        return [f"vcpu{v}" if v >= 0 else (f"cpu{c}" if h else f"vcpu{c}")
-                for h, c, v in zip(self.is_host.tolist(), self.cpu.tolist(), self.vcpu.tolist())]
+        inv, labels = self.track_codes()
+        return [labels[i] for i in inv.tolist()]
 
     def select(self, host: Iterable[str], guest: Iterable[str]) -> AlignedColumns:
         """The rows of the host events named ``host`` and the guest events named ``guest`` (names without their
@@ -125,7 +125,8 @@ class AlignedColumns:
         return self.take(np.nonzero(keep)[0])
 
     def track_codes(self) -> tuple[np.ndarray, list[str]]:
-        """:meth:`tracks` as codes: (each row's index into the labels (intp), the distinct labels)."""
+        """:meth:`tracks` as codes (the one rule of a row's track): (each row's index into the labels (intp), the
+        distinct labels)."""
         on_vcpu = self.vcpu >= 0
         num = np.where(on_vcpu, self.vcpu, self.cpu).astype(np.int64)
         key = np.where(on_vcpu | ~self.is_host, num, -1 - num)  # >= 0: vcpuN; < 0: cpu(-1 - key)
