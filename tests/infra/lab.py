@@ -340,8 +340,8 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         # perf starts with its events disabled and the captures start once it acknowledged enabling them (its
         # control fifos): seen under the suite's load, perf had caught SIGINT but recorded only after the 8 s
         # x86-tsc capture was over, leaving no hit in both (the truth of check_perf_route)
-        perf_on = ("timeout 900 sh -c 'echo enable > /root/lab/perf-ctl' && "
-                   "[ \"$(timeout 900 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
+        perf_on = ("timeout 300 sh -c 'echo enable > /root/lab/perf-ctl' && "
+                   "[ \"$(timeout 60 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
         before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 60 --json; }} "
                   "> /root/lab/calibrate.log 2>&1 < /dev/null & " + instances.format(n=4)
                   + "mkfifo /root/lab/perf-ctl /root/lab/perf-ack; "
