@@ -18,7 +18,6 @@ from .inputs import add_input_options, open_inputs, parse_tsc_offsets
 __all__ = ["analyze_bundles", "register"]
 
 
-
 def register(sub: Any) -> None:
     p = sub.add_parser("analyze", help="latency analyses on aligned host+guest bundles: irq, vcpu, io",
                        description="irq: host IRQ injection -> guest handler latency; vcpu: host preemption of vCPU "

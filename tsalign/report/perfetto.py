@@ -45,7 +45,7 @@ def write_perfetto(path: str, columns: Any, tsc_khz: int, slices: Iterable[dict[
     ``slices`` ({side, track, name, start, end} in guest TSC cycles) as duration slices. Returns the number of
     events written. Raises ImportError without the perfetto package.
 
-    Streamed, ``chunk`` events at a time: their packets are encoded in whole columns (:func:`_event_packets`:
+    Streamed, ``chunk`` events at a time: their packets are encoded in whole columns (:meth:`_Wire.events`:
     the bytes the protobuf library gives one packet at a time — a test compares them), each track's descriptor
     written before its first event, so memory does not grow with the trace; a failure leaves no file behind."""
     from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (  # type: ignore[import-untyped]
