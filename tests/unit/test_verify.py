@@ -445,3 +445,21 @@ def test_vcpu_gaps_from_entries_and_exits_by_hand() -> None:
     assert list(zip(*_gaps(c, 8)[1:])) == []  # thread 8 entered at 110, exited at 160: its only gap is at the end
     c.a.host_window = (50, 500)
     assert list(zip(*(x.tolist() for x in _gaps(c, 8)[1:]))) == [(50, 110), (160, 500)]
+
+
+def test_an_output_that_cannot_be_written_leaves_none(tmp_path: Path) -> None:
+    """A directory in the way of timeline.parquet (written in a thread beside the JSON lines and the Perfetto trace):
+    a clear error naming it, exit code 4 (unavailable), and none of the outputs left — the directory itself kept,
+    as is a file of the user's there. Then the same directory, cleared, takes every output."""
+    out = tmp_path / "a"
+    (out / "timeline.parquet").mkdir(parents=True)
+    (out / "mine.txt").write_text("kept")
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(out))
+    assert r.returncode == exitcodes.UNAVAILABLE == 4, r.stderr
+    assert "timeline.parquet" in r.stderr and "Is a directory" in r.stderr and "none of them was left" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "timeline.parquet"]
+    (out / "timeline.parquet").rmdir()
+    r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "offsets.jsonl", "timeline.jsonl", "timeline.parquet",
+                                                      "trace.perfetto-trace", "verdict.json"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..clock.kvm import TscParams
-from ..errors import InconsistentData, InvalidParameter
+from ..errors import InconsistentData, InvalidParameter, Unavailable
 from ..heap import release_freed_memory
 from ..kernel import kprobe
 from ..offsets import (
@@ -274,6 +274,10 @@ def write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
     os.makedirs(out, exist_ok=True)
     try:
         return _write_timeline(a, out)
+    except OSError as e:  # e.g. a full disk, or a directory in the way
+        remove_outputs(out)
+        raise Unavailable(f"writing the alignment's outputs in {out} failed: {e.strerror or e}"
+                          + (f" ({e.filename})" if e.filename else "") + "; none of them was left there") from None
     except BaseException:
         remove_outputs(out)
         raise
@@ -311,10 +315,13 @@ OUTPUT_FILES = ("timeline.jsonl", "offsets.jsonl", "timeline.parquet", "trace.pe
 
 
 def remove_outputs(out: str) -> None:
-    """Remove the alignment's outputs from ``out`` (those there), e.g. after an error while they were written."""
+    """Remove the alignment's outputs from ``out`` (the files there: a directory of the same name is not one of them),
+    e.g. after an error while they were written."""
     for name in OUTPUT_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(out, name))
+        path = os.path.join(out, name)
+        if os.path.islink(path) or os.path.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def write_verdict(verdict: dict[str, Any], paths: dict[str, str], out: str) -> dict[str, str]:
