@@ -463,3 +463,36 @@ def test_an_output_that_cannot_be_written_leaves_none(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "offsets.jsonl", "timeline.jsonl", "timeline.parquet",
                                                       "trace.perfetto-trace", "verdict.json"]
+
+
+def test_vcpu_gaps_from_sched_switch_by_hand() -> None:
+    """Thread 7's gaps from its switch-outs (whole columns), by hand. Switched in at 100, out at 200, woken at 260
+    (before its own event at 300): gap 200..260; in at 320, out at 400 but running again at 450 with no switch-in or
+    wakeup recorded: no gap; out at 500, in at 600 (no event of its own between): gap 500..600. Window 50..700: off
+    from 50 until first switched in (its first own event is later): gap 50..100."""
+    from tsalign.align.columns import AlignedColumns
+    from tsalign.verify.evidence import _Ctx, _gaps
+
+    def sw(prev: int, nxt: int) -> str:
+        return f"prev_comm=a prev_pid={prev} prev_prio=120 prev_state=R ==> next_comm=b next_pid={nxt} next_prio=120"
+
+    rows = [(100, 5, "sched_switch", sw(5, 7)), (200, 7, "sched_switch", sw(7, 5)),
+            (260, 5, "sched_waking", "comm=CPU 0/KVM pid=7 prio=120 target_cpu=001"), (300, 7, "kvm_pio", "x"),
+            (320, 5, "sched_switch", sw(5, 7)), (400, 7, "sched_switch", sw(7, 5)), (450, 7, "kvm_pio", "x"),
+            (500, 7, "sched_switch", sw(7, 5)), (600, 5, "sched_switch", sw(5, 7))]
+    names = ["sched_switch", "sched_waking", "kvm_pio"]
+    n = len(rows)
+    t = np.asarray([r[0] for r in rows], dtype=np.uint64)
+    payload = np.empty(n, dtype=object)
+    payload[:] = [r[3] for r in rows]
+    col = AlignedColumns(t, np.ones(n, dtype=bool), t, np.zeros(n, dtype=np.int64), np.asarray([r[1] for r in rows]),
+                         np.zeros(n, dtype=np.int64), np.full(n, -1), np.zeros(n, dtype=np.int32),
+                         np.asarray([names.index(r[2]) for r in rows], dtype=np.int32), payload,
+                         np.asarray(["qemu"], dtype=object), np.asarray(names, dtype=object))
+    c = _Ctx(SimpleNamespace(columns=col, tid_to_vcpu={7: 0}, timeline=SimpleNamespace(vcpus=[0]),
+                             host_window=(50, 700)))
+    src, s, e = _gaps(c, 7)
+    assert src == "sched_switch" and list(zip(s.tolist(), e.tolist())) == [(50, 100), (200, 260), (500, 600)]
+    c.a.host_window = (None, None)
+    assert list(zip(*(x.tolist() for x in _gaps(c, 7)[1:]))) == [(200, 260), (500, 600)]
+    assert _gaps(c, 9) is None  # a thread the capture does not show

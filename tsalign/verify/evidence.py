@@ -11,7 +11,6 @@ timeline of the alignment); guest events are on the guest axis already.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import re
 from collections import defaultdict
@@ -61,8 +60,8 @@ class _Ctx:
             self._code.setdefault(n.split(":")[-1], []).append(k)
         self._rows: dict[tuple[str, str], np.ndarray] = {}
         self._dicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self._times: dict[int, list[int]] = {}
-        self._switches: list[tuple[int, int, int]] | None = None
+        self._switches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._wakes: tuple[np.ndarray, np.ndarray] | None = None
         self._vcpus = set(a.timeline.vcpus)
 
     def rows(self, side: str, *names: str) -> np.ndarray:
@@ -99,20 +98,32 @@ class _Ctx:
         return self._as_dicts("guest", name)
 
     @property
-    def switches(self) -> list[tuple[int, int, int]]:
-        """(host TSC, prev_pid, next_pid) of every host sched_switch, parsed once."""
+    def switches(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(host TSCs, prev_pid, next_pid) of every host sched_switch (arrays, host TSC order), parsed once."""
         if self._switches is None:
             r = self.rows("host", "sched_switch")
-            self._switches = [(t, sw["prev_pid"], sw["next_pid"]) for t, p in zip(
+            parsed = [(t, sw["prev_pid"], sw["next_pid"]) for t, p in zip(
                 self.col.host_tsc[r].tolist(), self.col.payload[r].tolist()) if (sw := sched_switch(p)) is not None]
+            self._switches = (np.asarray([x[0] for x in parsed], dtype=np.uint64),
+                              np.asarray([x[1] for x in parsed], dtype=np.int64),
+                              np.asarray([x[2] for x in parsed], dtype=np.int64))
         return self._switches
 
-    def host_times_of(self, tid: int) -> list[int]:
-        """Sorted host TSCs of thread ``tid``'s host events."""
-        if tid not in self._times:
-            c = self.col
-            self._times[tid] = np.sort(c.host_tsc[c.is_host & (c.pid == tid)]).tolist()
-        return self._times[tid]
+    @property
+    def wakes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(host TSCs, woken pid) of every host sched_waking/sched_wakeup (the payload's last ``pid=``; -1: none),
+        parsed once."""
+        if self._wakes is None:
+            r = self.rows("host", "sched_waking", "sched_wakeup")
+            self._wakes = (self.col.host_tsc[r], np.asarray(
+                [int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in self.col.payload[r].tolist()],
+                dtype=np.int64))
+        return self._wakes
+
+    def host_times_of(self, tid: int) -> np.ndarray:
+        """Sorted host TSCs of thread ``tid``'s host events (uint64)."""
+        c = self.col
+        return np.sort(c.host_tsc[c.is_host & (c.pid == tid)])
 
     def to_guest(self, host_tsc: int, vcpu: int, at: int | None = None) -> int | None:
         """``host_tsc`` on the guest axis with vCPU ``vcpu``'s offset in use at host TSC ``at``
@@ -482,27 +493,30 @@ def _gaps(c: _Ctx, tid: int) -> tuple[str, np.ndarray, np.ndarray] | None:
             gs.append(tt[-1:])
             ge.append(np.asarray([stop], dtype=np.uint64))
         return "kvm_entry/kvm_exit", np.concatenate(gs), np.concatenate(ge)
-    outs = [t for t, prev, _ in c.switches if prev == tid]
-    ins = [t for t, _, nxt in c.switches if nxt == tid]
-    if not outs and not ins:
+    sw_t, sw_prev, sw_next = c.switches
+    outs, ins = sw_t[sw_prev == tid], sw_t[sw_next == tid]  # in host TSC order
+    if not outs.size and not ins.size:
         return None
-    wakes = [e["host_tsc"] for e in c.host("sched_waking", "sched_wakeup")
-             if (m := _WAKE_PID.findall(e["payload"])) and int(m[-1]) == tid]
+    wake_t, wake_pid = c.wakes
     own = c.host_times_of(tid)
-    signs = sorted(set(ins) | set(wakes))
-    gaps: list[tuple[int, int]] = []
-    if ins and start is not None and start < ins[0] and (not own or own[0] >= ins[0]) and (not outs or outs[0] > ins[0]):
-        gaps.append((start, ins[0]))  # off from the capture start until it was first switched in
-    for t in outs:
-        j = bisect.bisect_right(signs, t)
-        k = bisect.bisect_right(own, t)
-        # the gap ends at the switch-in or wakeup; if the thread ran again (its own next event) before
-        # any of them was recorded, when it resumed is unknown: no gap
-        if j < len(signs) and (k == len(own) or signs[j] <= own[k]):
-            gaps.append((t, signs[j]))
-    gaps.sort()
-    return ("sched_switch", np.asarray([a for a, _ in gaps], dtype=np.uint64),
-            np.asarray([b for _, b in gaps], dtype=np.uint64))
+    signs = np.unique(np.concatenate([ins, wake_t[wake_pid == tid]]))  # sorted
+    gs, ge = [], []
+    if ins.size and start is not None and start < int(ins[0]) and (not own.size or own[0] >= ins[0]) \
+            and (not outs.size or outs[0] > ins[0]):
+        gs.append(np.asarray([start], dtype=np.uint64))  # off from the capture start until it was first switched in
+        ge.append(ins[:1])
+    # each switch-out: the gap ends at the next switch-in or wakeup; if the thread ran again (its own next event)
+    # before any of them was recorded, when it resumed is unknown: no gap
+    j = np.searchsorted(signs, outs, side="right")
+    k = np.searchsorted(own, outs, side="right")
+    sign_j = signs[np.minimum(j, signs.size - 1)] if signs.size else np.zeros(outs.size, dtype=np.uint64)
+    own_k = own[np.minimum(k, own.size - 1)] if own.size else np.zeros(outs.size, dtype=np.uint64)
+    ok = (j < signs.size) & ((k == own.size) | (sign_j <= own_k))
+    gs.append(outs[ok])
+    ge.append(sign_j[ok])
+    a, b = np.concatenate(gs), np.concatenate(ge)
+    o = np.lexsort((b, a))
+    return "sched_switch", a[o], b[o]
 
 
 def _vcpu_run(c: _Ctx, f: Found) -> None:
