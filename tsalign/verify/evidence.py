@@ -344,19 +344,26 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
     hv, hm, hx, ht = hv[ok], _hex(msr, ok)[ok], _hex(val, ok)[ok], col.host_tsc[r][ok]
     # pair by content: a (vCPU, MSR, value) seen exactly once on each side (sorted together, guest rows first)
     ng = gv.size
-    v, m, x = np.concatenate([gv, hv]), np.concatenate([gm, hm]), np.concatenate([gx, hx])
-    side = np.concatenate([np.zeros(ng, dtype=np.int8), np.ones(hv.size, dtype=np.int8)])
-    order = np.lexsort((side, x, m, v))
-    vs_, ms_, xs_ = v[order], m[order], x[order]
-    new = np.ones(order.size, dtype=bool)
-    new[1:] = (vs_[1:] != vs_[:-1]) | (ms_[1:] != ms_[:-1]) | (xs_[1:] != xs_[:-1])
+    keys = [np.concatenate([gv, hv]), np.concatenate([gm, hm]), np.concatenate([gx, hx])]  # vCPU, MSR, value
+    guest_row = np.concatenate([np.ones(ng, dtype=bool), np.zeros(hv.size, dtype=bool)])
+    order = np.lexsort((~guest_row, *keys[::-1]))
+    new = np.zeros(order.size, dtype=bool)  # a row whose key differs from the one before it starts a group
+    new[:1] = True
+    while keys:  # one sorted key at a time (millions of writes: each temporary is a column)
+        k = keys.pop()[order]
+        new[1:] |= k[1:] != k[:-1]
+        del k
     group = np.cumsum(new) - 1
-    gcount = np.bincount(group, weights=side[order] == 0).astype(np.int64)
-    hcount = np.bincount(group, weights=side[order] == 1).astype(np.int64)
+    is_guest = guest_row[order]
+    gcount = np.bincount(group, weights=is_guest).astype(np.int64)
+    hcount = np.bincount(group, weights=~is_guest).astype(np.int64)
+    del is_guest
     start = np.flatnonzero(new)
-    pos = np.empty(order.size, dtype=np.int64)
-    pos[order] = np.arange(order.size)
-    gg = group[pos[:ng]]  # each guest write's group, in guest order
+    del new
+    group_of = np.empty(order.size, dtype=np.int64)
+    group_of[order] = group
+    del group
+    gg = group_of[:ng]  # each guest write's group, in guest order
     paired = (gcount[gg] == 1) & (hcount[gg] == 1)
     ambiguous = int(((hcount[gg] > 0) & ~paired).sum())
     if paired.any():
