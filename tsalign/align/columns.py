@@ -1,9 +1,9 @@
 """The aligned timeline as columns: one numpy array per field, events in guest-axis order.
 
 ``align`` converts the host side per vCPU in whole columns (:func:`host_on_guest_axis`) and sorts once;
-the outputs are written from the columns (:meth:`AlignedColumns.write_jsonl`,
-:meth:`AlignedColumns.record_batches`); the event dicts that the verdict's extractors and the analyses
-read are made once, when first asked for (:meth:`AlignedColumns.rows`).
+the outputs are written from the columns a chunk at a time (:meth:`AlignedColumns.write_jsonl`,
+:meth:`AlignedColumns.record_batches`, tsalign.report.perfetto); dicts (:meth:`AlignedColumns.rows`) are made
+only of the rows a reader of dicts needs (:meth:`AlignedColumns.select`: an analysis' events).
 
 Columns: ``guest_tsc`` (uint64, guest TSC cycles: the common axis), ``is_host`` (bool), ``host_tsc``
 (uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int64; ``vcpu`` -1 where

@@ -32,7 +32,7 @@ __all__ = ["Aligned", "align", "guest_axis_khz", "select_vm", "write_timeline", 
 
 @dataclass
 class Aligned:
-    """The merged timeline (columns sorted by guest_tsc; as dicts: :attr:`events`) and what was learnt building it."""
+    """The merged timeline (columns sorted by guest_tsc) and what was learnt building it."""
 
     columns: AlignedColumns
     timeline: OffsetTimeline
@@ -64,14 +64,6 @@ class Aligned:
     guest_above: int = 0
     #: a guest calibration against the host's pvclock route, per vCPU (guestclock._cross_check); None: not both
     cross_check: dict[str, Any] | None = None
-    _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """The merged timeline as one dict per event (:meth:`AlignedColumns.rows`), made when first asked for."""
-        if self._rows is None:
-            self._rows = self.columns.rows()
-        return self._rows
 
 
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)

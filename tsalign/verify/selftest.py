@@ -152,8 +152,8 @@ def _judge_kvmclock(report: dict[str, Any], aligned: Any, res: Any) -> None:
     records, lies below the TSC the guest really read (0 <= error < the rounding bound, or fail)."""
     truth = {("tsalign_irq" if b.irq else "tsalign_beacon", b.seq): b.guest_tsc for b in [*res.beacons, *res.irq_beacons]}
     errors = []
-    for e in aligned.events:
-        if e["side"] == "guest" and e["event"] in ("tsalign_beacon", "tsalign_irq"):
+    for e in aligned.columns.select(host=(), guest=("tsalign_beacon", "tsalign_irq")).rows():
+        if e["event"] in ("tsalign_beacon", "tsalign_irq"):
             seq = kv(e["payload"])["seq"]
             errors.append(to_signed64((truth[(e["event"], seq)] - e["guest_tsc"]) % (1 << 64)))
     summary = aligned.pvclock.summary()
