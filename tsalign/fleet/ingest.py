@@ -158,9 +158,12 @@ def _analysed(run: str, manifest: dict[str, Any], verdict: dict[str, Any], khz: 
     path = os.path.join(run, "aligned", "timeline.parquet")
     if not os.path.isfile(path):
         return [], [], None
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from ..analyze.irq import READS as irq_reads
     from ..analyze.irq import analyze_irq
+    from ..analyze.vcpu import READS as vcpu_reads
     from ..analyze.vcpu import analyze_vcpu
     from .dataset import schemas
 
@@ -172,26 +175,42 @@ def _analysed(run: str, manifest: dict[str, Any], verdict: dict[str, Any], khz: 
     if table.num_rows > MAX_ANALYSED_EVENTS:
         notes.append(f"{path}: {table.num_rows} events, more than {MAX_ANALYSED_EVENTS}: latencies not computed")
         return [], [], table
-    events = table.to_pylist()
-    for ev in events:
-        if ev.get("side") != "host":
-            ev.pop("host_tsc", None)
-            ev.pop("vcpu", None)
     vm = verdict.get("vm") or {}
     tids: dict[int, int] = {}
     for v in manifest.get("vm") or []:
         if isinstance(v, dict) and v.get("pid") == vm.get("pid") and v.get("name") == vm.get("name"):
             tids = {int(c["tid"]): int(c["id"]) for c in v.get("vcpus") or [] if _int(c.get("tid")) and _int(c.get("id")) is not None}
-    irq = analyze_irq(events, khz)
+    irq = analyze_irq(_rows_read(table, irq_reads), khz)
     lat = [{"vcpu": r["vcpu"], "line": r["line"], "injection": r["injection"], "handler": r["handler"],
             "injected_guest_tsc": r["injected_guest_tsc"], "latency_cycles": r["latency_cycles"],
             "latency_ns": r["latency_ns"]} for r in irq.rows]
     pre: list[dict[str, Any]] = []
     if tids:
-        for r in analyze_vcpu(events, tids, khz).rows:
+        guest = table.filter(pc.not_equal(table["side"], "host"))["guest_tsc"]
+        span = pc.min_max(guest).as_py() if len(guest) else None  # the guest capture's, from all its events
+        for r in analyze_vcpu(_rows_read(table, vcpu_reads), tids, khz,
+                              guest_span=(span["min"], span["max"]) if span else None).rows:
             pre.append({k: r.get(k) for k in ("vcpu", "tid", "out_guest_tsc", "duration_cycles", "duration_ns",
                                               "host_state", "preempted", "guest_task")})
     return lat, pre, table
+
+
+def _rows_read(table: Any, reads: dict[str, frozenset[str]]) -> list[dict[str, Any]]:
+    """The rows of an aligned Parquet timeline that an analysis reads (``reads``: event names without their system,
+    per side) as the dicts of ``tsalign align`` (guest rows without host_tsc and vcpu)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    bare = pc.replace_substring_regex(pc.cast(table["event"], pa.string()), r"^.*:", "")
+    host = pc.equal(table["side"], "host")
+    want = pc.if_else(host, pc.is_in(bare, pa.array(sorted(reads["host"]), pa.string())),
+                      pc.is_in(bare, pa.array(sorted(reads["guest"]), pa.string())))
+    rows: list[dict[str, Any]] = table.filter(pc.fill_null(want, False)).to_pylist()
+    for ev in rows:
+        if ev.get("side") != "host":
+            ev.pop("host_tsc", None)
+            ev.pop("vcpu", None)
+    return rows
 
 
 def run_rows(run: str, notes: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
