@@ -189,3 +189,18 @@ def test_guest_in_ns_aligned_through_a_calibration(tmp_path: Path) -> None:
     r = _tsalign("align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "--guest-calibration",
                  str(tmp_path / "cal.json"), "-o", str(tmp_path / "y"))
     assert r.returncode == 3 and "a guest bundle in ns of the local or perf clock" in r.stderr and "guest_tsc" in r.stderr
+
+
+def test_both_sides_read_at_once_the_guest_error_first(tmp_path: Path) -> None:
+    """The two sides are read at once (the guest in a thread); where both are wrong the guest's error is reported,
+    as when they were read one after the other — for a missing file, and for a file that is no trace while the
+    host's file is missing; a wrong host beside a good guest names the host."""
+    bad_clock = tmp_path / "local.txt"
+    bad_clock.write_text("# tracer: nop\n            bash-1     [000] .....   100.000001: sched_switch: x=1\n")
+    g = guest_text(tmp_path)
+    for guest, host in ((tmp_path / "nope-guest", tmp_path / "nope-host"), (bad_clock, tmp_path / "nope-host")):
+        r = _tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "a"))
+        assert r.returncode == exitcodes.INVALID_INPUT and str(guest) in r.stderr and str(host) not in r.stderr, r.stderr
+    r = _tsalign("align", "--host", str(tmp_path / "nope-host"), "--guest", str(g), "-o", str(tmp_path / "a"))
+    assert r.returncode == exitcodes.INVALID_INPUT and str(tmp_path / "nope-host") in r.stderr, r.stderr
+    assert not (tmp_path / "a").exists()
