@@ -135,30 +135,12 @@ def test_port_beacon_offset_interval() -> None:
         measure(beacons, {9: [1, 2]})
 
 
-def _columns(events: list[dict[str, Any]]) -> Any:
-    """The hand-made events as an aligned timeline's columns (in their order)."""
-    import numpy as np
-
-    from tsalign.align.columns import AlignedColumns
-
-    names = sorted({e["event"] for e in events})
-    n = len(events)
-    payload = np.empty(n, dtype=object)
-    payload[:] = [e["payload"] for e in events]
-    t = np.asarray([e["guest_tsc"] for e in events], dtype=np.uint64)
-    host = np.asarray([e["side"] == "host" for e in events])
-    return AlignedColumns(t, host, np.where(host, t, 0).astype(np.uint64), np.asarray([e["cpu"] for e in events]),
-                          np.asarray([e["pid"] for e in events]), np.asarray([e["tgid"] for e in events]),
-                          np.full(n, -1), np.zeros(n, dtype=np.int32),
-                          np.asarray([names.index(e["event"]) for e in events], dtype=np.int32), payload,
-                          np.asarray(["x"], dtype=object), np.asarray(names, dtype=object))
-
-
 def test_analyses_of_columns_read_only_their_events() -> None:
     """`tsalign analyze` gives each analysis only the events it reads (tsalign.analyze.run): the same answers as all
     of them as dicts, with events no analysis reads mixed in on both sides (and named with their system). The vCPU
     analysis still knows the guest capture's span from every guest event: a guest event at 2800 (none it reads)
     puts the host switch at 2600..2700 inside it (0 outside instead of 1)."""
+    from tests.unit.test_verify import _columns
     from tsalign.analyze.run import analyze
 
     noise = [ev(t, side, name, "x=1", cpu=c) for t, side, name, c in

@@ -58,7 +58,13 @@ def test_intervals_by_hand() -> None:
 
 def _columns(events: list[dict[str, Any]]) -> Any:
     """The alignment's columns of event dicts (as tsalign.align.merge builds them from a trace)."""
-    from tsalign.align.columns import AlignedColumns, vocab_codes
+    from tsalign.align.columns import AlignedColumns
+    from tsalign.traces.events import objects
+    from tsalign.traces.table import Vocab
+
+    def vocab_codes(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        v = Vocab()
+        return v.codes(values), objects(v.items)
 
     payload = np.empty(len(events), dtype=object)
     payload[:] = [str(e.get("payload", "")) for e in events]

@@ -34,13 +34,6 @@ _enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=Tru
 _ROW = ("guest_tsc", "is_host", "host_tsc", "cpu", "pid", "tgid", "vcpu", "comm_code", "event_code", "payload")
 
 
-def vocab_codes(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 codes, object array of the distinct values in first-seen order) of ``values``."""
-    v = Vocab()
-    codes = v.codes(list(values))
-    return codes, objects(v.items)
-
-
 def _joined(vocabs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """One vocabulary of ``vocabs`` (distinct values, first seen first) and, per vocabulary, the code of each of
     its values in it (int32; a one-entry table for an empty one, so that indexing an empty code array works)."""
