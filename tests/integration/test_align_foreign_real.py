@@ -18,6 +18,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from tests.conftest import need
 from tests.integration.test_capture_real import real, tsalign
 from tsalign import exitcodes
@@ -80,6 +82,7 @@ def test_dat_host_text_guest_on_real_kvm(tmp_path: Path) -> None:
     assert lo <= got["offset"] <= hi
     assert f"vCPU threads inferred from kvm_write_tsc_offset: vcpu0=tid {got['tid']}" in v["notes"] \
         or f"vCPU threads inferred from kvm_entry: vcpu0=tid {got['tid']}" in v["notes"], v["notes"]
+    _same_as_in_memory(tmp_path, dat, tmp_path / "guest.txt", right, tmp_path / "a")
     # the same capture through the kernel's text gives the same interval
     r = tsalign("align", "--host", str(txt), *base, "--tsc-offset", right, "-o", str(tmp_path / "t"))
     assert json.loads(r.stdout)["evidence"]["per_vcpu"][0]["offset_interval"] == [lo, hi]
@@ -98,3 +101,36 @@ def test_dat_host_text_guest_on_real_kvm(tmp_path: Path) -> None:
         assert own["verdict"] == "pass", own["reasons"]
     else:
         assert r.returncode == exitcodes.VERDICT_FAIL and own["reasons"][0].startswith("vcpu0: "), own["reasons"]
+
+
+def _same_as_in_memory(tmp_path: Path, host: Path, guest: Path, offset: str, cli_out: Path) -> None:
+    """`tsalign align` holds only the payloads its verdict reads (the rest wait in spills, fields of the evidence's
+    events parsed as they are read): its outputs and verdict equal those of an alignment that holds every payload
+    as text and parses it there (the other code path, run here in-process)."""
+    from tsalign.align.merge import align
+    from tsalign.align.sides import open_side
+    from tsalign.cli.inputs import parse_tsc_offsets
+    from tsalign.verify.judge import judge_and_write, payload_policies
+
+    h = open_side(str(host), "host", "--host")
+    g = open_side(str(guest), "guest", "--guest")
+    assert h.ev.spill is None and all(p is not None for p in h.ev.payload.tolist())
+    a = align(h, g, parse_tsc_offsets([offset]), "user (--tsc-offset)")
+    judge_and_write(a, str(tmp_path / "in-memory"))
+    cli = json.loads((cli_out / "verdict.json").read_text())
+    mem = json.loads((tmp_path / "in-memory" / "verdict.json").read_text())
+    assert {k: v for k, v in cli.items() if k != "artifacts"} == {k: v for k, v in mem.items() if k != "artifacts"}
+    for name in ("timeline.jsonl", "timeline.parquet", "offsets.jsonl"):
+        assert (cli_out / name).read_bytes() == (tmp_path / "in-memory" / name).read_bytes(), name
+    # what the CLI's reading holds: no kvm_entry/kvm_exit text (the vCPU threads inferred from parsed fields), the
+    # evidence's events as fields, every payload in the spill
+    hp = open_side(str(host), "host", "--host", payloads=payload_policies()[0]).ev
+    names = hp.event_strings()
+    held = np.asarray([p is not None for p in hp.payload.tolist()])
+    assert {"kvm_pio", "kvm_msr", "sched_switch"} <= set(names.tolist())
+    for n in ("kvm_entry", "kvm_exit", "kvm_pio", "kvm_msr", "sched_switch", "sched_waking"):  # (this host's KVM
+        assert not held[names == n].any(), n                                                  # fires no kvm_entry)
+    assert held[names == "kvm_write_tsc_offset"].all() and {"kvm_pio", "kvm_entry"} <= hp.parsed
+    assert hp.spill is not None and len(hp.spill) == len(hp)
+    full = open_side(str(host), "host", "--host").ev.payload
+    assert hp.spill.take(np.arange(len(hp))).to_pylist() == full.tolist()

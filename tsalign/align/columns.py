@@ -25,7 +25,8 @@ from ..offsets import OffsetTimeline
 from ..traces.events import Events, objects
 from ..traces.table import Vocab
 
-__all__ = ["AlignedColumns", "host_on_guest_axis", "vcpu_of_threads"]
+__all__ = ["AlignedColumns", "host_on_guest_axis", "payload_strings", "record_batches", "vcpu_of_threads",
+           "write_jsonl_blocks"]
 
 _enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=True) quotes a str
 
@@ -58,6 +59,17 @@ class AlignedColumns:
     payload: np.ndarray
     comms: np.ndarray
     names: np.ndarray
+    #: where a side's payloads are in a spill (:class:`tsalign.traces.spill.PayloadSpill`; ``payload`` holds None for
+    #: the rows its policy did not keep): each row's row number in its side's spill (int64), and the spills
+    src: np.ndarray | None = None
+    spill_host: Any = None
+    spill_guest: Any = None
+    #: payload fields parsed as the events were read (tsalign.traces.events.Events.fields): field 0, field 1
+    #: (uint64), matched (bool) per row, for the rows of the (is_host, bare event name) pairs in ``parsed``
+    f0: np.ndarray | None = None
+    f1: np.ndarray | None = None
+    fok: np.ndarray | None = None
+    parsed: frozenset[tuple[bool, str]] = frozenset()
 
     def __len__(self) -> int:
         return int(self.guest_tsc.shape[0])
@@ -77,16 +89,48 @@ class AlignedColumns:
         """One side's events with their guest-axis timestamps (``vcpu``: host rows' vCPU ids, -1 for none); its
         columns are shared with ``ev`` where their types agree."""
         n = len(ev)
+        rows = ev.spill_rows()
         return cls(np.asarray(guest_tsc, dtype=np.uint64), np.full(n, is_host),
                    np.asarray(ev.ts, dtype=np.uint64) if is_host else np.zeros(n, np.uint64),
                    np.asarray(ev.cpu, dtype=np.int64), np.asarray(ev.pid, dtype=np.int64),
                    np.asarray(ev.tgid, dtype=np.int64),
                    np.full(n, -1, dtype=np.int64) if vcpu is None else np.asarray(vcpu, dtype=np.int64),
                    np.asarray(ev.comm, dtype=np.int32), np.asarray(ev.event, dtype=np.int32), ev.payload,
-                   objects(ev.comms), objects(ev.names))
+                   objects(ev.comms), objects(ev.names), src=rows,
+                   spill_host=ev.spill if is_host else None, spill_guest=None if is_host else ev.spill,
+                   f0=None if ev.fields is None else ev.fields[0], f1=None if ev.fields is None else ev.fields[1],
+                   fok=None if ev.fields is None else ev.fields[2], parsed=frozenset((is_host, n) for n in ev.parsed))
 
     def take(self, idx: np.ndarray) -> AlignedColumns:
-        return AlignedColumns(**{f: getattr(self, f)[idx] for f in _ROW}, comms=self.comms, names=self.names)
+        def sel(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+        cols = {f: getattr(self, f)[idx] for f in _ROW if f != "payload"}
+        cols["payload"] = _take_payload(self.payload, idx)
+        return AlignedColumns(**cols, comms=self.comms, names=self.names,
+                              src=sel(self.src), spill_host=self.spill_host, spill_guest=self.spill_guest,
+                              f0=sel(self.f0), f1=sel(self.f1), fok=sel(self.fok), parsed=self.parsed)
+
+    def filled(self) -> AlignedColumns:
+        """These rows with every payload: where a policy left some in the spills, the payload column is a pyarrow
+        string array read back from them (what the outputs take; a block's, not a trace's)."""
+        if self.src is None:
+            return self
+        import pyarrow as pa
+
+        parts, where, at = [], np.empty(len(self), dtype=np.int64), 0
+        for side, spill in ((self.is_host, self.spill_host), (~self.is_host, self.spill_guest)):
+            rows = np.nonzero(side)[0]
+            parts.append(pa.array(self.payload[rows], pa.string()) if spill is None else spill.take(self.src[rows]))
+            where[rows] = at + np.arange(rows.size)
+            at += rows.size
+        payload = pa.concat_arrays(parts).take(pa.array(where))
+        return AlignedColumns(**{f: getattr(self, f) for f in _ROW if f != "payload"}, payload=payload,
+                              comms=self.comms, names=self.names)
+
+    def blocks(self, size: int = 1 << 16) -> Iterator[AlignedColumns]:
+        """The rows ``size`` at a time, in order, each block :meth:`filled` (what the outputs are written from)."""
+        for lo in range(0, len(self), size):
+            yield self.take(slice(lo, lo + size)).filled()  # type: ignore[arg-type]
 
     @staticmethod
     def merged(parts: Sequence[AlignedColumns]) -> AlignedColumns:
@@ -100,7 +144,16 @@ class AlignedColumns:
                 for f in _ROW if f not in ("comm_code", "event_code")}
         cols["comm_code"] = np.concatenate([lut[p.comm_code] for lut, p in zip(comm_luts, parts)])[order]
         cols["event_code"] = np.concatenate([lut[p.event_code] for lut, p in zip(name_luts, parts)])[order]
-        return AlignedColumns(**cols, comms=comms, names=names)
+        def opt(name: str, dtype: Any) -> np.ndarray | None:  # an optional column, where any part has it
+            if all(getattr(p, name) is None for p in parts):
+                return None
+            return np.concatenate([np.zeros(len(p), dtype=dtype) if getattr(p, name) is None else getattr(p, name)
+                                   for p in parts])[order]
+        return AlignedColumns(**cols, comms=comms, names=names, src=opt("src", np.int64), f0=opt("f0", np.uint64),
+                              f1=opt("f1", np.uint64), fok=opt("fok", bool),
+                              spill_host=next((p.spill_host for p in parts if p.spill_host is not None), None),
+                              spill_guest=next((p.spill_guest for p in parts if p.spill_guest is not None), None),
+                              parsed=frozenset().union(*(p.parsed for p in parts)))
 
     def tracks(self) -> list[str]:
         """Per row: ``vcpuN`` (a guest event's CPU, a host event's vCPU thread) or ``cpuN`` (other host events)."""
@@ -152,8 +205,7 @@ class AlignedColumns:
         except ImportError:
             self._write_jsonl_rows(f, chunk)
             return
-        for lo in range(0, len(self), chunk):
-            f.write(_jsonl_block(self.take(slice(lo, lo + chunk))))  # type: ignore[arg-type]
+        write_jsonl_blocks(f, self.blocks(chunk))
 
     def _write_jsonl_rows(self, f: Any, chunk: int) -> None:
         """:meth:`write_jsonl` a row at a time (without pyarrow)."""
@@ -169,8 +221,7 @@ class AlignedColumns:
                 '"side": "host", "tgid": %d, "track": "%s", "vcpu": %s}\n')
         guest = ('{"comm": %s, "cpu": %d, "event": %s, "guest_tsc": %d, "payload": %s, "pid": %d, "side": "guest", '
                  '"tgid": %d, "track": "%s"}\n')
-        for lo in range(0, len(self), chunk):
-            part = self.take(slice(lo, lo + chunk))  # type: ignore[arg-type]
+        for part in self.blocks(chunk):
             f.write("".join(
                 (host % (enc(cm), c, enc(ev), g, ht, _enc(pl), p, t, tr, v if v >= 0 else "null") if h else
                  guest % (enc(cm), c, enc(ev), g, _enc(pl), p, t, tr))
@@ -182,21 +233,30 @@ class AlignedColumns:
     def record_batches(self, schema: Any, chunk: int = 1 << 16) -> Iterator[Any]:
         """pyarrow tables of ``chunk`` rows in ``schema`` (tsalign.traces.export.write_aligned_parquet's), from the
         columns."""
-        import pyarrow as pa
+        return record_batches(self.blocks(chunk), schema)
 
-        for lo in range(0, len(self), chunk):
-            p = self.take(slice(lo, lo + chunk))  # type: ignore[arg-type]
-            guest = ~p.is_host
-            cols = {
-                "guest_tsc": pa.array(p.guest_tsc, pa.uint64()),
-                "side": pa.DictionaryArray.from_arrays(pa.array(p.is_host.astype(np.int8)), pa.array(["guest", "host"])),
-                "host_tsc": pa.array(p.host_tsc, pa.uint64(), mask=guest),
-                "cpu": pa.array(p.cpu, pa.int32()), "pid": pa.array(p.pid, pa.int32()),
-                "tgid": pa.array(p.tgid, pa.int32()), "vcpu": pa.array(p.vcpu, pa.int32(), mask=p.vcpu < 0),
-                "comm": pa.array(p.comms, pa.string()).take(pa.array(p.comm_code)),
-                "event": pa.DictionaryArray.from_arrays(pa.array(p.event_code), pa.array(p.names, pa.string())),
-                "payload": pa.array(p.payload, pa.string()), "track": _track_array(p)}
-            yield pa.Table.from_arrays([cols[f.name].cast(f.type) for f in schema], schema=schema)
+def record_batches(blocks: Iterable[AlignedColumns], schema: Any) -> Iterator[Any]:
+    """A pyarrow table in ``schema`` (tsalign.traces.export.write_aligned_parquet's) of each of ``blocks`` (filled)."""
+    import pyarrow as pa
+
+    for p in blocks:
+        guest = ~p.is_host
+        cols = {
+            "guest_tsc": pa.array(p.guest_tsc, pa.uint64()),
+            "side": pa.DictionaryArray.from_arrays(pa.array(p.is_host.astype(np.int8)), pa.array(["guest", "host"])),
+            "host_tsc": pa.array(p.host_tsc, pa.uint64(), mask=guest),
+            "cpu": pa.array(p.cpu, pa.int32()), "pid": pa.array(p.pid, pa.int32()),
+            "tgid": pa.array(p.tgid, pa.int32()), "vcpu": pa.array(p.vcpu, pa.int32(), mask=p.vcpu < 0),
+            "comm": pa.array(p.comms, pa.string()).take(pa.array(p.comm_code)),
+            "event": pa.DictionaryArray.from_arrays(pa.array(p.event_code), pa.array(p.names, pa.string())),
+            "payload": payload_strings(p.payload), "track": _track_array(p)}
+        yield pa.Table.from_arrays([cols[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+def write_jsonl_blocks(f: Any, blocks: Iterable[AlignedColumns]) -> None:
+    """:meth:`AlignedColumns.write_jsonl` of ``blocks`` (filled), one after the other (pyarrow needed)."""
+    for block in blocks:
+        f.write(_jsonl_block(block))
 
 
 def _json_strings(values: np.ndarray) -> Any:
@@ -205,12 +265,13 @@ def _json_strings(values: np.ndarray) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    a = pa.array(values, pa.string())
+    a = payload_strings(values)
     out = pc.binary_join_element_wise('"', a, '"', "")
     plain = pc.match_substring_regex(a, r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
     if not pc.all(plain).as_py():
         bad = ~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
-        out = pc.replace_with_mask(out, pa.array(bad), pa.array([_enc(v) for v in values[bad].tolist()], pa.string()))
+        out = pc.replace_with_mask(out, pa.array(bad), pa.array([_enc(v) for v in a.filter(pa.array(bad)).to_pylist()],
+                                                                  pa.string()))
     return out
 
 
@@ -259,6 +320,27 @@ def _jsonl_block(p: AlignedColumns) -> bytes:
     lines = pc.take(pa.concat_arrays(parts), pa.array(where))
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
     return bytes(memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])])
+
+
+def _take_payload(payload: Any, idx: Any) -> Any:
+    """``payload[idx]`` of a numpy object array, or of a pyarrow string array (a filled block's) by a slice, mask or
+    index array."""
+    if isinstance(payload, np.ndarray):
+        return payload[idx]
+    import pyarrow as pa
+
+    if isinstance(idx, slice):
+        lo, hi, step = idx.indices(len(payload))
+        return payload.slice(lo, max(hi - lo, 0)) if step == 1 else payload.take(pa.array(np.arange(lo, hi, step)))
+    idx = np.asarray(idx)
+    return payload.take(pa.array(np.nonzero(idx)[0] if idx.dtype == bool else idx))
+
+
+def payload_strings(payload: Any) -> Any:
+    """A payload column as a pyarrow string array (a numpy object array converted, a pyarrow one as it is)."""
+    import pyarrow as pa
+
+    return payload if isinstance(payload, (pa.Array, pa.ChunkedArray)) else pa.array(payload, pa.string())
 
 
 def vcpu_of_threads(tids: np.ndarray, tid_to_vcpu: dict[int, int]) -> np.ndarray:

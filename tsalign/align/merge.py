@@ -66,6 +66,11 @@ class Aligned:
     cross_check: dict[str, Any] | None = None
 
 
+#: the host events whose payloads the alignment reads (offset sources; kprobe hits are read whatever their name:
+#: their payloads start with OFFSET_PREFIXES)
+OFFSET_EVENTS = frozenset({"kvm_write_tsc_offset", "kvm_pvclock_update"})
+OFFSET_PREFIXES = ("(",)
+
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
 KPROBE_WINDOW = 100_000
 
@@ -281,24 +286,43 @@ def _write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
     line = json.JSONEncoder(sort_keys=True).encode
     with open(paths["offsets"], "w", encoding="utf-8") as f:
         f.writelines(line(r) + "\n" for r in a.timeline.segment_rows())
+    import importlib.util
+
     from ..report.perfetto import write_perfetto
     from ..traces.export import write_aligned_parquet
+    from .columns import write_jsonl_blocks
+    from .fanout import Blocks, Cancelled, Fanout
 
-    with ThreadPoolExecutor(2, thread_name_prefix="tsalign-outputs") as pool:  # leaving it waits for the threads
-        paths["parquet"] = os.path.join(out, "timeline.parquet")
-        others = {"parquet": pool.submit(write_aligned_parquet, paths["parquet"], a.columns,
-                                         {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")})}
-        if a.tsc_khz:
+    paths["parquet"] = os.path.join(out, "timeline.parquet")
+    if a.tsc_khz:
+        if importlib.util.find_spec("perfetto") is None:  # an optional package
+            notes.append("perfetto package not installed: no perfetto output written")
+        else:
             paths["perfetto"] = os.path.join(out, "trace.perfetto-trace")
-            others["perfetto"] = pool.submit(write_perfetto, paths["perfetto"], a.columns, a.tsc_khz)
-        with open(paths["timeline"], "wb") as bf:
-            a.columns.write_jsonl(bf)
-        for name, done in others.items():
+    # the rows are made once, a block at a time (payloads read back from the spills), and every output takes each
+    # block: JSON lines here, Parquet and Perfetto in threads (all spend their time in pyarrow's and numpy's kernels
+    # and the file writes, which release the GIL)
+    fan = Fanout(a.columns.blocks(), 3 if "perfetto" in paths else 2).start()
+    meta = {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")}
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="tsalign-outputs") as pool:  # leaving it waits for the threads
+            others = [pool.submit(fan.feed, 1, lambda b: write_aligned_parquet(paths["parquet"], Blocks(b), meta))]
+            if "perfetto" in paths:
+                others.append(pool.submit(fan.feed, 2, lambda b: write_perfetto(paths["perfetto"], Blocks(b), a.tsc_khz)))
             try:
-                done.result()
-            except ImportError as e:  # the perfetto package is optional
-                del paths[name]
-                notes.append(f"{e.name or name} package not installed: no {name} output written")
+                with open(paths["timeline"], "wb") as bf:
+                    fan.feed(0, lambda b: write_jsonl_blocks(bf, b))
+                for done in others:
+                    done.result()
+            except Cancelled:  # another output failed first: its error is the one raised
+                fan.stop()
+                for done in others:
+                    e = done.exception()
+                    if e is not None and not isinstance(e, Cancelled):
+                        raise e from None
+                raise
+    finally:
+        fan.stop()
     return paths, notes
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,12 @@ from ..traces.payloads import kv
 
 if TYPE_CHECKING:  # numpy: a controller's dependency (the guest-side CLI imports this module without it)
     from ..traces.events import Events
+    from ..traces.spill import PayloadPolicy
 
 __all__ = ["ForeignSide", "open_side", "time_shift_snapshots"]
+
+#: host events whose payloads name the vCPU a thread runs (``vcpu N``, ``vcpu=N``), in the order they are asked
+VCPU_THREAD_EVENTS = ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset")
 
 #: TIME_SHIFT flag: trace-cmd interpolates between samples (else each holds until the next)
 TSYNC_INTERPOLATE = 1
@@ -67,10 +71,11 @@ class ForeignSide:
 def open_side(path: str, role: str, what: str, clock: str | None = None, buffer: str | None = None,
               vcpu_tids: dict[int, int] | None = None, tsc_khz: int | None = None,
               lenient: bool = False, peer: Callable[[], dict[str, Any] | None] | None = None,
-              calibration: dict[str, Any] | None = None) -> Bundle | ForeignSide:
+              calibration: dict[str, Any] | None = None, payloads: PayloadPolicy | None = None) -> Bundle | ForeignSide:
     """``path`` as the ``role`` side (``what`` names the option in errors): a bundle when it is one,
     else any trace tsalign reads. ``peer``: gives the other side's trace-cmd options, asked once this side is read
-    (a host .dat's GUEST option names the vCPU threads of the guest whose trace id they hold)."""
+    (a host .dat's GUEST option names the vCPU threads of the guest whose trace id they hold). ``payloads``: which
+    payloads to keep in memory (the others in a spill; default: all)."""
     if os.path.isdir(path):  # a directory is a bundle (Bundle.open names what is wrong with it)
         for opt, v in (("clock", clock), ("buffer", buffer)):
             if v is not None:
@@ -84,10 +89,13 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
                                        f"otherwise (this one is {b.domain}"
                                        + (", convertible by its own perf page" if own else "") + ")")
             b.calibration = calibration
+        b.payload_policy = payloads
         return b
     if not os.path.exists(path):
         raise InvalidParameter(what, path, "an existing tsalign bundle directory or trace file")
-    ev, info, lost = _read(path, clock, buffer, lenient)
+    if payloads is not None and role == "host" and not vcpu_tids:  # the vCPU threads may be inferred from these
+        payloads = payloads.with_parsers({n: vcpu_field for n in VCPU_THREAD_EVENTS if n not in payloads.keep})
+    ev, info, lost = _read(path, clock, buffer, lenient, payloads)
     if calibration is not None and not (role == "guest" and info.domain == "ns"):
         raise InvalidParameter("--guest-calibration", path, "a guest trace in ns of the local or perf clock (this one "
                                f"is {info.clock!r}, {info.domain}); a calibration converts only those")
@@ -117,14 +125,15 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
     return ForeignSide(path, role, manifest, ev, calibration)
 
 
-def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tuple[Events, Any, int]:
+def _read(path: str, clock: str | None, buffer: str | None, lenient: bool,
+          payloads: PayloadPolicy | None = None) -> tuple[Events, Any, int]:
     """Every event of the trace as columns in time order (binary payloads printed as the kernel prints
     them), the trace's info (``meta["tracecmd"]``: a .dat's TRACEID, GUEST and TIME_SHIFT options), and
     the lost-page count."""
     from ..traces.events import EventsBuilder
     from ..traces.reader import open_trace
 
-    out = EventsBuilder()
+    out = EventsBuilder(payloads)
     with open_trace(path, "auto", clock, buffer, strict=not lenient) as t:
         printer = None
         dat = getattr(t, "dat", None)
@@ -141,17 +150,29 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool) -> tu
 
                         assert dat is not None, "binary chunks come from a .dat"
                         printer = EventPrinter(dat.formats, dat.long_size, dat.endian == ">", path)
-                    payloads = printer.payloads(c)
+                    text = printer.payloads(c)
                 else:
-                    payloads = c.payload
+                    text = c.payload
                 out.add_codes(c.ts, c.cpu, c.pid, c.tgid, out.recode(c.comm, t.comms.items, "comm"),
-                              out.recode(c.event, t.events.items, "event", bare=True), payloads)
+                              out.recode(c.event, t.events.items, "event", bare=True), text)
             if printer is not None and printer.bad:
                 t.warn(f"{printer.bad} events with dynamic fields outside their record were not printed (corrupt?)")
         finally:
             if printer is not None:
                 printer.close()
         return out.build(), t.info, t.lost_pages
+
+
+def vcpu_field(text: Any) -> tuple[Any, Any, Any]:
+    """(vCPU id (uint64), 0, whether the payload names one) of kvm_entry/kvm_exit/kvm_write_tsc_offset payloads (a
+    pyarrow string array): a :class:`~tsalign.traces.spill.PayloadPolicy` parser, so that inferring the vCPU threads
+    needs no payload held."""
+    import numpy as np
+
+    vcpus = [kv(p).get("vcpu") for p in text.to_pylist()]
+    ok = np.asarray([v is not None and 0 <= v < 1 << 63 for v in vcpus], dtype=bool)
+    return (np.asarray([v if o else 0 for v, o in zip(vcpus, ok.tolist())], dtype=np.uint64),
+            np.zeros(len(vcpus), dtype=np.uint64), ok)
 
 
 def _vcpu_threads(ev: Events, given: dict[int, int], path: str, guests: list[dict[str, Any]],
@@ -168,12 +189,18 @@ def _vcpu_threads(ev: Events, given: dict[int, int], path: str, guests: list[dic
                                    f"({named}) and the guest trace is none of them")
         g = mine[0]
         return {v: pid for v, pid in g["vcpus"]}, f"from trace-cmd's GUEST option (guest {g['name']!r})"
-    for name in ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset"):
+    for name in VCPU_THREAD_EVENTS:
         seen: dict[int, set[int]] = defaultdict(set)
         rows = ev.rows(name)
-        for pid, payload in zip(ev.pid[rows].tolist(), ev.payload[rows].tolist()):
-            if (v := kv(payload).get("vcpu")) is not None:
-                seen[v].add(pid)
+        pairs: Iterable[tuple[int, int]]
+        if name in ev.parsed and ev.fields is not None:  # parsed as read (vcpu_field): the text is in the spill
+            ok = ev.fields[2][rows]
+            pairs = zip(ev.fields[0][rows][ok].tolist(), ev.pid[rows][ok].tolist())
+        else:
+            pairs = ((v, pid) for pid, payload in zip(ev.pid[rows].tolist(), ev.payload[rows].tolist())
+                     if (v := kv(payload).get("vcpu")) is not None)
+        for v, pid in pairs:
+            seen[v].add(pid)
         if not seen:
             continue
         shared = {v: sorted(t) for v, t in seen.items() if len(t) > 1}

@@ -185,9 +185,13 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from ..verify.judge import judge_and_write  # numpy: not needed by `capture` on a guest
+    from ..verify.judge import (  # numpy: not needed by `capture` on a guest
+        judge_and_write,
+        payload_policies,
+    )
 
-    host, guest = open_inputs(args)
+    # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
+    host, guest = open_inputs(args, payload_policies())
     given = parse_tsc_offsets(args.tsc_offset)
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
     del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak

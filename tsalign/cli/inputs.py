@@ -70,8 +70,9 @@ def _pairs(values: list[str], opt: str, optional_key: bool) -> dict[int | None, 
     return out
 
 
-def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(host, guest) sides of ``args`` (bundles or foreign traces)."""
+def open_inputs(args: argparse.Namespace, payloads: tuple[Any, Any] = (None, None)) -> tuple[Any, Any]:
+    """(host, guest) sides of ``args`` (bundles or foreign traces); ``payloads``: their
+    :class:`~tsalign.traces.spill.PayloadPolicy` (default: every payload held in memory)."""
     from ..align.sides import open_side
     from ..numbers import parse_int
 
@@ -92,10 +93,10 @@ def open_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     with ThreadPoolExecutor(1, thread_name_prefix="tsalign-guest-read") as pool:
         # a trace file is read when opened: both at once (the readers' kernels release the GIL)
         guest_read = pool.submit(open_side, args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer,
-                                 calibration=cal, **kw)
+                                 calibration=cal, payloads=payloads[1], **kw)
         try:
             host = open_side(args.host, "host", "--host", args.host_clock, args.host_buffer, tids,
-                             peer=lambda: guest_read.result().manifest.get("tracecmd"), **kw)
+                             peer=lambda: guest_read.result().manifest.get("tracecmd"), payloads=payloads[0], **kw)
         finally:  # the guest's error first, as when opened one after the other
             guest = guest_read.result()
     if tids and isinstance(host, Bundle):

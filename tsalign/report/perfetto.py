@@ -101,9 +101,9 @@ def _stream(f: BinaryIO, trace: Any, track_event: Any, columns: Any, tsc_khz: in
         pkt.track_descriptor.process.process_name = f"{side} (guest TSC axis)"
         put()
     wire = _Wire(track_event)
-    n = len(columns)
-    for lo in range(0, n, chunk):
-        p = columns.take(slice(lo, lo + chunk))
+    n = 0
+    for p in columns.blocks(chunk):
+        n += len(p)
         codes, labels = p.track_codes()
         keys, at, inv = np.unique(codes.astype(np.int64) * 2 + p.is_host, return_index=True, return_inverse=True)
         names = [("host" if k % 2 else "guest", labels[k // 2]) for k in keys.tolist()]  # a track per side and label
@@ -173,7 +173,7 @@ class _Wire:
         import pyarrow.compute as pc
 
         n = len(p)
-        payload = pa.array(p.payload, pa.string()).cast(pa.large_binary())
+        payload = (p.payload if isinstance(p.payload, pa.Array) else pa.array(p.payload, pa.string())).cast(pa.large_binary())
         plen = np.asarray(pc.binary_length(payload), dtype=np.int64)
         raw_names = [nm.encode() for nm in p.names.tolist()]
         ename = pa.array([self.name + varint(len(b)) + b for b in raw_names], pa.large_binary())

@@ -95,6 +95,8 @@ class Bundle:
     #: a guest calibration given for this bundle's ns timestamps (``tsalign align --guest-calibration``): clock ->
     #: :class:`tsalign.clock.calib.Calibration`
     calibration: dict[str, Any] | None = None
+    #: which payloads :meth:`events` keeps in memory (:class:`tsalign.traces.spill.PayloadPolicy`; None: all)
+    payload_policy: Any = None
 
     @classmethod
     def open(cls, path: str, what: str = "bundle") -> Bundle:
@@ -170,7 +172,7 @@ class Bundle:
         fmt = data.get("format")
         if fmt not in ("ftrace-text", "jsonl"):
             raise InvalidParameter("bundle data format", fmt, "ftrace-text or jsonl")
-        out = EventsBuilder()
+        out = EventsBuilder(self.payload_policy)
         for name in data.get("files", []):
             fpath = check_data_file(self.path, name)
             try:

@@ -3,7 +3,8 @@
 :class:`Events` holds numpy columns in the trace's order: ``ts`` (uint64, the trace's clock units), ``cpu``,
 ``pid``, ``tgid`` (int64; ``tgid`` -1 where the trace does not record it), ``comm`` and ``event`` (int32 codes
 into :attr:`Events.comms` / :attr:`Events.names`; event names without their system), ``payload`` (object
-array of str: the kernel's text of each event). Selecting the rows of one event name, one thread or one
+array of str: the kernel's text of each event; None where a :class:`~tsalign.traces.spill.PayloadPolicy` left it in
+the side's :attr:`Events.spill`). Selecting the rows of one event name, one thread or one
 CPU is a mask on integer columns; only the rows a consumer needs are ever turned into Python objects.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ftrace_text import Record
+from .spill import PayloadPolicy, PayloadSpill
 from .table import Vocab
 
 __all__ = ["Events", "EventsBuilder"]
@@ -40,6 +42,14 @@ class Events:
     payload: np.ndarray
     comms: list[str]
     names: list[str]
+    #: every row's payload text, where ``payload`` holds only those a policy kept (None: ``payload`` is complete)
+    spill: PayloadSpill | None = None
+    #: with a spill: each row's row number in it (int64; None: the rows are the spill's, in order)
+    src: np.ndarray | None = None
+    #: payload fields parsed as the events were read (a policy's parsers): field 0, field 1 (uint64), matched (bool)
+    #: per row, for the rows of the events named in ``parsed`` (bare names)
+    fields: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    parsed: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -65,14 +75,23 @@ class Events:
     def comm_strings(self) -> np.ndarray:
         return objects(self.comms)[self.comm] if len(self) else np.zeros(0, dtype=object)
 
+    def spill_rows(self) -> np.ndarray | None:
+        """Each row's row number in :attr:`spill` (None without one)."""
+        if self.spill is None:
+            return None
+        return np.arange(len(self), dtype=np.int64) if self.src is None else self.src
+
     def take(self, idx: np.ndarray) -> Events:
+        rows = self.spill_rows()
         return Events(self.ts[idx], self.cpu[idx], self.pid[idx], self.tgid[idx], self.comm[idx], self.event[idx],
-                      self.payload[idx], self.comms, self.names)
+                      self.payload[idx], self.comms, self.names, self.spill, None if rows is None else rows[idx],
+                      None if self.fields is None else (self.fields[0][idx], self.fields[1][idx], self.fields[2][idx]),
+                      self.parsed)
 
     def with_ts(self, ts: np.ndarray) -> Events:
         """The same events with other timestamps (a conversion's result, same length)."""
         return Events(np.asarray(ts, dtype=np.uint64), self.cpu, self.pid, self.tgid, self.comm, self.event, self.payload,
-                      self.comms, self.names)
+                      self.comms, self.names, self.spill, self.src, self.fields, self.parsed)
 
     def records(self) -> Iterator[Record]:
         """Row by row, for consumers that read one event at a time."""
@@ -90,14 +109,17 @@ class Events:
 
 
 class EventsBuilder:
-    """Collects chunks of events (codes into its own vocabularies) into one :class:`Events`."""
+    """Collects chunks of events (codes into its own vocabularies) into one :class:`Events`; with a ``policy``,
+    every payload goes to a spill and only those the policy keeps stay in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: PayloadPolicy | None = None) -> None:
+        self.policy = None if policy is None else policy.with_spill()
         self._comms, self._names = Vocab(), Vocab()
         self.comms, self.names = self._comms.items, self._names.items
         #: per column (ts, cpu, pid, tgid, comm, event), its chunks
         self._cols: list[list[np.ndarray]] = [[] for _ in range(6)]
         self._payloads: list[Sequence[str]] = []
+        self._fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def comm_codes(self, comms: Sequence[str]) -> np.ndarray:
         return self._comms.codes(list(comms))
@@ -125,6 +147,10 @@ class EventsBuilder:
             np.asarray(comm, dtype=np.int32), np.asarray(event, dtype=np.int32))
         for col, a in zip(self._cols, arrays):
             col.append(a)
+        if self.policy is not None:
+            payload, fields = self.policy.apply(self.names, arrays[5], payload)  # type: ignore[assignment]
+            if fields is not None:
+                self._fields.append(fields)
         self._payloads.append(payload)
 
     def add_records(self, rs: Sequence[Record]) -> None:
@@ -142,7 +168,8 @@ class EventsBuilder:
         if not self._cols[0]:
             z = np.zeros(0, dtype=np.int64)
             return Events(np.zeros(0, dtype=np.uint64), z, z, z, z.astype(np.int32), z.astype(np.int32),
-                          np.zeros(0, dtype=object), self.comms, self.names)
+                          np.zeros(0, dtype=object), self.comms, self.names,
+                          None if self.policy is None else self.policy.spill)
         cols = []
         for parts in self._cols:
             cols.append(np.concatenate(parts))
@@ -154,4 +181,11 @@ class EventsBuilder:
             at += len(p)
         self._payloads.clear()
         ts, cpu, pid, tgid, comm, event = cols
-        return Events(ts, cpu, pid, tgid, comm, event, payload, self.comms, self.names)
+        fields = None
+        if self._fields:
+            fields = (np.concatenate([f[0] for f in self._fields]), np.concatenate([f[1] for f in self._fields]),
+                      np.concatenate([f[2] for f in self._fields]))
+            self._fields.clear()
+        return Events(ts, cpu, pid, tgid, comm, event, payload, self.comms, self.names,
+                      None if self.policy is None else self.policy.spill, None, fields,
+                      frozenset(self.policy.parsers) if fields is not None and self.policy is not None else frozenset())

@@ -45,6 +45,14 @@ class Found:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+#: the events whose payloads the evidence reads, per side (every other payload may be left in a spill:
+#: tsalign.traces.spill), and the payload text that marks a guest event it reads whatever its name (port beacons)
+READS = {"host": frozenset({"kvm_pio", "kvm_msr", "sched_switch", "sched_waking", "sched_wakeup",
+                            *WRITE_CALLS, *INJECTIONS}),
+         "guest": frozenset({"tsalign_beacon", "write_msr", "tsalign_msr", "tsalign_irq", "irq_handler_entry"})}
+MARKERS = ("tsalign_beacon",)
+
+
 class _Ctx:
     """The alignment's columns bucketed by side and event name (index arrays, in each side's time order),
     vCPU threads, and the conversion in use. Rows become dicts only for the buckets an extractor asks
@@ -82,6 +90,15 @@ class _Ctx:
         t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
         return r[np.argsort(t, kind="stable")]
 
+    def fields(self, side: str, names: tuple[str, ...], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(field 0, field 1 (uint64), matched (bool)) of ``rows`` (events named ``names``, one parser of
+        :data:`FIELDS` for all of them): as read with the trace where its reader parsed them (their payloads then
+        wait in a spill), else parsed from the payloads here."""
+        col = self.col
+        if col.f0 is not None and all((side == "host", n) in col.parsed for n in names):
+            return col.f0[rows], col.f1[rows], col.fok[rows]
+        return FIELDS[side][names[0]](col.payload[rows])
+
     def _as_dicts(self, side: str, name: str) -> list[dict[str, Any]]:
         """``side``'s ``name`` events as :meth:`AlignedColumns.rows` makes them (made once)."""
         key = (side, name)
@@ -102,11 +119,8 @@ class _Ctx:
         """(host TSCs, prev_pid, next_pid) of every host sched_switch (arrays, host TSC order), parsed once."""
         if self._switches is None:
             r = self.rows("host", "sched_switch")
-            parsed = [(t, sw["prev_pid"], sw["next_pid"]) for t, p in zip(
-                self.col.host_tsc[r].tolist(), self.col.payload[r].tolist()) if (sw := sched_switch(p)) is not None]
-            self._switches = (np.asarray([x[0] for x in parsed], dtype=np.uint64),
-                              np.asarray([x[1] for x in parsed], dtype=np.int64),
-                              np.asarray([x[2] for x in parsed], dtype=np.int64))
+            prev, nxt, ok = self.fields("host", ("sched_switch",), r)
+            self._switches = (self.col.host_tsc[r][ok], prev[ok].astype(np.int64), nxt[ok].astype(np.int64))
         return self._switches
 
     @property
@@ -115,9 +129,8 @@ class _Ctx:
         parsed once."""
         if self._wakes is None:
             r = self.rows("host", "sched_waking", "sched_wakeup")
-            self._wakes = (self.col.host_tsc[r], np.asarray(
-                [int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in self.col.payload[r].tolist()],
-                dtype=np.int64))
+            self._wakes = (self.col.host_tsc[r],
+                           self.fields("host", ("sched_waking", "sched_wakeup"), r)[0].view(np.int64))
         return self._wakes
 
     def host_times_of(self, tid: int) -> np.ndarray:
@@ -166,7 +179,8 @@ class _Ctx:
 def _extract(payloads: np.ndarray, pattern: str) -> tuple[list[Any], np.ndarray]:
     """The groups of ``pattern`` (RE2, anchored as written) in each payload, one pyarrow string array per group,
     and the mask of payloads it matched (unmatched: empty strings) — in one pass of pyarrow's regex kernel."""
-    r = pc.extract_regex(pa.array(payloads, pa.string()), pattern)
+    text = payloads if isinstance(payloads, (pa.Array, pa.ChunkedArray)) else pa.array(payloads, pa.string())
+    r = pc.extract_regex(text, pattern)
     ok = np.asarray(r.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return [r.field(i) for i in range(r.type.num_fields)], ok
 
@@ -206,8 +220,65 @@ def _pio_fields(payloads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(port, val) of kvm_pio payloads (the kernel's print fmt; another text is an error naming it)."""
     (port, val), ok = _extract(payloads, r"^pio_(?:read|write) at 0x(?P<p>[0-9a-f]{1,16}) size \d+ count \d+ val 0x(?P<v>[0-9a-f]{1,16})")
     if not ok.all():
-        parse_kvm_payload("kvm_pio", str(payloads[np.nonzero(~ok)[0][0]]))  # raises, naming the payload
+        parse_kvm_payload("kvm_pio", _text_at(payloads, int(np.nonzero(~ok)[0][0])))  # raises, naming the payload
     return _hex(port, ok).astype(np.int64), _hex(val, ok)
+
+
+def _pio_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    port, val = _pio_fields(text)
+    return port.astype(np.uint64), val, np.ones(len(val), dtype=bool)
+
+
+def _msr_parser(pattern: str, kv_fallback: bool = False) -> Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A parser of (MSR index, value) payloads matching ``pattern``; ``kv_fallback``: others read by the key=value
+    parser (``msr=`` and ``value=``)."""
+    def parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        (msr, val), ok = _extract(text, pattern)
+        ms, vs = _hex(msr, ok), _hex(val, ok)
+        if kv_fallback:
+            for i in np.nonzero(~ok)[0].tolist():
+                kvs = kv(_text_at(text, i))
+                if "msr" in kvs and "value" in kvs and 0 <= kvs["msr"] < 1 << 64 and 0 <= kvs["value"] < 1 << 64:
+                    ms[i], vs[i], ok[i] = kvs["msr"], kvs["value"], True
+        return ms, vs, ok
+    return parse
+
+
+def _switch_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prev_pid, next_pid, matched) of sched_switch payloads."""
+    sw = [sched_switch(p) for p in _texts(text)]
+    return (np.asarray([0 if s is None else s["prev_pid"] for s in sw], dtype=np.int64).astype(np.uint64),
+            np.asarray([0 if s is None else s["next_pid"] for s in sw], dtype=np.int64).astype(np.uint64),
+            np.asarray([s is not None for s in sw], dtype=bool))
+
+
+def _wake_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(woken pid: the payload's last ``pid=``, -1 where none, as uint64 bits; 0; True) of sched_waking/wakeup."""
+    pids = np.asarray([int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in _texts(text)], dtype=np.int64)
+    return pids.view(np.uint64), np.zeros(len(pids), dtype=np.uint64), np.ones(len(pids), dtype=bool)
+
+
+def _texts(text: Any) -> list[str]:
+    """Payloads as Python strings (from a numpy object array or a pyarrow string array)."""
+    out: list[str] = text.to_pylist() if isinstance(text, (pa.Array, pa.ChunkedArray)) else text.tolist()
+    return out
+
+
+def _text_at(text: Any, i: int) -> str:
+    return str(text[i].as_py()) if isinstance(text, (pa.Array, pa.ChunkedArray)) else str(text[i])
+
+
+#: the payload fields the evidence reads, per side and event: a parser of payloads (a numpy object array or a
+#: pyarrow string array) -> (field 0, field 1 (uint64), matched). A reader may apply them as it reads
+#: (tsalign.traces.spill.PayloadPolicy.parsers), so that these payloads need not be held.
+FIELDS: dict[str, dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {
+    "host": {"kvm_pio": _pio_parse,
+             "kvm_msr": _msr_parser(r"^msr_write (?P<m>[0-9a-fA-F]{1,16}) = 0x(?P<v>[0-9a-fA-F]{1,16})\s*$"),
+             "sched_switch": _switch_parse, "sched_waking": _wake_parse, "sched_wakeup": _wake_parse},
+    # tsalign's own markers print "msr=0x... value=0x..."; any other spelling is read by the key=value parser
+    "guest": {"write_msr": _msr_parser(r"^\s*(?P<m>[0-9a-fA-F]{1,16}), value (?P<v>[0-9a-fA-F]{1,16})\s*$"),
+              "tsalign_msr": _msr_parser(r"^msr=0x(?P<m>[0-9a-fA-F]{1,16}) value=0x(?P<v>[0-9a-fA-F]{1,16})$", True)},
+}
 
 
 def _greedy_match_py(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -280,7 +351,8 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         return
     bg = col.guest_tsc[b_rows]
     pio = c.rows("host", "kvm_pio")
-    port, val = _pio_fields(col.payload[pio])
+    port_u, val, _ = c.fields("host", ("kvm_pio",), pio)
+    port = port_u.astype(np.int64)
     lo_rows, hi_ts = pio[port == 0x10], col.host_tsc[pio[port == 0x11]]
     lo_val = val[port == 0x10] & np.uint64(0xFFFFFFFF)
     order = np.lexsort((np.arange(len(lo_val)), lo_val))
@@ -323,25 +395,19 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
         parts.append((col.cpu[r][ok], msr[ok], val[ok], col.guest_tsc[r][ok], np.full(int(ok.sum()), first)))
 
     r = c.rows("guest", "write_msr")
-    (msr, val), ok = _extract(col.payload[r], r"^\s*(?P<m>[0-9a-fA-F]{1,16}), value (?P<v>[0-9a-fA-F]{1,16})\s*$")
-    guest_part(r, ok, _hex(msr, ok), _hex(val, ok), False)
-    # tsalign's own markers print "msr=0x... value=0x..."; any other spelling is read by the key=value parser
+    ms, vs, ok = c.fields("guest", ("write_msr",), r)
+    guest_part(r, ok, ms, vs, False)
     r = c.rows("guest", "tsalign_msr")
-    (msr, val), ok = _extract(col.payload[r], r"^msr=0x(?P<m>[0-9a-fA-F]{1,16}) value=0x(?P<v>[0-9a-fA-F]{1,16})$")
-    ms, vs = _hex(msr, ok), _hex(val, ok)
-    for i in np.nonzero(~ok)[0].tolist():
-        kvs = kv(col.payload[r[i]])
-        if "msr" in kvs and "value" in kvs and 0 <= kvs["msr"] < 1 << 64 and 0 <= kvs["value"] < 1 << 64:
-            ms[i], vs[i], ok[i] = kvs["msr"], kvs["value"], True
+    ms, vs, ok = c.fields("guest", ("tsalign_msr",), r)
     guest_part(r, ok, ms, vs, True)
     gv, gm, gx, gt, gf = (np.concatenate([p[k] for p in parts]) for k in range(5))
     if not gv.size:
         return
     r = c.rows("host", "kvm_msr")
-    (msr, val), ok = _extract(col.payload[r], r"^msr_write (?P<m>[0-9a-fA-F]{1,16}) = 0x(?P<v>[0-9a-fA-F]{1,16})\s*$")
+    hm, hx, ok = c.fields("host", ("kvm_msr",), r)
     hv = c.vcpus_of_threads(col.pid[r])
     ok &= hv >= 0
-    hv, hm, hx, ht = hv[ok], _hex(msr, ok)[ok], _hex(val, ok)[ok], col.host_tsc[r][ok]
+    hv, hm, hx, ht = hv[ok], hm[ok], hx[ok], col.host_tsc[r][ok]
     # pair by content: a (vCPU, MSR, value) seen exactly once on each side (sorted together, guest rows first)
     ng = gv.size
     keys = [np.concatenate([gv, hv]), np.concatenate([gm, hm]), np.concatenate([gx, hx])]  # vCPU, MSR, value
@@ -392,7 +458,7 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
     g = np.nonzero(~col.is_host)[0]
     markers = [_R({"event": col.names[col.event_code[i]], "payload": p, "pid": int(col.pid[i]), "side": "guest",
                    "guest_tsc": int(col.guest_tsc[i])})
-               for i, p in zip(g.tolist(), col.payload[g].tolist()) if "tsalign_beacon seq=" in p]
+               for i, p in zip(g.tolist(), col.payload[g].tolist()) if p is not None and "tsalign_beacon seq=" in p]
     beacons = guest_beacons(markers)
     if not beacons:
         return

@@ -180,6 +180,18 @@ def verdict_of(a: Any) -> dict[str, Any]:
     }
 
 
+def payload_policies() -> tuple[Any, Any]:
+    """(host, guest) :class:`tsalign.traces.spill.PayloadPolicy`: the payloads an alignment and its verdict read
+    (offset sources, evidence); the others wait in spills until the outputs are written."""
+    from ..align.merge import OFFSET_EVENTS, OFFSET_PREFIXES
+    from ..traces.spill import PayloadPolicy
+    from .evidence import FIELDS, MARKERS, READS
+
+    # the payloads whose fields the evidence reads are parsed as they are read: those fields are kept, not the text
+    return (PayloadPolicy((READS["host"] - set(FIELDS["host"])) | OFFSET_EVENTS, OFFSET_PREFIXES, (), FIELDS["host"]),
+            PayloadPolicy(READS["guest"] - set(FIELDS["guest"]), (), MARKERS, FIELDS["guest"]))
+
+
 def judge_and_write(a: Any, out: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The verdict of ``a`` (:func:`verdict_of`), then its outputs in ``out`` (``tsalign.align.merge.write_timeline``,
     then verdict.json). One after the other: judged beside the outputs (threads), the 2.4 M-event benchmark pair
