@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..clock.display import ns_or_none
 from ..numbers import MASK64, to_signed64
@@ -50,8 +51,9 @@ def _rank(sorted_vals: Sequence[int], q: float) -> int:
     return sorted_vals[k - 1]
 
 
-def distribution(values: Sequence[int]) -> Distribution:
-    s = sorted(values)
+def distribution(values: Sequence[int] | Any) -> Distribution:
+    """Count, min, median, p99 and max of ``values`` (ints, or an integer numpy array)."""
+    s = sorted(values.tolist() if hasattr(values, "tolist") else values)
     if not s:
         return Distribution(0, None, None, None, None)
     return Distribution(len(s), s[0], _rank(s, 0.5), _rank(s, 0.99), s[-1])

@@ -6,7 +6,7 @@ the outputs are written from the columns a chunk at a time (:meth:`AlignedColumn
 only of the rows a reader of dicts needs (:meth:`AlignedColumns.select`: an analysis' events).
 
 Columns: ``guest_tsc`` (uint64, guest TSC cycles: the common axis), ``is_host`` (bool), ``host_tsc``
-(uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int64; ``vcpu`` -1 where
+(uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int32, int64 where a value needs it; ``vcpu`` -1 where
 the event is not on a vCPU thread or is a guest event), ``comm_code`` and ``event_code`` (int32 codes into the
 vocabularies ``comms`` and ``names``; the ``comm`` and ``event`` properties give the strings), ``payload``
 (object array of str).
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..offsets import OffsetTimeline
-from ..traces.events import Events, objects
+from ..traces.events import Events, narrow, objects
 from ..traces.table import Vocab
 
 __all__ = ["AlignedColumns", "host_on_guest_axis", "payload_strings", "record_batches", "vcpu_of_threads",
@@ -90,11 +90,11 @@ class AlignedColumns:
         columns are shared with ``ev`` where their types agree."""
         n = len(ev)
         rows = ev.spill_rows()
+        rows = None if rows is None else narrow(rows)  # (int32 below 2^31 rows)
         return cls(np.asarray(guest_tsc, dtype=np.uint64), np.full(n, is_host),
                    np.asarray(ev.ts, dtype=np.uint64) if is_host else np.zeros(n, np.uint64),
-                   np.asarray(ev.cpu, dtype=np.int64), np.asarray(ev.pid, dtype=np.int64),
-                   np.asarray(ev.tgid, dtype=np.int64),
-                   np.full(n, -1, dtype=np.int64) if vcpu is None else np.asarray(vcpu, dtype=np.int64),
+                   narrow(ev.cpu), narrow(ev.pid), narrow(ev.tgid),
+                   np.full(n, -1, dtype=np.int32) if vcpu is None else narrow(vcpu),
                    np.asarray(ev.comm, dtype=np.int32), np.asarray(ev.event, dtype=np.int32), ev.payload,
                    objects(ev.comms), objects(ev.names), src=rows,
                    spill_host=ev.spill if is_host else None, spill_guest=None if is_host else ev.spill,
@@ -133,24 +133,32 @@ class AlignedColumns:
             yield self.take(slice(lo, lo + size)).filled()  # type: ignore[arg-type]
 
     @staticmethod
-    def merged(parts: Sequence[AlignedColumns]) -> AlignedColumns:
+    def merged(parts: Sequence[AlignedColumns], consume: bool = False) -> AlignedColumns:
         """The parts' rows in one table ordered by guest TSC; at equal TSCs guest events first, each part in its
         own order (stable). The vocabularies are joined; each column is concatenated and ordered on its own, so
-        the peak holds the parts, the result and one column more."""
+        the peak holds the parts, the result and one column more. ``consume``: each part's column is let go (set
+        to None) once it is in the result — with nothing else holding them, the peak holds about one copy."""
         comms, comm_luts = _joined([p.comms for p in parts])
         names, name_luts = _joined([p.names for p in parts])
         order = np.lexsort((np.concatenate([p.is_host for p in parts]), np.concatenate([p.guest_tsc for p in parts])))
-        cols = {f: np.concatenate([getattr(p, f) for p in parts])[order]
-                for f in _ROW if f not in ("comm_code", "event_code")}
-        cols["comm_code"] = np.concatenate([lut[p.comm_code] for lut, p in zip(comm_luts, parts)])[order]
-        cols["event_code"] = np.concatenate([lut[p.event_code] for lut, p in zip(name_luts, parts)])[order]
-        def opt(name: str, dtype: Any) -> np.ndarray | None:  # an optional column, where any part has it
-            if all(getattr(p, name) is None for p in parts):
-                return None
-            return np.concatenate([np.zeros(len(p), dtype=dtype) if getattr(p, name) is None else getattr(p, name)
-                                   for p in parts])[order]
-        return AlignedColumns(**cols, comms=comms, names=names, src=opt("src", np.int64), f0=opt("f0", np.uint64),
-                              f1=opt("f1", np.uint64), fok=opt("fok", bool),
+        luts = {"comm_code": comm_luts, "event_code": name_luts}
+        zeros = {"src": np.int32, "f0": np.uint64, "f1": np.uint64, "fok": bool}  # optional: where any part has it
+        cols: dict[str, Any] = {}
+        for f in (*_ROW, *zeros):
+            got = [getattr(p, f) for p in parts]
+            if f in zeros and all(x is None for x in got):
+                cols[f] = None
+                continue
+            if f in luts:
+                got = [lut[x] for lut, x in zip(luts[f], got)]
+            elif f in zeros:
+                got = [np.zeros(len(p), dtype=zeros[f]) if x is None else x for p, x in zip(parts, got)]
+            cols[f] = np.concatenate(got)[order]
+            del got
+            if consume:
+                for p in parts:
+                    setattr(p, f, None)
+        return AlignedColumns(**cols, comms=comms, names=names,
                               spill_host=next((p.spill_host for p in parts if p.spill_host is not None), None),
                               spill_guest=next((p.spill_guest for p in parts if p.spill_guest is not None), None),
                               parsed=frozenset().union(*(p.parsed for p in parts)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,15 +145,18 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
         finally:  # the guest's error first, as when read one after the other
             gev = guest_read.result()
     release_freed_memory()  # what the readers freed, before the merge's peak
-    aligned = _merge(host, guest, vm, hev, gev, given, given_source, ignore_changes)
-    del hev, gev
+    read = {"host": hev, "guest": gev}
+    del hev, gev  # _merge lets each column go once it is in the merged table
+    aligned = _merge(host, guest, vm, read, given, given_source, ignore_changes)
     release_freed_memory()  # the merge's parts, before the verdict's peak
     return aligned
 
 
-def _merge(host: Any, guest: Any, vm: dict[str, Any], hev: Any, gev: Any, given: dict[int | None, TscParams] | None,
+def _merge(host: Any, guest: Any, vm: dict[str, Any], read: dict[str, Any], given: dict[int | None, TscParams] | None,
            given_source: str, ignore_changes: bool) -> Aligned:
-    """:func:`align` once both sides' events are read (``hev``, ``gev``)."""
+    """:func:`align` once both sides' events are read (``read``: host and guest Events, taken out of it: the merge
+    lets each side's columns go as it goes, so that the peak holds about one copy of the events, not two)."""
+    hev = read.pop("host")
     tid_to_vcpu = {v["tid"]: v["id"] for v in vm.get("vcpus", []) if v.get("tid")}
     vm_threads = set(tid_to_vcpu) | {vm.get("pid")}
     vcpu_ids = {v["id"] for v in vm.get("vcpus", [])}
@@ -202,17 +206,24 @@ def _merge(host: Any, guest: Any, vm: dict[str, Any], hev: Any, gev: Any, given:
     # spreads: difference between vCPU offsets where each non-vCPU event was placed (cycles)
     conv, placed, spreads = host_on_guest_axis(timeline, hev.ts, vcpu_of, axis_vcpu)
     dropped = {"host_no_offset": int((~placed).sum())}
-    kept = hev.take(placed) if dropped["host_no_offset"] else hev
+    host_count = len(hev)
+    if dropped["host_no_offset"]:
+        hev, vcpu_of = hev.take(placed), vcpu_of[placed]
+    host_part = AlignedColumns.from_events(hev, conv, True, vcpu_of)
+    del hev, vcpu_of, conv, placed
     pvclock = PvclockTimeline.build(pv_updates)
-    g = guest_events_on_tsc(guest, pvclock, host.path, gev)
+    g = guest_events_on_tsc(guest, pvclock, host.path, read.pop("guest"))
     notes = [*host.manifest.get("notes", []), *guest.manifest.get("notes", []), *shift_notes, *g.notes,
              *([khz_note] if khz_note else [])]
-    cols = AlignedColumns.merged([AlignedColumns.from_events(kept, conv, True, vcpu_of[placed]),
-                                  AlignedColumns.from_events(g.events, g.events.ts, False)])
+    guest_count = len(g.events)
+    guest_part = AlignedColumns.from_events(g.events, g.events.ts, False)
+    g.events = None  # type: ignore[assignment]  # (the part holds its columns; merged() lets them go)
+    cols = AlignedColumns.merged([host_part, guest_part], consume=True)
+    del host_part, guest_part
     lost = {"host": int(host.manifest.get("lost_events", 0)), "guest": int(guest.manifest.get("lost_events", 0))}
     stopped = host.manifest.get("stopped_tsc")
     window = (start or None, int(stopped) if isinstance(stopped, int) else None)
-    return Aligned(cols, timeline, vm, khz, len(hev), len(g.events), dropped, notes, lost, window,
+    return Aligned(cols, timeline, vm, khz, host_count, guest_count, dropped, notes, lost, window,
                    all_snaps, all_writes, choice, axis_vcpu, sorted(spreads), tid_to_vcpu, pvclock,
                    g.below, g.above, g.cross_check)
 
@@ -302,7 +313,7 @@ def _write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
     # the rows are made once, a block at a time (payloads read back from the spills), and every output takes each
     # block: JSON lines here, Parquet and Perfetto in threads (all spend their time in pyarrow's and numpy's kernels
     # and the file writes, which release the GIL)
-    fan = Fanout(a.columns.blocks(), 3 if "perfetto" in paths else 2).start()
+    fan = Fanout(_trimmed(a.columns.blocks()), 3 if "perfetto" in paths else 2).start()
     meta = {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")}
     try:
         with ThreadPoolExecutor(2, thread_name_prefix="tsalign-outputs") as pool:  # leaving it waits for the threads
@@ -324,6 +335,15 @@ def _write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
     finally:
         fan.stop()
     return paths, notes
+
+
+def _trimmed(blocks: Iterator[Any], every: int = 8) -> Iterator[Any]:
+    """``blocks``, the C heap's freed pages returned every ``every`` blocks: the writers' temporaries, freed in four
+    threads, otherwise stay resident (at 2.4 M events ~200 MiB above what the outputs hold)."""
+    for k, block in enumerate(blocks, 1):
+        yield block
+        if k % every == 0:
+            release_freed_memory()
 
 
 #: the files :func:`write_timeline` and :func:`write_verdict` write in their directory

@@ -53,16 +53,24 @@ class ForeignSide:
     ev: Events = field(repr=False)
     #: a guest calibration for its local/perf ns (as :attr:`tsalign.traces.bundle.Bundle.calibration`)
     calibration: dict[str, Any] | None = None
+    #: read for one alignment (with a payload policy): :meth:`events` gives the events away, so that the alignment
+    #: holds the only reference and can let each column go as it merges it
+    handover: bool = False
 
     @property
     def domain(self) -> str:
         return str(self.manifest["clock"]["domain"])
 
     def records(self) -> Iterator[Record]:
-        return self.ev.records()
+        return self.events().records()
 
     def events(self) -> Events:
-        return self.ev
+        ev = self.ev
+        if ev is None:
+            raise RuntimeError(f"{self.path}: its events were handed to an alignment already (open it again)")
+        if self.handover:
+            self.ev = None  # type: ignore[assignment]
+        return ev
 
     def snapshots(self) -> list[OffsetSnapshot]:
         return []
@@ -122,7 +130,7 @@ def open_side(path: str, role: str, what: str, clock: str | None = None, buffer:
         notes.append(f"vCPU threads {how}: " + ", ".join(f"vcpu{v}=tid {t}" for v, t in sorted(vcpus.items())))
         # when the capture started and stopped is unknown (its first event is later than its start): no
         # window, so no guest event is called outside it and no vCPU gap is assumed at either end
-    return ForeignSide(path, role, manifest, ev, calibration)
+    return ForeignSide(path, role, manifest, ev, calibration, handover=payloads is not None)
 
 
 def _read(path: str, clock: str | None, buffer: str | None, lenient: bool,

@@ -1,7 +1,8 @@
 """One side's events as columns: what ``align`` and ``analyze`` read from a bundle or any trace.
 
 :class:`Events` holds numpy columns in the trace's order: ``ts`` (uint64, the trace's clock units), ``cpu``,
-``pid``, ``tgid`` (int64; ``tgid`` -1 where the trace does not record it), ``comm`` and ``event`` (int32 codes
+``pid``, ``tgid`` (int32, or int64 where a value needs it: :func:`narrow`; ``tgid`` -1 where the trace does not
+record it), ``comm`` and ``event`` (int32 codes
 into :attr:`Events.comms` / :attr:`Events.names`; event names without their system), ``payload`` (object
 array of str: the kernel's text of each event; None where a :class:`~tsalign.traces.spill.PayloadPolicy` left it in
 the side's :attr:`Events.spill`). Selecting the rows of one event name, one thread or one
@@ -15,11 +16,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..heap import release_freed_memory
 from .ftrace_text import Record
 from .spill import PayloadPolicy, PayloadSpill
 from .table import Vocab
 
-__all__ = ["Events", "EventsBuilder"]
+__all__ = ["Events", "EventsBuilder", "narrow", "objects"]
+
+
+def narrow(values: np.ndarray) -> np.ndarray:
+    """An integer column as int32 where every value fits (CPUs, thread ids: half the memory of int64), else int64."""
+    a = np.asarray(values)
+    if a.dtype == np.int32:
+        return a
+    if a.size and (int(a.min()) < -(1 << 31) or int(a.max()) >= 1 << 31):
+        return a.astype(np.int64, copy=False)
+    return a.astype(np.int32)
 
 
 def objects(values: Sequence[str]) -> np.ndarray:
@@ -108,6 +120,10 @@ class Events:
         return b.build()
 
 
+#: chunks between returns of the C heap's freed pages while a trace is read (malloc_trim, ~10 ms each)
+TRIM_EVERY = 4
+
+
 class EventsBuilder:
     """Collects chunks of events (codes into its own vocabularies) into one :class:`Events`; with a ``policy``,
     every payload goes to a spill and only those the policy keeps stay in memory."""
@@ -120,6 +136,7 @@ class EventsBuilder:
         self._cols: list[list[np.ndarray]] = [[] for _ in range(6)]
         self._payloads: list[Sequence[str]] = []
         self._fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._chunks = 0
 
     def comm_codes(self, comms: Sequence[str]) -> np.ndarray:
         return self._comms.codes(list(comms))
@@ -142,8 +159,8 @@ class EventsBuilder:
                   event: np.ndarray, payload: Sequence[str]) -> None:
         n = len(ts)
         arrays: tuple[np.ndarray, ...] = (
-            np.asarray(ts, dtype=np.uint64), np.asarray(cpu, dtype=np.int64), np.asarray(pid, dtype=np.int64),
-            np.full(n, -1, dtype=np.int64) if tgid is None else np.asarray(tgid, dtype=np.int64),
+            np.asarray(ts, dtype=np.uint64), narrow(cpu), narrow(pid),
+            np.full(n, -1, dtype=np.int32) if tgid is None else narrow(tgid),
             np.asarray(comm, dtype=np.int32), np.asarray(event, dtype=np.int32))
         for col, a in zip(self._cols, arrays):
             col.append(a)
@@ -152,6 +169,9 @@ class EventsBuilder:
             if fields is not None:
                 self._fields.append(fields)
         self._payloads.append(payload)
+        self._chunks += 1
+        if self._chunks % TRIM_EVERY == 0:  # the readers' freed temporaries, before they set the read's peak
+            release_freed_memory()
 
     def add_records(self, rs: Sequence[Record]) -> None:
         """Add event records (one chunk)."""

@@ -83,6 +83,10 @@ class PayloadPolicy:
         return out, fields
 
 
+#: rows per batch in the spill file (a block of the outputs reads about one back)
+BATCH_ROWS = 1 << 16
+
+
 class PayloadSpill:
     """Payload text in row order, appended a chunk at a time and taken back by row numbers (see the module doc)."""
 
@@ -107,8 +111,10 @@ class PayloadSpill:
             return
         if self._writer is None:
             self._writer = pa.ipc.new_file(self._file, pa.schema([("payload", pa.string())]))
-        self._writer.write_batch(pa.record_batch([text], names=["payload"]))
-        self._starts.append(self._starts[-1] + len(text))
+        for lo in range(0, len(text), BATCH_ROWS):  # small batches: what a block reads back is about one
+            part = text.slice(lo, BATCH_ROWS)
+            self._writer.write_batch(pa.record_batch([part], names=["payload"]))
+            self._starts.append(self._starts[-1] + len(part))
 
     def take(self, rows: np.ndarray) -> Any:
         """The payloads of row numbers ``rows`` (a pyarrow string array, in the order asked). Batches are read as
@@ -135,10 +141,15 @@ class PayloadSpill:
                 self._cache[b] = self._reader.get_batch(b).column(0)
         if len(used) == 1:
             return self._cache[used[0]].take(pa.array(rows - starts[used[0]]))
-        # the batches' rows one after the other, then each row asked taken from there
-        base = np.zeros(int(batch.max()) + 1, dtype=np.int64)
-        base[used] = np.cumsum([0] + [len(self._cache[b]) for b in used[:-1]])
-        return pa.concat_arrays([self._cache[b] for b in used]).take(pa.array(base[batch] + rows - starts[batch]))
+        # each batch's rows taken from it, then put back in the order asked
+        by_batch = np.argsort(batch, kind="stable")
+        pieces = []
+        for b in used:
+            at = by_batch[batch[by_batch] == b]
+            pieces.append(self._cache[b].take(pa.array(rows[at] - starts[b])))
+        back = np.empty(rows.size, dtype=np.int64)
+        back[by_batch] = np.arange(rows.size)
+        return pa.concat_arrays(pieces).take(pa.array(back))
 
     def close(self) -> None:
         self._cache.clear()

@@ -28,6 +28,8 @@ from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port
 from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
+from ..heap import release_freed_memory
+from ..traces.events import narrow
 from ..traces.ftrace_text import parse_kvm_payload
 from ..traces.payloads import kv, sched_switch
 from .intervals import Brackets
@@ -82,7 +84,7 @@ class _Ctx:
                 m = np.isin(self.col.event_code, ks) & (self.col.is_host if side == "host" else ~self.col.is_host)
                 r = np.nonzero(m)[0]
                 t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
-                self._rows[key] = r[np.argsort(t, kind="stable")]
+                self._rows[key] = narrow(r[np.argsort(t, kind="stable")])  # (cached: int32 where it fits)
             out.append(self._rows[key])
         if len(out) == 1:
             return out[0]
@@ -384,7 +386,8 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         m = vcpu == v
         f.brackets.append(Brackets("pio_beacon", int(v), lower[m], np.where(has_hi[m], upper[m], 0),
                                    np.ones(int(m.sum()), dtype=bool), has_hi[m], g[m]))
-    f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": (-lower).tolist()}
+    # (residuals: an int64 array, not a list — a Python int per beacon cost ~36 bytes each at millions of them)
+    f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": -lower}
 
 
 def _msr_writes(c: _Ctx, f: Found) -> None:
@@ -741,4 +744,5 @@ def extract_all(aligned: Any) -> Found:
     found = Found()
     for fn in EXTRACTORS:
         fn(c, found)
+        release_freed_memory()  # its temporaries, before the next one's (each ~50 bytes per event at millions)
     return found
