@@ -471,6 +471,19 @@ def test_an_output_that_cannot_be_written_leaves_none(tmp_path: Path) -> None:
                                                       "trace.perfetto-trace", "verdict.json"]
 
 
+def test_analysis_reports_that_cannot_be_written_leave_none(tmp_path: Path) -> None:
+    """`tsalign analyze` with a directory in the way of report.html: a clear error naming it, exit 4, and no report
+    left (report.json was written before it: removed); the directory and the user's own file kept."""
+    out = tmp_path / "r"
+    (out / "report.html").mkdir(parents=True)
+    (out / "mine.txt").write_text("kept")
+    r = _tsalign("analyze", "irq", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(out))
+    assert r.returncode == exitcodes.UNAVAILABLE == 4, r.stderr
+    assert "report.html" in r.stderr and "Is a directory" in r.stderr and "none of them was left" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "report.html"]
+
+
 def test_vcpu_gaps_from_sched_switch_by_hand() -> None:
     """Thread 7's gaps from its switch-outs (whole columns), by hand. Switched in at 100, out at 200, woken at 260
     (before its own event at 300): gap 200..260; in at 320, out at 400 but running again at 450 with no switch-in or

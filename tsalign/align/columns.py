@@ -291,43 +291,31 @@ def _track_array(p: AlignedColumns) -> Any:
     return pa.array(labels, pa.string()).take(pa.array(inv.astype(np.int32)))
 
 
-def _jsonl_block(p: AlignedColumns) -> bytes:
-    """Rows of ``p`` as JSON lines (ASCII bytes of the text :meth:`AlignedColumns._write_jsonl_rows` writes), column by column:
-    host and guest lines each made from their rows, then put back in order."""
+def _jsonl_block(p: AlignedColumns) -> Any:
+    """Rows of ``p`` as JSON lines (ASCII bytes of the text :meth:`AlignedColumns._write_jsonl_rows` writes, as a
+    buffer), column by column in one pass: the fields only host rows have (``host_tsc``, ``vcpu``) are pieces
+    that are empty on guest rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    if not len(p):
+        return b""
 
     def text(a: np.ndarray, t: Any) -> Any:
         return pc.cast(pa.array(a, t), pa.string())
 
-    def common(q: AlignedColumns) -> tuple[list[Any], list[Any], Any]:
-        head = ['{"comm": ', _json_strings(q.comms).take(pa.array(q.comm_code)), ', "cpu": ', text(q.cpu, pa.int64()),
-                ', "event": ', _json_strings(q.names).take(pa.array(q.event_code)), ', "guest_tsc": ',
-                text(q.guest_tsc, pa.uint64())]
-        tail = [', "payload": ', _json_strings(q.payload), ', "pid": ', text(q.pid, pa.int64())]
-        return head, tail, text(q.tgid, pa.int64())
-
-    hi, gi = np.nonzero(p.is_host)[0], np.nonzero(~p.is_host)[0]
-    parts = []
-    if hi.size:
-        h = p.take(hi)
-        head, tail, tgid = common(h)
-        vcpu = pc.if_else(pa.array(h.vcpu >= 0), text(h.vcpu, pa.int64()), "null")
-        parts.append(pc.binary_join_element_wise(
-            *head, ', "host_tsc": ', text(h.host_tsc, pa.uint64()), *tail, ', "side": "host", "tgid": ', tgid,
-            ', "track": "', _track_array(h), '", "vcpu": ', vcpu, "}\n", ""))
-    if gi.size:
-        g = p.take(gi)
-        head, tail, tgid = common(g)
-        parts.append(pc.binary_join_element_wise(*head, *tail, ', "side": "guest", "tgid": ', tgid, ', "track": "',
-                                                 _track_array(g), '"}\n', ""))
-    if not parts:
-        return b""
-    where = np.empty(len(p), dtype=np.int64)
-    where[hi], where[gi] = np.arange(hi.size), hi.size + np.arange(gi.size)
-    lines = pc.take(pa.concat_arrays(parts), pa.array(where))
+    host = pa.array(p.is_host)
+    host_tsc = pc.if_else(host, pc.binary_join_element_wise(', "host_tsc": ', text(p.host_tsc, pa.uint64()), ""), "")
+    vcpu = pc.if_else(pa.array(p.vcpu >= 0), text(p.vcpu, pa.int64()), "null")
+    tail = pc.if_else(host, pc.binary_join_element_wise('", "vcpu": ', vcpu, "}\n", ""), '"}\n')
+    lines = pc.binary_join_element_wise(
+        '{"comm": ', _json_strings(p.comms).take(pa.array(p.comm_code)), ', "cpu": ', text(p.cpu, pa.int64()),
+        ', "event": ', _json_strings(p.names).take(pa.array(p.event_code)), ', "guest_tsc": ',
+        text(p.guest_tsc, pa.uint64()), host_tsc, ', "payload": ', _json_strings(p.payload), ', "pid": ',
+        text(p.pid, pa.int64()), pc.if_else(host, ', "side": "host", "tgid": ', ', "side": "guest", "tgid": '),
+        text(p.tgid, pa.int64()), ', "track": "', _track_array(p), tail, "")
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
-    return bytes(memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])])
+    return memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])]
 
 
 def _take_payload(payload: Any, idx: Any) -> Any:

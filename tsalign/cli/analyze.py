@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 from .. import exitcodes
 from ..catalogue import ANALYSES
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, Unavailable
 from . import emit
 from .inputs import add_input_options, open_inputs, parse_tsc_offsets
 
@@ -132,7 +133,28 @@ def run_analyze(args: argparse.Namespace) -> int:
     return exit_code(doc["alignment"]["verdict"])
 
 
+#: the files :func:`_write` writes in its directory
+REPORT_FILES = ("report.json", "report.html", "trace.perfetto-trace")
+
+
 def _write(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:
+    """The analysis' reports in ``out``; a write that fails (a full disk, a directory in the way) is a clear error,
+    exit 4, and leaves none of them there (a directory of the same name is not removed)."""
+    try:
+        return _write_reports(out, doc, res, a, khz, inputs)
+    except BaseException as e:
+        for name in REPORT_FILES:
+            path = os.path.join(out, name)
+            if os.path.islink(path) or os.path.isfile(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        if isinstance(e, OSError):
+            raise Unavailable(f"writing the analysis' reports in {out} failed: {e.strerror or e}"
+                              + (f" ({e.filename})" if e.filename else "") + "; none of them was left there") from None
+        raise
+
+
+def _write_reports(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:
     from ..report.html import render_html
 
     paths = {"json": os.path.join(out, "report.json"), "html": os.path.join(out, "report.html")}
