@@ -133,6 +133,12 @@ def test_port_beacon_offset_interval() -> None:
     assert (r.lo, r.hi, r.fd, r.pairs) == (off - 7, off + 3, 13, 3) and r.offset == off - 2
     with pytest.raises(InvalidParameter, match="exactly one fd with 3 writes"):
         measure(beacons, {9: [1, 2]})
+    # another fd written as often (seen: a TCG guest's other chardev, 100 writes like the 100 beacons): the one whose
+    # writes fit the beacons' brackets with one offset is the port's; its writes' spacing does not fit them
+    r = measure(beacons, {18: [1500, 1600, 3900], 13: hosts})
+    assert (r.fd, r.lo, r.hi) == (13, off - 7, off + 3)
+    with pytest.raises(InvalidParameter, match="exactly one fd with 3 writes"):  # both fit: still ambiguous
+        measure(beacons, {18: [h + 1 for h in hosts], 13: hosts})
 
 
 def test_analyses_of_columns_read_only_their_events() -> None:

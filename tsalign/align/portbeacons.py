@@ -49,7 +49,7 @@ def guest_beacons(records: Iterable[Any]) -> list[tuple[int, int, int]]:
     """(seq, before, after) from guest records (``tracing_mark_write`` payloads), in seq order."""
     out = []
     for r in records:
-        m = _BEACON.search(r.payload)
+        m = _BEACON.search(r.payload) if r.payload else None  # (None: a payload left in a spill, not a marker's)
         if m:
             out.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
     return sorted(set(out))
@@ -72,12 +72,17 @@ def host_port_writes(records: Iterable[Any], vcpu_tids: set[int]) -> dict[int, l
 
 
 def beacon_fd(beacons: list[tuple[int, int, int]], writes: dict[int, list[Any]]) -> int:
-    """The one fd that saw exactly as many writes as there are beacons (the beacon port's chardev)."""
+    """The one fd that saw exactly as many writes as there are beacons (the beacon port's chardev); where several
+    did (another chardev or a log written as often, seen in a TCG guest under load), the one whose writes pair with
+    the beacons consistently — a single offset fits every beacon's bracket — if exactly one does (no offset is
+    assumed: the pairing's own consistency decides)."""
     if not beacons:
         raise InvalidParameter("guest bundle", "(no tsalign_beacon markers)",
                                "beacons sent during the guest capture: run `tsalign beacons --port 0x2f8` in the guest "
                                "while `tsalign capture --role guest` runs")
     fds = [fd for fd, ts in writes.items() if len(ts) == len(beacons)]
+    if len(fds) > 1:
+        fds = [fd for fd in fds if _pairs_consistently(beacons, writes[fd])] or fds
     if len(fds) != 1:
         seen = {fd: len(ts) for fd, ts in writes.items()}
         raise InvalidParameter(
@@ -86,6 +91,15 @@ def beacon_fd(beacons: list[tuple[int, int, int]], writes: dict[int, list[Any]])
             "--events ...,syscalls:sys_enter_write,syscalls:sys_enter_writev and give the port a chardev of its "
             "own (qemu -serial file:...)")
     return fds[0]
+
+
+def _pairs_consistently(beacons: list[tuple[int, int, int]], writes: list[Any]) -> bool:
+    """Whether the writes (host TSCs, or (host TSC, thread) pairs), in time order, paired with the beacons in seq
+    order leave some offset inside every beacon's [before - write, after - write] bracket."""
+    hs = sorted(w[0] if isinstance(w, tuple) else w for w in writes)
+    lo = max(signed_diff(b, h) for (_, b, _), h in zip(beacons, hs))
+    hi = min(signed_diff(a, h) for (_, _, a), h in zip(beacons, hs))
+    return lo <= hi
 
 
 def measure(beacons: list[tuple[int, int, int]], writes: dict[int, list[int]]) -> BeaconOffset:

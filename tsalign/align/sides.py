@@ -62,7 +62,10 @@ class ForeignSide:
         return str(self.manifest["clock"]["domain"])
 
     def records(self) -> Iterator[Record]:
-        return self.events().records()
+        """Row by row (the events stay here: e.g. port beacons measured before the alignment takes them)."""
+        if self.ev is None:
+            raise RuntimeError(f"{self.path}: its events were handed to an alignment already (open it again)")
+        return self.ev.records()
 
     def events(self) -> Events:
         ev = self.ev

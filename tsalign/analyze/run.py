@@ -9,7 +9,15 @@ from ..catalogue import ANALYSES
 from . import io, irq, vcpu
 from .common import AnalysisResult
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "reads"]
+
+
+def reads(kind: str) -> dict[str, frozenset[str]]:
+    """The events analysis ``kind`` reads, per side (``host``, ``guest``): their payloads must be held."""
+    mods = {"irq": irq, "vcpu": vcpu, "io": io}
+    if kind not in mods:
+        raise ValueError(f"unknown analysis {kind!r} (one of {ANALYSES})")
+    return dict(mods[kind].READS)
 
 
 def analyze(kind: str, columns: Any, tsc_khz: int, vcpu_tids: dict[int, int], vm_pid: int | None,

@@ -116,7 +116,12 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
 
 def run_analyze(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
-    doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top, open_inputs(args),
+    from ..analyze.run import reads
+    from ..verify.judge import payload_policies
+
+    # only the payloads the verdict and the analysis read are held; the others wait in spills for the Perfetto trace
+    inputs = open_inputs(args, payload_policies(reads(args.kind)))
+    doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top, inputs,
                                parse_tsc_offsets(args.tsc_offset))
     if args.json:
         emit(args, doc, [])

@@ -180,16 +180,20 @@ def verdict_of(a: Any) -> dict[str, Any]:
     }
 
 
-def payload_policies() -> tuple[Any, Any]:
+def payload_policies(also: dict[str, frozenset[str]] | None = None) -> tuple[Any, Any]:
     """(host, guest) :class:`tsalign.traces.spill.PayloadPolicy`: the payloads an alignment and its verdict read
-    (offset sources, evidence); the others wait in spills until the outputs are written."""
+    (offset sources, evidence), and ``also`` those of these events per side (an analysis' ``READS``); the others
+    wait in spills until the outputs are written."""
     from ..align.merge import OFFSET_EVENTS, OFFSET_PREFIXES
     from ..traces.spill import PayloadPolicy
     from .evidence import FIELDS, MARKERS, READS
 
+    more = also or {}
     # the payloads whose fields the evidence reads are parsed as they are read: those fields are kept, not the text
-    return (PayloadPolicy((READS["host"] - set(FIELDS["host"])) | OFFSET_EVENTS, OFFSET_PREFIXES, (), FIELDS["host"]),
-            PayloadPolicy(READS["guest"] - set(FIELDS["guest"]), (), MARKERS, FIELDS["guest"]))
+    return (PayloadPolicy((READS["host"] - set(FIELDS["host"])) | OFFSET_EVENTS | more.get("host", frozenset()),
+                          OFFSET_PREFIXES, (), FIELDS["host"]),
+            PayloadPolicy((READS["guest"] - set(FIELDS["guest"])) | more.get("guest", frozenset()), (), MARKERS,
+                          FIELDS["guest"]))
 
 
 def judge_and_write(a: Any, out: str) -> tuple[dict[str, Any], dict[str, str]]:
