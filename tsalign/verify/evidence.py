@@ -254,10 +254,19 @@ def _switch_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.asarray([s is not None for s in sw], dtype=bool))
 
 
+_WAKE_PID = re.compile(r"\bpid=(\d+)")
+
+
 def _wake_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(woken pid: the payload's last ``pid=``, -1 where none, as uint64 bits; 0; True) of sched_waking/wakeup."""
     pids = np.asarray([int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in _texts(text)], dtype=np.int64)
     return pids.view(np.uint64), np.zeros(len(pids), dtype=np.uint64), np.ones(len(pids), dtype=bool)
+
+
+def _beacon_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1 where the micro-VM's beacon marker names its port (``port=``: a pio beacon), else 0; 0; True)."""
+    port = np.asarray(["port=" in p for p in _texts(text)], dtype=np.uint64)
+    return port, np.zeros(len(port), dtype=np.uint64), np.ones(len(port), dtype=bool)
 
 
 def _texts(text: Any) -> list[str]:
@@ -278,7 +287,8 @@ FIELDS: dict[str, dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray, np.nda
              "kvm_msr": _msr_parser(r"^msr_write (?P<m>[0-9a-fA-F]{1,16}) = 0x(?P<v>[0-9a-fA-F]{1,16})\s*$"),
              "sched_switch": _switch_parse, "sched_waking": _wake_parse, "sched_wakeup": _wake_parse},
     # tsalign's own markers print "msr=0x... value=0x..."; any other spelling is read by the key=value parser
-    "guest": {"write_msr": _msr_parser(r"^\s*(?P<m>[0-9a-fA-F]{1,16}), value (?P<v>[0-9a-fA-F]{1,16})\s*$"),
+    "guest": {"tsalign_beacon": _beacon_parse,
+              "write_msr": _msr_parser(r"^\s*(?P<m>[0-9a-fA-F]{1,16}), value (?P<v>[0-9a-fA-F]{1,16})\s*$"),
               "tsalign_msr": _msr_parser(r"^msr=0x(?P<m>[0-9a-fA-F]{1,16}) value=0x(?P<v>[0-9a-fA-F]{1,16})$", True)},
 }
 
@@ -349,7 +359,7 @@ def _greedy_match(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray)
 def _pio_beacons(c: _Ctx, f: Found) -> None:
     col = c.col
     b_rows = c.rows("guest", "tsalign_beacon")
-    if not b_rows.size or "port=" not in col.payload[b_rows[0]]:
+    if not b_rows.size or not c.fields("guest", ("tsalign_beacon",), b_rows[:1])[0][0]:  # not a pio beacon's marker
         return
     bg = col.guest_tsc[b_rows]
     pio = c.rows("host", "kvm_pio")
@@ -536,9 +546,6 @@ def _irq_injections(c: _Ctx, f: Found) -> None:
             f.notes.append("irq_injection: lines not paired (counts differ, order is ambiguous): " + "; ".join(skipped))
     f.brackets += [Brackets.from_rows("irq_injection", v, r) for v, r in rows.items()]
     f.details["irq_injection"] = {"injections": len(inj), "handlers": len(micro) + len(linux), "latencies": latencies}
-
-
-_WAKE_PID = re.compile(r"\bpid=(\d+)")
 
 
 def _gaps(c: _Ctx, tid: int) -> tuple[str, np.ndarray, np.ndarray] | None:
