@@ -38,6 +38,18 @@ def test_host_columns_by_hand() -> None:
     assert spreads == [1_500]
 
 
+def test_host_columns_a_block_at_a_time(monkeypatch) -> None:
+    """Converted CONVERT_ROWS at a time (blocks of 2 here), the by-hand case gives the same rows, mask and spreads."""
+    from tsalign.align import columns
+
+    ts = np.array([5_000, 12_000, 12_000, 5_000, 12_000, 7, 13_000], dtype=np.uint64)
+    vcpu = np.array([0, 0, 1, -1, -1, 3, -1])
+    monkeypatch.setattr(columns, "CONVERT_ROWS", 2)
+    conv, keep, spreads = host_on_guest_axis(_timeline(), ts, vcpu, axis_vcpu=0)
+    assert keep.tolist() == [True, True, True, True, True, False, True]
+    assert conv.tolist() == [4_000, 12_500, 11_000, 4_000, 12_500, 13_500] and spreads == [1_500, 1_500]
+
+
 def test_host_columns_wrap_and_no_offset_at_all() -> None:
     tl = OffsetTimeline.build([OffsetSnapshot(0, 0, TscParams(-(1 << 40)), "debugfs")])
     conv, keep, _ = host_on_guest_axis(tl, np.array([5, M64], dtype=np.uint64), np.array([0, -1]), axis_vcpu=0)

@@ -6,10 +6,11 @@ the outputs are written from the columns a chunk at a time (:meth:`AlignedColumn
 only of the rows a reader of dicts needs (:meth:`AlignedColumns.select`: an analysis' events).
 
 Columns: ``guest_tsc`` (uint64, guest TSC cycles: the common axis), ``is_host`` (bool), ``host_tsc``
-(uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int32, int64 where a value needs it; ``vcpu`` -1 where
-the event is not on a vCPU thread or is a guest event), ``comm_code`` and ``event_code`` (int32 codes into the
-vocabularies ``comms`` and ``names``; the ``comm`` and ``event`` properties give the strings), ``payload``
-(object array of str).
+(uint64, host TSC cycles; 0 on guest rows), ``cpu``, ``pid``, ``tgid``, ``vcpu`` (int32, int64 where a value
+needs it; ``vcpu`` -1 where the event is not on a vCPU thread or is a guest event), ``comm_code`` and
+``event_code`` (int32 codes into the vocabularies ``comms`` and ``names``; the ``comm`` and ``event`` properties
+give the strings), ``payload`` (object array of str; None where a payload policy left the text in its side's
+spill, which :meth:`AlignedColumns.blocks` reads back, as a pyarrow string array per block).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class AlignedColumns:
     comms: np.ndarray
     names: np.ndarray
     #: where a side's payloads are in a spill (:class:`tsalign.traces.spill.PayloadSpill`; ``payload`` holds None for
-    #: the rows its policy did not keep): each row's row number in its side's spill (int64), and the spills
+    #: the rows its policy did not keep): each row's row number in its side's spill (int32 below 2^31), and the spills
     src: np.ndarray | None = None
     spill_host: Any = None
     spill_guest: Any = None
@@ -352,6 +353,10 @@ def vcpu_of_threads(tids: np.ndarray, tid_to_vcpu: dict[int, int]) -> np.ndarray
     return out
 
 
+#: host events converted at a time by :func:`host_on_guest_axis`
+CONVERT_ROWS = 1 << 20
+
+
 def host_on_guest_axis(timeline: OffsetTimeline, host_tsc: np.ndarray, vcpu: np.ndarray,
                        axis_vcpu: int | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Host TSCs (uint64) on the guest axis, each with the parameters in force at it: a vCPU thread's event
@@ -360,6 +365,16 @@ def host_on_guest_axis(timeline: OffsetTimeline, host_tsc: np.ndarray, vcpu: np.
     known offset, and other rows when no vCPU has one, are not kept; ``spreads`` (sorted, cycles): for each
     other row placed while the vCPUs' offsets differed, the largest minus the smallest signed offset."""
     host_tsc = np.asarray(host_tsc, dtype=np.uint64)
+    if len(host_tsc) > CONVERT_ROWS:  # a block at a time: the conversion's temporaries follow the block, not the trace
+        out, kept = np.zeros(len(host_tsc), dtype=np.uint64), np.zeros(len(host_tsc), dtype=bool)
+        every: list[int] = []
+        for lo in range(0, len(host_tsc), CONVERT_ROWS):
+            hi = min(lo + CONVERT_ROWS, len(host_tsc))
+            g, k, sp = host_on_guest_axis(timeline, host_tsc[lo:hi], vcpu[lo:hi], axis_vcpu)
+            kept[lo:hi] = k
+            out[lo:hi][k] = g
+            every.extend(sp)
+        return (out if kept.all() else out[kept]), kept, sorted(every)
     vcpu = np.asarray(vcpu, dtype=np.int64)
     on_vcpu = vcpu >= 0
     keep = np.where(on_vcpu, np.isin(vcpu, np.asarray(timeline.vcpus, dtype=np.int64)), axis_vcpu is not None)
