@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from tsalign.align.columns import AlignedColumns, host_on_guest_axis
+from tsalign.align.columns import AlignedColumns, _merge_positions, host_on_guest_axis
 from tsalign.clock.kvm import TscParams
 from tsalign.offsets import OffsetSnapshot, OffsetTimeline, OffsetWrite
 from tsalign.traces.events import Events
@@ -78,6 +78,30 @@ def test_order_and_rows() -> None:
                        "vcpu": None, "track": "cpu0"}
     assert rows[2]["vcpu"] == 1 and rows[2]["track"] == "vcpu1" and rows[1]["track"] == "vcpu1"
     assert "host_tsc" not in rows[1] and "vcpu" not in rows[1]
+
+
+def test_merge_of_sorted_parts_is_lexsort_order() -> None:
+    """Two sorted parts (the usual case) are merged by binary searches, not sorted: the same order as a stable
+    lexsort of (guest TSC, guest before host) over both, many equal TSCs included; an unsorted host part (offsets
+    that step back) takes the lexsort path, with the same answer."""
+    rng = np.random.default_rng(7)
+
+    def part(n: int, is_host: bool, sort: bool) -> AlignedColumns:
+        g = rng.integers(0, 50, n).astype(np.uint64)
+        g = np.sort(g) if sort else g
+        ev = Events.from_records([Record(int(i), 0, int(i), "c", "e", f"{'h' if is_host else 'g'}{i}", -1)
+                                  for i in range(n)])
+        return AlignedColumns.from_events(ev, g, is_host)
+
+    for sort in (True, False):
+        h, g = part(300, True, sort), part(200, False, True)
+        keys_g = np.concatenate([h.guest_tsc, g.guest_tsc])
+        want = np.lexsort((np.concatenate([np.ones(300, bool), np.zeros(200, bool)]), keys_g), axis=0)
+        want_payload = np.concatenate([h.payload, g.payload])[want].tolist()
+        assert (_merge_positions([h, g]) is not None) == sort  # the path taken
+        for parts in ([h, g], [g, h]):
+            m = AlignedColumns.merged(parts)
+            assert m.payload.tolist() == want_payload and m.guest_tsc.tolist() == keys_g[want].tolist()
 
 
 def test_jsonl_is_what_json_writes() -> None:

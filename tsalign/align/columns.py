@@ -141,7 +141,20 @@ class AlignedColumns:
         to None) once it is in the result — with nothing else holding them, the peak holds about one copy."""
         comms, comm_luts = _joined([p.comms for p in parts])
         names, name_luts = _joined([p.names for p in parts])
-        order = np.lexsort((np.concatenate([p.is_host for p in parts]), np.concatenate([p.guest_tsc for p in parts])))
+        positions = _merge_positions(parts)
+        if positions is None:
+            order = np.lexsort((np.concatenate([p.is_host for p in parts]),
+                                np.concatenate([p.guest_tsc for p in parts])))
+
+        def place(got: list[np.ndarray]) -> np.ndarray:
+            if positions is None:
+                out: np.ndarray = np.concatenate(got)[order]
+                return out
+            out = np.empty(sum(len(x) for x in got), dtype=np.result_type(*got))
+            for pos, x in zip(positions, got):
+                out[pos] = x
+            return out
+
         luts = {"comm_code": comm_luts, "event_code": name_luts}
         zeros = {"src": np.int32, "f0": np.uint64, "f1": np.uint64, "fok": bool}  # optional: where any part has it
         cols: dict[str, Any] = {}
@@ -154,7 +167,7 @@ class AlignedColumns:
                 got = [lut[x] for lut, x in zip(luts[f], got)]
             elif f in zeros:
                 got = [np.zeros(len(p), dtype=zeros[f]) if x is None else x for p, x in zip(parts, got)]
-            cols[f] = np.concatenate(got)[order]
+            cols[f] = place(got)
             del got
             if consume:
                 for p in parts:
@@ -317,6 +330,33 @@ def _jsonl_block(p: AlignedColumns) -> Any:
         text(p.tgid, pa.int64()), ', "track": "', _track_array(p), tail, "")
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
     return memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])]
+
+
+def _merge_positions(parts: Sequence[AlignedColumns]) -> list[np.ndarray] | None:
+    """Where each row of a host part and a guest part goes in :meth:`AlignedColumns.merged`'s order (int64 per part),
+    when each part is one side's and in guest TSC order already (the usual case: one offset per vCPU, or offsets
+    that only grow): two sorted runs merged by binary searches, guest rows first at equal TSCs, each part in its
+    own order — lexsort's order, without its keys and order array or a concatenated copy of each column. None
+    otherwise."""
+    if len(parts) != 2:
+        return None
+    sides = []
+    for p in parts:
+        if len(p) and (bool(p.is_host.any()) != bool(p.is_host.all())):
+            return None  # a part of both sides
+        t = p.guest_tsc
+        if len(t) > 1 and not bool((t[1:] >= t[:-1]).all()):
+            return None
+        sides.append(bool(p.is_host[0]) if len(p) else None)
+    if sides[0] is not None and sides[0] == sides[1]:
+        return None
+    host_first = sides[0] is True or sides[1] is False
+    hp, gp = (parts[0], parts[1]) if host_first else (parts[1], parts[0])
+    pos_h = np.searchsorted(gp.guest_tsc, hp.guest_tsc, side="right").astype(np.int64)  # guest rows at or before
+    pos_h += np.arange(len(hp), dtype=np.int64)
+    pos_g = np.searchsorted(hp.guest_tsc, gp.guest_tsc, side="left").astype(np.int64)  # host rows strictly before
+    pos_g += np.arange(len(gp), dtype=np.int64)
+    return [pos_h, pos_g] if host_first else [pos_g, pos_h]
 
 
 def _take_payload(payload: Any, idx: Any) -> Any:

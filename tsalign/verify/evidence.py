@@ -363,14 +363,16 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         return
     bg = col.guest_tsc[b_rows]
     pio = c.rows("host", "kvm_pio")
-    port_u, val, _ = c.fields("host", ("kvm_pio",), pio)
-    port = port_u.astype(np.int64)
-    lo_rows, hi_ts = pio[port == 0x10], col.host_tsc[pio[port == 0x11]]
-    lo_val = val[port == 0x10] & np.uint64(0xFFFFFFFF)
-    order = np.lexsort((np.arange(len(lo_val)), lo_val))
+    port, val, _ = c.fields("host", ("kvm_pio",), pio)
+    lo, hi = port == 0x10, port == 0x11
+    del port
+    lo_rows, hi_ts = pio[lo], col.host_tsc[pio[hi]]
+    lo_val = (val[lo] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    del val, lo, hi
+    order = np.argsort(lo_val, kind="stable")  # by value, then position (millions of exits: one temporary at a time)
     tol = int(c.a.guest_rounding)  # a converted guest TSC lies up to this far below the value the guest sent
-    k = _greedy_match((bg & np.uint64(0xFFFFFFFF)).astype(np.int64), tol, lo_val[order].astype(np.int64),
-                      order.astype(np.int64))
+    k = _greedy_match((bg & np.uint64(0xFFFFFFFF)).astype(np.int64), tol, lo_val[order], order.astype(np.int64))
+    del lo_val, order
     matched = np.nonzero(k >= 0)[0]  # beacon indices with their exit
     ex = k[matched]
     ex_ts = col.host_tsc[lo_rows[ex]]
