@@ -114,3 +114,19 @@ def test_fanout_a_failing_writer_stops_the_others_and_a_source_error_reaches_all
         with pytest.raises(ValueError, match="could not be made"):
             next(blocks)
     fan.stop()
+
+
+def test_a_spill_that_cannot_be_written_names_its_directory(tmp_path, monkeypatch) -> None:
+    """No TMPDIR, or a full one (/dev/full stands for it): exit 4 (unavailable) naming the directory and the fix,
+    not a traceback of the IPC writer."""
+    from tsalign.errors import Unavailable
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    with pytest.raises(Unavailable, match=r"spill in .*gone cannot be written .*set TMPDIR"):
+        PayloadSpill()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    s = PayloadSpill()
+    s._file.close()
+    s._file = open("/dev/full", "wb")  # noqa: SIM115 - every write: ENOSPC
+    with pytest.raises(Unavailable, match="No space left on device"):
+        s.add(pa.array(["x" * 100_000] * 50, pa.string()))

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import Unavailable
+
 __all__ = ["PayloadPolicy", "PayloadSpill"]
 
 
@@ -83,6 +85,13 @@ class PayloadPolicy:
         return out, fields
 
 
+def _unavailable(e: OSError) -> Unavailable:
+    """A spill that cannot be written, named with its directory and the fix."""
+    return Unavailable(f"the payload spill in {tempfile.gettempdir()} cannot be written ({e.strerror or e}): long "
+                       "traces keep their payload text there while they are aligned (~50 bytes per event); set "
+                       "TMPDIR to a directory on a disk with room")
+
+
 #: rows per batch in the spill file (a block of the outputs reads about one back)
 BATCH_ROWS = 1 << 16
 
@@ -92,7 +101,10 @@ class PayloadSpill:
 
     def __init__(self) -> None:
         # unlinked from the start: gone with the process, however it ends (closed by close() or with the object)
-        self._file = tempfile.TemporaryFile(prefix="tsalign-payloads-")  # noqa: SIM115
+        try:
+            self._file = tempfile.TemporaryFile(prefix="tsalign-payloads-")  # noqa: SIM115
+        except OSError as e:
+            raise _unavailable(e) from None
         self._writer: Any = None
         self._reader: Any = None
         self._starts = [0]  # row number of each batch's first row, then the total
@@ -109,12 +121,15 @@ class PayloadSpill:
             raise RuntimeError("payload spill: rows added after rows were taken")
         if not len(text):
             return
-        if self._writer is None:
-            self._writer = pa.ipc.new_file(self._file, pa.schema([("payload", pa.string())]))
-        for lo in range(0, len(text), BATCH_ROWS):  # small batches: what a block reads back is about one
-            part = text.slice(lo, BATCH_ROWS)
-            self._writer.write_batch(pa.record_batch([part], names=["payload"]))
-            self._starts.append(self._starts[-1] + len(part))
+        try:
+            if self._writer is None:
+                self._writer = pa.ipc.new_file(self._file, pa.schema([("payload", pa.string())]))
+            for lo in range(0, len(text), BATCH_ROWS):  # small batches: what a block reads back is about one
+                part = text.slice(lo, BATCH_ROWS)
+                self._writer.write_batch(pa.record_batch([part], names=["payload"]))
+                self._starts.append(self._starts[-1] + len(part))
+        except OSError as e:  # e.g. TMPDIR full
+            raise _unavailable(e) from None
 
     def take(self, rows: np.ndarray) -> Any:
         """The payloads of row numbers ``rows`` (a pyarrow string array, in the order asked). Batches are read as
