@@ -34,7 +34,6 @@ def test_spill_gives_rows_back_in_the_order_asked_across_batches(tmp_path, monke
         s.take(np.asarray([3, 10]))
     with pytest.raises(RuntimeError, match="added after"):
         s.add(pa.array(["late"], pa.string()))
-    s.close()
 
 
 def test_policy_keeps_named_prefixed_and_marked_payloads_and_parses_fields() -> None:

@@ -105,9 +105,7 @@ class AlignedColumns:
     def take(self, idx: np.ndarray) -> AlignedColumns:
         def sel(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[idx]
-        cols = {f: getattr(self, f)[idx] for f in _ROW if f != "payload"}
-        cols["payload"] = _take_payload(self.payload, idx)
-        return AlignedColumns(**cols, comms=self.comms, names=self.names,
+        return AlignedColumns(**{f: getattr(self, f)[idx] for f in _ROW}, comms=self.comms, names=self.names,
                               src=sel(self.src), spill_host=self.spill_host, spill_guest=self.spill_guest,
                               f0=sel(self.f0), f1=sel(self.f1), fok=sel(self.fok), parsed=self.parsed)
 
@@ -357,20 +355,6 @@ def _merge_positions(parts: Sequence[AlignedColumns]) -> list[np.ndarray] | None
     pos_g = np.searchsorted(hp.guest_tsc, gp.guest_tsc, side="left").astype(np.int64)  # host rows strictly before
     pos_g += np.arange(len(gp), dtype=np.int64)
     return [pos_h, pos_g] if host_first else [pos_g, pos_h]
-
-
-def _take_payload(payload: Any, idx: Any) -> Any:
-    """``payload[idx]`` of a numpy object array, or of a pyarrow string array (a filled block's) by a slice, mask or
-    index array."""
-    if isinstance(payload, np.ndarray):
-        return payload[idx]
-    import pyarrow as pa
-
-    if isinstance(idx, slice):
-        lo, hi, step = idx.indices(len(payload))
-        return payload.slice(lo, max(hi - lo, 0)) if step == 1 else payload.take(pa.array(np.arange(lo, hi, step)))
-    idx = np.asarray(idx)
-    return payload.take(pa.array(np.nonzero(idx)[0] if idx.dtype == bool else idx))
 
 
 def payload_strings(payload: Any) -> Any:

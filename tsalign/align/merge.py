@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clock.kvm import TscParams
 from ..errors import InconsistentData, InvalidParameter, Unavailable
@@ -28,7 +28,7 @@ from .sides import time_shift_snapshots
 if TYPE_CHECKING:  # numpy is a controller's dependency: the guest-side CLI imports this module without it
     from .columns import AlignedColumns
 
-__all__ = ["Aligned", "align", "guest_axis_khz", "select_vm", "write_timeline", "write_verdict"]
+__all__ = ["Aligned", "align", "all_or_none", "guest_axis_khz", "select_vm", "write_timeline", "write_verdict"]
 
 
 @dataclass
@@ -71,6 +71,8 @@ class Aligned:
 #: their payloads start with OFFSET_PREFIXES)
 OFFSET_EVENTS = frozenset({"kvm_write_tsc_offset", "kvm_pvclock_update"})
 OFFSET_PREFIXES = ("(",)
+
+T = TypeVar("T")
 
 #: cycles before a kprobe hit in which a traced write may not have been stored yet (~40 us at 2.5 GHz)
 KPROBE_WINDOW = 100_000
@@ -280,15 +282,7 @@ def write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
     release the GIL). Returns the paths written and notes on what was not (a package missing). On an error none
     of them is left behind."""
     os.makedirs(out, exist_ok=True)
-    try:
-        return _write_timeline(a, out)
-    except OSError as e:  # e.g. a full disk, or a directory in the way
-        remove_outputs(out)
-        raise Unavailable(f"writing the alignment's outputs in {out} failed: {e.strerror or e}"
-                          + (f" ({e.filename})" if e.filename else "") + "; none of them was left there") from None
-    except BaseException:
-        remove_outputs(out)
-        raise
+    return all_or_none(out, OUTPUT_FILES, "the alignment's outputs", lambda: _write_timeline(a, out))
 
 
 def _write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
@@ -350,14 +344,22 @@ def _trimmed(blocks: Iterator[Any], every: int = 8) -> Iterator[Any]:
 OUTPUT_FILES = ("timeline.jsonl", "offsets.jsonl", "timeline.parquet", "trace.perfetto-trace", "verdict.json")
 
 
-def remove_outputs(out: str) -> None:
-    """Remove the alignment's outputs from ``out`` (the files there: a directory of the same name is not one of them),
-    e.g. after an error while they were written."""
-    for name in OUTPUT_FILES:
-        path = os.path.join(out, name)
-        if os.path.islink(path) or os.path.isfile(path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+def all_or_none(out: str, names: tuple[str, ...], what: str, write: Callable[[], T]) -> T:
+    """``write()`` the files ``names`` in ``out``; on any error none of them is left (the files: a directory of the
+    same name is not one of them), and an OSError (a full disk, a directory in the way) becomes a clear error,
+    exit 4, naming ``what`` and the file."""
+    try:
+        return write()
+    except BaseException as e:
+        for name in names:
+            path = os.path.join(out, name)
+            if os.path.islink(path) or os.path.isfile(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        if isinstance(e, OSError):
+            raise Unavailable(f"writing {what} in {out} failed: {e.strerror or e}"
+                              + (f" ({e.filename})" if e.filename else "") + "; none of them was left there") from None
+        raise
 
 
 def write_verdict(verdict: dict[str, Any], paths: dict[str, str], out: str) -> dict[str, str]:

@@ -63,17 +63,18 @@ class ForeignSide:
 
     def records(self) -> Iterator[Record]:
         """Row by row (the events stay here: e.g. port beacons measured before the alignment takes them)."""
-        if self.ev is None:
-            raise RuntimeError(f"{self.path}: its events were handed to an alignment already (open it again)")
-        return self.ev.records()
+        return self._held().records()
 
     def events(self) -> Events:
-        ev = self.ev
-        if ev is None:
-            raise RuntimeError(f"{self.path}: its events were handed to an alignment already (open it again)")
+        ev = self._held()
         if self.handover:
             self.ev = None  # type: ignore[assignment]
         return ev
+
+    def _held(self) -> Events:
+        if self.ev is None:
+            raise RuntimeError(f"{self.path}: its events were handed to an alignment already (open it again)")
+        return self.ev
 
     def snapshots(self) -> list[OffsetSnapshot]:
         return []

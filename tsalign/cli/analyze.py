@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 from .. import exitcodes
 from ..catalogue import ANALYSES
-from ..errors import InvalidParameter, Unavailable
+from ..errors import InvalidParameter
 from . import emit
 from .inputs import add_input_options, open_inputs, parse_tsc_offsets
 
@@ -143,20 +142,10 @@ REPORT_FILES = ("report.json", "report.html", "trace.perfetto-trace")
 
 
 def _write(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:
-    """The analysis' reports in ``out``; a write that fails (a full disk, a directory in the way) is a clear error,
-    exit 4, and leaves none of them there (a directory of the same name is not removed)."""
-    try:
-        return _write_reports(out, doc, res, a, khz, inputs)
-    except BaseException as e:
-        for name in REPORT_FILES:
-            path = os.path.join(out, name)
-            if os.path.islink(path) or os.path.isfile(path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-        if isinstance(e, OSError):
-            raise Unavailable(f"writing the analysis' reports in {out} failed: {e.strerror or e}"
-                              + (f" ({e.filename})" if e.filename else "") + "; none of them was left there") from None
-        raise
+    """The analysis' reports in ``out``, all or none (a full disk, a directory in the way: exit 4)."""
+    from ..align.merge import all_or_none
+
+    return all_or_none(out, REPORT_FILES, "the analysis' reports", lambda: _write_reports(out, doc, res, a, khz, inputs))
 
 
 def _write_reports(out: str, doc: dict[str, Any], res: Any, a: Any, khz: int, inputs: dict[str, Any]) -> dict[str, str]:

@@ -100,7 +100,7 @@ class PayloadSpill:
     """Payload text in row order, appended a chunk at a time and taken back by row numbers (see the module doc)."""
 
     def __init__(self) -> None:
-        # unlinked from the start: gone with the process, however it ends (closed by close() or with the object)
+        # unlinked from the start: gone with the process, however it ends (closed with the object)
         try:
             self._file = tempfile.TemporaryFile(prefix="tsalign-payloads-")  # noqa: SIM115
         except OSError as e:
@@ -165,8 +165,3 @@ class PayloadSpill:
         back = np.empty(rows.size, dtype=np.int64)
         back[by_batch] = np.arange(rows.size)
         return pa.concat_arrays(pieces).take(pa.array(back))
-
-    def close(self) -> None:
-        self._cache.clear()
-        self._reader = None
-        self._file.close()

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..align.brackets import signed_diff
-from ..align.columns import vcpu_of_threads
+from ..align.columns import payload_strings, vcpu_of_threads
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
 from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
@@ -99,7 +99,7 @@ class _Ctx:
         col = self.col
         if col.f0 is not None and all((side == "host", n) in col.parsed for n in names):
             return col.f0[rows], col.f1[rows], col.fok[rows]
-        return FIELDS[side][names[0]](col.payload[rows])
+        return FIELDS[side][names[0]](payload_strings(col.payload[rows]))
 
     def _as_dicts(self, side: str, name: str) -> list[dict[str, Any]]:
         """``side``'s ``name`` events as :meth:`AlignedColumns.rows` makes them (made once)."""
@@ -178,10 +178,10 @@ class _Ctx:
         return None if v < 0 else v
 
 
-def _extract(payloads: np.ndarray, pattern: str) -> tuple[list[Any], np.ndarray]:
-    """The groups of ``pattern`` (RE2, anchored as written) in each payload, one pyarrow string array per group,
-    and the mask of payloads it matched (unmatched: empty strings) — in one pass of pyarrow's regex kernel."""
-    text = payloads if isinstance(payloads, (pa.Array, pa.ChunkedArray)) else pa.array(payloads, pa.string())
+def _extract(text: Any, pattern: str) -> tuple[list[Any], np.ndarray]:
+    """The groups of ``pattern`` (RE2, anchored as written) in each payload (a pyarrow string array), one pyarrow
+    string array per group, and the mask of payloads it matched (unmatched: empty strings) — in one pass of
+    pyarrow's regex kernel."""
     r = pc.extract_regex(text, pattern)
     ok = np.asarray(r.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return [r.field(i) for i in range(r.type.num_fields)], ok
@@ -218,17 +218,12 @@ def _hex(values: Any, ok: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pio_fields(payloads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(port, val) of kvm_pio payloads (the kernel's print fmt; another text is an error naming it)."""
-    (port, val), ok = _extract(payloads, r"^pio_(?:read|write) at 0x(?P<p>[0-9a-f]{1,16}) size \d+ count \d+ val 0x(?P<v>[0-9a-f]{1,16})")
-    if not ok.all():
-        parse_kvm_payload("kvm_pio", _text_at(payloads, int(np.nonzero(~ok)[0][0])))  # raises, naming the payload
-    return _hex(port, ok).astype(np.int64), _hex(val, ok)
-
-
 def _pio_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    port, val = _pio_fields(text)
-    return port.astype(np.uint64), val, np.ones(len(val), dtype=bool)
+    """(port, val, True) of kvm_pio payloads (the kernel's print fmt; another text is an error naming it)."""
+    (port, val), ok = _extract(text, r"^pio_(?:read|write) at 0x(?P<p>[0-9a-f]{1,16}) size \d+ count \d+ val 0x(?P<v>[0-9a-f]{1,16})")
+    if not ok.all():
+        parse_kvm_payload("kvm_pio", text[int(np.nonzero(~ok)[0][0])].as_py())  # raises, naming the payload
+    return _hex(port, ok), _hex(val, ok), ok
 
 
 def _msr_parser(pattern: str, kv_fallback: bool = False) -> Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -239,7 +234,7 @@ def _msr_parser(pattern: str, kv_fallback: bool = False) -> Callable[[Any], tupl
         ms, vs = _hex(msr, ok), _hex(val, ok)
         if kv_fallback:
             for i in np.nonzero(~ok)[0].tolist():
-                kvs = kv(_text_at(text, i))
+                kvs = kv(text[i].as_py())
                 if "msr" in kvs and "value" in kvs and 0 <= kvs["msr"] < 1 << 64 and 0 <= kvs["value"] < 1 << 64:
                     ms[i], vs[i], ok[i] = kvs["msr"], kvs["value"], True
         return ms, vs, ok
@@ -248,7 +243,7 @@ def _msr_parser(pattern: str, kv_fallback: bool = False) -> Callable[[Any], tupl
 
 def _switch_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prev_pid, next_pid, matched) of sched_switch payloads."""
-    sw = [sched_switch(p) for p in _texts(text)]
+    sw = [sched_switch(p) for p in text.to_pylist()]
     return (np.asarray([0 if s is None else s["prev_pid"] for s in sw], dtype=np.int64).astype(np.uint64),
             np.asarray([0 if s is None else s["next_pid"] for s in sw], dtype=np.int64).astype(np.uint64),
             np.asarray([s is not None for s in sw], dtype=bool))
@@ -259,28 +254,18 @@ _WAKE_PID = re.compile(r"\bpid=(\d+)")
 
 def _wake_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(woken pid: the payload's last ``pid=``, -1 where none, as uint64 bits; 0; True) of sched_waking/wakeup."""
-    pids = np.asarray([int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in _texts(text)], dtype=np.int64)
+    pids = np.asarray([int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in text.to_pylist()], dtype=np.int64)
     return pids.view(np.uint64), np.zeros(len(pids), dtype=np.uint64), np.ones(len(pids), dtype=bool)
 
 
 def _beacon_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(1 where the micro-VM's beacon marker names its port (``port=``: a pio beacon), else 0; 0; True)."""
-    port = np.asarray(["port=" in p for p in _texts(text)], dtype=np.uint64)
+    port = np.asarray(["port=" in p for p in text.to_pylist()], dtype=np.uint64)
     return port, np.zeros(len(port), dtype=np.uint64), np.ones(len(port), dtype=bool)
 
 
-def _texts(text: Any) -> list[str]:
-    """Payloads as Python strings (from a numpy object array or a pyarrow string array)."""
-    out: list[str] = text.to_pylist() if isinstance(text, (pa.Array, pa.ChunkedArray)) else text.tolist()
-    return out
-
-
-def _text_at(text: Any, i: int) -> str:
-    return str(text[i].as_py()) if isinstance(text, (pa.Array, pa.ChunkedArray)) else str(text[i])
-
-
-#: the payload fields the evidence reads, per side and event: a parser of payloads (a numpy object array or a
-#: pyarrow string array) -> (field 0, field 1 (uint64), matched). A reader may apply them as it reads
+#: the payload fields the evidence reads, per side and event: a parser of payloads (a pyarrow string array) ->
+#: (field 0, field 1 (uint64), matched). A reader may apply them as it reads
 #: (tsalign.traces.spill.PayloadPolicy.parsers), so that these payloads need not be held.
 FIELDS: dict[str, dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {
     "host": {"kvm_pio": _pio_parse,
