@@ -33,13 +33,13 @@ def test_kvmclock_guest_converted_within_the_rounding(run: tuple[Path, dict]) ->
     k = rep["kvmclock"]
     pv = k["pvclock"]["vcpu0"]
     assert pv["updates"] >= 1 and pv["versions_increasing"]
-    assert k["ok"] and 0 <= k["error_cycles"]["min"] <= k["error_cycles"]["max"] < k["rounding_bound_cycles"]
+    assert k["ok"] and 0 <= k["error_cycles"]["min"] <= k["error_cycles"]["max"] < k["below_bound_cycles"]
     # the bound by hand from the traced record: ceil(2^32 / mul) cycles per ns, scaled by the shift
     line = next(x for f in sorted((out / "host").glob("cpu*.txt")) for x in f.open() if "kvm_pvclock_update" in x)
     m = re.search(r"tsc_to_system_mul 0x([0-9a-f]+), tsc_shift (-?\d+)", line)
     per_ns = -(-(1 << 32) // int(m[1], 16))
     shift = int(m[2])
-    assert k["rounding_bound_cycles"] == (per_ns << -shift if shift < 0 else max(1, -(-per_ns >> shift)))
+    assert k["below_bound_cycles"] == (per_ns << -shift if shift < 0 else max(1, -(-per_ns >> shift)))
     # the guest bundle really is in kvm-clock ns: far below the TSC values (ns since the VM's kvm-clock began)
     g = [json.loads(x)["ts"] for x in (out / "guest" / "events.jsonl").open()]
     t = [json.loads(x)["ts"] for x in (out / "guest-tsc" / "events.jsonl").open()]
@@ -122,7 +122,7 @@ def test_sched_clock_guest_through_pvclock_and_a_calibration(run: tuple[Path, di
     assert len(got) == len(truth) > 100
     diffs = [t - c for t, c in zip(sorted(truth), got)]
     assert 0 <= min(diffs) and max(diffs) <= below, (min(diffs), max(diffs), below)
-    assert max(diffs) > rep["kvmclock"]["rounding_bound_cycles"]  # the microseconds cost more than the rounding
+    assert max(diffs) > rep["kvmclock"]["below_bound_cycles"]  # the microseconds cost more than the rounding
     # a kernel log read wrongly (the offset 1 ms off): fail
     _sched_guest(out, tmp_path / "w", off, off + 1_000_000)
     r = tsalign("align", "--host", str(out / "host"), "--guest", str(tmp_path / "w"), "-o", str(tmp_path / "b"), "--json")

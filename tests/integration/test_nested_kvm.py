@@ -172,11 +172,13 @@ def test_nested_kvmclock_microvm(l1: dict[str, Any], tmp_path: Path) -> None:
     got = {(e["event"], e["payload"]): e["guest_tsc"] for e in map(json.loads, (tmp_path / "a" / "timeline.jsonl").open())
            if e["side"] == "guest"}
     errors = [truth[k] - got[k] for k in truth.keys() & got.keys()]
-    # where KVM's rewritten records step back in ns, a reading near a step may be converted with the newer record,
-    # up to above_cycles above the truth (tests/unit/test_pvclock_timeline.py checks that bound by hand)
-    assert len(errors) >= 200 and -pv["above_cycles"] <= min(errors) and max(errors) < pv["rounding_cycles"], \
+    # where KVM's rewritten records step back in ns, a reading near a step may be converted with a newer record, up to
+    # above_cycles above the truth (tests/unit/test_pvclock_timeline.py checks the bounds against every reading; L1's
+    # records step back by milliseconds when the machine is loaded: tests/unit/test_nested_kvmclock_capture.py)
+    assert len(errors) >= 200 and -pv["above_cycles"] <= min(errors) and max(errors) < pv["below_cycles"], \
         (min(errors), max(errors), pv)
-    assert pv["above_cycles"] < 10 * pv["rounding_cycles"]  # a few ns, not a misread record
+    khz = json.loads((host / "manifest.json").read_text())["node"]["tsc_khz"]
+    assert pv["above_cycles"] < 100 * khz  # under 100 ms: L1's steps, not a misread record
     # with the offset changes ignored (one snapshot), the same conversion no longer fits the evidence
     code, v = tsalign("align", "--host", str(host), "--guest", str(guest), "-o", str(tmp_path / "b"),
                       "--ignore-offset-changes")

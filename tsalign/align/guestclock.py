@@ -115,14 +115,14 @@ def _kvmclock_events(recs: Events, pvclock: PvclockTimeline, guest_path: str,
             spread = max(spread, (pvclock.to_tsc(cpu, ts + resolution_ns - 1) or (tsc, 0))[0] - tsc)
         out.append(tsc)
     summary = pvclock.summary()
-    bound = max(v["rounding_cycles"] for v in summary.values()) + spread
+    bound = max(v["below_cycles"] for v in summary.values()) + spread
     above = max(v["above_cycles"] for v in summary.values())
     records = sum(len(u) for u in pvclock.updates.values())
     notes = [(f"guest kvm-clock ns converted to guest TSC with {records} traced pvclock record(s); each converted TSC "
               f"lies at most {bound} cycles below the true one"
               + (f" (timestamps at {resolution_ns} ns resolution)" if resolution_ns > 1 else "")
               + (f" and at most {above} cycles above it (the records step back in ns: a reading near a step is "
-                 "converted with the newer record)" if above else ""))]
+                 "converted with a newer record)" if above else ""))]
     if not all(v["tsc_stable"] for v in summary.values()):
         notes.append("the guest's pvclock is not TSC-stable: its kernel keeps kvm-clock readings monotonic across "
                      "vCPUs (the last value read anywhere), so a reading can lie above its own vCPU's record; the "

@@ -259,9 +259,12 @@ def _wake_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _beacon_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(1 where the micro-VM's beacon marker names its port (``port=``: a pio beacon), else 0; 0; True)."""
-    port = np.asarray(["port=" in p for p in text.to_pylist()], dtype=np.uint64)
-    return port, np.zeros(len(port), dtype=np.uint64), np.ones(len(port), dtype=bool)
+    """(1 where the micro-VM's beacon marker names its port (``port=``: a pio beacon), else 0; its ``seq=``
+    (the guest's write order); whether it names one)."""
+    port = np.asarray(pc.match_substring(text, "port=").fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint64)
+    (seq,), ok = _extract(text, r"(?:^|\s)seq=(?P<s>\d{1,19})(?:\s|$)")
+    seq = pc.cast(pc.if_else(pa.array(ok), seq, pa.scalar("0")), pa.uint64()).to_numpy(zero_copy_only=False)
+    return port, np.asarray(seq, dtype=np.uint64), ok
 
 
 #: the payload fields the evidence reads, per side and event: a parser of payloads (a pyarrow string array) ->
@@ -346,8 +349,15 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     b_rows = c.rows("guest", "tsalign_beacon")
     if not b_rows.size or not c.fields("guest", ("tsalign_beacon",), b_rows[:1])[0][0]:  # not a pio beacon's marker
         return
+    # the beacons in the order the guest wrote them (their seq; the guest axis can reorder kvm-clock stamps), and
+    # the exits in the host's (the guest axis reorders host events where the TSC offset steps back)
+    _, seq, named = c.fields("guest", ("tsalign_beacon",), b_rows)
+    if named.all():
+        b_rows = b_rows[np.argsort(seq, kind="stable")]
+    del seq, named
     bg = col.guest_tsc[b_rows]
     pio = c.rows("host", "kvm_pio")
+    pio = pio[np.argsort(col.host_tsc[pio], kind="stable")]
     port, val, _ = c.fields("host", ("kvm_pio",), pio)
     lo, hi = port == 0x10, port == 0x11
     del port
