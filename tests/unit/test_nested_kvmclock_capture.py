@@ -3,8 +3,8 @@ the rest of the suite loaded the machine): the kvm-clock micro-VM inside L1, who
 and whose pvclock record 428 times, stepping back by milliseconds (L1 is TCG with an unstable TSC). Kept
 (tests/fixtures/captures/nested-kvmclock-steps.tar.xz: host ftrace text, the guest's kvm-clock bundle and the same
 events in guest TSC, the truth) because it once failed: the guest's own clock went back 5.7 ms between two beacons,
-a beacon's stamp converted back to TSC landed after the next two, and the pio-beacon evidence, taking "the next
-beacon" in the guest-axis order instead of the guest's write order (seq), contradicted a right alignment. The
+a beacon's stamp converted back to TSC landed after the next two, and the pio-beacon evidence, taking the beacon
+after another on the guest axis as written after it (its seq says otherwise), contradicted a right alignment. The
 data's facts are read here by hand from the files, not through tsalign."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_the_capture_is_what_it_was_kept_for(kc: Path) -> None:
 
 
 def test_aligned_within_the_stated_bounds_and_the_evidence_agrees(kc: Path, tmp_path: Path) -> None:
-    """tsalign align passes (it failed before the evidence took beacons in seq order), and each guest event's TSC,
+    """tsalign align passes (it failed before the evidence read the beacons' seq), and each guest event's TSC,
     converted back from kvm-clock ns, lies within the conversion's stated bounds of the TSC the guest read (the
     guest-tsc bundle: the same events stamped in TSC) — one of them 14 M cycles above it, where the records' steps
     added up."""

@@ -349,13 +349,9 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     b_rows = c.rows("guest", "tsalign_beacon")
     if not b_rows.size or not c.fields("guest", ("tsalign_beacon",), b_rows[:1])[0][0]:  # not a pio beacon's marker
         return
-    # the beacons in the order the guest wrote them (their seq; the guest axis can reorder kvm-clock stamps), and
-    # the exits in the host's (the guest axis reorders host events where the TSC offset steps back)
     _, seq, named = c.fields("guest", ("tsalign_beacon",), b_rows)
-    if named.all():
-        b_rows = b_rows[np.argsort(seq, kind="stable")]
-    del seq, named
     bg = col.guest_tsc[b_rows]
+    # the exits in the host's order (the guest axis reorders host events where the TSC offset steps back)
     pio = c.rows("host", "kvm_pio")
     pio = pio[np.argsort(col.host_tsc[pio], kind="stable")]
     port, val, _ = c.fields("host", ("kvm_pio",), pio)
@@ -388,7 +384,12 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         before_next = last | (hi_at < col.host_tsc[lo_rows[np.minimum(ex + 1, len(lo_rows) - 1)]])
         hh, ok2 = c.to_guest_each(vcpu, hi_at)
         has_hi = (matched + 1 < len(bg)) & (j < len(hi_ts)) & before_next & ok2
-        upper = _diff(bg[np.minimum(matched + 1, len(bg) - 1)], hh)
+        # the next beacon on the guest axis was written after this one only where its seq says so (a kvm-clock
+        # stamp converted back can land after later beacons' when the pvclock records step back; seq restarts
+        # with each run of the guest; a gap is a beacon not traced)
+        nxt = np.minimum(matched + 1, len(bg) - 1)
+        has_hi &= ~(named[matched] & named[nxt]) | (seq[nxt] > seq[matched])
+        upper = _diff(bg[nxt], hh)
     for v in np.unique(vcpu).tolist():
         m = vcpu == v
         f.brackets.append(Brackets("pio_beacon", int(v), lower[m], np.where(has_hi[m], upper[m], 0),
