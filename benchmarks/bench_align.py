@@ -9,6 +9,7 @@ sched_switch/sched_waking), extracted with `trace-cmd extract` (v7, zstd). Then,
   tsalign align --host HOST.dat --guest GUEST.txt --tsc-offset 0 --tsc-khz KHZ -o OUT   (read both, convert,
       merge, verify, default outputs; this host's KVM applies no TSC offset: debugfs shows 0; the TSC frequency
       from the kernel log, as a bundle pair's manifests give it, so the Perfetto trace is written too)
+  the same with --outputs parquet (one columnar file of the same rows instead of three)
 twice: a capture of S seconds and one 10x longer, to show how time and memory grow.
 Goal (issue #10): align >= 3x faster than trace-cmd report of the host file; peak RSS < 1 GiB and flat.
 """
@@ -65,13 +66,18 @@ def tsc_khz() -> int:
 
 
 def measure(host: str, guest: str, out: str) -> dict[str, float | int | str]:
+    """trace-cmd report of the host file; tsalign align with its default outputs, then with ``--outputs parquet``
+    (the same rows in one columnar file: what a long capture's user would pick)."""
     with open(os.devnull, "wb") as null:
         tc_wall, tc_rss, _ = run(["trace-cmd", "report", host], stdout=null.fileno())
-    t_wall, t_rss, text = run([sys.executable, "-m", "tsalign", "align", "--host", host, "--guest", guest,
-                               "--tsc-offset", "0", "--tsc-khz", str(tsc_khz()), "-o", out, "--json"])
+    cmd = [sys.executable, "-m", "tsalign", "align", "--host", host, "--guest", guest, "--tsc-offset", "0",
+           "--tsc-khz", str(tsc_khz()), "-o", out, "--json"]
+    t_wall, t_rss, text = run(cmd)
     verdict = json.loads(text)["verdict"] if text.strip() else "?"
+    p_wall, p_rss, text = run([*cmd, "--outputs", "parquet"])
+    lean = json.loads(text)["verdict"] if text.strip() else "?"
     return {"trace_cmd_s": tc_wall, "trace_cmd_rss_mib": tc_rss, "align_s": t_wall, "align_rss_mib": t_rss,
-            "verdict": verdict}
+            "verdict": verdict, "parquet_only_s": p_wall, "parquet_only_rss_mib": p_rss, "parquet_only_verdict": lean}
 
 
 def main() -> None:
@@ -91,11 +97,13 @@ def main() -> None:
     finally:
         shutil.rmtree(d, ignore_errors=True)
     print(f"{'capture':>8}{'host ev':>11}{'guest ev':>10}{'trace-cmd s':>13}{'align s':>9}{'speed-up':>10}"
-          f"{'align RSS MiB':>15}{'verdict':>9}")
+          f"{'align RSS MiB':>15}{'verdict':>9}   | --outputs parquet: s, speed-up, RSS MiB, verdict")
     for r in rows:
         sp = float(r["trace_cmd_s"]) / float(r["align_s"])
+        lean = float(r["trace_cmd_s"]) / float(r["parquet_only_s"])
         print(f"{r['seconds']:>7g}s{r['host_events']:>11,}{r['guest_events']:>10,}{float(r['trace_cmd_s']):>13.2f}"
-              f"{float(r['align_s']):>9.2f}{sp:>9.2f}x{r['align_rss_mib']:>15}{r['verdict']:>9}")
+              f"{float(r['align_s']):>9.2f}{sp:>9.2f}x{r['align_rss_mib']:>15}{r['verdict']:>9}   | "
+              f"{float(r['parquet_only_s']):.2f}, {lean:.2f}x, {r['parquet_only_rss_mib']}, {r['parquet_only_verdict']}")
     big = rows[-1]
     sp = float(big["trace_cmd_s"]) / float(big["align_s"])
     flat = int(rows[-1]["align_rss_mib"]) <= 1.5 * int(rows[0]["align_rss_mib"])

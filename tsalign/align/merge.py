@@ -275,48 +275,78 @@ def _rows_of(hev: Any, name: str, mask: Any) -> list[tuple[int, str]]:
     return list(zip(hev.ts[rows].tolist(), hev.payload[rows].tolist()))
 
 
-def write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
-    """timeline.jsonl, offsets.jsonl (every offset segment: the verdict keeps a summary), timeline.parquet and, where
-    the TSC frequency is known, trace.perfetto-trace (the perfetto package) in ``out``: the last two beside the JSON
-    lines, in other threads (all three spend their time in pyarrow's and numpy's kernels and the file writes, which
-    release the GIL). Returns the paths written and notes on what was not (a package missing). On an error none
+#: the timeline's outputs :func:`write_timeline` can write (``tsalign align --outputs``), and their files
+TIMELINE_OUTPUTS = {"jsonl": "timeline.jsonl", "parquet": "timeline.parquet", "perfetto": "trace.perfetto-trace"}
+
+
+def write_timeline(a: Aligned, out: str, outputs: tuple[str, ...] | None = None) -> tuple[dict[str, str], list[str]]:
+    """offsets.jsonl (every offset segment: the verdict keeps a summary) and the timeline's ``outputs`` (names of
+    :data:`TIMELINE_OUTPUTS`; default: all, Perfetto where the TSC frequency is known and the perfetto package is
+    installed) in ``out``, one in this thread and the others in threads (they spend their time in pyarrow's and
+    numpy's kernels and the file writes, which release the GIL). An output not asked for is not left there from an
+    earlier alignment. Returns the paths written and notes on what was not (a package missing). On an error none
     of them is left behind."""
+    kinds = _outputs(a, outputs)
     os.makedirs(out, exist_ok=True)
-    return all_or_none(out, OUTPUT_FILES, "the alignment's outputs", lambda: _write_timeline(a, out))
+    for kind, name in TIMELINE_OUTPUTS.items():  # the directory holds one alignment's files
+        if kind not in kinds[0] and os.path.isfile(os.path.join(out, name)):
+            os.unlink(os.path.join(out, name))
+    return all_or_none(out, OUTPUT_FILES, "the alignment's outputs", lambda: _write_timeline(a, out, *kinds))
 
 
-def _write_timeline(a: Aligned, out: str) -> tuple[dict[str, str], list[str]]:
-    paths = {"timeline": os.path.join(out, "timeline.jsonl"), "offsets": os.path.join(out, "offsets.jsonl")}
-    notes: list[str] = []
+def _outputs(a: Aligned, outputs: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[str]]:
+    """The outputs to write and notes on the defaults left out; an asked-for output that cannot be made is an
+    error, before anything is written."""
+    import importlib.util
+
+    unknown = sorted(set(outputs or ()) - set(TIMELINE_OUTPUTS))
+    if unknown:
+        raise InvalidParameter("--outputs", ",".join(unknown), f"names among {', '.join(TIMELINE_OUTPUTS)} (or none)")
+    perfetto = importlib.util.find_spec("perfetto") is not None  # an optional package
+    if outputs is not None:
+        if "perfetto" in outputs and not a.tsc_khz:
+            raise InvalidParameter("--outputs", "perfetto", "a TSC frequency for its ns: give --tsc-khz (neither "
+                                   "input records one)")
+        if "perfetto" in outputs and not perfetto:
+            raise InvalidParameter("--outputs", "perfetto", "the perfetto package installed (pip install perfetto)")
+        return tuple(k for k in TIMELINE_OUTPUTS if k in outputs), []
+    if a.tsc_khz and not perfetto:
+        return ("jsonl", "parquet"), ["perfetto package not installed: no perfetto output written"]
+    return ("jsonl", "parquet", "perfetto") if a.tsc_khz else ("jsonl", "parquet"), []
+
+
+def _write_timeline(a: Aligned, out: str, kinds: tuple[str, ...], notes: list[str]) -> tuple[dict[str, str], list[str]]:
+    paths = {"offsets": os.path.join(out, "offsets.jsonl")}
     line = json.JSONEncoder(sort_keys=True).encode
     with open(paths["offsets"], "w", encoding="utf-8") as f:
         f.writelines(line(r) + "\n" for r in a.timeline.segment_rows())
-    import importlib.util
-
+    if not kinds:
+        return paths, notes
     from ..report.perfetto import write_perfetto
     from ..traces.export import write_aligned_parquet
     from .columns import write_jsonl_blocks
     from .fanout import Blocks, Cancelled, Fanout
 
-    paths["parquet"] = os.path.join(out, "timeline.parquet")
-    if a.tsc_khz:
-        if importlib.util.find_spec("perfetto") is None:  # an optional package
-            notes.append("perfetto package not installed: no perfetto output written")
-        else:
-            paths["perfetto"] = os.path.join(out, "trace.perfetto-trace")
-    # the rows are made once, a block at a time (payloads read back from the spills), and every output takes each
-    # block: JSON lines here, Parquet and Perfetto in threads (all spend their time in pyarrow's and numpy's kernels
-    # and the file writes, which release the GIL)
-    fan = Fanout(_trimmed(a.columns.blocks()), 3 if "perfetto" in paths else 2).start()
     meta = {"axis": "guest_tsc", "tsc_khz": a.tsc_khz, "vm": a.vm.get("name")}
+    key = {"jsonl": "timeline", "parquet": "parquet", "perfetto": "perfetto"}
+    paths.update({key[k]: os.path.join(out, TIMELINE_OUTPUTS[k]) for k in kinds})
+
+    def jsonl(b: Iterator[Any]) -> None:
+        with open(paths["timeline"], "wb") as bf:
+            write_jsonl_blocks(bf, b)
+
+    writers: dict[str, Callable[[Iterator[Any]], Any]] = {
+        "jsonl": jsonl,
+        "parquet": lambda b: write_aligned_parquet(paths["parquet"], Blocks(b), meta),
+        "perfetto": lambda b: write_perfetto(paths["perfetto"], Blocks(b), a.tsc_khz)}
+    # the rows are made once, a block at a time (payloads read back from the spills), and every output takes each
+    # block: the first here, the others in threads
+    fan = Fanout(_trimmed(a.columns.blocks()), len(kinds)).start()
     try:
         with ThreadPoolExecutor(2, thread_name_prefix="tsalign-outputs") as pool:  # leaving it waits for the threads
-            others = [pool.submit(fan.feed, 1, lambda b: write_aligned_parquet(paths["parquet"], Blocks(b), meta))]
-            if "perfetto" in paths:
-                others.append(pool.submit(fan.feed, 2, lambda b: write_perfetto(paths["perfetto"], Blocks(b), a.tsc_khz)))
+            others = [pool.submit(fan.feed, i, writers[k]) for i, k in enumerate(kinds) if i]
             try:
-                with open(paths["timeline"], "wb") as bf:
-                    fan.feed(0, lambda b: write_jsonl_blocks(bf, b))
+                fan.feed(0, writers[kinds[0]])
                 for done in others:
                     done.result()
             except Cancelled:  # another output failed first: its error is the one raised
