@@ -67,8 +67,8 @@ def register(sub: Any) -> None:
     p.add_argument("--outputs", type=_outputs, default=None, metavar="LIST",
                    help="the timeline's outputs, comma-separated: jsonl (timeline.jsonl), parquet (timeline.parquet), "
                         "perfetto (trace.perfetto-trace), or none (verdict.json and offsets.jsonl only). Default: all, "
-                        "perfetto where the TSC frequency is known. Long captures: JSON lines are ~170 bytes an "
-                        "event and the slowest to write; parquet holds the same columns")
+                        "perfetto where the TSC frequency is known. Long captures: JSON lines take ~210 bytes an "
+                        "event and the longest to write; parquet holds the same rows in a twentieth of that")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_align)
 
