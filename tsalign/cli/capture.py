@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ignore-offset-changes", action="store_true",
                    help="use each vCPU's first offset snapshot for the whole capture (what a one-snapshot alignment "
                         "would get)")
-    p.add_argument("--outputs", type=_outputs, default=None, metavar="LIST",
+    p.add_argument("--outputs", type=_outputs_arg, default=None, metavar="LIST",
                    help="the timeline's outputs, comma-separated: jsonl (timeline.jsonl), parquet (timeline.parquet), "
                         "perfetto (trace.perfetto-trace), or none (verdict.json and offsets.jsonl only). Default: all, "
                         "perfetto where the TSC frequency is known. Long captures: JSON lines take ~210 bytes an "
@@ -189,7 +189,7 @@ def run_capture(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _outputs(text: str) -> tuple[str, ...]:
+def _outputs_arg(text: str) -> tuple[str, ...]:
     """``--outputs``: names of the timeline's outputs, comma-separated, or ``none``."""
     from ..align.merge import TIMELINE_OUTPUTS
 

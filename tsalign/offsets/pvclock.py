@@ -73,9 +73,10 @@ def conversion_bounds(records: list[PvclockUpdate], until_ns: int | None = None)
 
     A record written at guest TSC ``T`` is read until the next write (by host time): its readings are the ns from
     its system_time to what it gives one cycle before the next ``tsc_timestamp`` (the last record's: on), none
-    beyond ``until_ns`` (the latest ns converted; by default the latest system_time of any record). Every record those ns are converted with is
-    compared with it at both ends of the ns they share (the lines are straight but for each record's rounding,
-    added): where it gives a later TSC, the conversion lies above the truth; an earlier one, below."""
+    beyond ``until_ns`` (the latest ns converted; by default the latest system_time of any record). Every record
+    those ns are converted with is compared with it at both ends of the ns they share (the lines are straight but
+    for each record's rounding, added): where it gives a later TSC, the conversion lies above the truth; an
+    earlier one, below."""
     if not records:
         return 0, 0
     starts = [u.pv.system_time for u in records]

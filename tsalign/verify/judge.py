@@ -198,8 +198,8 @@ def payload_policies(also: dict[str, frozenset[str]] | None = None) -> tuple[Any
 
 def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The verdict of ``a`` (:func:`verdict_of`), then its outputs in ``out`` (``tsalign.align.merge.write_timeline``
-    with ``outputs``, then verdict.json). One after the other: judged beside the outputs (threads), the 2.4 M-event benchmark pair
-    took 0.5 s less but peaked ~100 MiB higher. Returns (verdict, paths of the files written)."""
+    with ``outputs``, then verdict.json). One after the other: judged beside the outputs (threads), the 2.4 M-event
+    benchmark pair took 0.5 s less but peaked ~100 MiB higher. Returns (verdict, paths of the files written)."""
     verdict = verdict_of(a)
     release_freed_memory()  # the evidence's temporaries, before the outputs'
     paths, notes = write_timeline(a, out, outputs)
