@@ -173,3 +173,54 @@ def test_analyses_of_columns_read_only_their_events() -> None:
     r = analyze("vcpu", cols, KHZ, vcpus, 4000)
     assert r.summary["outside_guest_capture"] == 0 and [x["duration_cycles"] for x in r.rows] == [500, 100]
     assert analyze("irq", cols, KHZ, vcpus, 4000).rows[0]["latency_cycles"] == 300
+
+
+def test_vcpu_analysis_of_a_long_capture_reads_only_the_vcpu_threads_switches(monkeypatch: Any) -> None:
+    """As `tsalign analyze vcpu` reads a long capture (its payload policy: the host's sched_switch parsed into pids as
+    read, their text in the spill): the analysis is the same as of every event as a dict, but only the switches of a
+    vCPU thread become dicts (their text read back from the spill); the host's other switches are never made into
+    dicts nor held as text. A capture whose host switches are all other threads' still says so (not "no host
+    sched_switch events")."""
+    import numpy as np
+
+    import tsalign.analyze.vcpu as vcpu_mod
+    from tsalign.align.columns import AlignedColumns
+    from tsalign.analyze.run import analyze, reads
+    from tsalign.traces.events import EventsBuilder
+    from tsalign.verify.judge import payload_policies
+
+    vcpus = {501: 0, 502: 1}
+    noise = [sw(10 + 7 * i, "host", 1, ("kworker", 40 + i, "S"), ("sshd", 90 + i)) for i in range(300)]
+    host = sorted([*noise, sw(200, "host", 0, ("CPU 0/KVM", 501, "R"), ("stress", 900)),
+                   sw(700, "host", 0, ("stress", 900, "R"), ("CPU 0/KVM", 501)),
+                   sw(2600, "host", 0, ("CPU 1/KVM", 502, "S"), ("stress", 900)),
+                   sw(2700, "host", 0, ("stress", 900, "R"), ("CPU 1/KVM", 502))], key=lambda e: e["guest_tsc"])
+    guest = [sw(100, "guest", 0, ("swapper/0", 0, "R"), ("dd", 77)), sw(2500, "guest", 1, ("kworker/1:0", 12, "S"),
+                                                                          ("swapper/1", 0))]
+    parts = []
+    for side, evs, policy in zip(("host", "guest"), (host, guest), payload_policies(reads("vcpu"))):
+        b = EventsBuilder(policy)
+        n = len(evs)
+        b.add_codes(np.asarray([e["guest_tsc"] for e in evs], dtype=np.uint64),
+                    np.asarray([e["cpu"] for e in evs]), np.zeros(n, dtype=np.int64), None,
+                    b.comm_codes(["x"] * n), b.name_codes([e["event"] for e in evs]), [e["payload"] for e in evs])
+        got = b.build()
+        parts.append(AlignedColumns.from_events(got, got.ts, side == "host", np.full(n, -1)))
+    cols = AlignedColumns.merged(parts)
+    assert not any(cols.payload[cols.is_host])  # no host switch's text held
+    seen: list[int] = []
+    real = vcpu_mod.analyze_vcpu
+
+    def counting(events: list[dict[str, Any]], *a: Any) -> Any:
+        seen.append(sum(e["side"] == "host" for e in events))
+        return real(events, *a)
+
+    monkeypatch.setattr(vcpu_mod, "analyze_vcpu", counting)
+    mine = analyze("vcpu", cols, KHZ, vcpus, None).to_dict()
+    ref = real(sorted(host + guest, key=lambda e: e["guest_tsc"]), vcpus, KHZ).to_dict()
+    assert mine == ref and [(r["vcpu"], r["duration_cycles"], r["guest_task"]) for r in mine["rows"]] == \
+        [(0, 500, "dd-77")] and mine["summary"]["outside_guest_capture"] == 1  # 2600..2700: after the guest's last
+    assert seen == [4]  # of 304 host switches
+    # only other threads' switches: the capture has host switches, none of a vCPU thread
+    r = analyze("vcpu", cols, KHZ, {777: 0}, None)
+    assert not r.needs and "no vCPU thread was switched out and back in during the capture" in r.notes

@@ -13,11 +13,26 @@ __all__ = ["analyze", "reads"]
 
 
 def reads(kind: str) -> dict[str, frozenset[str]]:
-    """The events analysis ``kind`` reads, per side (``host``, ``guest``): their payloads must be held."""
+    """The events whose payloads analysis ``kind`` needs held as they are read, per side (``host``, ``guest``)."""
     mods = {"irq": irq, "vcpu": vcpu, "io": io}
     if kind not in mods:
         raise ValueError(f"unknown analysis {kind!r} (one of {ANALYSES})")
-    return dict(mods[kind].READS)
+    return dict(getattr(mods[kind], "HELD", mods[kind].READS))
+
+
+def _vcpu_switches(columns: Any, vcpu_tids: dict[int, int]) -> tuple[Any, int]:
+    """The host's sched_switch rows that switch a vCPU thread out or in, payloads filled (from the spill where the
+    reader parsed their pids as it read them; else every switch, the analysis reads their pids itself), and how
+    many sched_switch the host capture holds. A host's switches are mostly other threads': not made into dicts."""
+    import numpy as np
+
+    sw = columns.select(host=("sched_switch",), guest=())
+    n = len(sw)
+    if sw.f0 is not None and (True, "sched_switch") in sw.parsed:
+        tids = np.asarray(sorted(vcpu_tids), dtype=np.int64)
+        prev, nxt = sw.f0.view(np.int64), sw.f1.view(np.int64)  # (the parser's pids: int64 bits)
+        sw = sw.take(np.nonzero(sw.fok & (np.isin(prev, tids) | np.isin(nxt, tids)))[0])
+    return sw.filled(), n
 
 
 def analyze(kind: str, columns: Any, tsc_khz: int, vcpu_tids: dict[int, int], vm_pid: int | None,
@@ -28,8 +43,9 @@ def analyze(kind: str, columns: Any, tsc_khz: int, vcpu_tids: dict[int, int], vm
         return irq.analyze_irq(columns.select(**irq.READS).rows(), tsc_khz)
     if kind == "vcpu":
         g = columns.guest_tsc[~columns.is_host]  # the guest capture's span: all its events, not only those read
-        return vcpu.analyze_vcpu(columns.select(**vcpu.READS).rows(), vcpu_tids, tsc_khz, top,
-                                 (int(g.min()), int(g.max())) if g.size else None)
+        host, switches = _vcpu_switches(columns, vcpu_tids)
+        return vcpu.analyze_vcpu(host.rows() + columns.select(host=(), guest=("sched_switch",)).rows(), vcpu_tids,
+                                 tsc_khz, top, (int(g.min()), int(g.max())) if g.size else None, switches)
     if kind == "io":
         return io.analyze_io(columns.select(**io.READS).rows(), vm_pid, tsc_khz)
     raise ValueError(f"unknown analysis {kind!r} (one of {ANALYSES})")

@@ -17,24 +17,28 @@ from ..clock.display import ns_or_none
 from ..traces.payloads import sched_switch
 from .common import AnalysisResult, Needs, bare, dist
 
-__all__ = ["READS", "analyze_vcpu"]
+__all__ = ["HELD", "READS", "analyze_vcpu"]
 
 
 #: the events :func:`analyze_vcpu` reads, per side (and the guest capture's span: see ``guest_span``)
 READS = {"host": frozenset({"sched_switch"}), "guest": frozenset({"sched_switch"})}
+#: of those, the ones whose payloads are held as a long capture is read: the host's switches are chosen by their
+#: pids (parsed as they are read) and only a vCPU thread's payload is read back (tsalign.analyze.run)
+HELD = {"host": frozenset[str](), "guest": READS["guest"]}
 
 
 def analyze_vcpu(events: list[dict[str, Any]], vcpu_tids: dict[int, int], tsc_khz: int, top: int = 10,
-                 guest_span: tuple[int, int] | None = None) -> AnalysisResult:
+                 guest_span: tuple[int, int] | None = None, host_switches: int | None = None) -> AnalysisResult:
     """``vcpu_tids``: host thread id -> vCPU id (from node discovery, in the host bundle); ``guest_span``: the first
-    and last guest event's guest TSC (default: of the guest events in ``events``)."""
+    and last guest event's guest TSC (default: of the guest events in ``events``); ``host_switches``: how many
+    sched_switch the host capture holds where ``events`` holds only the vCPU threads' (default: those in it)."""
     res = AnalysisResult("vcpu")
     host_sw = [(e, sched_switch(e["payload"])) for e in events if e["side"] == "host" and bare(e) == "sched_switch"]
     guest_sw = [(e, sched_switch(e["payload"])) for e in events if e["side"] == "guest" and bare(e) == "sched_switch"]
     if not vcpu_tids:
         res.notes.append("the host bundle names no vCPU threads: capture with --vm NAME or --pid PID of the VM")
         res.needs.append(Needs("host", ["sched:sched_switch"], "no vCPU thread ids in the host bundle"))
-    if not host_sw:
+    if not (len(host_sw) if host_switches is None else host_switches):
         res.needs.append(Needs("host", ["sched:sched_switch"], "no host sched_switch events"))
     if not guest_sw:
         res.needs.append(Needs("guest", ["sched:sched_switch"], "no guest sched_switch events"))
