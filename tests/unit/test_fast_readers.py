@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsalign.errors import InvalidParameter
 from tsalign.traces.eventformat import EventFormat
@@ -68,7 +70,8 @@ def test_column_printers_print_as_libtraceevent_does() -> None:
                     continue
                 from tsalign.traces.fields import decode
 
-                fast = cp.format(decode(c.raws, c.src, c.off, c.size, cp.fmt, cp.fields), len(c))
+                cols = decode(c.raws, c.src, c.off, c.size, cp.fmt, cp.fields)
+                fast = cp.format_arrow(cols, len(c)).to_pylist()
                 assert fast == pr._print_rows(c, np.arange(len(c))), pr.formats[i].full_name
     finally:
         dat.close()
@@ -85,12 +88,12 @@ def test_a_wrong_column_printer_is_caught_and_not_used() -> None:
         c = _records(fmt, 100, random.Random(3))
         with EventPrinter(dat.formats.values(), dat.long_size, False, "t") as right, \
                 EventPrinter(dat.formats.values(), dat.long_size, False, "t") as wrong:
-            good = right.payloads(c)
+            good = right.payloads(c).to_pylist()
             assert right.checked[fmt.id] is True
             cp = compile_print_fmt(fmt)
             assert cp is not None
             wrong.compiled[fmt.id] = ColumnPrinter(fmt, cp.template.replace("val", "VAL"), cp.args)
-            assert wrong.payloads(c) == good and wrong.checked[fmt.id] is False
+            assert wrong.payloads(c).to_pylist() == good and wrong.checked[fmt.id] is False
             assert all(p.startswith("pio_") and " val 0x" in p for p in good)
     finally:
         dat.close()
@@ -121,7 +124,7 @@ def test_a_print_fmt_reading_common_fields_is_printed_per_record() -> None:
         raw[pid.offset:pid.offset + 4] = (77).to_bytes(4, "little")
         c.raws[0] = np.frombuffer(bytes(raw), dtype=np.uint8)
         with EventPrinter([fmt], dat.long_size, False, "t") as pr:
-            out = pr.payloads(c)
+            out = pr.payloads(c).to_pylist()
             assert pr.compiled.get(fmt.id) is None
         port = int.from_bytes(raw[fmt.get("port").offset:][:4], "little")  # type: ignore[union-attr]
         assert out == [f"pid=77 port={port:x}", f"pid=4242 port={port:x}"], out
@@ -241,3 +244,38 @@ def test_block_reader_edge_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     one = TextTrace(str(tmp_path / "ftrace.txt"), "ftrace")
     tg = [t for c in one.raw_chunks() for t in c.tgid.tolist()]  # type: ignore[union-attr]
     assert tg[:3] == [3, 7940, -1] and one.info.warnings  # sorted (4999 came after 5000: the order warning)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("-0+ ", max_size=3), st.sampled_from([0, 1, 3, 8, 17, 20]), st.sampled_from([None, 0, 1, 3, 18]),
+       st.sampled_from(["d32", "d64", "u64", "x", "X"]),
+       st.lists(st.integers(-2**63, 2**64 - 1), min_size=1, max_size=20))
+def test_integers_in_whole_columns_print_as_pythons_percent(flags: str, width: int, prec: int | None, kind: str,
+                                                           values: list[int]) -> None:
+    """The column printer's integers (tsalign.traces.fastprint._int_text, pyarrow kernels and a byte table for hex)
+    against Python's ``%``, which the printer's per-event path uses and libtraceevent checks (above): every flag,
+    width and precision of the accepted subset, values at the edges of each width."""
+    from tsalign.traces.fastprint import _int_text
+
+    conv = kind[0]
+    if kind == "d32":
+        arr = np.asarray([v % 2**32 - (2**32 if v % 2**32 >= 2**31 else 0) for v in [*values, 0, -1, -2**31]], dtype=np.int32)
+    elif kind == "d64":
+        arr = np.asarray([v % 2**64 - (2**64 if v % 2**64 >= 2**63 else 0) for v in [*values, 0, -1, -2**63]], dtype=np.int64)
+    else:
+        arr = np.asarray([v % 2**64 for v in [*values, 0, 1, 15, 16, 2**64 - 1]], dtype=np.uint64)
+    spec = "%" + flags + (str(width) if width else "") + ("" if prec is None else f".{prec}") + ("d" if conv == "u" else conv)
+    assert _int_text(arr, flags, width, prec, conv).to_pylist() == [spec % int(x) for x in arr.tolist()]
+
+
+@given(st.sampled_from(["", "-", "0", "-0"]), st.sampled_from([0, 2, 5, 9]), st.sampled_from([None, 0, 2, 4]),
+       st.lists(st.text(max_size=6), min_size=1, max_size=8))
+def test_strings_in_whole_columns_print_as_pythons_percent(flags: str, width: int, prec: int | None,
+                                                          values: list[str]) -> None:
+    """The same for ``%s`` (tsalign.traces.fastprint._pad_text): padding and precision count characters."""
+    import pyarrow as pa
+
+    from tsalign.traces.fastprint import _pad_text
+
+    spec = "%" + flags + (str(width) if width else "") + ("" if prec is None else f".{prec}") + "s"
+    assert _pad_text(pa.array(values, pa.string()), flags, width, prec).to_pylist() == [spec % v for v in values]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class EventsBuilder:
         self.comms, self.names = self._comms.items, self._names.items
         #: per column (ts, cpu, pid, tgid, comm, event), its chunks
         self._cols: list[list[np.ndarray]] = [[] for _ in range(6)]
-        self._payloads: list[Sequence[str]] = []
+        self._payloads: list[Any] = []
         self._fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._chunks = 0
 
@@ -156,7 +157,8 @@ class EventsBuilder:
         return out
 
     def add_codes(self, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, tgid: np.ndarray | None, comm: np.ndarray,
-                  event: np.ndarray, payload: Sequence[str]) -> None:
+                  event: np.ndarray, payload: Sequence[str] | Any) -> None:
+        """One chunk's columns; ``payload``: its payload texts (a sequence of str, or a pyarrow string array)."""
         n = len(ts)
         arrays: tuple[np.ndarray, ...] = (
             np.asarray(ts, dtype=np.uint64), narrow(cpu), narrow(pid),
@@ -165,9 +167,11 @@ class EventsBuilder:
         for col, a in zip(self._cols, arrays):
             col.append(a)
         if self.policy is not None:
-            payload, fields = self.policy.apply(self.names, arrays[5], payload)  # type: ignore[assignment]
+            payload, fields = self.policy.apply(self.names, arrays[5], payload)
             if fields is not None:
                 self._fields.append(fields)
+        elif hasattr(payload, "to_pylist"):  # a reader's pyarrow strings (all held: as str)
+            payload = payload.to_pylist()
         self._payloads.append(payload)
         self._chunks += 1
         if self._chunks % TRIM_EVERY == 0:  # the readers' freed temporaries, before they set the read's peak

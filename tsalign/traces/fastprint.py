@@ -8,8 +8,9 @@ fmts that are a C format string over plain fields, e.g. kvm_pio's::
     REC->count, REC->val, REC->count > 1 ? "(...)" : ""
 
 :func:`compile_print_fmt` turns such a fmt into a :class:`ColumnPrinter` that decodes the fields of many
-events at once (:func:`tsalign.traces.fields.decode`) and formats them with Python's ``%`` (which agrees
-with C's printf for the conversions accepted here); any other fmt (``__print_symbolic``, ``__print_flags``,
+events at once (:func:`tsalign.traces.fields.decode`) and formats them in whole columns (pyarrow's string
+kernels, a byte table for hex digits) as Python's ``%`` would, which agrees with C's printf for the conversions
+accepted here (tests/unit/test_fast_readers.py checks both); any other fmt (``__print_symbolic``, ``__print_flags``,
 casts, arithmetic, ``%p``, the ``#`` flag, ``__data_loc`` fields) gives None and stays with libtraceevent.
 :class:`~tsalign.traces.printfmt.EventPrinter` checks each compiled fmt against libtraceevent on the first
 events of its type before using it (a difference keeps that type with libtraceevent).
@@ -114,24 +115,109 @@ class ColumnPrinter:
         """Bytes a record needs to hold every field read."""
         return max((a.field.offset + a.field.size for a in self.args), default=0)
 
-    def format(self, cols: dict[str, Any], n: int) -> list[str]:
-        """The payload text of ``n`` events from their decoded fields (trailing blanks removed)."""
-        values: list[list[Any]] = []
-        for a in self.args:
+    def format_arrow(self, cols: dict[str, Any], n: int) -> Any:
+        """The payload text of ``n`` events from their decoded fields, trailing blanks removed, as a pyarrow string
+        array made in whole columns: each conversion as Python's ``%`` makes it (C's printf for the accepted
+        subset), then ``str.rstrip``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts: list[Any] = []
+        args = iter(self.args)
+        pos = 0
+        for m in _SPEC.finditer(self.template):
+            if m.start() > pos:
+                parts.append(pa.scalar(self.template[pos:m.start()]))
+            pos = m.end()
+            if m["conv"] == "%":
+                parts.append(pa.scalar("%"))
+                continue
+            a = next(args)
             col = cols[a.field.name]
+            width = int(m["width"] or 0)
+            prec = None if m["prec"] is None else int(m["prec"])
             if a.ternary:
                 v = _unsigned(col)
                 cond = _OPS[a.op](v, np.uint64(a.num % (1 << 64))) if a.op else v != 0
-                then, other = a.then, a.other
-                values.append([then if c else other for c in cond.tolist()])
+                text = pc.if_else(pa.array(cond), pa.scalar(a.then), pa.scalar(a.other))
+                parts.append(_pad_text(text, m["flags"], width, prec))
             elif a.conv == "s":
-                values.append(list(col))
+                parts.append(_pad_text(pa.array(list(col), pa.string()), m["flags"], width, prec))
             else:
-                values.append(_c_int(np.asarray(col), a.conv, a.bits).tolist())
-        if not values:
-            return [self.template.rstrip()] * n
-        t = self.template
-        return [(t % row).rstrip() for row in zip(*values)]
+                parts.append(_int_text(_c_int(np.asarray(col), a.conv, a.bits), m["flags"], width, prec, m["conv"]))
+        if pos < len(self.template):
+            parts.append(pa.scalar(self.template[pos:]))
+        if not parts:
+            return pa.array([""] * n, pa.string())
+        if not any(isinstance(p, (pa.Array, pa.ChunkedArray)) for p in parts):  # no conversions: one text
+            return pa.array(["".join(p.as_py() for p in parts).rstrip()] * n, pa.string())
+        text = pc.binary_join_element_wise(*parts, pa.scalar(""))
+        if self.template.isascii() and all((a.then + a.other).isascii() if a.ternary else a.conv != "s"
+                                           for a in self.args):  # ASCII text only (no string field): ASCII kernel
+            return pc.ascii_rtrim(text, characters=_ASCII_SPACE)
+        return pc.utf8_rtrim(text, characters=_PY_SPACE)
+
+
+#: the characters Python's ``str.rstrip()`` removes (``str.isspace``), and those of them in ASCII
+_PY_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+_ASCII_SPACE = "".join(c for c in _PY_SPACE if c.isascii())
+#: two hex digits of each byte value, per conversion
+_HEX2 = {c: np.frombuffer("".join(f"{i:02{c}}" for i in range(256)).encode(), dtype=np.uint8).reshape(256, 2)
+         for c in "xX"}
+_NIBBLES = np.asarray([1 << (4 * i) for i in range(1, 16)], dtype=np.uint64)
+
+
+def _hex_text(v: np.ndarray, conv: str) -> Any:
+    """Unsigned values as Python's ``%x``/``%X`` prints them (no leading zeros; 0 is "0"), in whole columns."""
+    import pyarrow as pa
+
+    v = np.ascontiguousarray(v, dtype=np.uint64)
+    n = len(v)
+    chars = _HEX2[conv][v.astype(">u8").view(np.uint8)].reshape(n, 16)  # 16 digits a value, most significant first
+    digits = np.ones(n, dtype=np.int32)
+    for step in _NIBBLES:
+        digits += v >= step
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(digits, out=offsets[1:])
+    data = chars[np.arange(16, dtype=np.int32) >= (16 - digits)[:, None]]
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
+
+
+def _int_text(v: np.ndarray, flags: str, width: int, prec: int | None, conv: str) -> Any:
+    """Integers as Python's ``%`` with ``flags``, ``width``, ``prec`` and ``conv`` (d, i, u, x, X) prints them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    neg = v < 0 if v.dtype.kind == "i" else np.zeros(len(v), dtype=bool)
+    mag = np.where(neg, ~v.astype(np.int64).view(np.uint64) + np.uint64(1), v.astype(np.uint64)) if neg.any() \
+        else v.astype(np.uint64)
+    digits = _hex_text(mag, conv) if conv in "xX" else pc.cast(pa.array(mag), pa.string())
+    if prec:
+        digits = pc.utf8_lpad(digits, width=prec, padding="0")
+    plus = "+" if "+" in flags else " " if " " in flags else ""
+    sign = pc.if_else(pa.array(neg), pa.scalar("-"), pa.scalar(plus)) if neg.any() else pa.scalar(plus)
+    if "-" in flags or not width:
+        text = pc.binary_join_element_wise(sign, digits, pa.scalar(""))
+        return pc.utf8_rpad(text, width=width, padding=" ") if width else text
+    if "0" in flags:  # the sign, then the digits zero-padded to the width it leaves
+        if plus or not neg.any():
+            padded = pc.utf8_lpad(digits, width=max(0, width - len(plus)), padding="0")
+        else:
+            padded = pc.if_else(pa.array(neg), pc.utf8_lpad(digits, width=max(0, width - 1), padding="0"),
+                                pc.utf8_lpad(digits, width=width, padding="0"))
+        return pc.binary_join_element_wise(sign, padded, pa.scalar(""))
+    return pc.utf8_lpad(pc.binary_join_element_wise(sign, digits, pa.scalar("")), width=width, padding=" ")
+
+
+def _pad_text(text: Any, flags: str, width: int, prec: int | None) -> Any:
+    """Strings as Python's ``%s`` with ``flags`` (``-``), ``width`` and ``prec`` prints them."""
+    import pyarrow.compute as pc
+
+    if prec is not None:
+        text = pc.utf8_slice_codeunits(text, 0, prec)
+    if not width:
+        return text
+    return pc.utf8_rpad(text, width=width, padding=" ") if "-" in flags else pc.utf8_lpad(text, width=width, padding=" ")
 
 
 def _unsigned(col: Any) -> np.ndarray:

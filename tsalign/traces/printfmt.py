@@ -167,18 +167,22 @@ class EventPrinter:
                     return False
         return True
 
-    def payloads(self, chunk: Chunk) -> list[str]:
-        """The print-fmt text of every event of ``chunk`` (a binary chunk), trailing blanks removed.
+    def payloads(self, chunk: Chunk) -> Any:
+        """The print-fmt text of every event of ``chunk`` (a binary chunk), trailing blanks removed, as a pyarrow
+        string array.
 
         Event types whose print fmt :mod:`tsalign.traces.fastprint` evaluates in columns are printed that way
         once their first events (:data:`CHECK_EVENTS`) came out the same as libtraceevent prints them; the
         rest, and records too short for their fields, one by one through libtraceevent."""
+        import pyarrow as pa
+
         assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
         types = np.unique(chunk.type_id).tolist()
         new = [int(i) for i in types if int(i) not in self.parsed]
         if new:
             self._parse(new)
-        out = [""] * len(chunk)
+        where: list[np.ndarray] = []
+        texts: list[Any] = []
         slow = np.ones(len(chunk), dtype=bool)
         for t in types:
             cp = self._column_printer(int(t))
@@ -187,20 +191,25 @@ class EventPrinter:
             rows = np.nonzero((chunk.type_id == t) & (chunk.size >= cp.min_size) & (chunk.size <= _MAX_RECORD))[0]
             if not rows.size:
                 continue
-            text = cp.format(decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], cp.fmt,
-                                    cp.fields, self.endian), int(rows.size))
+            text = cp.format_arrow(decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], cp.fmt,
+                                          cp.fields, self.endian), int(rows.size))
             if int(t) not in self.checked:
                 k = rows[:CHECK_EVENTS]
-                self.checked[int(t)] = self._print_rows(chunk, k) == text[:len(k)]
+                self.checked[int(t)] = self._print_rows(chunk, k) == text.slice(0, len(k)).to_pylist()
                 if not self.checked[int(t)]:
                     continue
-            for i, p in zip(rows.tolist(), text):
-                out[i] = p
+            where.append(rows)
+            texts.append(text)
             slow[rows] = False
         rows = np.nonzero(slow)[0]
-        for i, p in zip(rows.tolist(), self._print_rows(chunk, rows)):
-            out[i] = p
-        return out
+        if rows.size:
+            where.append(rows)
+            texts.append(pa.array(self._print_rows(chunk, rows), pa.string()))
+        if len(texts) == 1:
+            return texts[0]  # (one part: every row, in order)
+        at = np.empty(len(chunk), dtype=np.int64)
+        at[np.concatenate(where)] = np.arange(len(chunk), dtype=np.int64)
+        return pa.concat_arrays([x.cast(pa.string()) for x in texts]).take(pa.array(at))
 
     def _column_printer(self, ev: int) -> ColumnPrinter | None:
         """The column printer of event type ``ev``, unless it is unknown, has dynamic fields or failed its check."""

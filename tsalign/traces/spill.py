@@ -46,9 +46,9 @@ class PayloadPolicy:
         """This policy parsing the payloads of ``parsers``' events too (its own parser first where both name one)."""
         return replace(self, parsers={**parsers, **self.parsers})
 
-    def apply(self, names: Sequence[str], event: np.ndarray, payload: Sequence[str | None]
+    def apply(self, names: Sequence[str], event: np.ndarray, payload: Sequence[str | None] | Any
               ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-        """The spill takes ``payload`` (one chunk, in row order); returns the rows' payloads to hold in memory
+        """The spill takes ``payload`` (one chunk, in row order: str or a pyarrow string array); returns the rows' payloads to hold in memory
         (object array: the text where the policy keeps it, None elsewhere) and, with :attr:`parsers`, the rows'
         parsed fields (zeros and not matched for the rows of other events). ``names``: the event vocabulary
         ``event`` (codes) indexes."""
@@ -56,7 +56,7 @@ class PayloadPolicy:
         import pyarrow.compute as pc
 
         assert self.spill is not None, "with_spill() first"
-        text = pa.array(payload, pa.string())
+        text = payload if isinstance(payload, pa.Array) else pa.array(payload, pa.string())
         self.spill.add(text)
         n = len(text)
         codes = np.unique(event)
@@ -81,7 +81,7 @@ class PayloadPolicy:
         out = np.full(n, None, dtype=object)
         rows = np.nonzero(keep)[0]
         if rows.size:
-            out[rows] = [payload[i] for i in rows.tolist()]
+            out[rows] = text.take(pa.array(rows)).to_pylist()
         return out, fields
 
 
