@@ -175,19 +175,50 @@ def test_analyses_of_columns_read_only_their_events() -> None:
     assert analyze("irq", cols, KHZ, vcpus, 4000).rows[0]["latency_cycles"] == 300
 
 
+def _as_read(kind: str, host: list[dict[str, Any]], guest: list[dict[str, Any]]) -> Any:
+    """The aligned columns of ``host`` and ``guest`` as `tsalign analyze KIND` reads a long capture: each side through
+    its payload policy (tsalign.verify.judge.payload_policies with the analysis' held events: the rest in a spill,
+    the evidence's events parsed as read)."""
+    import numpy as np
+
+    from tsalign.align.columns import AlignedColumns
+    from tsalign.analyze.run import reads
+    from tsalign.traces.events import EventsBuilder
+    from tsalign.verify.judge import payload_policies
+
+    parts = []
+    for side, evs, policy in zip(("host", "guest"), (host, guest), payload_policies(reads(kind))):
+        b = EventsBuilder(policy)
+        n = len(evs)
+        b.add_codes(np.asarray([e["guest_tsc"] for e in evs], dtype=np.uint64), np.asarray([e["cpu"] for e in evs]),
+                    np.asarray([e["pid"] for e in evs]), np.asarray([e["tgid"] for e in evs]),
+                    b.comm_codes(["x"] * n), b.name_codes([e["event"] for e in evs]), [e["payload"] for e in evs])
+        got = b.build()
+        parts.append(AlignedColumns.from_events(got, got.ts, side == "host", np.full(n, -1)))
+    return AlignedColumns.merged(parts)
+
+
+def _host_dicts(monkeypatch: Any, module: Any, name: str) -> list[int]:
+    """How many host events each call of ``module.name`` (an analysis) is given as dicts."""
+    seen: list[int] = []
+    real = getattr(module, name)
+
+    def counting(events: list[dict[str, Any]], *a: Any) -> Any:
+        seen.append(sum(e["side"] == "host" for e in events))
+        return real(events, *a)
+
+    monkeypatch.setattr(module, name, counting)
+    return seen
+
+
 def test_vcpu_analysis_of_a_long_capture_reads_only_the_vcpu_threads_switches(monkeypatch: Any) -> None:
     """As `tsalign analyze vcpu` reads a long capture (its payload policy: the host's sched_switch parsed into pids as
     read, their text in the spill): the analysis is the same as of every event as a dict, but only the switches of a
     vCPU thread become dicts (their text read back from the spill); the host's other switches are never made into
     dicts nor held as text. A capture whose host switches are all other threads' still says so (not "no host
     sched_switch events")."""
-    import numpy as np
-
     import tsalign.analyze.vcpu as vcpu_mod
-    from tsalign.align.columns import AlignedColumns
-    from tsalign.analyze.run import analyze, reads
-    from tsalign.traces.events import EventsBuilder
-    from tsalign.verify.judge import payload_policies
+    from tsalign.analyze.run import analyze
 
     vcpus = {501: 0, 502: 1}
     noise = [sw(10 + 7 * i, "host", 1, ("kworker", 40 + i, "S"), ("sshd", 90 + i)) for i in range(300)]
@@ -197,30 +228,40 @@ def test_vcpu_analysis_of_a_long_capture_reads_only_the_vcpu_threads_switches(mo
                    sw(2700, "host", 0, ("stress", 900, "R"), ("CPU 1/KVM", 502))], key=lambda e: e["guest_tsc"])
     guest = [sw(100, "guest", 0, ("swapper/0", 0, "R"), ("dd", 77)), sw(2500, "guest", 1, ("kworker/1:0", 12, "S"),
                                                                           ("swapper/1", 0))]
-    parts = []
-    for side, evs, policy in zip(("host", "guest"), (host, guest), payload_policies(reads("vcpu"))):
-        b = EventsBuilder(policy)
-        n = len(evs)
-        b.add_codes(np.asarray([e["guest_tsc"] for e in evs], dtype=np.uint64),
-                    np.asarray([e["cpu"] for e in evs]), np.zeros(n, dtype=np.int64), None,
-                    b.comm_codes(["x"] * n), b.name_codes([e["event"] for e in evs]), [e["payload"] for e in evs])
-        got = b.build()
-        parts.append(AlignedColumns.from_events(got, got.ts, side == "host", np.full(n, -1)))
-    cols = AlignedColumns.merged(parts)
+    cols = _as_read("vcpu", host, guest)
     assert not any(cols.payload[cols.is_host])  # no host switch's text held
-    seen: list[int] = []
-    real = vcpu_mod.analyze_vcpu
-
-    def counting(events: list[dict[str, Any]], *a: Any) -> Any:
-        seen.append(sum(e["side"] == "host" for e in events))
-        return real(events, *a)
-
-    monkeypatch.setattr(vcpu_mod, "analyze_vcpu", counting)
+    ref = analyze_vcpu(sorted(host + guest, key=lambda e: e["guest_tsc"]), vcpus, KHZ).to_dict()
+    seen = _host_dicts(monkeypatch, vcpu_mod, "analyze_vcpu")
     mine = analyze("vcpu", cols, KHZ, vcpus, None).to_dict()
-    ref = real(sorted(host + guest, key=lambda e: e["guest_tsc"]), vcpus, KHZ).to_dict()
     assert mine == ref and [(r["vcpu"], r["duration_cycles"], r["guest_task"]) for r in mine["rows"]] == \
         [(0, 500, "dd-77")] and mine["summary"]["outside_guest_capture"] == 1  # 2600..2700: after the guest's last
     assert seen == [4]  # of 304 host switches
     # only other threads' switches: the capture has host switches, none of a vCPU thread
     r = analyze("vcpu", cols, KHZ, {777: 0}, None)
     assert not r.needs and "no vCPU thread was switched out and back in during the capture" in r.notes
+
+
+def test_io_analysis_of_a_long_capture_reads_only_the_vm_process_calls(monkeypatch: Any) -> None:
+    """The same for `tsalign analyze io`: the host's IO system calls are chosen by their TGID (the VM process's, or
+    unknown), only theirs become dicts (text from the spill); other processes' calls are neither held nor made
+    into dicts. Same answers as every event as a dict (test_io_breakdown's capture, with 400 other processes'
+    calls)."""
+    import tsalign.analyze.io as io_mod
+    from tsalign.analyze.run import analyze
+
+    qemu = 4000
+    noise = [ev(1000 + 5 * i, "host", f"sys_{'enter' if i % 2 == 0 else 'exit'}_pread64", "fd: 3", pid=7000 + i // 2,
+                tgid=7000 + i // 2) for i in range(400)]
+    host = sorted([*noise, ev(1300, "host", "sys_enter_pwritev", "fd: 0x0000000c", pid=4010, tgid=qemu),
+                   ev(1900, "host", "sys_exit_pwritev", "0x1000", pid=4010, tgid=qemu),
+                   ev(1950, "host", "sys_enter_pwritev", "fd: 0x0000000c", pid=4011, tgid=qemu),
+                   ev(2100, "host", "sys_exit_pwritev", "0x1000", pid=4011, tgid=qemu)], key=lambda e: e["guest_tsc"])
+    guest = [ev(1000, "guest", "block_rq_issue", "253,0 W 4096 () 2048 + 8 [dd]"),
+             ev(2500, "guest", "block_rq_complete", "253,0 W () 2048 + 8 [0]")]
+    cols = _as_read("io", host, guest)
+    assert not any(cols.payload[cols.is_host & (cols.tgid != qemu)])  # (the evidence holds write calls' text)
+    ref = analyze_io(sorted(host + guest, key=lambda e: e["guest_tsc"]), qemu, KHZ).to_dict()
+    seen = _host_dicts(monkeypatch, io_mod, "analyze_io")
+    mine = analyze("io", cols, KHZ, {}, qemu).to_dict()
+    assert mine == ref and mine["rows"][0]["host_cycles"] == 800 and mine["rows"][0]["host_calls"] == 2
+    assert seen == [4]  # of 404 host calls

@@ -16,7 +16,7 @@ from typing import Any
 from ..traces.payloads import block_rq
 from .common import AnalysisResult, Needs, bare, dist
 
-__all__ = ["HOST_IO_CALLS", "READS", "analyze_io"]
+__all__ = ["HELD", "HOST_IO_CALLS", "READS", "analyze_io"]
 
 #: system calls that count as the VM process's disk IO
 HOST_IO_CALLS = ("pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "io_uring_enter", "io_submit",
@@ -28,6 +28,9 @@ HOST_EVENTS = [f"syscalls:sys_{d}_{c}" for c in ("pread64", "pwrite64", "preadv"
 #: the events :func:`analyze_io` reads (with its default ``calls``), per side
 READS = {"host": frozenset(f"sys_{d}_{c}" for c in HOST_IO_CALLS for d in ("enter", "exit")),
          "guest": frozenset({"block_rq_issue", "block_rq_complete"})}
+#: of those, the ones whose payloads are held as a long capture is read: the host's calls are chosen by their TGID
+#: and only the VM process's payloads are read back (tsalign.analyze.run)
+HELD = {"host": frozenset[str](), "guest": READS["guest"]}
 
 
 def _call(e: dict[str, Any]) -> tuple[str, str] | None:

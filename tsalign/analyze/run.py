@@ -1,5 +1,7 @@
 """One analysis of an aligned timeline's columns: each analysis gets as dicts only the events it reads (its
-``READS``), so a long capture's timeline never becomes a dict per event."""
+``READS``), so a long capture's timeline never becomes a dict per event — of the host's, only those of the VM: the
+vCPU threads' switches (by their pids, parsed as read), the VM process's IO calls (by TGID); their text is read
+back from the spill (``HELD``: what stays in memory as the capture is read)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,18 @@ def _vcpu_switches(columns: Any, vcpu_tids: dict[int, int]) -> tuple[Any, int]:
     return sw.filled(), n
 
 
+def _vm_calls(columns: Any, vm_pid: int | None) -> Any:
+    """The host's IO system calls of the VM process (TGID ``vm_pid``, or unknown: -1), payloads filled (from the
+    spill where a policy left them there); every process's without ``vm_pid``. Other processes' calls are not made
+    into dicts."""
+    import numpy as np
+
+    calls = columns.select(host=io.READS["host"], guest=())
+    if vm_pid is not None:
+        calls = calls.take(np.nonzero((calls.tgid == vm_pid) | (calls.tgid == -1))[0])
+    return calls.filled()
+
+
 def analyze(kind: str, columns: Any, tsc_khz: int, vcpu_tids: dict[int, int], vm_pid: int | None,
             top: int = 10) -> AnalysisResult:
     """Analysis ``kind`` (one of :data:`tsalign.catalogue.ANALYSES`) of ``columns`` (:class:`tsalign.align.columns.AlignedColumns`):
@@ -47,5 +61,6 @@ def analyze(kind: str, columns: Any, tsc_khz: int, vcpu_tids: dict[int, int], vm
         return vcpu.analyze_vcpu(host.rows() + columns.select(host=(), guest=("sched_switch",)).rows(), vcpu_tids,
                                  tsc_khz, top, (int(g.min()), int(g.max())) if g.size else None, switches)
     if kind == "io":
-        return io.analyze_io(columns.select(**io.READS).rows(), vm_pid, tsc_khz)
+        return io.analyze_io(_vm_calls(columns, vm_pid).rows() + columns.select(host=(), guest=io.READS["guest"]).rows(),
+                             vm_pid, tsc_khz)
     raise ValueError(f"unknown analysis {kind!r} (one of {ANALYSES})")
