@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsalign.align.columns import AlignedColumns, _merge_positions, host_on_guest_axis
 from tsalign.clock.kvm import TscParams
@@ -121,3 +123,16 @@ def test_parquet_holds_the_rows(tmp_path: Path) -> None:
     back = pq.read_table(tmp_path / "t.parquet").to_pylist()
     want = [{"host_tsc": None, "vcpu": None} | r for r in cols.rows()]
     assert back == want
+
+
+@given(st.lists(st.text(max_size=12), max_size=30), st.integers(0, 5))
+@settings(max_examples=300, deadline=None)
+def test_json_string_literals_are_json_dumps_of_any_text(values: list[str], cut: int) -> None:
+    """Each payload's literal is ``json.dumps`` of it (quotes, backslashes, control and non-ASCII characters
+    escaped), on a sliced array too (the byte check reads the slice's part of the buffer)."""
+    import pyarrow as pa
+
+    from tsalign.align.columns import _json_strings
+
+    arr = pa.array(["pad"] * cut + values, pa.string()).slice(cut)
+    assert _json_strings(arr).to_pylist() == [json.dumps(v) for v in values]

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import perfetto.protos.perfetto.trace.perfetto_trace_pb2 as pb  # type: ignore[import-untyped]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsalign.align.columns import AlignedColumns
 from tsalign.errors import InconsistentData
 from tsalign.report.perfetto import SEQ_ID, write_perfetto
-from tsalign.report.protowire import varint, varints
+from tsalign.report.protowire import varint, varints, varints_numpy
 
 KHZ = 2_000_000
 
@@ -81,11 +83,20 @@ def _reference(cols: AlignedColumns, khz: int) -> bytes:
 def test_varints_by_hand() -> None:
     values = [0, 1, 127, 128, 300, 16384, (1 << 64) - 1]
     arr, n = varints(np.asarray(values, dtype=np.uint64))
-    assert arr.to_pylist() == [varint(v) for v in values]
+    assert arr.to_pylist() == [varint(v) for v in values] == varints_numpy(np.asarray(values, np.uint64))[0].to_pylist()
     assert arr.to_pylist()[:5] == [b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02"]  # protobuf's docs: 300
     assert n.tolist() == [1, 1, 1, 2, 2, 3, 10]
     with pytest.raises(ValueError):
         varint(1 << 64)
+
+
+@given(st.lists(st.integers(0, (1 << 64) - 1), max_size=50))
+@settings(max_examples=200, deadline=None)
+def test_compiled_varints_equal_the_numpy_ones_and_the_scalar_encoder(values: list[int]) -> None:
+    a, an = varints(np.asarray(values, dtype=np.uint64))
+    b, bn = varints_numpy(np.asarray(values, dtype=np.uint64))
+    assert a.to_pylist() == b.to_pylist() == [varint(v) for v in values]
+    assert an.tolist() == bn.tolist()
 
 
 @pytest.mark.parametrize("chunk", [7, 1 << 16])

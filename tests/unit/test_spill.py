@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsalign.align.fanout import Cancelled, Fanout
 from tsalign.traces.events import EventsBuilder
@@ -129,3 +131,50 @@ def test_a_spill_that_cannot_be_written_names_its_directory(tmp_path, monkeypatc
     s._file = open("/dev/full", "wb")  # noqa: SIM115 - every write: ENOSPC
     with pytest.raises(Unavailable, match="No space left on device"):
         s.add(pa.array(["x" * 100_000] * 50, pa.string()))
+
+
+_COMM = st.text(st.sampled_from(list("ab /:=-0é")), max_size=8)
+_PID = st.integers(-(10**12), 10**12)
+
+
+@given(st.lists(st.one_of(
+    st.builds(lambda pc, pp, ps, nc, np_: f"prev_comm={pc} prev_pid={pp} prev_prio=120 prev_state={ps} ==> "
+              f"next_comm={nc} next_pid={np_} next_prio=-1", _COMM, _PID, st.sampled_from(["R", "S|D", "R+", ""]),
+              _COMM, _PID),
+    st.text(st.sampled_from(list("pidrevnxt_=> 0129")), max_size=40)), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_sched_switch_fields_in_one_regex_pass_match_the_row_parser(payloads: list[str]) -> None:
+    """The evidence's sched_switch parser (pyarrow's regex kernel over the column) gives the pids the row parser
+    (:func:`tsalign.traces.payloads.sched_switch`, used by the analyses) reads, wherever those fit in 10 digits."""
+    from tsalign.traces.payloads import sched_switch
+    from tsalign.verify.evidence import FIELDS
+
+    prev, nxt, ok = FIELDS["host"]["sched_switch"](pa.array(payloads, pa.string()))
+    for p, a, b, o in zip(payloads, prev.view(np.int64).tolist(), nxt.view(np.int64).tolist(), ok.tolist()):
+        r = sched_switch(p)
+        fits = r is not None and max(abs(r["prev_pid"]), abs(r["next_pid"])) < 10**10
+        assert (a, b, o) == ((r["prev_pid"], r["next_pid"], True) if fits and r else (0, 0, False)), p
+
+
+@given(st.lists(st.text(st.sampled_from(list("pid=x 0123456789é_")), max_size=30), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_sched_waking_pid_in_one_regex_pass_is_the_payloads_last_pid(payloads: list[str]) -> None:
+    """The woken pid is the digits after the payload's last ``pid=`` that starts a word (-1: none, or beyond 18
+    digits), as ``re.findall(r"\\bpid=(\\d+)")[-1]`` reads it on ASCII text."""
+    import re
+
+    from tsalign.verify.evidence import FIELDS
+
+    pids, _, ok = FIELDS["host"]["sched_waking"](pa.array(payloads, pa.string()))
+    assert ok.all()
+    for p, got in zip(payloads, pids.view(np.int64).tolist()):
+        found = re.findall(r"\bpid=(\d+)", p, re.ASCII)
+        want = int(found[-1]) if found and len(found[-1]) <= 18 else -1
+        assert got == want, p
+
+
+def test_sched_waking_pid_too_long_is_none_not_an_earlier_one() -> None:
+    from tsalign.verify.evidence import FIELDS
+
+    pids, _, _ = FIELDS["host"]["sched_waking"](pa.array(["pid=1 pid=" + "9" * 19, "comm=a pid=2x", "pid=7"]))
+    assert pids.view(np.int64).tolist() == [-1, 2, 7]

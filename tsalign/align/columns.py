@@ -280,19 +280,53 @@ def write_jsonl_blocks(f: Any, blocks: Iterable[AlignedColumns]) -> None:
 
 
 def _json_strings(values: np.ndarray) -> Any:
-    """JSON string literals of ``values`` (object array of str) as ``json.dumps`` writes them (ASCII, escaped):
-    quoted in one kernel where a value is printable ASCII without ``"`` or ``\\``, encoded one by one elsewhere."""
+    """JSON string literals of ``values`` (object array of str, or pyarrow strings) as ``json.dumps`` writes them
+    (ASCII, escaped): :func:`_json_inner` quoted."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise('"', _json_inner(values), '"', "")
+
+
+def _json_inner(values: np.ndarray) -> Any:
+    """What ``json.dumps`` writes between the quotes of each of ``values``: the text itself where it is printable
+    ASCII without ``"`` or ``\\`` (no copy), escaped one by one elsewhere."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     a = payload_strings(values)
-    out = pc.binary_join_element_wise('"', a, '"', "")
-    plain = pc.match_substring_regex(a, r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
-    if not pc.all(plain).as_py():
-        bad = ~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
-        out = pc.replace_with_mask(out, pa.array(bad), pa.array([_enc(v) for v in a.filter(pa.array(bad)).to_pylist()],
-                                                                  pa.string()))
-    return out
+    bad = _escaped_rows(a)
+    if not bad.any():
+        return a
+    return pc.replace_with_mask(a, pa.array(bad), pa.array([_enc(v)[1:-1] for v in a.filter(pa.array(bad)).to_pylist()],
+                                                           pa.string()))
+
+
+#: the bytes a JSON string literal holds as they are (printable ASCII but ``"`` and ``\\``)
+_PLAIN_BYTE = np.zeros(256, dtype=bool)
+_PLAIN_BYTE[0x20:0x7F] = True
+_PLAIN_BYTE[[ord('"'), ord("\\")]] = False
+
+
+def _escaped_rows(a: Any) -> np.ndarray:
+    """Which strings of ``a`` (a pyarrow string array) hold a byte JSON escapes (or a non-ASCII one): one table
+    lookup over the data buffer (rows of a chunked array, rare, by pyarrow's regex kernel)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(a, pa.ChunkedArray) or a.type != pa.string():
+        plain = pc.match_substring_regex(a, r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$").fill_null(True)
+        return ~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
+    n = len(a)
+    bufs = a.buffers()
+    if not n or bufs[2] is None:
+        return np.zeros(n, dtype=bool)
+    offs = np.frombuffer(bufs[1], dtype=np.int32)[a.offset:a.offset + n + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8)[int(offs[0]):int(offs[-1])]
+    where = np.flatnonzero(~_PLAIN_BYTE[data]) + int(offs[0])
+    bad = np.zeros(n, dtype=bool)
+    if where.size:
+        bad[np.searchsorted(offs, where, side="right") - 1] = True
+    return bad
 
 
 def _track_array(p: AlignedColumns) -> Any:
@@ -321,9 +355,9 @@ def _jsonl_block(p: AlignedColumns) -> Any:
     vcpu = pc.if_else(pa.array(p.vcpu >= 0), text(p.vcpu, pa.int64()), "null")
     tail = pc.if_else(host, pc.binary_join_element_wise('", "vcpu": ', vcpu, "}\n", ""), '"}\n')
     lines = pc.binary_join_element_wise(
-        '{"comm": ', _json_strings(p.comms).take(pa.array(p.comm_code)), ', "cpu": ', text(p.cpu, pa.int64()),
-        ', "event": ', _json_strings(p.names).take(pa.array(p.event_code)), ', "guest_tsc": ',
-        text(p.guest_tsc, pa.uint64()), host_tsc, ', "payload": ', _json_strings(p.payload), ', "pid": ',
+        '{"comm": "', _json_inner(p.comms).take(pa.array(p.comm_code)), '", "cpu": ', text(p.cpu, pa.int64()),
+        ', "event": "', _json_inner(p.names).take(pa.array(p.event_code)), '", "guest_tsc": ',
+        text(p.guest_tsc, pa.uint64()), host_tsc, ', "payload": "', _json_inner(p.payload), '", "pid": ',
         text(p.pid, pa.int64()), pc.if_else(host, ', "side": "host", "tgid": ', ', "side": "guest", "tgid": '),
         text(p.tgid, pa.int64()), ', "track": "', _track_array(p), tail, "")
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]

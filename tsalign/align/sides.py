@@ -163,10 +163,12 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool,
                         assert dat is not None, "binary chunks come from a .dat"
                         printer = EventPrinter(dat.formats, dat.long_size, dat.endian == ">", path)
                     text = printer.payloads(c)
+                    # the fields the policy parses, from the records (not their text) where the formats hold them
+                    decoded = printer.fields(c, payloads.binary) if payloads is not None and payloads.binary else None
                 else:
-                    text = c.payload
+                    text, decoded = c.payload, None
                 out.add_codes(c.ts, c.cpu, c.pid, c.tgid, out.recode(c.comm, t.comms.items, "comm"),
-                              out.recode(c.event, t.events.items, "event", bare=True), text)
+                              out.recode(c.event, t.events.items, "event", bare=True), text, decoded)
             if printer is not None and printer.bad:
                 t.warn(f"{printer.bad} events with dynamic fields outside their record were not printed (corrupt?)")
         finally:

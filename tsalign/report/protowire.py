@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["LEN", "VARINT", "binary_of", "key", "varint", "varints"]
+__all__ = ["LEN", "VARINT", "binary_of", "key", "varint", "varints", "varints_numpy"]
 
 #: wire types
 VARINT, LEN = 0, 2
@@ -35,7 +35,58 @@ def key(field: int, wire: int) -> bytes:
 
 
 def varints(values: np.ndarray) -> tuple[Any, np.ndarray]:
-    """(pyarrow binary array of each value's varint bytes, their byte counts (int64)) of uint64 ``values``."""
+    """(pyarrow binary array of each value's varint bytes, their byte counts (int64)) of uint64 ``values``: in one
+    compiled pass (numba) where it is installed, else :func:`varints_numpy`."""
+    if _encode is None:
+        return varints_numpy(values)
+    v = np.ascontiguousarray(values, dtype=np.uint64)
+    nbytes = np.empty(v.size, dtype=np.int64)
+    data = np.empty(int(_lengths(v, nbytes)), dtype=np.uint8)
+    _encode(v, data)
+    return binary_of(data, nbytes), nbytes
+
+
+def varint_lengths_py(v: np.ndarray, nbytes: np.ndarray) -> int:
+    """Bytes of each value's varint into ``nbytes``; returns their sum (compiled by numba)."""
+    total = 0
+    for i in range(v.size):
+        x = v[i]
+        k = 1
+        while x >= 0x80:
+            x >>= 7
+            k += 1
+        nbytes[i] = k
+        total += k
+    return total
+
+
+def varint_encode_py(v: np.ndarray, out: np.ndarray) -> None:
+    """Every value's varint bytes, one after the other, into ``out`` (sized by :func:`varint_lengths_py`)."""
+    pos = 0
+    for i in range(v.size):
+        x = v[i]
+        while x >= 0x80:
+            out[pos] = (x & 0x7F) | 0x80
+            pos += 1
+            x >>= 7
+        out[pos] = x
+        pos += 1
+
+
+def _compile() -> tuple[Any, Any]:
+    try:
+        import numba
+    except ImportError:
+        return None, None
+    jit = numba.njit(cache=True, nogil=True)
+    return jit(varint_lengths_py), jit(varint_encode_py)
+
+
+_lengths, _encode = _compile()
+
+
+def varints_numpy(values: np.ndarray) -> tuple[Any, np.ndarray]:
+    """:func:`varints` in numpy passes (a pass per 7 bits of the largest value)."""
     v = np.asarray(values, dtype=np.uint64)
     n = v.size
     nbytes = np.ones(n, dtype=np.int64)

@@ -157,8 +157,10 @@ class EventsBuilder:
         return out
 
     def add_codes(self, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, tgid: np.ndarray | None, comm: np.ndarray,
-                  event: np.ndarray, payload: Sequence[str] | Any) -> None:
-        """One chunk's columns; ``payload``: its payload texts (a sequence of str, or a pyarrow string array)."""
+                  event: np.ndarray, payload: Sequence[str] | Any,
+                  decoded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        """One chunk's columns; ``payload``: its payload texts (a sequence of str, or a pyarrow string array);
+        ``decoded``: fields the policy parses, read from the records already (:meth:`PayloadPolicy.apply`)."""
         n = len(ts)
         arrays: tuple[np.ndarray, ...] = (
             np.asarray(ts, dtype=np.uint64), narrow(cpu), narrow(pid),
@@ -167,7 +169,7 @@ class EventsBuilder:
         for col, a in zip(self._cols, arrays):
             col.append(a)
         if self.policy is not None:
-            payload, fields = self.policy.apply(self.names, arrays[5], payload)
+            payload, fields = self.policy.apply(self.names, arrays[5], payload, decoded)
             if fields is not None:
                 self._fields.append(fields)
         elif hasattr(payload, "to_pylist"):  # a reader's pyarrow strings (all held: as str)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .cexpr import StringArg, compile_string_arg
 from .eventformat import EventFormat, Field
 
 __all__ = ["ColumnPrinter", "compile_print_fmt", "split_args"]
@@ -88,7 +89,7 @@ def split_args(fmt: str) -> tuple[str, list[str]] | None:
 
 @dataclass(frozen=True)
 class _Arg:
-    field: Field
+    field: Field | None  # None: an expression's (``expr``)
     conv: str  # 'd', 'u' (also x/X) or 's'
     bits: int  # 32 or 64 for integers
     ternary: bool = False
@@ -96,6 +97,17 @@ class _Arg:
     num: int = 0
     then: str = ""
     other: str = ""
+    #: a string argument of any other shape (:mod:`tsalign.traces.cexpr`): printed once per distinct value tuple
+    expr: StringArg | None = None
+
+    @property
+    def reads(self) -> tuple[Field, ...]:
+        """The fields this argument reads."""
+        return self.expr.fields if self.expr is not None else (self.field,) if self.field is not None else ()
+
+
+class NotColumnar(ValueError):
+    """A column holds a value whose text is not known here (see :meth:`StringArg.text`): print it otherwise."""
 
 
 @dataclass(frozen=True)
@@ -108,12 +120,26 @@ class ColumnPrinter:
 
     @property
     def fields(self) -> list[str]:
-        return sorted({a.field.name for a in self.args})
+        return sorted({f.name for a in self.args for f in a.reads})
 
     @property
     def min_size(self) -> int:
         """Bytes a record needs to hold every field read."""
-        return max((a.field.offset + a.field.size for a in self.args), default=0)
+        return max((f.offset + f.size for a in self.args for f in a.reads), default=0)
+
+    def new_values(self, cols: dict[str, Any], seen: set[tuple[int, tuple[int, ...]]]) -> np.ndarray:
+        """Rows (sorted) where an expression argument meets a tuple of field values not in ``seen`` (its first row
+        per tuple), which it adds to ``seen``: what the caller checks against another printer."""
+        rows: list[int] = []
+        for i, a in enumerate(self.args):
+            if a.expr is None or not a.expr.fields:
+                continue
+            keys, first, _ = _distinct([_unsigned(cols[f.name]) for f in a.expr.fields])
+            for k, r in zip(keys, first.tolist()):
+                if (i, k) not in seen:
+                    seen.add((i, k))
+                    rows.append(r)
+        return np.unique(np.asarray(rows, dtype=np.int64))
 
     def format_arrow(self, cols: dict[str, Any], n: int) -> Any:
         """The payload text of ``n`` events from their decoded fields, trailing blanks removed, as a pyarrow string
@@ -133,16 +159,21 @@ class ColumnPrinter:
                 parts.append(pa.scalar("%"))
                 continue
             a = next(args)
-            col = cols[a.field.name]
             width = int(m["width"] or 0)
             prec = None if m["prec"] is None else int(m["prec"])
+            if a.expr is not None:
+                parts.append(_expr_text(a.expr, cols, n))
+                continue
+            assert a.field is not None
+            col = cols[a.field.name]
             if a.ternary:
                 v = _unsigned(col)
                 cond = _OPS[a.op](v, np.uint64(a.num % (1 << 64))) if a.op else v != 0
                 text = pc.if_else(pa.array(cond), pa.scalar(a.then), pa.scalar(a.other))
                 parts.append(_pad_text(text, m["flags"], width, prec))
             elif a.conv == "s":
-                parts.append(_pad_text(pa.array(list(col), pa.string()), m["flags"], width, prec))
+                text = col if isinstance(col, pa.Array) else pa.array(list(col), pa.string())
+                parts.append(_pad_text(text, m["flags"], width, prec))
             else:
                 parts.append(_int_text(_c_int(np.asarray(col), a.conv, a.bits), m["flags"], width, prec, m["conv"]))
         if pos < len(self.template):
@@ -153,7 +184,7 @@ class ColumnPrinter:
             return pa.array(["".join(p.as_py() for p in parts).rstrip()] * n, pa.string())
         text = pc.binary_join_element_wise(*parts, pa.scalar(""))
         if self.template.isascii() and all((a.then + a.other).isascii() if a.ternary else a.conv != "s"
-                                           for a in self.args):  # ASCII text only (no string field): ASCII kernel
+                                           and a.expr is None for a in self.args):  # ASCII text only (no string field): ASCII kernel
             return pc.ascii_rtrim(text, characters=_ASCII_SPACE)
         return pc.utf8_rtrim(text, characters=_PY_SPACE)
 
@@ -257,7 +288,7 @@ def compile_print_fmt(fmt: EventFormat, long_size: int = 8) -> ColumnPrinter | N
         if len(args) >= len(raw_args):
             return None
         arg = _arg(fmt, raw_args[len(args)], m["conv"], 64 if m["len"] in ("ll", "z") or (m["len"] == "l" and long_size == 8)
-                   else 32)
+                   else 32, not (m["flags"] or m["width"] or m["prec"] is not None))
         if arg is None:
             return None
         args.append(arg)
@@ -269,7 +300,7 @@ def compile_print_fmt(fmt: EventFormat, long_size: int = 8) -> ColumnPrinter | N
     return ColumnPrinter(fmt, "".join(template), tuple(args))
 
 
-def _arg(fmt: EventFormat, text: str, conv: str, bits: int) -> _Arg | None:
+def _arg(fmt: EventFormat, text: str, conv: str, bits: int, plain: bool) -> _Arg | None:
     m = _PLAIN.match(text)
     if m:
         f = fmt.get(m[1])
@@ -286,4 +317,41 @@ def _arg(fmt: EventFormat, text: str, conv: str, bits: int) -> _Arg | None:
         if f is None or f.name.startswith("common_") or f.kind != "int" or f.size not in (1, 2, 4, 8):
             return None
         return _Arg(f, "s", 0, True, m[2], int(m[3], 0) if m[3] else 0, m[4], m[5])
+    if conv == "s" and plain:  # (a width or precision applies to each piece of __print_flags: not evaluated here)
+        expr = compile_string_arg(fmt, text)
+        if expr is not None:
+            return _Arg(None, "s", 0, expr=expr)
     return None
+
+
+def _distinct(cols: list[np.ndarray]) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
+    """The distinct tuples of values of ``cols`` (uint64, one per field), the first row of each, and per row its
+    tuple's index."""
+    if len(cols) == 1:
+        u, first, inv = np.unique(cols[0], return_index=True, return_inverse=True)
+        return [(x,) for x in u.tolist()], first, inv.reshape(-1)
+    ranks = [np.unique(c, return_inverse=True) for c in cols]
+    if np.prod([float(len(u)) for u, _ in ranks]) >= 2.0**63:
+        _, first, inv = np.unique(np.stack(cols, axis=1), axis=0, return_index=True, return_inverse=True)
+    else:  # mixed radix: a tuple of per-column ranks in one int64
+        key = np.zeros(len(cols[0]), dtype=np.int64)
+        for u, r in ranks:
+            key = key * len(u) + r.reshape(-1)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return [tuple(int(c[r]) for c in cols) for r in first.tolist()], first, inv.reshape(-1)
+
+
+def _expr_text(expr: StringArg, cols: dict[str, Any], n: int) -> Any:
+    """The text of a compiled string argument for ``n`` rows: computed once per distinct tuple of field values."""
+    import pyarrow as pa
+
+    if not expr.fields:
+        t = expr.text(())
+        if t is None:
+            raise NotColumnar("a constant argument without a text")
+        return pa.scalar(t)
+    keys, _, inv = _distinct([_unsigned(cols[f.name]) for f in expr.fields])
+    texts = [expr.text(k) for k in keys]
+    if any(t is None for t in texts):
+        raise NotColumnar("an argument without a text for some values")
+    return pa.array(texts, pa.string()).take(pa.array(inv.astype(np.int32)))

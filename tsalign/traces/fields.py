@@ -1,7 +1,8 @@
 """Decode event fields from raw payload bytes, vectorised over many events of one type.
 
 Integers become numpy arrays (the field's width and signedness); ``char[N]`` and ``__data_loc char[]``
-strings become lists of str; other arrays become lists of bytes.
+strings become lists of str (``char[N]``: a pyarrow string array with ``arrow_strings``, made in whole columns);
+other arrays become lists of bytes.
 """
 
 from __future__ import annotations
@@ -32,8 +33,39 @@ def _cstr(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+def _cstr_column(ms: list[tuple[np.ndarray, np.ndarray]], n: int) -> Any:
+    """``char[N]`` values (``(rows, (k, N) bytes)`` per source) as a pyarrow string array: each up to its first NUL,
+    invalid UTF-8 replaced as ``bytes.decode("utf-8", "replace")`` does (those rows decoded one by one)."""
+    import pyarrow as pa
+
+    width = ms[0][1].shape[1] if ms else 0
+    m = np.zeros((n, width), dtype=np.uint8)
+    for rows, part in ms:
+        m[rows] = part
+    nul = m == 0
+    length = np.where(nul.any(axis=1), nul.argmax(axis=1), width).astype(np.int64)
+    data = m[np.arange(width)[None, :] < length[:, None]]
+    offs = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(length, out=offs[1:])
+    if offs[-1] >= 1 << 31:
+        return pa.array([_cstr(r.tobytes()) for r in m], pa.string())
+    arr = pa.StringArray.from_buffers(n, pa.py_buffer(offs.astype(np.int32)), pa.py_buffer(data))
+    if data.size and int(data.max()) >= 0x80:
+        try:
+            arr.validate(full=True)
+        except pa.ArrowInvalid:  # not UTF-8 somewhere: those rows as Python decodes them
+            big = np.nonzero((m >= 0x80).any(axis=1))[0]
+            fixed = pa.array([_cstr(m[i].tobytes()) for i in big.tolist()], pa.string())
+            import pyarrow.compute as pc
+
+            mask = np.zeros(n, dtype=bool)
+            mask[big] = True
+            arr = pc.replace_with_mask(arr, pa.array(mask), fixed)
+    return arr
+
+
 def decode(raws: list[np.ndarray], src: np.ndarray, off: np.ndarray, size: np.ndarray, fmt: EventFormat,
-           names: list[str] | None = None, endian: str = "<") -> dict[str, Any]:
+           names: list[str] | None = None, endian: str = "<", arrow_strings: bool = False) -> dict[str, Any]:
     """Fields of events (all of format ``fmt``) whose payloads are at ``raws[src[i]][off[i]:]``."""
     n = int(off.shape[0])
     out: dict[str, Any] = {}
@@ -45,6 +77,9 @@ def decode(raws: list[np.ndarray], src: np.ndarray, off: np.ndarray, size: np.nd
             for s, rows in groups:
                 col[rows] = _int(raws[s], off[rows], f, endian)
             out[f.name] = col
+            continue
+        if f.kind == "string" and arrow_strings:
+            out[f.name] = _cstr_column([(rows, _gather(raws[s], off[rows] + f.offset, f.size)) for s, rows in groups], n)
             continue
         vals: list[Any] = [None] * n
         for s, rows in groups:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InvalidParameter, Unavailable
 from .eventformat import EventFormat
-from .fastprint import ColumnPrinter, compile_print_fmt
+from .fastprint import ColumnPrinter, NotColumnar, compile_print_fmt
 from .fields import decode
 from .table import Chunk
 
@@ -89,6 +89,8 @@ class EventPrinter:
         #: event id -> its column printer (None: not in the subset); id -> whether it printed as libtraceevent
         self.compiled: dict[int, ColumnPrinter | None] = {}
         self.checked: dict[int, bool] = {}
+        #: per event type, the (argument, field values) of its expression arguments checked against libtraceevent
+        self.seen: dict[int, set[tuple[int, tuple[int, ...]]]] = {}
         #: (event id, record bytes from its own fields on) -> text printed (records repeat: sched_switch pairs)
         self.memo: dict[tuple[int, bytes], str] = {}
         self.body: dict[int, int] = {}
@@ -191,13 +193,21 @@ class EventPrinter:
             rows = np.nonzero((chunk.type_id == t) & (chunk.size >= cp.min_size) & (chunk.size <= _MAX_RECORD))[0]
             if not rows.size:
                 continue
-            text = cp.format_arrow(decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], cp.fmt,
-                                          cp.fields, self.endian), int(rows.size))
+            cols = decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], cp.fmt, cp.fields,
+                          self.endian, arrow_strings=True)
+            try:
+                text = cp.format_arrow(cols, int(rows.size))
+            except NotColumnar:  # (a value whose text only libtraceevent knows: this chunk's events of the type)
+                continue
             if int(t) not in self.checked:
                 k = rows[:CHECK_EVENTS]
                 self.checked[int(t)] = self._print_rows(chunk, k) == text.slice(0, len(k)).to_pylist()
                 if not self.checked[int(t)]:
                     continue
+            fresh = cp.new_values(cols, self.seen.setdefault(int(t), set()))
+            if fresh.size and self._print_rows(chunk, rows[fresh]) != text.take(pa.array(fresh)).to_pylist():
+                self.checked[int(t)] = False  # an expression argument printed otherwise: the type stays with the library
+                continue
             where.append(rows)
             texts.append(text)
             slow[rows] = False
@@ -210,6 +220,32 @@ class EventPrinter:
         at = np.empty(len(chunk), dtype=np.int64)
         at[np.concatenate(where)] = np.arange(len(chunk), dtype=np.int64)
         return pa.concat_arrays([x.cast(pa.string()) for x in texts]).take(pa.array(at))
+
+    def fields(self, chunk: Chunk, wanted: Mapping[str, tuple[tuple[str, ...], Any]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(field 0, field 1, matched, rows covered) of ``chunk`` (a binary chunk) for the event types named in
+        ``wanted`` (bare name -> (integer fields read, their columns -> (field 0, field 1, matched) or None)) whose
+        formats hold those fields and whose records are long enough; None when no row is covered."""
+        assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
+        n = len(chunk)
+        out = (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=bool),
+               np.zeros(n, dtype=bool))
+        for t in np.unique(chunk.type_id).tolist():
+            fmt = self.formats.get(int(t))
+            how = wanted.get(fmt.name) if fmt is not None else None
+            if fmt is None or how is None:
+                continue
+            fs = [fmt.get(name) for name in how[0]]
+            if any(f is None or f.kind != "int" or f.size not in (1, 2, 4, 8) for f in fs):
+                continue
+            need = max(f.offset + f.size for f in fs if f is not None)
+            rows = np.nonzero((chunk.type_id == t) & (chunk.size >= need))[0]
+            got = how[1](decode(chunk.raws, chunk.src[rows], chunk.off[rows], chunk.size[rows], fmt, list(how[0]),
+                                self.endian)) if rows.size else None
+            if got is not None:
+                out[0][rows], out[1][rows], out[2][rows] = got
+                out[3][rows] = True
+        return out if out[3].any() else None
 
     def _column_printer(self, ev: int) -> ColumnPrinter | None:
         """The column printer of event type ``ev``, unless it is unknown, has dynamic fields or failed its check."""

@@ -34,6 +34,10 @@ class PayloadPolicy:
     #: matched (bool array)), applied as the events are read: what a consumer reads of those payloads is kept as
     #: two integers per row (:attr:`tsalign.traces.events.Events.fields`), the text only in the spill
     parsers: Mapping[str, Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    #: per event name, the same fields from a binary record's fields: (field names, their columns -> (field 0,
+    #: field 1, matched), or None where the text must be parsed); a binary reader applies them
+    #: (:meth:`tsalign.traces.printfmt.EventPrinter.fields`) and hands the result to :meth:`apply`
+    binary: Mapping[str, tuple[tuple[str, ...], Callable[[Mapping[str, np.ndarray]], Any]]] = field(default_factory=dict)
     #: the spill of every payload (made by the reader that applies the policy)
     spill: PayloadSpill | None = field(default=None, compare=False)
 
@@ -46,12 +50,14 @@ class PayloadPolicy:
         """This policy parsing the payloads of ``parsers``' events too (its own parser first where both name one)."""
         return replace(self, parsers={**parsers, **self.parsers})
 
-    def apply(self, names: Sequence[str], event: np.ndarray, payload: Sequence[str | None] | Any
+    def apply(self, names: Sequence[str], event: np.ndarray, payload: Sequence[str | None] | Any,
+              decoded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
               ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
         """The spill takes ``payload`` (one chunk, in row order: str or a pyarrow string array); returns the rows' payloads to hold in memory
         (object array: the text where the policy keeps it, None elsewhere) and, with :attr:`parsers`, the rows'
         parsed fields (zeros and not matched for the rows of other events). ``names``: the event vocabulary
-        ``event`` (codes) indexes."""
+        ``event`` (codes) indexes. ``decoded``: fields read from the records already (field 0, field 1, matched,
+        and which rows they cover): an event's rows all covered are not parsed again."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -72,7 +78,10 @@ class PayloadPolicy:
                 parse = self.parsers.get(b)
                 if parse is not None:
                     at = np.nonzero(event == c)[0]
-                    f0[at], f1[at], ok[at] = parse(text.take(pa.array(at)))
+                    if decoded is not None and decoded[3][at].all():
+                        f0[at], f1[at], ok[at] = decoded[0][at], decoded[1][at], decoded[2][at]
+                    else:
+                        f0[at], f1[at], ok[at] = parse(text.take(pa.array(at)))
             fields = (f0, f1, ok)
         for p in self.prefixes:
             keep |= np.asarray(pc.fill_null(pc.starts_with(text, p), False).to_numpy(zero_copy_only=False), dtype=bool)

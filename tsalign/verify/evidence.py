@@ -12,9 +12,8 @@ timeline of the alignment); guest events are on the guest axis already.
 from __future__ import annotations
 
 import functools
-import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ from ..errors import InconsistentData, InvalidParameter
 from ..heap import release_freed_memory
 from ..traces.events import narrow
 from ..traces.ftrace_text import parse_kvm_payload
-from ..traces.payloads import kv, sched_switch
+from ..traces.payloads import kv
 from .intervals import Brackets
 
 __all__ = ["Found", "extract_all"]
@@ -242,20 +241,27 @@ def _msr_parser(pattern: str, kv_fallback: bool = False) -> Callable[[Any], tupl
 
 
 def _switch_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(prev_pid, next_pid, matched) of sched_switch payloads."""
-    sw = [sched_switch(p) for p in text.to_pylist()]
-    return (np.asarray([0 if s is None else s["prev_pid"] for s in sw], dtype=np.int64).astype(np.uint64),
-            np.asarray([0 if s is None else s["next_pid"] for s in sw], dtype=np.int64).astype(np.uint64),
-            np.asarray([s is not None for s in sw], dtype=bool))
-
-
-_WAKE_PID = re.compile(r"\bpid=(\d+)")
+    """(prev_pid, next_pid (int64 bits), matched) of sched_switch payloads, as
+    :func:`tsalign.traces.payloads.sched_switch` reads them, in one pass of the regex kernel (a pid beyond 10 digits:
+    not matched)."""
+    (prev, nxt), ok = _extract(text, r"prev_comm=.*? prev_pid=(?P<pp>-?\d{1,10}) prev_prio=-?\d+ prev_state=\S+ "
+                                     r"==> next_comm=.*? next_pid=(?P<np>-?\d{1,10}) next_prio=-?\d+")
+    return _decimal(prev, ok).view(np.uint64), _decimal(nxt, ok).view(np.uint64), ok
 
 
 def _wake_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(woken pid: the payload's last ``pid=``, -1 where none, as uint64 bits; 0; True) of sched_waking/wakeup."""
-    pids = np.asarray([int(m[-1]) if (m := _WAKE_PID.findall(p)) else -1 for p in text.to_pylist()], dtype=np.int64)
+    """(woken pid: the payload's last ``pid=`` (1 to 18 digits), -1 where none, as uint64 bits; 0;
+    True) of sched_waking/wakeup."""
+    (pid,), ok = _extract(text, r"^.*\bpid=(?P<p>\d+)")
+    ok &= np.asarray(pc.utf8_length(pid).to_numpy(zero_copy_only=False)) <= 18
+    pids = np.where(ok, _decimal(pid, ok), -1)
     return pids.view(np.uint64), np.zeros(len(pids), dtype=np.uint64), np.ones(len(pids), dtype=bool)
+
+
+def _decimal(values: Any, ok: np.ndarray) -> np.ndarray:
+    """Decimal integers (a pyarrow string array, as :func:`_extract` captures them) -> int64 (0 where not ``ok``)."""
+    return np.asarray(pc.cast(pc.if_else(pa.array(ok), values, pa.scalar("0")), pa.int64()).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
 
 
 def _beacon_parse(text: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -278,6 +284,49 @@ FIELDS: dict[str, dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray, np.nda
     "guest": {"tsalign_beacon": _beacon_parse,
               "write_msr": _msr_parser(r"^\s*(?P<m>[0-9a-fA-F]{1,16}), value (?P<v>[0-9a-fA-F]{1,16})\s*$"),
               "tsalign_msr": _msr_parser(r"^msr=0x(?P<m>[0-9a-fA-F]{1,16}) value=0x(?P<v>[0-9a-fA-F]{1,16})$", True)},
+}
+
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def _pio_fields(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """kvm_pio's (port, val) from its record as the text parser reads them from ``... at 0x%x ... val 0x%x``."""
+    port, val = (c[k].astype(np.uint64) & _M32 for k in ("port", "val"))
+    return port, val, np.ones(len(port), dtype=bool)
+
+
+def _msr_fields(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """kvm_msr's (ecx, data, a write without #GP) as the text parser reads ``msr_write %x = 0x%llx``."""
+    ok = np.asarray((c["write"] != 0) & (c["exception"] == 0), dtype=bool)
+    zero = np.uint64(0)
+    return np.where(ok, c["ecx"].astype(np.uint64) & _M32, zero), np.where(ok, c["data"].astype(np.uint64), zero), ok
+
+
+def _switch_fields(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """sched_switch's (prev_pid, next_pid) as int64 bits."""
+    prev, nxt = (np.asarray(c[k]).astype(np.int64) for k in ("prev_pid", "next_pid"))
+    return prev.view(np.uint64), nxt.view(np.uint64), np.ones(len(prev), dtype=bool)
+
+
+def _wake_fields(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """sched_waking/wakeup's pid (None where one is negative: the text parser reads those otherwise)."""
+    pid = np.asarray(c["pid"]).astype(np.int64)
+    if bool((pid < 0).any()):
+        return None
+    return pid.view(np.uint64), np.zeros(len(pid), dtype=np.uint64), np.ones(len(pid), dtype=bool)
+
+
+#: :data:`FIELDS` of a binary trace's events taken from their records' fields (the names their format files give)
+#: instead of their printed text: (the fields read, a function of their columns -> the parser's result, or None
+#: where the text must be parsed). Equal to the text parsers' result wherever those read the kernel's own print
+#: fmt (tests/unit/test_spill.py, on real traces).
+BINARY_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, np.ndarray]],
+                                                                    tuple[np.ndarray, np.ndarray, np.ndarray] | None]]]] = {
+    "host": {"kvm_pio": (("port", "val"), _pio_fields), "kvm_msr": (("write", "ecx", "data", "exception"), _msr_fields),
+             "sched_switch": (("prev_pid", "next_pid"), _switch_fields), "sched_waking": (("pid",), _wake_fields),
+             "sched_wakeup": (("pid",), _wake_fields)},
+    "guest": {},
 }
 
 

@@ -186,12 +186,12 @@ def payload_policies(also: dict[str, frozenset[str]] | None = None) -> tuple[Any
     wait in spills until the outputs are written."""
     from ..align.merge import OFFSET_EVENTS, OFFSET_PREFIXES
     from ..traces.spill import PayloadPolicy
-    from .evidence import FIELDS, MARKERS, READS
+    from .evidence import BINARY_FIELDS, FIELDS, MARKERS, READS
 
     more = also or {}
     # the payloads whose fields the evidence reads are parsed as they are read: those fields are kept, not the text
     return (PayloadPolicy((READS["host"] - set(FIELDS["host"])) | OFFSET_EVENTS | more.get("host", frozenset()),
-                          OFFSET_PREFIXES, (), FIELDS["host"]),
+                          OFFSET_PREFIXES, (), FIELDS["host"], binary=BINARY_FIELDS["host"]),
             PayloadPolicy((READS["guest"] - set(FIELDS["guest"])) | more.get("guest", frozenset()), (), MARKERS,
                           FIELDS["guest"]))
 
