@@ -446,3 +446,19 @@ def test_evidence_fields_from_records_equal_those_parsed_from_their_text() -> No
     for a, b in zip(both[0].fields, both[1].fields):
         assert np.array_equal(a, b)
     assert int(both[0].fields[2].sum()) > 1000  # (the capture's kvm_pio and kvm_msr writes, its sched events)
+
+
+@given(st.lists(st.integers(0, (1 << 64) - 1), max_size=40), st.sampled_from("xX"))
+@settings(max_examples=200, deadline=None)
+def test_compiled_hex_digits_equal_the_numpy_ones_and_python(values: list[int], conv: str) -> None:
+    from tsalign.traces import fastprint
+
+    v = np.asarray(values, dtype=np.uint64)
+    compiled = fastprint._hex_text(v, conv).to_pylist()
+    saved, fastprint._hex_compiled = fastprint._hex_compiled, None
+    try:
+        plain = fastprint._hex_text(v, conv).to_pylist()
+    finally:
+        fastprint._hex_compiled = saved
+    assert saved is not None
+    assert compiled == plain == [format(x, conv) for x in values]

@@ -199,11 +199,17 @@ _NIBBLES = np.asarray([1 << (4 * i) for i in range(1, 16)], dtype=np.uint64)
 
 
 def _hex_text(v: np.ndarray, conv: str) -> Any:
-    """Unsigned values as Python's ``%x``/``%X`` prints them (no leading zeros; 0 is "0"), in whole columns."""
+    """Unsigned values as Python's ``%x``/``%X`` prints them (no leading zeros; 0 is "0"), in whole columns: one
+    compiled pass (numba) where it is installed, else numpy passes."""
     import pyarrow as pa
 
     v = np.ascontiguousarray(v, dtype=np.uint64)
     n = len(v)
+    if _hex_compiled is not None:
+        offsets = np.empty(n + 1, dtype=np.int32)
+        data = np.empty(16 * n, dtype=np.uint8)
+        used = _hex_compiled(v, _HEX1[conv], offsets, data)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[:used]))
     chars = _HEX2[conv][v.astype(">u8").view(np.uint8)].reshape(n, 16)  # 16 digits a value, most significant first
     digits = np.ones(n, dtype=np.int32)
     for step in _NIBBLES:
@@ -212,6 +218,39 @@ def _hex_text(v: np.ndarray, conv: str) -> Any:
     np.cumsum(digits, out=offsets[1:])
     data = chars[np.arange(16, dtype=np.int32) >= (16 - digits)[:, None]]
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
+
+
+#: the hex digit of each nibble, per conversion
+_HEX1 = {c: np.frombuffer(("0123456789abcdef" if c == "x" else "0123456789ABCDEF").encode(), dtype=np.uint8)
+         for c in "xX"}
+
+
+def hex_text_py(v: np.ndarray, digits: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> int:
+    """Each value's hex digits (``digits``: the 16 characters) one after the other into ``out``, the string offsets
+    into ``offsets``; returns the bytes written (compiled by numba)."""
+    pos = 0
+    offsets[0] = 0
+    for i in range(v.size):
+        x = v[i]
+        k = 1
+        while k < 16 and x >> (4 * k) != 0:
+            k += 1
+        for j in range(k):
+            out[pos + j] = digits[(x >> (4 * (k - 1 - j))) & 15]
+        pos += k
+        offsets[i + 1] = pos
+    return pos
+
+
+def _compile_hex() -> Any:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.njit(cache=True, nogil=True)(hex_text_py)
+
+
+_hex_compiled = _compile_hex()
 
 
 def _int_text(v: np.ndarray, flags: str, width: int, prec: int | None, conv: str) -> Any:

@@ -71,12 +71,24 @@ def decode(raws: list[np.ndarray], src: np.ndarray, off: np.ndarray, size: np.nd
     out: dict[str, Any] = {}
     wanted = [f for f in fmt.fields if not f.name.startswith("common_") and (names is None or f.name in names)]
     groups = [(s, np.nonzero(src == s)[0]) for s in np.unique(src).tolist()] if n else []
-    for f in wanted:
-        if f.kind == "int" and f.size in (1, 2, 4, 8):
+    ints = [f for f in wanted if f.kind == "int" and f.size in (1, 2, 4, 8)]
+    lo, hi = min((f.offset for f in ints), default=0), max((f.offset + f.size for f in ints), default=0)
+    if ints and hi - lo > 2 * sum(f.size for f in ints):  # fields far apart: one gather each
+        for f in ints:
             col = np.zeros(n, dtype=f"{'i' if f.signed else 'u'}{f.size}")
             for s, rows in groups:
                 col[rows] = _int(raws[s], off[rows], f, endian)
             out[f.name] = col
+    elif ints:  # one gather of the span the integer fields cover, each field a slice of it
+        span = np.zeros((n, hi - lo), dtype=np.uint8)
+        for s, rows in groups:
+            span[rows] = _gather(raws[s], off[rows] + lo, hi - lo)
+        for f in ints:
+            kind = "i" if f.signed else "u"
+            out[f.name] = np.ascontiguousarray(span[:, f.offset - lo:f.offset - lo + f.size]).view(
+                f"{endian}{kind}{f.size}").reshape(-1).astype(f"{kind}{f.size}")
+    for f in wanted:
+        if f.kind == "int" and f.size in (1, 2, 4, 8):
             continue
         if f.kind == "string" and arrow_strings:
             out[f.name] = _cstr_column([(rows, _gather(raws[s], off[rows] + f.offset, f.size)) for s, rows in groups], n)
