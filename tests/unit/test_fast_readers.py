@@ -350,6 +350,34 @@ def test_block_reader_edge_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert tg[:3] == [3, 7940, -1] and one.info.warnings  # sorted (4999 came after 5000: the order warning)
 
 
+_PIECE = st.text(st.sampled_from(list("ab -:()[]0129.é")), max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "inst: ", "x-y.z:  "]), _PIECE, st.integers(0, 99999),
+                          st.sampled_from(["", "(  12) ", "(-----) "]), st.integers(0, 3),
+                          st.sampled_from(["", "d..1. ", "....  ", "1.2 "]), st.integers(10**11, 10**12),
+                          st.sampled_from(["e", "kvm:kvm_pio", "a.b-c"]), _PIECE), min_size=1, max_size=12))
+def test_block_reader_with_or_without_ftraces_optional_columns_equals_line_reader(
+        tmp_path_factory: pytest.TempPathFactory, lines: list[tuple]) -> None:
+    """ftrace lines with and without an instance prefix, a TGID column, an irq-flags column, and comms and payloads
+    made of the characters those columns are told apart by (``-``, ``:``, ``(``, ``[``, ``]``, digits, spaces): the
+    block reader (the bare pattern where no line could hold those columns, the full one elsewhere) reads what the
+    line reader (Python's re, the full pattern) reads."""
+    text = "".join(f"{b}{c}-{pid} {tg}[{cpu:03d}] {fl}{ts}: {ev}: {pay}\n"
+                   for b, c, pid, tg, cpu, fl, ts, ev, pay in lines)
+    p = tmp_path_factory.mktemp("bare") / "t.txt"
+    p.write_text(text)
+    try:
+        fast, slow, _, _ = _both(p)
+    except InvalidParameter as e:  # (a line neither reads: both readers refuse it the same way)
+        with pytest.raises(InvalidParameter) as other:
+            list(TextTrace(str(p), "ftrace")._line_chunks(TextTrace(str(p), "ftrace")._lines()))
+        assert str(other.value) == str(e)
+        return
+    assert fast == slow
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text("-0+ ", max_size=3), st.sampled_from([0, 1, 3, 8, 17, 20]), st.sampled_from([None, 0, 1, 3, 18]),
        st.sampled_from(["d32", "d64", "u64", "x", "X"]),

@@ -58,6 +58,12 @@ def _re2(p: re.Pattern[str]) -> str:
 
 #: the line patterns for whole blocks (RE2: one pyarrow kernel call per block)
 _BLOCK_PATTERNS = {k: _re2(p) for k, p in PATTERNS.items()}
+#: ftrace's pattern without its optional instance prefix, TGID column and irq-flags column (RE2 extracts with it in
+#: about half the time), and a probe for text any of those could match: a block where no line holds the probe's
+#: text has every one of them empty on every line, so both patterns give the same groups there
+_FTRACE_BARE = (r"^\s*(?P<comm>.*?)-(?P<pid>\d{1,10})\s+\[(?P<cpu>\d{1,5})\]\s+(?P<ts>\d{1,20}|\d{1,11}\.\d{1,12}):\s+"
+                r"(?P<event>[\w:.-]+):\s?(?P<payload>.*)\n?$")
+_FTRACE_OPTIONAL = r"^(?:[\w.-]+):\s|-\d{1,10}\s+\(|\]\s+[^\s\d][^\s]{2,5}\s"
 _BLOCK_SKIP = _SKIP.pattern
 #: what is trimmed from a comm and a payload (ASCII blanks, in both readers)
 _BLANKS = " \t\n\r\f\v"
@@ -211,7 +217,10 @@ class TextTrace(Trace):
         if len(starts) < 2 or int(np.diff(starts).max()) > MAX_LINE:
             return None
         lines = pa.StringArray.from_buffers(len(starts) - 1, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block))
-        rows = pc.extract_regex(lines, _BLOCK_PATTERNS[self.fmt])
+        pattern = _BLOCK_PATTERNS[self.fmt]
+        if self.fmt == "ftrace" and not pc.any(pc.match_substring_regex(lines, _FTRACE_OPTIONAL)).as_py():
+            pattern = _FTRACE_BARE
+        rows = pc.extract_regex(lines, pattern)
         ok = rows.is_valid()
         if not pc.all(ok).as_py():
             if not pc.all(pc.match_substring_regex(lines.filter(pc.invert(ok)), _BLOCK_SKIP)).as_py():
@@ -234,6 +243,8 @@ class TextTrace(Trace):
             if int(tgid.max()) >= 1 << 31:
                 return None
             tgid = tgid.astype(np.int32)
+        elif pattern == _FTRACE_BARE:  # (the full pattern's TGID group, empty on every line: dashes)
+            tgid = np.full(len(rows), -1, dtype=np.int32)
         state.resolution = max(state.resolution, resolution)
         if not state.decided:
             self._decide_clock("." in col["ts"][0].as_py(), int(ts[0]))
