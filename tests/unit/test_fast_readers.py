@@ -490,3 +490,20 @@ def test_compiled_hex_digits_equal_the_numpy_ones_and_python(values: list[int], 
         fastprint._hex_compiled = saved
     assert saved is not None
     assert compiled == plain == [format(x, conv) for x in values]
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40), st.lists(st.integers(0, 2**64 - 1), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_compiled_decimal_digits_are_str_of_each_integer(signed: list[int], unsigned: list[int]) -> None:
+    """The compiled decimal printer (JSON lines, %d/%u in column printers) against ``str`` and pyarrow's cast, at
+    the extremes too (-2^63, 2^64 - 1) and for narrow dtypes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tsalign.traces.fastprint import decimal_text
+
+    for values, dtype in ((signed + [-(2**63), 0], np.int64), (unsigned + [2**64 - 1], np.uint64),
+                          ([x % 256 - 128 for x in unsigned], np.int8), ([x % 65536 for x in unsigned], np.uint16)):
+        v = np.asarray(values, dtype=dtype)
+        got = decimal_text(v).to_pylist()
+        assert got == [str(x) for x in values] == pc.cast(pa.array(v), pa.string()).to_pylist()

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ..jit import compiled
 from ..offsets import OffsetTimeline
 from ..traces.events import Events, narrow, objects
+from ..traces.fastprint import decimal_text
 from ..traces.table import Vocab
 
 __all__ = ["AlignedColumns", "host_on_guest_axis", "payload_strings", "record_batches", "vcpu_of_threads",
@@ -308,8 +310,8 @@ _PLAIN_BYTE[[ord('"'), ord("\\")]] = False
 
 
 def _escaped_rows(a: Any) -> np.ndarray:
-    """Which strings of ``a`` (a pyarrow string array) hold a byte JSON escapes (or a non-ASCII one): one table
-    lookup over the data buffer (rows of a chunked array, rare, by pyarrow's regex kernel)."""
+    """Which strings of ``a`` (a pyarrow string array) hold a byte JSON escapes (or a non-ASCII one): one compiled
+    pass over the data buffer (numba; else a table lookup; a chunked array, rare, by pyarrow's regex kernel)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -318,15 +320,30 @@ def _escaped_rows(a: Any) -> np.ndarray:
         return ~np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
     n = len(a)
     bufs = a.buffers()
-    if not n or bufs[2] is None:
-        return np.zeros(n, dtype=bool)
-    offs = np.frombuffer(bufs[1], dtype=np.int32)[a.offset:a.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8)[int(offs[0]):int(offs[-1])]
-    where = np.flatnonzero(~_PLAIN_BYTE[data]) + int(offs[0])
     bad = np.zeros(n, dtype=bool)
+    if not n or bufs[2] is None:
+        return bad
+    offs = np.frombuffer(bufs[1], dtype=np.int32)[a.offset:a.offset + n + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8)
+    if _escaped_compiled is not None:
+        _escaped_compiled(data, offs, _PLAIN_BYTE, bad)
+        return bad
+    where = np.flatnonzero(~_PLAIN_BYTE[data[int(offs[0]):int(offs[-1])]]) + int(offs[0])
     if where.size:
         bad[np.searchsorted(offs, where, side="right") - 1] = True
     return bad
+
+
+def escaped_rows_py(data: np.ndarray, offs: np.ndarray, plain: np.ndarray, bad: np.ndarray) -> None:
+    """``bad[i]``: string ``i`` (``data[offs[i]:offs[i + 1]]``) holds a byte that is not ``plain`` (compiled)."""
+    for i in range(bad.size):
+        for j in range(offs[i], offs[i + 1]):
+            if not plain[data[j]]:
+                bad[i] = True
+                break
+
+
+_escaped_compiled = compiled(escaped_rows_py)
 
 
 def _track_array(p: AlignedColumns) -> Any:
@@ -348,7 +365,7 @@ def _jsonl_block(p: AlignedColumns) -> Any:
         return b""
 
     def text(a: np.ndarray, t: Any) -> Any:
-        return pc.cast(pa.array(a, t), pa.string())
+        return decimal_text(np.asarray(a, dtype=t.to_pandas_dtype()))
 
     host = pa.array(p.is_host)
     host_tsc = pc.if_else(host, pc.binary_join_element_wise(', "host_tsc": ', text(p.host_tsc, pa.uint64()), ""), "")

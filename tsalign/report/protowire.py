@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..jit import compiled
+
 __all__ = ["LEN", "VARINT", "binary_of", "key", "varint", "varints", "varints_numpy"]
 
 #: wire types
@@ -37,7 +39,7 @@ def key(field: int, wire: int) -> bytes:
 def varints(values: np.ndarray) -> tuple[Any, np.ndarray]:
     """(pyarrow binary array of each value's varint bytes, their byte counts (int64)) of uint64 ``values``: in one
     compiled pass (numba) where it is installed, else :func:`varints_numpy`."""
-    if _encode is None:
+    if _encode is None or _lengths is None:
         return varints_numpy(values)
     v = np.ascontiguousarray(values, dtype=np.uint64)
     nbytes = np.empty(v.size, dtype=np.int64)
@@ -73,16 +75,7 @@ def varint_encode_py(v: np.ndarray, out: np.ndarray) -> None:
         pos += 1
 
 
-def _compile() -> tuple[Any, Any]:
-    try:
-        import numba
-    except ImportError:
-        return None, None
-    jit = numba.njit(cache=True, nogil=True)
-    return jit(varint_lengths_py), jit(varint_encode_py)
-
-
-_lengths, _encode = _compile()
+_lengths, _encode = compiled(varint_lengths_py), compiled(varint_encode_py)
 
 
 def varints_numpy(values: np.ndarray) -> tuple[Any, np.ndarray]:

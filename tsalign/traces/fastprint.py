@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from ..jit import compiled
 from .cexpr import StringArg, compile_string_arg
 from .eventformat import EventFormat, Field
 
-__all__ = ["ColumnPrinter", "compile_print_fmt", "split_args"]
+__all__ = ["ColumnPrinter", "compile_print_fmt", "decimal_text", "split_args"]
 
 _SPEC = re.compile(r"%(?P<flags>[-0+ #]*)(?P<width>\d*)(?:\.(?P<prec>\d+))?(?P<len>hh|h|ll|l|z|L|j|t)?(?P<conv>.)")
 _FIELD = r"\(?\s*REC->(\w+)\s*\)?"
@@ -242,15 +243,67 @@ def hex_text_py(v: np.ndarray, digits: np.ndarray, offsets: np.ndarray, out: np.
     return pos
 
 
-def _compile_hex() -> Any:
-    try:
-        import numba
-    except ImportError:
-        return None
-    return numba.njit(cache=True, nogil=True)(hex_text_py)
+def decimal_text_py(mag: np.ndarray, neg: np.ndarray, pow10: np.ndarray, pairs: np.ndarray, offsets: np.ndarray,
+                    out: np.ndarray) -> int:
+    """Each value's decimal digits (``mag``: magnitudes, uint64; ``neg``: a ``-`` first) one after the other into
+    ``out``, the string offsets into ``offsets``; returns the bytes written (compiled by numba). ``pow10``: 10^k
+    for k < 20 (uint64: the digit count by comparisons); ``pairs``: the two digits of 0..99 (two at a time)."""
+    pos = 0
+    offsets[0] = 0
+    hundred = np.uint64(100)  # (uint64 throughout: numba would mix uint64 and int64 into float64)
+    for i in range(mag.size):
+        x = mag[i]
+        k = 1
+        while k < 20 and x >= pow10[k]:
+            k += 1
+        if neg[i]:
+            out[pos] = 45  # '-'
+            pos += 1
+        j = pos + k
+        while x >= hundred:
+            q = x // hundred
+            r = x - q * hundred
+            out[j - 2] = pairs[2 * r]
+            out[j - 1] = pairs[2 * r + 1]
+            j -= 2
+            x = q
+        if x >= np.uint64(10):
+            out[j - 2] = pairs[2 * x]
+            out[j - 1] = pairs[2 * x + 1]
+        else:
+            out[j - 1] = np.uint8(48) + np.uint8(x)
+        pos += k
+        offsets[i + 1] = pos
+    return pos
 
 
-_hex_compiled = _compile_hex()
+_POW10 = np.asarray([10**k for k in range(20)], dtype=np.uint64)
+_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8)
+
+
+_hex_compiled = compiled(hex_text_py)
+_decimal_compiled = compiled(decimal_text_py)
+
+
+def decimal_text(v: np.ndarray) -> Any:
+    """Integers (any numpy integer dtype) as ``str`` prints them, as a pyarrow string array: one compiled pass
+    (numba) where it is installed, else pyarrow's cast."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    v = np.asarray(v)
+    n = len(v)
+    if _decimal_compiled is None or 21 * n >= 1 << 31:
+        return pc.cast(pa.array(v), pa.string())
+    if v.dtype.kind == "i":
+        neg = v < 0
+        mag = np.where(neg, ~v.astype(np.int64).view(np.uint64) + np.uint64(1), v.astype(np.int64).view(np.uint64))
+    else:
+        neg, mag = np.zeros(n, dtype=bool), v.astype(np.uint64)
+    offsets = np.empty(n + 1, dtype=np.int32)
+    data = np.empty(21 * n, dtype=np.uint8)
+    used = _decimal_compiled(np.ascontiguousarray(mag), neg, _POW10, _PAIRS, offsets, data)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[:used]))
 
 
 def _int_text(v: np.ndarray, flags: str, width: int, prec: int | None, conv: str) -> Any:
@@ -261,7 +314,7 @@ def _int_text(v: np.ndarray, flags: str, width: int, prec: int | None, conv: str
     neg = v < 0 if v.dtype.kind == "i" else np.zeros(len(v), dtype=bool)
     mag = np.where(neg, ~v.astype(np.int64).view(np.uint64) + np.uint64(1), v.astype(np.uint64)) if neg.any() \
         else v.astype(np.uint64)
-    digits = _hex_text(mag, conv) if conv in "xX" else pc.cast(pa.array(mag), pa.string())
+    digits = _hex_text(mag, conv) if conv in "xX" else decimal_text(mag)
     if prec:
         digits = pc.utf8_lpad(digits, width=prec, padding="0")
     plus = "+" if "+" in flags else " " if " " in flags else ""

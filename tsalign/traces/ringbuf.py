@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..jit import compiled
+
 __all__ = ["ERRORS", "walk_pages", "walk_pages_py"]
 
 #: error codes written to ``err_code``
@@ -112,13 +114,4 @@ def walk_pages_py(buf: Any, page_size: int, data_off: int, commit_size: int,
     return n
 
 
-def _compile() -> Callable[..., Any]:
-    try:
-        import numba
-    except ImportError:  # the interpreter path gives the same result, slower
-        return walk_pages_py
-    compiled: Callable[..., Any] = numba.njit(cache=True, nogil=True)(walk_pages_py)
-    return compiled
-
-
-walk_pages = _compile()
+walk_pages: Callable[..., Any] = compiled(walk_pages_py, walk_pages_py)  # type: ignore[assignment]

@@ -1,0 +1,18 @@
+"""Loops over whole columns compiled by numba (a dependency; each caller keeps a path for an interpreter without it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["compiled"]
+
+
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None) -> Callable[..., Any] | None:
+    """``fn`` compiled by numba (nopython, cached on disk, releasing the GIL), or ``fallback`` without numba."""
+    try:
+        import numba
+    except ImportError:
+        return fallback
+    out: Callable[..., Any] = numba.njit(cache=True, nogil=True)(fn)
+    return out
