@@ -516,6 +516,7 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
 
     col = c.col
     g = np.nonzero(~col.is_host)[0]
+    g = g[col.payload[g] != None]  # (elementwise: the payloads held; a policy holds markers only)
     markers = [_R({"event": col.names[col.event_code[i]], "payload": p, "pid": int(col.pid[i]), "side": "guest",
                    "guest_tsc": int(col.guest_tsc[i])})
                for i, p in zip(g.tolist(), col.payload[g].tolist()) if p is not None and "tsalign_beacon seq=" in p]
