@@ -507,3 +507,33 @@ def test_compiled_decimal_digits_are_str_of_each_integer(signed: list[int], unsi
         v = np.asarray(values, dtype=dtype)
         got = decimal_text(v).to_pylist()
         assert got == [str(x) for x in values] == pc.cast(pa.array(v), pa.string()).to_pylist()
+
+
+_LINE_CHARS = st.text(st.sampled_from(list("ab -:[]()0129.\t\r_é")), max_size=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(
+    _LINE_CHARS,
+    st.builds(lambda lead, comm, pid, cpu, ts, ev, sep, pay: f"{lead}{comm}-{pid} [{cpu}] {ts}: {ev}:{sep}{pay}",
+              st.sampled_from(["", "  ", "\t"]), _LINE_CHARS, st.sampled_from(["1", "0123456789", "12345678901", ""]),
+              st.sampled_from(["000", "12345", "123456", "x"]),
+              st.sampled_from(["1", "12345678901234567890", "123456789012345678901", "11129.868688",
+                               "12345678901.123456789012", "123456789012.1", "1.", "1:2"]),
+              st.sampled_from(["e", "kvm:kvm_pio", ":x", "a.b-c:", "", "x y"]), st.sampled_from(["", " ", "  ", "\t"]),
+              _LINE_CHARS)), min_size=1, max_size=25))
+def test_compiled_ftrace_scanner_extracts_what_the_regex_does(lines: list[str]) -> None:
+    """The compiled scanner against pyarrow's RE2 kernel with the same (bare ftrace) pattern, on lines built near
+    every edge of it: field widths at and past their limits, several ``-`` and ``:``, blanks, UTF-8, no match."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tsalign.traces.ftracescan import scan
+    from tsalign.traces.text import _FTRACE_BARE
+
+    block = "".join(x + "\n" for x in lines).encode()
+    raw = np.frombuffer(block, dtype=np.uint8)
+    starts = np.concatenate([[0], np.flatnonzero(raw == 10) + 1]).astype(np.int64)
+    arr = pa.StringArray.from_buffers(len(starts) - 1, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block))
+    want = pc.extract_regex(arr, _FTRACE_BARE).to_pylist()
+    assert scan(block, starts).to_pylist() == want

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from .ftrace_text import LINE, event_name, split_ts
+from .ftracescan import scan
 from .table import Chunk
 from .trace import Trace, TraceInfo
 
@@ -220,7 +221,9 @@ class TextTrace(Trace):
         pattern = _BLOCK_PATTERNS[self.fmt]
         if self.fmt == "ftrace" and not pc.any(pc.match_substring_regex(lines, _FTRACE_OPTIONAL)).as_py():
             pattern = _FTRACE_BARE
-        rows = pc.extract_regex(lines, pattern)
+        rows = scan(block, starts) if pattern == _FTRACE_BARE else None  # (that pattern, compiled)
+        if rows is None:
+            rows = pc.extract_regex(lines, pattern)
         ok = rows.is_valid()
         if not pc.all(ok).as_py():
             if not pc.all(pc.match_substring_regex(lines.filter(pc.invert(ok)), _BLOCK_SKIP)).as_py():
