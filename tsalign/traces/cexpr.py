@@ -89,7 +89,7 @@ def compile_string_arg(fmt: EventFormat, text: str) -> StringArg | None:
         fn = p.ternary()
         if p.pos != len(tokens):
             raise _Unsupported
-    except _Unsupported:
+    except (_Unsupported, RecursionError):  # (a hostile format's parentheses nested thousands deep)
         return None
     return StringArg(tuple(p.fields), fn)
 
@@ -200,7 +200,7 @@ class _Parser:
             self.take("{")
             try:
                 n = self.ternary()(())
-            except IndexError:  # a field in a table's value
+            except (IndexError, ZeroDivisionError):  # a field in a table's value, or a division by zero
                 raise _Unsupported from None
             self.take(",")
             kind, tok = self.peek()
