@@ -37,6 +37,16 @@ _EVENT[65:91] = _EVENT[97:123] = True
 _EVENT[[ord("_"), ord(":"), ord("."), ord("-")]] = True
 
 
+def run_end_py(data: np.ndarray, i: int, end: int, cls: np.ndarray) -> int:
+    """The end of the run of ``cls`` bytes from ``data[i]`` (at most ``end``) (compiled)."""
+    while i < end and cls[data[i]]:
+        i += 1
+    return i
+
+
+_run_end = compiled(run_end_py, run_end_py)
+
+
 def scan_py(data: np.ndarray, starts: np.ndarray, space: np.ndarray, digit: np.ndarray, event: np.ndarray,
             out: np.ndarray) -> None:
     """For each line ``data[starts[i]:starts[i + 1]]``: ``out[i] = (matched, start, end of each group)``
@@ -46,54 +56,38 @@ def scan_py(data: np.ndarray, starts: np.ndarray, space: np.ndarray, digit: np.n
         out[i, 0] = 0
         if end > a and data[end - 1] == 10:
             end -= 1
-        c0 = a
-        while c0 < end and space[data[c0]]:
-            c0 += 1
+        c0 = _run_end(data, a, end, space)
         for d in range(c0, end):
             if data[d] != 45:  # '-'
                 continue
             p = d + 1
-            q = p
-            while q < end and digit[data[q]]:
-                q += 1
+            q = _run_end(data, p, end, digit)
             if q == p or q - p > 10:
                 continue
-            r = q
-            while r < end and space[data[r]]:
-                r += 1
+            r = _run_end(data, q, end, space)
             if r == q or r >= end or data[r] != 91:  # '['
                 continue
             c_s = r + 1
-            c_e = c_s
-            while c_e < end and digit[data[c_e]]:
-                c_e += 1
+            c_e = _run_end(data, c_s, end, digit)
             if c_e == c_s or c_e - c_s > 5 or c_e >= end or data[c_e] != 93:  # ']'
                 continue
-            t_s = c_e + 1
-            while t_s < end and space[data[t_s]]:
-                t_s += 1
+            t_s = _run_end(data, c_e + 1, end, space)
             if t_s == c_e + 1:
                 continue
-            t_e = t_s
-            while t_e < end and digit[data[t_e]]:
-                t_e += 1
+            t_e = _run_end(data, t_s, end, digit)
             k = t_e - t_s
             if k == 0 or t_e >= end:
                 continue
             if data[t_e] == 46:  # '.': secs.frac
                 if k > 11:
                     continue
-                f_e = t_e + 1
-                while f_e < end and digit[data[f_e]]:
-                    f_e += 1
+                f_e = _run_end(data, t_e + 1, end, digit)
                 if f_e == t_e + 1 or f_e - t_e - 1 > 12 or f_e >= end or data[f_e] != 58:
                     continue
                 t_e = f_e
             elif data[t_e] != 58 or k > 20:  # ':'
                 continue
-            e_s = t_e + 1
-            while e_s < end and space[data[e_s]]:
-                e_s += 1
+            e_s = _run_end(data, t_e + 1, end, space)
             if e_s == t_e + 1:
                 continue
             run = e_s
