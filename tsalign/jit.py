@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 __all__ = ["compiled"]
+
+
+@overload
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any] | None: ...
+
+
+@overload
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]: ...
 
 
 def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None) -> Callable[..., Any] | None:

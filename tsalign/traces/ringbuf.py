@@ -114,4 +114,4 @@ def walk_pages_py(buf: Any, page_size: int, data_off: int, commit_size: int,
     return n
 
 
-walk_pages: Callable[..., Any] = compiled(walk_pages_py, walk_pages_py)  # type: ignore[assignment]
+walk_pages: Callable[..., Any] = compiled(walk_pages_py, walk_pages_py)
