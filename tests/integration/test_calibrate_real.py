@@ -115,11 +115,13 @@ def test_perf_time_converted_with_the_calibration_matches_x86_tsc(tmp_path: Path
     print(f"perf -> TSC minus x86-tsc of the same hit, cycles: min {d[0]} median {d[200]} p99 {d[396]} max {d[-1]}; "
           f"bound {bound}, {khz} kHz")
     # ftrace's probe of the tracepoint runs before perf's, so perf reads its clock later: never earlier than
-    # the bound allows, the quickest hits within 2 us, and most within 20 us (perf's sample path)
-    assert d[0] >= -bound and d[0] <= bound + 2 * us and d[200] <= 20 * us, (d[:5], d[200], d[-5:])
-    # a calibration 10 us off: caught
+    # the bound allows, the quickest hits within 5 us, and most within 20 us (perf's sample path; idle, the
+    # quickest come within 2 us; with two TCG VMs of the suite on both cores, 3.2 us was seen)
+    quick = 5 * us
+    assert d[0] >= -bound and d[0] <= bound + quick and d[200] <= 20 * us, (d[:5], d[200], d[-5:])
+    # a calibration 10 us off (twice the allowance): caught
     moved = json.loads(cal.read_text())
     moved["clocks"]["perf"]["pieces"][0]["system_time"] += 10_000
     (tmp_path / "moved.json").write_text(json.dumps(moved))
     wrong = perf_minus_ftrace(tmp_path / "moved.json")
-    assert not (wrong[0] >= -bound and wrong[0] <= bound + 2 * us), (wrong[0], wrong[-1])
+    assert not (wrong[0] >= -bound and wrong[0] <= bound + quick), (wrong[0], wrong[-1])
