@@ -9,14 +9,17 @@ fmts that are a C format string over plain fields, e.g. kvm_pio's::
 
 :func:`compile_print_fmt` turns such a fmt into a :class:`ColumnPrinter` that decodes the fields of many
 events at once (:func:`tsalign.traces.fields.decode`) and formats them in whole columns (pyarrow's string
-kernels, a byte table for hex digits) as Python's ``%`` would, which agrees with C's printf for the conversions
-accepted here (tests/unit/test_fast_readers.py checks both); any other fmt (``__print_symbolic``, ``__print_flags``,
-casts, arithmetic, ``%p``, the ``#`` flag, ``__data_loc`` fields) gives None and stays with libtraceevent.
+kernels, compiled loops for hex and decimal digits) as Python's ``%`` would, which agrees with C's printf for the
+conversions accepted here (tests/unit/test_fast_readers.py checks both); any other fmt (casts, arithmetic printed
+as a number, ``%p``, the ``#`` flag, ``__data_loc`` fields) gives None and stays with libtraceevent.
 :class:`~tsalign.traces.printfmt.EventPrinter` checks each compiled fmt against libtraceevent on the first
-events of its type before using it (a difference keeps that type with libtraceevent).
+events of its type before using it, and each distinct value tuple of an expression argument when it first occurs
+(a difference keeps that type with libtraceevent).
 
 Arguments accepted: ``REC->f``; ``REC->f ? "a" : "b"``; ``REC->f OP N ? "a" : "b"`` (OP one of ``> < >= <=
-== != &``), each optionally in parentheses. Conversions: ``%d %i %u %x %X %s`` with flags ``-0+`` and
+== != &``), each optionally in parentheses; for a plain ``%s``, any string expression
+:mod:`tsalign.traces.cexpr` compiles (C integer expressions over the event's integer fields, ternaries,
+``__print_flags``, ``__print_symbolic``), its text made once per distinct tuple of those fields' values. Conversions: ``%d %i %u %x %X %s`` with flags ``-0+`` and
 space, width, precision and length ``l``/``ll``/``z`` (64 bits; 32 without). Integers are converted as
 libtraceevent does: the field's bytes as an unsigned number (no sign extension), then C's conversion to the
 conversion's width, signed for ``d``/``i``; operators compare unsigned 64-bit values.
