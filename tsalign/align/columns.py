@@ -364,19 +364,16 @@ def _jsonl_block(p: AlignedColumns) -> Any:
     if not len(p):
         return b""
 
-    def text(a: np.ndarray, t: Any) -> Any:
-        return decimal_text(np.asarray(a, dtype=t.to_pandas_dtype()))
-
     host = pa.array(p.is_host)
-    host_tsc = pc.if_else(host, pc.binary_join_element_wise(', "host_tsc": ', text(p.host_tsc, pa.uint64()), ""), "")
-    vcpu = pc.if_else(pa.array(p.vcpu >= 0), text(p.vcpu, pa.int64()), "null")
+    host_tsc = pc.if_else(host, pc.binary_join_element_wise(', "host_tsc": ', decimal_text(p.host_tsc), ""), "")
+    vcpu = pc.if_else(pa.array(p.vcpu >= 0), decimal_text(p.vcpu), "null")
     tail = pc.if_else(host, pc.binary_join_element_wise('", "vcpu": ', vcpu, "}\n", ""), '"}\n')
     lines = pc.binary_join_element_wise(
-        '{"comm": "', _json_inner(p.comms).take(pa.array(p.comm_code)), '", "cpu": ', text(p.cpu, pa.int64()),
+        '{"comm": "', _json_inner(p.comms).take(pa.array(p.comm_code)), '", "cpu": ', decimal_text(p.cpu),
         ', "event": "', _json_inner(p.names).take(pa.array(p.event_code)), '", "guest_tsc": ',
-        text(p.guest_tsc, pa.uint64()), host_tsc, ', "payload": "', _json_inner(p.payload), '", "pid": ',
-        text(p.pid, pa.int64()), pc.if_else(host, ', "side": "host", "tgid": ', ', "side": "guest", "tgid": '),
-        text(p.tgid, pa.int64()), ', "track": "', _track_array(p), tail, "")
+        decimal_text(p.guest_tsc), host_tsc, ', "payload": "', _json_inner(p.payload), '", "pid": ',
+        decimal_text(p.pid), pc.if_else(host, ', "side": "host", "tgid": ', ', "side": "guest", "tgid": '),
+        decimal_text(p.tgid), ', "track": "', _track_array(p), tail, "")
     offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
     return memoryview(lines.buffers()[2])[int(offs[0]):int(offs[-1])]
 
