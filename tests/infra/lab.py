@@ -69,6 +69,11 @@ def _step(name: str) -> Iterator[None]:
         TIMINGS.append((name, round(time.monotonic() - t0, 1)))
 
 
+def _mark(stage: str) -> str:
+    """Shell: say in a job's log (vm.run_job) that ``stage`` was reached, with the VM's uptime (s)."""
+    return f"echo \"== {stage} $(cut -d' ' -f1 /proc/uptime)\"; "
+
+
 def _cache(env: str, pattern: str) -> str:
     path = os.environ.get(env) or next(iter(sorted(glob.glob(f"{os.environ.get('TSALIGN_CACHE', '/var/cache/tsalign')}/{pattern}"),
                                                    key=os.path.getmtime, reverse=True)), "")
@@ -343,29 +348,34 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         perf_on = ("timeout 300 sh -c 'echo enable > /root/lab/perf-ctl' && "
                    "[ \"$(timeout 60 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
         before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 60 --json; }} "
-                  "> /root/lab/calibrate.log 2>&1 < /dev/null & " + instances.format(n=4)
+                  "> /root/lab/calibrate.log 2>&1 < /dev/null & " + instances.format(n=4) + _mark("calibration recording")
                   + "mkfifo /root/lab/perf-ctl /root/lab/perf-ack; "
                   + f"{PERF} record -q -B -N -a -m 1024 -D -1 --control fifo:/root/lab/perf-ctl,/root/lab/perf-ack "
                   "-e sched:sched_switch -e irq:irq_handler_entry "
                   "-o /root/lab/perf/perf.data > /root/lab/perf/perf.log 2>&1 < /dev/null & echo $! > /root/lab/perf.pid; "
-                  + perf_ready + perf_on if kvmclock else "")
+                  + perf_ready + _mark("perf catches SIGINT") + perf_on if kvmclock else "")
         local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
                  "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
         # (the two captures start together: which enables its events first, and so gets each hit first, is a race
         # that check_kvmclock_routes reads from the data; starting the second after the first had enabled its events
         # made them barely overlap in L2, whose Python starts slower than the 8 s capture)
-        r = vm.ssh(l2, f"rm -rf /root/lab; mkdir -p /root/lab/perf; {before}{{ {PY} capture --role guest --duration 8 "
-                       "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
-                       f"{local}{RECORDING.format(n=1200)}; "
-                       + (instances.format(n=6) if kvmclock else "") +
-                       "for i in $(seq 100); do sleep 0.005; done; "
-                       "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
-                       "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; "
-                       + ("for i in $(seq 600); do kill -INT $(cat /root/lab/perf.pid) 2>/dev/null || break; sleep 0.5; "
-                          "done; " if kvmclock else "") +
-                       "wait; cat /root/lab/guest*.log /root/lab/calibrate.log 2>/dev/null", timeout=600)
-        if "bundle /root/lab/guest:" not in r.stdout or (kvmclock and "bundle /root/lab/guest-local:" not in r.stdout):
-            raise RuntimeError(f"guest capture in L2 failed: {r.stdout}{r.stderr}")
+        # run detached in L2 and waited on while it goes on (vm.run_job): each stage says so in the job's log, the
+        # logs and perf's file grow; a stall ends it with L2's processes and logs in the error
+        out = vm.run_job(l2, "rm -rf /root/lab; mkdir -p /root/lab/perf; " + _mark("started") + before
+                         + (_mark("perf enabled") if kvmclock else "")
+                         + f"{{ {PY} capture --role guest --duration 8 "
+                         "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
+                         f"{local}{RECORDING.format(n=1200)}; " + _mark("guest capture recording")
+                         + (instances.format(n=6) + _mark("sched_clock capture recording") if kvmclock else "") +
+                         "for i in $(seq 100); do sleep 0.005; done; "
+                         "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
+                         "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; " + _mark("workload done")
+                         + ("for i in $(seq 600); do kill -INT $(cat /root/lab/perf.pid) 2>/dev/null || break; sleep 0.5; "
+                            "done; " + _mark("perf stopped") if kvmclock else "") +
+                         "wait; " + _mark("all done") + "cat /root/lab/guest*.log /root/lab/calibrate.log 2>/dev/null; exit 0",
+                         "l2-captures", watch="/root/lab/*.log /root/lab/perf/*", stall=400)
+        if "bundle /root/lab/guest:" not in out or (kvmclock and "bundle /root/lab/guest-local:" not in out):
+            raise RuntimeError(f"guest capture in L2 failed: {out}")
         r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
                        "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
                    timeout=300)

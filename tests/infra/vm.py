@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.infra.statecli import run_state_cli, terminate
 
-__all__ = ["CPU", "NESTED_CPU", "down", "fetch", "push", "push_tsalign", "ssh", "ssh_argv", "up", "wait_ssh"]
+__all__ = ["CPU", "NESTED_CPU", "down", "fetch", "push", "push_tsalign", "run_job", "ssh", "ssh_argv", "up", "wait_ssh"]
 
 CPU = "max,vendor=GenuineIntel,family=6,model=85"  # clocksource tsc + constant_tsc under TCG
 #: AMD under TCG offers SVM: the VM is a real KVM host of its own (kvm_amd, nested paging), whose
@@ -64,6 +64,53 @@ def _ssh_run(st: dict[str, Any], command: str, timeout: int, retries: int, text:
 def ssh(st: dict[str, Any], command: str, timeout: int = 30, retries: int = 0) -> subprocess.CompletedProcess:
     """Run ``command`` in the VM (``retries``: see _ssh_run)."""
     return _ssh_run(st, command, timeout, retries, text=True)
+
+
+def run_job(st: dict[str, Any], script: str, job: str, watch: str = "", stall: float = 300,
+            limit: float = 2400, poll: float = 5) -> str:
+    """Run the shell ``script`` in the VM detached from SSH (its own session; files in /root/job-``job``/) and
+    wait on its progress, not on a fixed deadline: it gives up when the job's log and the sizes of the files
+    ``watch`` (a shell glob) have not changed for ``stall`` s, or after ``limit`` s. Returns the job's output
+    (stdout and stderr). On a stall or a non-zero exit it raises RuntimeError with what the VM showed then
+    (the job's log, its processes, the watched files), after ending the job's session.
+
+    A long SSH session is not used: one that hangs tells nothing of where the job was (seen: a 600 s timeout
+    with no output). The script should ``echo`` where it is as it goes; each line is progress."""
+    d = f"/root/job-{job}"
+    start = (f"rm -rf {d}; mkdir -p {d}; cat > {d}/job.sh <<'TSALIGN_JOB_EOF'\n{script}\nTSALIGN_JOB_EOF\n"
+             f"setsid sh -c 'echo $$ > {d}/sid; sh {d}/job.sh; echo $? > {d}/rc' > {d}/log 2>&1 < /dev/null & "
+             f"for i in $(seq 100); do [ -s {d}/sid ] && exit 0; sleep 0.1; done; exit 1")
+    r = ssh(st, start, timeout=120, retries=2)
+    if r.returncode != 0:
+        raise RuntimeError(f"job {job} did not start in the VM: {r.stdout}{r.stderr}")
+    probe = (f"cat {d}/rc 2>/dev/null || echo running; wc -c {d}/log {watch} 2>/dev/null; "
+             f"tail -n 3 {d}/log")
+    t0 = last = time.monotonic()
+    seen = ""
+    while True:
+        try:
+            p = ssh(st, probe, timeout=120, retries=2)
+            state = p.stdout if p.returncode == 0 else seen
+        except subprocess.TimeoutExpired:
+            state = seen
+        now = time.monotonic()
+        if state != seen:
+            seen, last = state, now
+        status = seen.split("\n", 1)[0].strip()
+        if status not in ("", "running"):
+            break
+        if now - last > stall or now - t0 > limit:
+            why = (f"no progress for {now - last:.0f} s" if now - last > stall else f"still running after {limit:.0f} s")
+            diag = ssh(st, f"cat {d}/log; echo '== processes'; ps -eo pid,ppid,stat,etimes,wchan:24,args "
+                           f"| grep -v ' \\[.*\\]$'; " + (f"echo '== watched'; ls -l {watch} 2>&1; for f in {watch}; do "
+                           "case $f in *.log) echo \"== $f\"; tail -n 20 \"$f\";; esac; done; " if watch else "") +
+                           f"kill -TERM -- -$(cat {d}/sid) 2>/dev/null", timeout=120, retries=2)
+            raise RuntimeError(f"job {job} in the VM: {why}; it showed:\n{diag.stdout}{diag.stderr}")
+        time.sleep(poll)
+    out = ssh(st, f"cat {d}/log", timeout=120, retries=2).stdout
+    if status != "0":
+        raise RuntimeError(f"job {job} in the VM exited {status}:\n{out}")
+    return out
 
 
 def _alive(pid: int | None) -> bool:
