@@ -377,14 +377,11 @@ def _greedy_unique(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray
 
 @functools.cache
 def _compiled_greedy() -> Callable[..., np.ndarray]:
-    """:func:`_greedy_match_py` compiled by numba (cached on disk; loading it costs ~0.3 s, so it is loaded only
+    """:func:`_greedy_match_py` compiled (tsalign.jit; cached on disk: loading it costs ~0.3 s, so it is loaded only
     when a capture needs it), or itself without numba."""
-    try:
-        import numba
-    except ImportError:  # the interpreter path gives the same result, slower
-        return _greedy_match_py
-    compiled: Callable[..., np.ndarray] = numba.njit(cache=True, nogil=True)(_greedy_match_py)
-    return compiled
+    from ..jit import compiled
+
+    return compiled(_greedy_match_py, _greedy_match_py)
 
 
 def _greedy_match(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
