@@ -255,11 +255,14 @@ def _both(path: Path, fmt: str = "ftrace") -> tuple[list[tuple], list[tuple], Te
     def dump(t: TextTrace, chunks: object) -> list[tuple]:
         out: list[tuple] = []
         for c in chunks:  # type: ignore[attr-defined]
+            # (the block reader hands align's EventsBuilder its payloads as pyarrow strings: taken so here)
+            payload = c.payload.to_pylist() if hasattr(c.payload, "to_pylist") else c.payload
             out += zip(c.ts.tolist(), c.cpu.tolist(), c.pid.tolist(), t.events.decode(c.event), t.comms.decode(c.comm),
-                       c.payload, c.tgid.tolist() if c.tgid is not None else [None] * len(c))
+                       payload, c.tgid.tolist() if c.tgid is not None else [None] * len(c))
         return out
 
     a, b = _Counting(str(path), fmt), TextTrace(str(path), fmt)
+    a.arrow_payloads = True
     return dump(a, a.raw_chunks()), dump(b, b._line_chunks(b._lines())), a, b
 
 
@@ -537,3 +540,66 @@ def test_compiled_ftrace_scanner_extracts_what_the_regex_does(lines: list[str]) 
     arr = pa.StringArray.from_buffers(len(starts) - 1, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block))
     want = pc.extract_regex(arr, _FTRACE_BARE).to_pylist()
     assert scan(block, starts).to_pylist() == want
+
+
+_STAMP = st.one_of(
+    st.from_regex(r"\A[0-9]{1,22}\Z"),
+    st.from_regex(r"\A[0-9]{1,13}\.[0-9]{0,12}\Z"),
+    st.sampled_from(["18446744073709551615", "18446744073709551616", "00000000000000000000001",
+                     "18446744073.709551615", "18446744073.709551616", "18446744074.0", "99999999999.999999999",
+                     "0.000000001", "12.", "1.5", "007.0700"]))
+
+
+def _stamps_by_kernels(text: object, monkeypatch: pytest.MonkeyPatch) -> tuple[object, int]:
+    """_arrow_stamps' pyarrow-kernel path (the compiled scan switched off)."""
+    from tsalign.traces import text as text_mod
+
+    with monkeypatch.context() as m:
+        m.setattr(text_mod, "scan_stamps", lambda _t: None)
+        return TextTrace._arrow_stamps(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_STAMP, min_size=1, max_size=8), st.integers(0, 2))
+def test_stamp_scan_equals_the_kernels_and_exact_arithmetic(stamps: list[str], cut: int) -> None:
+    """The compiled stamp scan (tsalign.traces.stamps), its interpreted loop and the pyarrow-kernel path read the same
+    column alike: the same uint64 values and resolution, or all refuse (None) — on integers and secs.frac at and past
+    every limit (20 and 11 secs digits, 9 fraction digits, 2^64) and on a sliced array. Values are checked against
+    exact integer arithmetic (Python ints) too."""
+    import pyarrow as pa
+
+    from tsalign.traces.stamps import scan_stamps
+
+    mp = pytest.MonkeyPatch()
+    arr = pa.array(["0", *stamps], pa.string()).slice(1)  # (an array with an offset, as a block's field may be)
+    arr = arr.slice(0, max(1, len(arr) - cut))
+    want = _stamps_by_kernels(arr, mp)
+    got = TextTrace._arrow_stamps(arr)
+    assert (None if got[0] is None else (got[0].tolist(), got[1])) == \
+        (None if want[0] is None else (want[0].tolist(), want[1])), arr.to_pylist()
+    py, jit = scan_stamps(arr, force_python=True), scan_stamps(arr)
+    assert py is not None and jit is not None
+    for f in ("secs", "ns", "dotted", "frac_len"):
+        a, b = getattr(py, f), getattr(jit, f)
+        if f == "ns":  # (not exact where it overflowed: compared where it did not)
+            ok = ~((a == 0) & py.dotted)
+            a, b = a[ok], b[ok]
+        assert a.tolist() == b.tolist(), f
+    assert (py.max_secs_len, py.secs_overflow, py.ns_overflow) == (jit.max_secs_len, jit.secs_overflow, jit.ns_overflow)
+    if got[0] is not None:  # exact: secs * 10^9 + the fraction padded to 9 digits, or the integer as it is
+        exact = [int(s) if "." not in s else int(s.split(".")[0]) * 10**9 + int((s.split(".")[1] + "0" * 9)[:9])
+                 for s in arr.to_pylist()]
+        assert got[0].tolist() == exact
+
+
+def test_stamp_scan_refuses_what_is_no_stamp() -> None:
+    """Not digits[.digits] (a sign, a blank, two dots, a null, an empty string): the scan refuses, so the caller
+    takes the kernels' path, which names the line."""
+    import pyarrow as pa
+
+    from tsalign.traces.stamps import scan_stamps
+
+    for bad in (["-1"], ["1 "], ["1.2.3"], ["1", None], [""], [".5"]):
+        assert scan_stamps(pa.array(bad, pa.string())) is None, bad
+        assert scan_stamps(pa.array(bad, pa.string()), force_python=True) is None, bad
+    assert scan_stamps(pa.chunked_array([["1"]])) is None

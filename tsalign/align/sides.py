@@ -147,6 +147,7 @@ def _read(path: str, clock: str | None, buffer: str | None, lenient: bool,
 
     out = EventsBuilder(payloads)
     with open_trace(path, "auto", clock, buffer, strict=not lenient) as t:
+        t.arrow_payloads = True  # (EventsBuilder takes them as pyarrow strings)
         printer = None
         dat = getattr(t, "dat", None)
         if dat is not None:

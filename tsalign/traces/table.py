@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,8 @@ class Chunk:
     pid: np.ndarray
     event: np.ndarray
     comm: np.ndarray
-    payload: list[str] | None = None
+    #: the texts of a text trace (a pyarrow string array where the reader's :attr:`Trace.arrow_payloads` is set)
+    payload: list[str] | Any = None
     raws: list[np.ndarray] = field(default_factory=list)
     src: np.ndarray | None = None
     off: np.ndarray | None = None

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import InvalidParameter
 from .ftrace_text import LINE, event_name, split_ts
 from .ftracescan import scan
+from .stamps import scan_stamps
 from .table import Chunk
 from .trace import Trace, TraceInfo
 
@@ -254,23 +255,33 @@ class TextTrace(Trace):
             state.decided = True
         cols = [pc.cast(col["cpu"], pa.int32()).to_numpy(), pid.astype(np.int32),
                 self._codes(self.events, col["event"]), self._codes(self.comms, pc.utf8_trim(col["comm"], _BLANKS))]
-        payload = pc.utf8_trim(col["payload"], _BLANKS).to_pylist()
+        payload = pc.utf8_trim(col["payload"], _BLANKS)
         if tgid is not None:
             cols.append(tgid)
         if int(ts[0]) < state.last or bool(np.any(ts[1:] < ts[:-1])):
             self.warn(f"{self.info.path}: lines are not in timestamp order; events were sorted by timestamp")
             order = np.argsort(ts, kind="stable")
-            ts, cols, payload = ts[order], [c[order] for c in cols], [payload[i] for i in order.tolist()]
+            ts, cols, payload = ts[order], [c[order] for c in cols], payload.take(pa.array(order))
         state.last = int(ts[-1])
-        return Chunk(ts, cols[0], cols[1], cols[2], cols[3], payload, tgid=cols[4] if tgid is not None else None)
+        return Chunk(ts, cols[0], cols[1], cols[2], cols[3], payload if self.arrow_payloads else payload.to_pylist(),
+                     tgid=cols[4] if tgid is not None else None)
 
     @staticmethod
     def _arrow_stamps(text: Any) -> tuple[np.ndarray | None, int]:
         """Timestamps (``secs.frac`` or integers, as :func:`split_ts` reads them, exactly) -> (uint64, resolution);
-        (None, 0) when one is out of range (the line reader names it)."""
+        (None, 0) when one is out of range (the line reader names it). One compiled pass (tsalign.traces.stamps)
+        where numba is installed; the same rules in pyarrow's kernels otherwise."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        st = scan_stamps(text)
+        if st is not None:
+            if not st.dotted.any():
+                return (None, 0) if st.max_secs_len > 20 or st.secs_overflow else (st.secs, 1)
+            fl = st.frac_len[st.dotted]
+            if int(fl.max()) > 9 or st.max_secs_len > 11 or st.ns_overflow:
+                return None, 0
+            return st.ns, 10 ** (9 - int(fl.min()))
         parts = pc.extract_regex(text, r"^(?P<s>\d+)(?:\.(?P<f>\d*))?$")
         secs, frac = parts.field(0), parts.field(1)
         dotted = pc.match_substring(text, ".").to_numpy(zero_copy_only=False)
