@@ -115,6 +115,44 @@ def test_jsonl_is_what_json_writes() -> None:
     assert f.getvalue() == want and rows.getvalue() == want
 
 
+_I32 = st.integers(-(1 << 31), (1 << 31) - 1)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, M64), st.integers(0, M64), _I32, _I32, _I32,
+                          st.integers(-1, 70), st.integers(0, 2), st.integers(0, 2), st.text(max_size=10)),
+                min_size=1, max_size=12),
+       st.lists(st.text(max_size=6), min_size=3, max_size=3), st.lists(st.text(max_size=6), min_size=3, max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_jsonl_compiled_writer_is_json_dumps(rows: list[tuple], comms: list[str], names: list[str]) -> None:
+    """The compiled JSON lines writer (tsalign.align.jsonl), its loop interpreted and the pyarrow-kernel path each
+    write exactly ``json.dumps(row, sort_keys=True)`` of every row: integers at their limits (uint64 TSCs, negative
+    int32 pids and tgids), vCPU -1 (null), comms, event names and payloads with quotes, backslashes, control and
+    non-ASCII characters."""
+    import pyarrow as pa
+
+    from tsalign.align import columns
+    from tsalign.align.jsonl import jsonl_lines
+    from tsalign.traces.events import objects
+
+    h, g, ht, cpu, pid, tgid, v, cc, ec, pl = (np.array(c, dtype=np.uint64 if k in (1, 2) else object)
+                                               for k, c in enumerate(zip(*rows)))
+    h = h.astype(bool)
+    cols = AlignedColumns(g, h, np.where(h, ht, np.uint64(0)).astype(np.uint64),
+                          cpu.astype(np.int32), pid.astype(np.int32), tgid.astype(np.int32),
+                          np.where(h, v, -1).astype(np.int32), cc.astype(np.int32), ec.astype(np.int32),
+                          objects(list(pl)), objects(comms), objects(names))
+    want = "".join(json.dumps(r, sort_keys=True) + "\n" for r in cols.rows()).encode("ascii")
+    f = io.BytesIO()
+    cols.write_jsonl(f, chunk=5)
+    assert f.getvalue() == want
+    assert bytes(columns._jsonl_block_kernels(cols)) == want
+    inv, labels = cols.track_codes()
+    py = jsonl_lines(cols.is_host, cols.guest_tsc, cols.host_tsc, cols.cpu, cols.pid, cols.tgid, cols.vcpu,
+                     cols.comm_code, columns._json_inner(cols.comms), cols.event_code, columns._json_inner(cols.names),
+                     columns._json_inner(cols.payload), inv, pa.array(labels, pa.string()), force_python=True)
+    assert py is not None and bytes(py) == want
+
+
 def test_parquet_holds_the_rows(tmp_path: Path) -> None:
     from tsalign.traces.export import write_aligned_parquet
 

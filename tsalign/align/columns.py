@@ -27,6 +27,7 @@ from ..offsets import OffsetTimeline
 from ..traces.events import Events, narrow, objects
 from ..traces.fastprint import decimal_text
 from ..traces.table import Vocab
+from .jsonl import jsonl_lines
 
 __all__ = ["AlignedColumns", "host_on_guest_axis", "payload_strings", "record_batches", "vcpu_of_threads",
            "write_jsonl_blocks"]
@@ -356,13 +357,25 @@ def _track_array(p: AlignedColumns) -> Any:
 
 def _jsonl_block(p: AlignedColumns) -> Any:
     """Rows of ``p`` as JSON lines (ASCII bytes of the text :meth:`AlignedColumns._write_jsonl_rows` writes, as a
-    buffer), column by column in one pass: the fields only host rows have (``host_tsc``, ``vcpu``) are pieces
-    that are empty on guest rows."""
+    buffer): one compiled pass (tsalign.align.jsonl), or pyarrow's kernels (:func:`_jsonl_block_kernels`)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if not len(p):
         return b""
+    inv, labels = p.track_codes()
+    lines = jsonl_lines(p.is_host, p.guest_tsc, p.host_tsc, p.cpu, p.pid, p.tgid, p.vcpu, p.comm_code,
+                        _json_inner(p.comms), p.event_code, _json_inner(p.names), _json_inner(p.payload), inv,
+                        pa.array(labels, pa.string()))
+    if lines is not None:  # (one compiled pass; else pyarrow's kernels, below)
+        return lines
+    return _jsonl_block_kernels(p)
+
+
+def _jsonl_block_kernels(p: AlignedColumns) -> Any:
+    """:func:`_jsonl_block` by pyarrow's kernels, column by column: the fields only host rows have (``host_tsc``,
+    ``vcpu``) are pieces that are empty on guest rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     host = pa.array(p.is_host)
     host_tsc = pc.if_else(host, pc.binary_join_element_wise(', "host_tsc": ', decimal_text(p.host_tsc), ""), "")

@@ -38,7 +38,7 @@ from ..jit import compiled
 from .cexpr import StringArg, compile_string_arg
 from .eventformat import EventFormat, Field
 
-__all__ = ["ColumnPrinter", "compile_print_fmt", "decimal_text", "split_args"]
+__all__ = ["PAIRS", "POW10", "ColumnPrinter", "compile_print_fmt", "decimal_text", "put_decimal", "split_args"]
 
 _SPEC = re.compile(r"%(?P<flags>[-0+ #]*)(?P<width>\d*)(?:\.(?P<prec>\d+))?(?P<len>hh|h|ll|l|z|L|j|t)?(?P<conv>.)")
 _FIELD = r"\(?\s*REC->(\w+)\s*\)?"
@@ -246,42 +246,52 @@ def hex_text_py(v: np.ndarray, digits: np.ndarray, offsets: np.ndarray, out: np.
     return pos
 
 
+def put_decimal_py(out: np.ndarray, pos: int, x: np.uint64, neg: bool, pow10: np.ndarray, pairs: np.ndarray) -> int:
+    """The decimal digits of ``x`` (uint64; a ``-`` first where ``neg``) into ``out`` from ``pos``; returns the
+    position after them (compiled). ``pow10``: 10^k for k < 20 (uint64: the digit count by comparisons);
+    ``pairs``: the two digits of 0..99 (two at a time)."""
+    hundred = np.uint64(100)  # (uint64 throughout: numba would mix uint64 and int64 into float64)
+    k = 1
+    while k < 20 and x >= pow10[k]:
+        k += 1
+    if neg:
+        out[pos] = 45  # '-'
+        pos += 1
+    j = pos + k
+    while x >= hundred:
+        q = x // hundred
+        r = x - q * hundred
+        out[j - 2] = pairs[2 * r]
+        out[j - 1] = pairs[2 * r + 1]
+        j -= 2
+        x = q
+    if x >= np.uint64(10):
+        out[j - 2] = pairs[2 * x]
+        out[j - 1] = pairs[2 * x + 1]
+    else:
+        out[j - 1] = np.uint8(48) + np.uint8(x)
+    return pos + k
+
+
+put_decimal = compiled(put_decimal_py, put_decimal_py)
+
+
 def decimal_text_py(mag: np.ndarray, neg: np.ndarray, pow10: np.ndarray, pairs: np.ndarray, offsets: np.ndarray,
                     out: np.ndarray) -> int:
     """Each value's decimal digits (``mag``: magnitudes, uint64; ``neg``: a ``-`` first) one after the other into
-    ``out``, the string offsets into ``offsets``; returns the bytes written (compiled by numba). ``pow10``: 10^k
-    for k < 20 (uint64: the digit count by comparisons); ``pairs``: the two digits of 0..99 (two at a time)."""
+    ``out``, the string offsets into ``offsets``; returns the bytes written (compiled by numba; see
+    :func:`put_decimal_py`)."""
     pos = 0
     offsets[0] = 0
-    hundred = np.uint64(100)  # (uint64 throughout: numba would mix uint64 and int64 into float64)
     for i in range(mag.size):
-        x = mag[i]
-        k = 1
-        while k < 20 and x >= pow10[k]:
-            k += 1
-        if neg[i]:
-            out[pos] = 45  # '-'
-            pos += 1
-        j = pos + k
-        while x >= hundred:
-            q = x // hundred
-            r = x - q * hundred
-            out[j - 2] = pairs[2 * r]
-            out[j - 1] = pairs[2 * r + 1]
-            j -= 2
-            x = q
-        if x >= np.uint64(10):
-            out[j - 2] = pairs[2 * x]
-            out[j - 1] = pairs[2 * x + 1]
-        else:
-            out[j - 1] = np.uint8(48) + np.uint8(x)
-        pos += k
+        pos = put_decimal(out, pos, mag[i], neg[i], pow10, pairs)
         offsets[i + 1] = pos
     return pos
 
 
-_POW10 = np.asarray([10**k for k in range(20)], dtype=np.uint64)
-_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8)
+#: 10^k for k < 20, and the two digits of 0..99 (for put_decimal)
+POW10 = np.asarray([10**k for k in range(20)], dtype=np.uint64)
+PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8)
 
 
 _hex_compiled = compiled(hex_text_py)
@@ -305,7 +315,7 @@ def decimal_text(v: np.ndarray) -> Any:
         neg, mag = np.zeros(n, dtype=bool), v.astype(np.uint64)
     offsets = np.empty(n + 1, dtype=np.int32)
     data = np.empty(21 * n, dtype=np.uint8)
-    used = _decimal_compiled(np.ascontiguousarray(mag), neg, _POW10, _PAIRS, offsets, data)
+    used = _decimal_compiled(np.ascontiguousarray(mag), neg, POW10, PAIRS, offsets, data)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[:used]))
 
 
