@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, overload
 
-__all__ = ["compiled"]
+__all__ = ["compiled", "put_bytes"]
 
 
 @overload
@@ -24,3 +24,15 @@ def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None)
         return fallback
     out: Callable[..., Any] = numba.njit(cache=True, nogil=True)(fn)
     return out
+
+
+def put_bytes_py(out: Any, pos: int, src: Any, lo: int, hi: int) -> int:
+    """``src[lo:hi]`` into ``out`` from ``pos`` (uint8 arrays); returns the position after it (compiled: the
+    writers' kernels call it)."""
+    for j in range(lo, hi):
+        out[pos] = src[j]
+        pos += 1
+    return pos
+
+
+put_bytes = compiled(put_bytes_py, put_bytes_py)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import compiled
+from ..jit import compiled, put_bytes
 from ..traces.fastprint import PAIRS, POW10, put_decimal
 
 __all__ = ["jsonl_lines"]
@@ -29,17 +29,6 @@ _LIT = np.frombuffer("".join(_PIECES).encode("ascii"), dtype=np.uint8)
 _LIT_OFFS = np.cumsum([0, *[len(p) for p in _PIECES]]).astype(np.int64)
 #: bytes of the pieces a row can hold at most, and room for 6 integers (20 digits and a sign each)
 _ROW_FIXED = sum(len(p) for p in _PIECES) + 6 * 21
-
-
-def _put_bytes_py(out: np.ndarray, pos: int, src: np.ndarray, lo: int, hi: int) -> int:
-    """``src[lo:hi]`` into ``out`` from ``pos``; returns the position after it (compiled)."""
-    for j in range(lo, hi):
-        out[pos] = src[j]
-        pos += 1
-    return pos
-
-
-_put_bytes = compiled(_put_bytes_py, _put_bytes_py)
 
 
 def _put_int_py(out: np.ndarray, pos: int, v: np.int64, pow10: np.ndarray, pairs: np.ndarray) -> int:
@@ -64,35 +53,35 @@ def jsonl_rows_py(is_host: np.ndarray, guest_tsc: np.ndarray, host_tsc: np.ndarr
     pos = 0
     for i in range(is_host.size):
         h = is_host[i]
-        pos = _put_bytes(out, pos, lit, lo[0], lo[1])
+        pos = put_bytes(out, pos, lit, lo[0], lo[1])
         c = comm_code[i]
-        pos = _put_bytes(out, pos, c_data, c_offs[c], c_offs[c + 1])
-        pos = _put_bytes(out, pos, lit, lo[1], lo[2])
+        pos = put_bytes(out, pos, c_data, c_offs[c], c_offs[c + 1])
+        pos = put_bytes(out, pos, lit, lo[1], lo[2])
         pos = _put_int(out, pos, cpu[i], pow10, pairs)
-        pos = _put_bytes(out, pos, lit, lo[2], lo[3])
+        pos = put_bytes(out, pos, lit, lo[2], lo[3])
         e = event_code[i]
-        pos = _put_bytes(out, pos, e_data, e_offs[e], e_offs[e + 1])
-        pos = _put_bytes(out, pos, lit, lo[3], lo[4])
+        pos = put_bytes(out, pos, e_data, e_offs[e], e_offs[e + 1])
+        pos = put_bytes(out, pos, lit, lo[3], lo[4])
         pos = put_decimal(out, pos, guest_tsc[i], False, pow10, pairs)
         if h:
-            pos = _put_bytes(out, pos, lit, lo[4], lo[5])
+            pos = put_bytes(out, pos, lit, lo[4], lo[5])
             pos = put_decimal(out, pos, host_tsc[i], False, pow10, pairs)
-        pos = _put_bytes(out, pos, lit, lo[5], lo[6])
-        pos = _put_bytes(out, pos, p_data, p_offs[i], p_offs[i + 1])
-        pos = _put_bytes(out, pos, lit, lo[6], lo[7])
+        pos = put_bytes(out, pos, lit, lo[5], lo[6])
+        pos = put_bytes(out, pos, p_data, p_offs[i], p_offs[i + 1])
+        pos = put_bytes(out, pos, lit, lo[6], lo[7])
         pos = _put_int(out, pos, pid[i], pow10, pairs)
-        pos = _put_bytes(out, pos, lit, lo[7], lo[8]) if h else _put_bytes(out, pos, lit, lo[8], lo[9])
+        pos = put_bytes(out, pos, lit, lo[7], lo[8]) if h else put_bytes(out, pos, lit, lo[8], lo[9])
         pos = _put_int(out, pos, tgid[i], pow10, pairs)
-        pos = _put_bytes(out, pos, lit, lo[9], lo[10])
+        pos = put_bytes(out, pos, lit, lo[9], lo[10])
         t = track_code[i]
-        pos = _put_bytes(out, pos, t_data, t_offs[t], t_offs[t + 1])
+        pos = put_bytes(out, pos, t_data, t_offs[t], t_offs[t + 1])
         if h:
-            pos = _put_bytes(out, pos, lit, lo[10], lo[11])
-            pos = _put_int(out, pos, vcpu[i], pow10, pairs) if vcpu[i] >= 0 else _put_bytes(out, pos, lit, lo[13],
+            pos = put_bytes(out, pos, lit, lo[10], lo[11])
+            pos = _put_int(out, pos, vcpu[i], pow10, pairs) if vcpu[i] >= 0 else put_bytes(out, pos, lit, lo[13],
                                                                                             lo[14])
-            pos = _put_bytes(out, pos, lit, lo[11], lo[12])
+            pos = put_bytes(out, pos, lit, lo[11], lo[12])
         else:
-            pos = _put_bytes(out, pos, lit, lo[12], lo[13])
+            pos = put_bytes(out, pos, lit, lo[12], lo[13])
     return pos
 
 

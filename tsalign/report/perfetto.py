@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from ..clock.display import cycles_to_ns
 from ..errors import InconsistentData
-from .protowire import LEN, VARINT, binary_of, key, varint, varints
+from ..jit import compiled, put_bytes
+from .protowire import LEN, VARINT, binary_of, key, put_varint, varint, varint_len, varints
 
 __all__ = ["write_perfetto"]
 
@@ -162,14 +163,45 @@ class _Wire:
         self.instant = key(num(te, "type"), VARINT) + varint(int(te.Type.TYPE_INSTANT))
         self.uuid = key(num(te, "track_uuid"), VARINT)
         self.name = key(num(te, "name"), LEN)
+        #: the constant pieces of an event's packet, in the order :func:`packets_py` writes them
+        pieces = [self.packet, self.timestamp, self.seq, self.track_event, self.annotation, self.string_value,
+                  self.payload_name, self.uint_value, self.tsc_name, self.instant, self.uuid, self.flags]
+        self.lit = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        self.lit_offs = np.cumsum([0, *[len(b) for b in pieces]]).astype(np.int64)
 
     @staticmethod
     def _named(da: Any, num: Any, name: str) -> bytes:
         raw = name.encode()
         return key(num(da, "name"), LEN) + varint(len(raw)) + raw
 
-    def events(self, p: Any, uuids: np.ndarray, tsc_khz: int, first: bool) -> tuple[Any, np.ndarray]:
-        """(the bytes of the packets of ``p``'s rows, back to back; each row's start offset in them, and the end)."""
+    def events(self, p: Any, uuids: np.ndarray, tsc_khz: int, first: bool, force_python: bool = False
+               ) -> tuple[Any, np.ndarray]:
+        """(the bytes of the packets of ``p``'s rows, back to back; each row's start offset in them, and the end):
+        one compiled loop (:func:`packets_py`) where numba is installed (``force_python``: that loop interpreted,
+        for tests), else :meth:`events_by_kernels`."""
+        fn = packets_py if force_python else _packets
+        payload = p.payload if isinstance(p.payload, pa.Array) else pa.array(p.payload, pa.string())
+        if fn is None or payload.type != pa.string() or payload.null_count:
+            return self.events_by_kernels(p, uuids, tsc_khz, first)
+        n = len(p)
+        bufs = payload.buffers()
+        p_offs = (np.frombuffer(bufs[1], dtype=np.int32)[payload.offset:payload.offset + n + 1].astype(np.int64)
+                  if n else np.zeros(1, dtype=np.int64))
+        p_data = np.frombuffer(bufs[2], dtype=np.uint8) if n and bufs[2] is not None else np.zeros(0, np.uint8)
+        raw_names = [self.name + varint(len(b)) + b for b in (nm.encode() for nm in p.names.tolist())]
+        e_offs = np.cumsum([0, *[len(b) for b in raw_names]]).astype(np.int64)
+        e_data = np.frombuffer(b"".join(raw_names), dtype=np.uint8) if raw_names else np.zeros(0, np.uint8)
+        codes = np.asarray(p.event_code, dtype=np.int64)
+        bound = n * (len(self.lit) + 6 * 10) + int(p_offs[-1] - p_offs[0]) + int(np.diff(e_offs)[codes].sum())
+        out = np.empty(bound, dtype=np.uint8)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        fn(_ns(p.guest_tsc, tsc_khz), np.ascontiguousarray(p.guest_tsc, dtype=np.uint64),
+           np.ascontiguousarray(uuids, dtype=np.uint64), p_data, p_offs, codes, e_data, e_offs, self.lit,
+           self.lit_offs, first, out, offsets)
+        return out[:int(offsets[-1])].data, offsets
+
+    def events_by_kernels(self, p: Any, uuids: np.ndarray, tsc_khz: int, first: bool) -> tuple[Any, np.ndarray]:
+        """:meth:`events` in pyarrow's kernels: each field's column, then one join of the pieces per row."""
         import pyarrow.compute as pc
 
         n = len(p)
@@ -212,6 +244,53 @@ class _Wire:
         base = int(np.frombuffer(buf[1], dtype=np.int64)[out.offset]) if n else 0
         data = memoryview(buf[2])[base:base + int(offsets[-1])] if n else memoryview(b"")
         return data, offsets
+
+
+def packets_py(ns: np.ndarray, tsc: np.ndarray, uuid: np.ndarray, p_data: np.ndarray, p_offs: np.ndarray,
+               codes: np.ndarray, e_data: np.ndarray, e_offs: np.ndarray, lit: np.ndarray, lo: np.ndarray,
+               first: bool, out: np.ndarray, offsets: np.ndarray) -> None:
+    """Each row's packet (the fields of :class:`_Wire`, sizes and all) into ``out``, its start into ``offsets``
+    (then the end) (compiled by numba). ``ns``, ``tsc``, ``uuid``: the rows' timestamp, guest TSC and track;
+    payloads ``p_data[p_offs[i]:p_offs[i + 1]]``; ``e_data[e_offs[c]:e_offs[c + 1]]``: event ``c``'s name field
+    (key, length, bytes); ``lit[lo[k]:lo[k + 1]]``: the constant pieces (packet, timestamp, seq, track_event,
+    annotation, string_value, payload name, uint_value, guest_tsc name, instant type, track_uuid, flags)."""
+    pos = 0
+    for i in range(ns.size):
+        offsets[i] = pos
+        plen = p_offs[i + 1] - p_offs[i]  # (sizes in int64: never mixed with uint64, which would give floats)
+        a1 = (lo[6] - lo[5]) + varint_len(np.uint64(plen)) + plen + (lo[7] - lo[6])
+        a2 = (lo[8] - lo[7]) + varint_len(tsc[i]) + (lo[9] - lo[8])
+        c = codes[i]
+        te = (2 * (lo[5] - lo[4]) + varint_len(np.uint64(a1)) + a1 + varint_len(np.uint64(a2)) + a2 + (lo[10] - lo[9])
+              + (lo[11] - lo[10]) + varint_len(uuid[i]) + (e_offs[c + 1] - e_offs[c]))
+        flag = (lo[12] - lo[11]) if first and i == 0 else 0
+        pk = (lo[2] - lo[1]) + varint_len(ns[i]) + (lo[3] - lo[2]) + (lo[4] - lo[3]) + varint_len(np.uint64(te)) \
+            + te + flag
+        pos = put_bytes(out, pos, lit, lo[0], lo[1])
+        pos = put_varint(out, pos, np.uint64(pk))
+        pos = put_bytes(out, pos, lit, lo[1], lo[2])
+        pos = put_varint(out, pos, ns[i])
+        pos = put_bytes(out, pos, lit, lo[2], lo[4])  # seq, track_event key
+        pos = put_varint(out, pos, np.uint64(te))
+        pos = put_bytes(out, pos, lit, lo[4], lo[5])
+        pos = put_varint(out, pos, np.uint64(a1))
+        pos = put_bytes(out, pos, lit, lo[5], lo[6])
+        pos = put_varint(out, pos, np.uint64(plen))
+        pos = put_bytes(out, pos, p_data, p_offs[i], p_offs[i + 1])
+        pos = put_bytes(out, pos, lit, lo[6], lo[7])
+        pos = put_bytes(out, pos, lit, lo[4], lo[5])
+        pos = put_varint(out, pos, np.uint64(a2))
+        pos = put_bytes(out, pos, lit, lo[7], lo[8])
+        pos = put_varint(out, pos, tsc[i])
+        pos = put_bytes(out, pos, lit, lo[8], lo[11])  # guest_tsc name, instant type, track_uuid key
+        pos = put_varint(out, pos, uuid[i])
+        pos = put_bytes(out, pos, e_data, e_offs[c], e_offs[c + 1])
+        if flag:
+            pos = put_bytes(out, pos, lit, lo[11], lo[12])
+    offsets[ns.size] = pos
+
+
+_packets = compiled(packets_py)
 
 
 def _ns(tsc: np.ndarray, tsc_khz: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ..jit import compiled
 
-__all__ = ["LEN", "VARINT", "binary_of", "key", "varint", "varints", "varints_numpy"]
+__all__ = ["LEN", "VARINT", "binary_of", "key", "put_varint", "varint", "varint_len", "varints", "varints_numpy"]
 
 #: wire types
 VARINT, LEN = 0, 2
@@ -76,6 +76,28 @@ def varint_encode_py(v: np.ndarray, out: np.ndarray) -> None:
 
 
 _lengths, _encode = compiled(varint_lengths_py), compiled(varint_encode_py)
+
+
+def varint_len_py(x: np.uint64) -> int:
+    """Bytes of the varint of one uint64 (compiled)."""
+    k = 1
+    while x >= 0x80:
+        x >>= 7
+        k += 1
+    return k
+
+
+def put_varint_py(out: np.ndarray, pos: int, x: np.uint64) -> int:
+    """The varint bytes of one uint64 into ``out`` from ``pos``; returns the position after them (compiled)."""
+    while x >= 0x80:
+        out[pos] = (x & 0x7F) | 0x80
+        pos += 1
+        x >>= 7
+    out[pos] = x
+    return pos + 1
+
+
+varint_len, put_varint = compiled(varint_len_py, varint_len_py), compiled(put_varint_py, put_varint_py)
 
 
 def varints_numpy(values: np.ndarray) -> tuple[Any, np.ndarray]:
