@@ -603,3 +603,81 @@ def test_stamp_scan_refuses_what_is_no_stamp() -> None:
         assert scan_stamps(pa.array(bad, pa.string())) is None, bad
         assert scan_stamps(pa.array(bad, pa.string()), force_python=True) is None, bad
     assert scan_stamps(pa.chunked_array([["1"]])) is None
+
+
+_ASCII_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=6)
+
+
+@st.composite
+def _pieces(draw: st.DrawFn) -> tuple[list, int]:
+    from tsalign.traces.printjoin import COL, DEC, HEX, HEXU, LIT, VOCAB, Piece
+
+    n = draw(st.integers(0, 6))
+    out = []
+    for kind in draw(st.lists(st.sampled_from([LIT, VOCAB, DEC, HEX, HEXU, COL]), min_size=1, max_size=6)):
+        if kind == LIT:
+            out.append(Piece(LIT, draw(_ASCII_TEXT)))
+        elif kind == VOCAB:
+            voc = draw(st.lists(_ASCII_TEXT, min_size=1, max_size=4))
+            out.append(Piece(VOCAB, voc, np.asarray(draw(st.lists(st.integers(0, len(voc) - 1), min_size=n,
+                                                                  max_size=n)), dtype=np.int64)))
+        elif kind == COL:
+            import pyarrow as pa
+
+            texts = draw(st.lists(_ASCII_TEXT, min_size=n + 1, max_size=n + 1))
+            out.append(Piece(COL, pa.array(texts, pa.string()).slice(1)))  # (a sliced array)
+        else:
+            mag = np.asarray(draw(st.lists(st.integers(0, (1 << 64) - 1), min_size=n, max_size=n)), dtype=np.uint64)
+            neg = np.asarray(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+            out.append(Piece(kind, None, mag, neg))
+    return out, n
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pieces())
+def test_compiled_join_equals_python_formatting(case: tuple[list, int]) -> None:
+    """The compiled join of a print fmt's pieces (tsalign.traces.printjoin), its loop interpreted and the pieces made
+    text by pyarrow's kernels (the fallback) give each row as Python builds it: the pieces' texts joined (digits as
+    ``%d``/``%x``/``%X`` print them, a ``-`` before a negative number) and ``str.rstrip()``-ed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tsalign.traces.fastprint import _PY_SPACE, _arrow_part
+    from tsalign.traces.printjoin import COL, DEC, HEX, LIT, VOCAB, Piece, join_pieces
+
+    pieces, n = case
+
+    def text(p: Piece, i: int) -> str:
+        if p.kind == LIT:
+            return str(p.texts)
+        if p.kind == VOCAB:
+            assert p.values is not None
+            return str(p.texts[int(p.values[i])])
+        if p.kind == COL:
+            return str(p.texts[i].as_py())
+        assert p.values is not None and p.neg is not None
+        v = int(p.values[i])
+        digits = f"{v:d}" if p.kind == DEC else f"{v:x}" if p.kind == HEX else f"{v:X}"
+        return ("-" if p.neg[i] else "") + digits
+
+    want = ["".join(text(p, i) for p in pieces).rstrip() for i in range(n)]
+    for force in (False, True):
+        got = join_pieces(pieces, n, force_python=force)
+        assert got is not None and got.to_pylist() == want, force
+    parts = [_arrow_part(p) for p in pieces]
+    if any(isinstance(p, pa.Array) for p in parts):
+        kern = pc.utf8_rtrim(pc.binary_join_element_wise(*parts, pa.scalar("")), characters=_PY_SPACE)
+        assert kern.to_pylist() == want
+
+
+def test_compiled_join_leaves_non_ascii_text_to_the_kernels() -> None:
+    """A non-ASCII literal, vocabulary text or column (str.rstrip() trims Unicode blanks too): None, the caller's
+    pyarrow kernels print it."""
+    import pyarrow as pa
+
+    from tsalign.traces.printjoin import COL, DEC, LIT, VOCAB, Piece, join_pieces
+
+    dec = Piece(DEC, None, np.asarray([5], dtype=np.uint64), np.asarray([False]))
+    for odd in (Piece(LIT, "é"), Piece(VOCAB, ["a", "\u3000"], np.asarray([0])), Piece(COL, pa.array(["ü"]))):
+        assert join_pieces([dec, odd], 1) is None
+    assert join_pieces([dec, Piece(LIT, " \x1c\t")], 1).to_pylist() == ["5"]  # (ASCII blanks isspace() names)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..jit import compiled, put_bytes
-from ..traces.fastprint import PAIRS, POW10, put_decimal
+from ..traces.digits import PAIRS, POW10, put_decimal
 
 __all__ = ["jsonl_lines"]
 

@@ -36,9 +36,11 @@ import numpy as np
 
 from ..jit import compiled
 from .cexpr import StringArg, compile_string_arg
+from .digits import PAIRS, POW10, put_decimal, put_hex
 from .eventformat import EventFormat, Field
+from .printjoin import COL, DEC, HEX, HEXU, LIT, VOCAB, Piece, join_pieces
 
-__all__ = ["PAIRS", "POW10", "ColumnPrinter", "compile_print_fmt", "decimal_text", "put_decimal", "split_args"]
+__all__ = ["ColumnPrinter", "compile_print_fmt", "decimal_text", "split_args"]
 
 _SPEC = re.compile(r"%(?P<flags>[-0+ #]*)(?P<width>\d*)(?:\.(?P<prec>\d+))?(?P<len>hh|h|ll|l|z|L|j|t)?(?P<conv>.)")
 _FIELD = r"\(?\s*REC->(\w+)\s*\)?"
@@ -152,45 +154,76 @@ class ColumnPrinter:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        parts: list[Any] = []
+        pieces: list[Piece] = []
         args = iter(self.args)
         pos = 0
         for m in _SPEC.finditer(self.template):
             if m.start() > pos:
-                parts.append(pa.scalar(self.template[pos:m.start()]))
+                pieces.append(Piece(LIT, self.template[pos:m.start()]))
             pos = m.end()
             if m["conv"] == "%":
-                parts.append(pa.scalar("%"))
+                pieces.append(Piece(LIT, "%"))
                 continue
             a = next(args)
             width = int(m["width"] or 0)
             prec = None if m["prec"] is None else int(m["prec"])
             if a.expr is not None:
-                parts.append(_expr_text(a.expr, cols, n))
+                pieces.append(_expr_piece(a.expr, cols))
                 continue
             assert a.field is not None
             col = cols[a.field.name]
             if a.ternary:
                 v = _unsigned(col)
                 cond = _OPS[a.op](v, np.uint64(a.num % (1 << 64))) if a.op else v != 0
-                text = pc.if_else(pa.array(cond), pa.scalar(a.then), pa.scalar(a.other))
-                parts.append(_pad_text(text, m["flags"], width, prec))
+                if width or prec is not None:
+                    text = pc.if_else(pa.array(cond), pa.scalar(a.then), pa.scalar(a.other))
+                    pieces.append(Piece(COL, _pad_text(text, m["flags"], width, prec)))
+                else:  # (code 0: then, 1: other)
+                    pieces.append(Piece(VOCAB, [a.then, a.other], (~np.asarray(cond, dtype=bool)).astype(np.int64)))
             elif a.conv == "s":
                 text = col if isinstance(col, pa.Array) else pa.array(list(col), pa.string())
-                parts.append(_pad_text(text, m["flags"], width, prec))
+                pieces.append(Piece(COL, _pad_text(text, m["flags"], width, prec)))
             else:
-                parts.append(_int_text(_c_int(np.asarray(col), a.conv, a.bits), m["flags"], width, prec, m["conv"]))
+                v = _c_int(np.asarray(col), a.conv, a.bits)
+                if width or prec or set(m["flags"]) & {"+", " "}:
+                    pieces.append(Piece(COL, _int_text(v, m["flags"], width, prec, m["conv"])))
+                else:  # sign and digits only: written by the compiled join
+                    neg, mag = _sign_mag(v)
+                    pieces.append(Piece(HEX if m["conv"] == "x" else HEXU if m["conv"] == "X" else DEC, None, mag, neg))
         if pos < len(self.template):
-            parts.append(pa.scalar(self.template[pos:]))
-        if not parts:
+            pieces.append(Piece(LIT, self.template[pos:]))
+        if not pieces:
             return pa.array([""] * n, pa.string())
-        if not any(isinstance(p, (pa.Array, pa.ChunkedArray)) for p in parts):  # no conversions: one text
-            return pa.array(["".join(p.as_py() for p in parts).rstrip()] * n, pa.string())
-        text = pc.binary_join_element_wise(*parts, pa.scalar(""))
+        if all(p.kind == LIT for p in pieces):  # no conversions: one text
+            return pa.array(["".join(p.texts for p in pieces).rstrip()] * n, pa.string())
+        joined = join_pieces(pieces, n)  # (one compiled pass where every text is ASCII)
+        if joined is not None:
+            return joined
+        text = pc.binary_join_element_wise(*[_arrow_part(p) for p in pieces], pa.scalar(""))
         if self.template.isascii() and all((a.then + a.other).isascii() if a.ternary else a.conv != "s"
                                            and a.expr is None for a in self.args):  # ASCII text only (no string field): ASCII kernel
             return pc.ascii_rtrim(text, characters=_ASCII_SPACE)
         return pc.utf8_rtrim(text, characters=_PY_SPACE)
+
+
+def _arrow_part(p: Piece) -> Any:
+    """A piece of :meth:`ColumnPrinter.format_arrow` as a pyarrow scalar or string array (its text per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if p.kind == LIT:
+        return pa.scalar(p.texts)
+    if p.kind == VOCAB:
+        assert p.values is not None
+        return pa.array(p.texts, pa.string()).take(pa.array(np.asarray(p.values, dtype=np.int32)))
+    if p.kind == COL:
+        return p.texts
+    assert p.values is not None and p.neg is not None
+    digits = _hex_text(p.values, "x" if p.kind == HEX else "X") if p.kind in (HEX, HEXU) else decimal_text(p.values)
+    if not p.neg.any():
+        return digits
+    return pc.binary_join_element_wise(pc.if_else(pa.array(p.neg), pa.scalar("-"), pa.scalar("")), digits,
+                                       pa.scalar(""))
 
 
 #: the characters Python's ``str.rstrip()`` removes (``str.isspace``), and those of them in ASCII
@@ -231,67 +264,26 @@ _HEX1 = {c: np.frombuffer(("0123456789abcdef" if c == "x" else "0123456789ABCDEF
 
 def hex_text_py(v: np.ndarray, digits: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> int:
     """Each value's hex digits (``digits``: the 16 characters) one after the other into ``out``, the string offsets
-    into ``offsets``; returns the bytes written (compiled by numba)."""
+    into ``offsets``; returns the bytes written (compiled by numba; see :func:`tsalign.traces.digits.put_hex_py`)."""
     pos = 0
     offsets[0] = 0
     for i in range(v.size):
-        x = v[i]
-        k = 1
-        while k < 16 and x >> (4 * k) != 0:
-            k += 1
-        for j in range(k):
-            out[pos + j] = digits[(x >> (4 * (k - 1 - j))) & 15]
-        pos += k
+        pos = put_hex(out, pos, v[i], digits)
         offsets[i + 1] = pos
     return pos
-
-
-def put_decimal_py(out: np.ndarray, pos: int, x: np.uint64, neg: bool, pow10: np.ndarray, pairs: np.ndarray) -> int:
-    """The decimal digits of ``x`` (uint64; a ``-`` first where ``neg``) into ``out`` from ``pos``; returns the
-    position after them (compiled). ``pow10``: 10^k for k < 20 (uint64: the digit count by comparisons);
-    ``pairs``: the two digits of 0..99 (two at a time)."""
-    hundred = np.uint64(100)  # (uint64 throughout: numba would mix uint64 and int64 into float64)
-    k = 1
-    while k < 20 and x >= pow10[k]:
-        k += 1
-    if neg:
-        out[pos] = 45  # '-'
-        pos += 1
-    j = pos + k
-    while x >= hundred:
-        q = x // hundred
-        r = x - q * hundred
-        out[j - 2] = pairs[2 * r]
-        out[j - 1] = pairs[2 * r + 1]
-        j -= 2
-        x = q
-    if x >= np.uint64(10):
-        out[j - 2] = pairs[2 * x]
-        out[j - 1] = pairs[2 * x + 1]
-    else:
-        out[j - 1] = np.uint8(48) + np.uint8(x)
-    return pos + k
-
-
-put_decimal = compiled(put_decimal_py, put_decimal_py)
 
 
 def decimal_text_py(mag: np.ndarray, neg: np.ndarray, pow10: np.ndarray, pairs: np.ndarray, offsets: np.ndarray,
                     out: np.ndarray) -> int:
     """Each value's decimal digits (``mag``: magnitudes, uint64; ``neg``: a ``-`` first) one after the other into
     ``out``, the string offsets into ``offsets``; returns the bytes written (compiled by numba; see
-    :func:`put_decimal_py`)."""
+    :func:`tsalign.traces.digits.put_decimal_py`)."""
     pos = 0
     offsets[0] = 0
     for i in range(mag.size):
         pos = put_decimal(out, pos, mag[i], neg[i], pow10, pairs)
         offsets[i + 1] = pos
     return pos
-
-
-#: 10^k for k < 20, and the two digits of 0..99 (for put_decimal)
-POW10 = np.asarray([10**k for k in range(20)], dtype=np.uint64)
-PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8)
 
 
 _hex_compiled = compiled(hex_text_py)
@@ -324,9 +316,7 @@ def _int_text(v: np.ndarray, flags: str, width: int, prec: int | None, conv: str
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    neg = v < 0 if v.dtype.kind == "i" else np.zeros(len(v), dtype=bool)
-    mag = np.where(neg, ~v.astype(np.int64).view(np.uint64) + np.uint64(1), v.astype(np.uint64)) if neg.any() \
-        else v.astype(np.uint64)
+    neg, mag = _sign_mag(v)
     digits = _hex_text(mag, conv) if conv in "xX" else decimal_text(mag)
     if prec:
         digits = pc.utf8_lpad(digits, width=prec, padding="0")
@@ -343,6 +333,14 @@ def _int_text(v: np.ndarray, flags: str, width: int, prec: int | None, conv: str
                                 pc.utf8_lpad(digits, width=width, padding="0"))
         return pc.binary_join_element_wise(sign, padded, pa.scalar(""))
     return pc.utf8_lpad(pc.binary_join_element_wise(sign, digits, pa.scalar("")), width=width, padding=" ")
+
+
+def _sign_mag(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(negative (bool), magnitude (uint64)) of integers of any numpy integer dtype."""
+    neg = v < 0 if v.dtype.kind == "i" else np.zeros(len(v), dtype=bool)
+    mag = np.where(neg, ~v.astype(np.int64).view(np.uint64) + np.uint64(1), v.astype(np.uint64)) if neg.any() \
+        else v.astype(np.uint64)
+    return neg, mag
 
 
 def _pad_text(text: Any, flags: str, width: int, prec: int | None) -> Any:
@@ -446,17 +444,16 @@ def _distinct(cols: list[np.ndarray]) -> tuple[list[tuple[int, ...]], np.ndarray
     return [tuple(int(c[r]) for c in cols) for r in first.tolist()], first, inv.reshape(-1)
 
 
-def _expr_text(expr: StringArg, cols: dict[str, Any], n: int) -> Any:
-    """The text of a compiled string argument for ``n`` rows: computed once per distinct tuple of field values."""
-    import pyarrow as pa
-
+def _expr_piece(expr: StringArg, cols: dict[str, Any]) -> Piece:
+    """A compiled string argument's texts: one per distinct tuple of field values, and each row's (a constant
+    argument: one literal)."""
     if not expr.fields:
         t = expr.text(())
         if t is None:
             raise NotColumnar("a constant argument without a text")
-        return pa.scalar(t)
+        return Piece(LIT, t)
     keys, _, inv = _distinct([_unsigned(cols[f.name]) for f in expr.fields])
     texts = [expr.text(k) for k in keys]
     if any(t is None for t in texts):
         raise NotColumnar("an argument without a text for some values")
-    return pa.array(texts, pa.string()).take(pa.array(inv.astype(np.int32)))
+    return Piece(VOCAB, texts, inv.astype(np.int64))
