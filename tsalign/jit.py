@@ -9,20 +9,23 @@ __all__ = ["compiled", "put_bytes"]
 
 
 @overload
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any] | None: ...
+def compiled(fn: Callable[..., Any], *, inline: bool = False) -> Callable[..., Any] | None: ...
 
 
 @overload
-def compiled(fn: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]: ...
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any], *, inline: bool = False) -> Callable[..., Any]: ...
 
 
-def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None) -> Callable[..., Any] | None:
-    """``fn`` compiled by numba (nopython, cached on disk, releasing the GIL), or ``fallback`` without numba."""
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None, *, inline: bool = False
+             ) -> Callable[..., Any] | None:
+    """``fn`` compiled by numba (nopython, cached on disk, releasing the GIL), or ``fallback`` without numba.
+    ``inline``: a helper the other kernels call per value, inlined into them (a call that passes arrays costs
+    reference counting: a row writer calling its helpers ran ~2x slower than pyarrow's kernels)."""
     try:
         import numba
     except ImportError:
         return fallback
-    out: Callable[..., Any] = numba.njit(cache=True, nogil=True)(fn)
+    out: Callable[..., Any] = numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(fn)
     return out
 
 
@@ -35,4 +38,4 @@ def put_bytes_py(out: Any, pos: int, src: Any, lo: int, hi: int) -> int:
     return pos
 
 
-put_bytes = compiled(put_bytes_py, put_bytes_py)
+put_bytes = compiled(put_bytes_py, put_bytes_py, inline=True)

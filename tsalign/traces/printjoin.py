@@ -30,6 +30,8 @@ __all__ = ["Piece", "join_pieces"]
 
 #: piece kinds
 LIT, VOCAB, DEC, HEX, HEXU, COL = range(6)
+#: rows whose values are copied into the loop's buffer at a time
+_BLOCK_ROWS = 8192
 
 #: ASCII bytes ``str.isspace`` calls blank (what str.rstrip() removes from ASCII text)
 _BLANK = np.zeros(256, dtype=np.bool_)
@@ -50,32 +52,32 @@ class Piece:
     neg: np.ndarray | None = None
 
 
-def join_rows_py(kinds: np.ndarray, base: np.ndarray, vals: np.ndarray, negs: np.ndarray, sdata: np.ndarray,
-                 soffs: np.ndarray, blank: np.ndarray, lower: np.ndarray, upper: np.ndarray, pow10: np.ndarray,
-                 pairs: np.ndarray, out: np.ndarray, offsets: np.ndarray) -> None:
-    """Each row ``i``: its pieces ``k`` one after the other, then trailing ``blank`` bytes removed; ``offsets``
-    gets the rows' string offsets (compiled by numba). A string piece is string ``base[k] + j`` of ``sdata``/
-    ``soffs`` (j: ``vals[i, k]`` for a vocabulary, ``i`` for a column, 0 for a literal); an integer piece is
-    ``vals[i, k]`` (``negs[i, k]``: a ``-`` first)."""
-    pos = 0
-    offsets[0] = 0
-    for i in range(vals.shape[0]):
+def join_rows_py(kinds: np.ndarray, base: np.ndarray, vals: np.ndarray, negs: np.ndarray, rows: int, row0: int,
+                 sdata: np.ndarray, soffs: np.ndarray, blank: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                 pow10: np.ndarray, pairs: np.ndarray, out: np.ndarray, pos: int, offsets: np.ndarray) -> int:
+    """Rows ``row0 + i`` for i < ``rows``: each one's pieces ``k`` one after the other into ``out`` from ``pos``, then
+    trailing ``blank`` bytes removed; ``offsets[row0 + i + 1]`` gets each row's end; returns the position after them
+    (compiled by numba). A string piece is string ``base[k] + j`` of ``sdata``/``soffs`` (j: ``vals[k, i]`` for a
+    vocabulary, the row for a column, 0 for a literal); an integer piece is ``vals[k, i]`` (``negs[k, i]``: a ``-``
+    first)."""
+    for i in range(rows):
         start = pos
         for k in range(kinds.size):
             kind = kinds[k]
             if kind == 2:
-                pos = put_decimal(out, pos, vals[i, k], negs[i, k], pow10, pairs)
+                pos = put_decimal(out, pos, vals[k, i], negs[k, i], pow10, pairs)
             elif kind == 3 or kind == 4:
-                if negs[i, k]:  # (as Python's % prints a negative number in hex)
+                if negs[k, i]:  # (as Python's % prints a negative number in hex)
                     out[pos] = 45
                     pos += 1
-                pos = put_hex(out, pos, vals[i, k], lower if kind == 3 else upper)
+                pos = put_hex(out, pos, vals[k, i], lower if kind == 3 else upper)
             else:
-                s = base[k] + (np.int64(vals[i, k]) if kind == 1 else i if kind == 5 else 0)
+                s = base[k] + (np.int64(vals[k, i]) if kind == 1 else row0 + i if kind == 5 else 0)
                 pos = put_bytes(out, pos, sdata, soffs[s], soffs[s + 1])
         while pos > start and blank[out[pos - 1]]:
             pos -= 1
-        offsets[i + 1] = pos
+        offsets[row0 + i + 1] = pos
+    return pos
 
 
 _join_rows = compiled(join_rows_py)
@@ -119,20 +121,14 @@ def join_pieces(pieces: Sequence[Piece], n: int, force_python: bool = False) -> 
         return None
     k = len(pieces)
     kinds = np.asarray([p.kind for p in pieces], dtype=np.int64)
-    vals = np.zeros((n, k), dtype=np.uint64)
-    negs = np.zeros((n, k), dtype=np.bool_)
     base = np.zeros(k, dtype=np.int64)
     chunks: list[np.ndarray] = []
     lens: list[np.ndarray] = []
     nstr = 0
-    bound = np.zeros(n, dtype=np.int64)
+    bound = 0
     for j, p in enumerate(pieces):
         if p.kind in (DEC, HEX, HEXU):
-            assert p.values is not None
-            vals[:, j] = p.values
-            if p.neg is not None:
-                negs[:, j] = p.neg
-            bound += 21 if p.kind == DEC else 17
+            bound += (21 if p.kind == DEC else 17) * n
             continue
         got = _texts(p.texts)
         if got is None:
@@ -149,18 +145,32 @@ def join_pieces(pieces: Sequence[Piece], n: int, force_python: bool = False) -> 
             codes = np.asarray(p.values, dtype=np.int64)
             if n and (int(codes.min()) < 0 or int(codes.max()) >= len(ln)):
                 raise ValueError("a code outside its vocabulary")
-            vals[:, j] = codes.astype(np.uint64)
-            bound += ln[codes] if n else 0
+            bound += int(ln[codes].sum()) if n else 0
         else:
-            bound += ln if p.kind == COL else int(ln[0])
-    total = int(bound.sum())
-    if total >= 1 << 31:
+            bound += int(ln.sum()) if p.kind == COL else int(ln[0]) * n
+    if bound >= 1 << 31:
         return None
     soffs = np.zeros(nstr + 1, dtype=np.int64)
     if lens:
         np.cumsum(np.concatenate(lens), out=soffs[1:])
     sdata = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)
-    out = np.empty(max(total, 1), dtype=np.uint8)
+    out = np.empty(max(bound, 1), dtype=np.uint8)  # (only the bytes written are touched)
     offsets = np.empty(n + 1, dtype=np.int32)
-    fn(kinds, base, vals, negs, sdata, soffs, _BLANK, _HEX_LOWER, _HEX_UPPER, POW10, PAIRS, out, offsets)
+    offsets[0] = 0
+    # the rows' values a block at a time, in a small buffer that stays in the cache: a matrix of every row's
+    # values (12 pieces: ~100 bytes a row) cost more in fresh pages than the loop itself
+    step = min(n, _BLOCK_ROWS) or 1
+    vals = np.zeros((k, step), dtype=np.uint64)
+    negs = np.zeros((k, step), dtype=np.bool_)
+    held = [(j, p) for j, p in enumerate(pieces) if p.kind in (VOCAB, DEC, HEX, HEXU)]
+    pos = 0
+    for lo in range(0, n, step):
+        m = min(step, n - lo)
+        for j, p in held:
+            assert p.values is not None
+            vals[j, :m] = p.values[lo:lo + m]
+            if p.neg is not None:
+                negs[j, :m] = p.neg[lo:lo + m]
+        pos = fn(kinds, base, vals, negs, m, lo, sdata, soffs, _BLANK, _HEX_LOWER, _HEX_UPPER, POW10, PAIRS, out, pos,
+                 offsets)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out[:int(offsets[-1])]))
