@@ -681,3 +681,20 @@ def test_compiled_join_leaves_non_ascii_text_to_the_kernels() -> None:
     for odd in (Piece(LIT, "é"), Piece(VOCAB, ["a", "\u3000"], np.asarray([0])), Piece(COL, pa.array(["ü"]))):
         assert join_pieces([dec, odd], 1) is None
     assert join_pieces([dec, Piece(LIT, " \x1c\t")], 1).to_pylist() == ["5"]  # (ASCII blanks isspace() names)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.lists(st.integers(0, 70), max_size=20), st.integers(0, 9))
+def test_field_gather_compiled_equals_numpy(raw: bytes, offs: list[int], size: int) -> None:
+    """tsalign.traces.fields' compiled gather of each record's bytes gives numpy's fancy-index gather; a row that
+    would read past the page raises IndexError on both paths (a corrupt record is never read out of bounds)."""
+    from tsalign.traces import fields
+
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    o = np.asarray(offs, dtype=np.int64)
+    idx = o[:, None] + np.arange(size, dtype=np.int64)[None, :]
+    if o.size and size and int(o.max()) + size > buf.size:
+        with pytest.raises(IndexError):
+            fields._gather(buf, o, size)
+        return
+    assert fields._gather(buf, o, size).tolist() == buf[idx].tolist()

@@ -11,16 +11,35 @@ from typing import Any
 
 import numpy as np
 
+from ..jit import compiled
 from .eventformat import EventFormat, Field
 
 __all__ = ["decode"]
 
 
+def gather_rows_py(raw: np.ndarray, offs: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = raw[offs[i]:offs[i] + out.shape[1]]`` for every row (compiled; the caller checks the bounds)."""
+    size = out.shape[1]
+    for i in range(offs.size):
+        a = offs[i]
+        for j in range(size):
+            out[i, j] = raw[a + j]
+
+
+_gather_rows = compiled(gather_rows_py)
+
+
 def _gather(raw: np.ndarray, offs: np.ndarray, size: int) -> np.ndarray:
-    """(n, size) uint8 matrix of the bytes at offs[i] .. offs[i]+size."""
-    idx = offs.astype(np.int64)[:, None] + np.arange(size, dtype=np.int64)[None, :]
-    out: np.ndarray = raw[idx]
-    return out
+    """(n, size) uint8 matrix of the bytes at offs[i] .. offs[i]+size: one compiled pass where every row lies in
+    ``raw`` (an index outside it raises IndexError, as numpy's gather does: a corrupt record)."""
+    o = offs.astype(np.int64)
+    if _gather_rows is not None and o.size and int(o.min()) >= 0 and int(o.max()) + size <= raw.size:
+        out = np.empty((o.size, size), dtype=np.uint8)
+        _gather_rows(raw, o, out)
+        return out
+    idx = o[:, None] + np.arange(size, dtype=np.int64)[None, :]
+    got: np.ndarray = raw[idx]
+    return got
 
 
 def _int(raw: np.ndarray, offs: np.ndarray, f: Field, endian: str) -> np.ndarray:
