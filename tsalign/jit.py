@@ -9,23 +9,22 @@ __all__ = ["compiled", "put_bytes"]
 
 
 @overload
-def compiled(fn: Callable[..., Any], *, inline: bool = False) -> Callable[..., Any] | None: ...
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any] | None: ...
 
 
 @overload
-def compiled(fn: Callable[..., Any], fallback: Callable[..., Any], *, inline: bool = False) -> Callable[..., Any]: ...
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]: ...
 
 
-def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None, *, inline: bool = False
-             ) -> Callable[..., Any] | None:
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None) -> Callable[..., Any] | None:
     """``fn`` compiled by numba (nopython, cached on disk, releasing the GIL), or ``fallback`` without numba.
-    ``inline``: a helper the other kernels call per value, inlined into them (a call that passes arrays costs
-    reference counting: a row writer calling its helpers ran ~2x slower than pyarrow's kernels)."""
+    (numba's ``inline="always"`` for the per-value helpers the row writers call was tried: the writers ran ~3x
+    slower, so helpers are plain calls.)"""
     try:
         import numba
     except ImportError:
         return fallback
-    out: Callable[..., Any] = numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(fn)
+    out: Callable[..., Any] = numba.njit(cache=True, nogil=True)(fn)
     return out
 
 
@@ -38,4 +37,4 @@ def put_bytes_py(out: Any, pos: int, src: Any, lo: int, hi: int) -> int:
     return pos
 
 
-put_bytes = compiled(put_bytes_py, put_bytes_py, inline=True)
+put_bytes = compiled(put_bytes_py, put_bytes_py)
