@@ -361,7 +361,7 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         # made them barely overlap in L2, whose Python starts slower than the 8 s capture)
         # run detached in L2 and waited on while it goes on (vm.run_job): each stage says so in the job's log, the
         # logs and perf's file grow; a stall ends it with L2's processes and logs in the error
-        out = vm.run_job(l2, "rm -rf /root/lab; mkdir -p /root/lab/perf; " + _mark("started") + before
+        log = vm.run_job(l2, "rm -rf /root/lab; mkdir -p /root/lab/perf; " + _mark("started") + before
                          + (_mark("perf enabled") if kvmclock else "")
                          + f"{{ {PY} capture --role guest --duration 8 "
                          "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
@@ -374,8 +374,8 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                             "done; " + _mark("perf stopped") if kvmclock else "") +
                          "wait; " + _mark("all done") + "cat /root/lab/guest*.log /root/lab/calibrate.log 2>/dev/null; exit 0",
                          "l2-captures", watch="/root/lab/*.log /root/lab/perf/*", stall=400)
-        if "bundle /root/lab/guest:" not in out or (kvmclock and "bundle /root/lab/guest-local:" not in out):
-            raise RuntimeError(f"guest capture in L2 failed: {out}")
+        if "bundle /root/lab/guest:" not in log or (kvmclock and "bundle /root/lab/guest-local:" not in log):
+            raise RuntimeError(f"guest capture in L2 failed: {log}")
         r = vm.ssh(l1, "pkill -INT -f 'tsalign capture --pid'; for i in $(seq 600); do "
                        "[ -f /root/lab/host/manifest.json ] && exit 0; sleep 0.2; done; cat /root/lab/host.log; exit 1",
                    timeout=300)
