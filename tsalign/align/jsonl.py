@@ -106,8 +106,9 @@ def jsonl_lines(is_host: np.ndarray, guest_tsc: np.ndarray, host_tsc: np.ndarray
                 tgid: np.ndarray, vcpu: np.ndarray, comm_code: np.ndarray, comms: object, event_code: np.ndarray,
                 names: object, payloads: object, track_code: np.ndarray, tracks: object,
                 force_python: bool = False) -> memoryview | None:
-    """The rows' JSON lines (ASCII bytes, a view of the buffer written); ``comms``, ``names``, ``tracks``: the vocabularies' JSON string contents
-    and ``payloads`` the rows' (pyarrow string arrays, escaped already). None without numba (unless
+    """The rows' JSON lines (ASCII bytes, a view of the buffer written); ``comms``, ``names``, ``tracks``: the
+    vocabularies' JSON string contents and ``payloads`` the rows' (pyarrow string arrays, escaped already; the
+    tracks' labels need no escaping). None without numba (unless
     ``force_python``: the same loop interpreted, for tests) or where a string column is not a plain string array
     (the caller's kernels write those)."""
     fn = jsonl_rows_py if force_python else _rows

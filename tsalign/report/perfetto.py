@@ -181,7 +181,7 @@ class _Wire:
         for tests), else :meth:`events_by_kernels`."""
         fn = packets_py if force_python else _packets
         payload = p.payload if isinstance(p.payload, pa.Array) else pa.array(p.payload, pa.string())
-        if fn is None or payload.type != pa.string() or payload.null_count:
+        if fn is None or not isinstance(payload, pa.Array) or payload.type != pa.string() or payload.null_count:
             return self.events_by_kernels(p, uuids, tsc_khz, first)
         n = len(p)
         bufs = payload.buffers()
