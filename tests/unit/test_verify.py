@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsalign import exitcodes
 from tsalign.catalogue import CATALOGUE, needed_events
@@ -515,3 +517,21 @@ def test_vcpu_gaps_from_sched_switch_by_hand() -> None:
     c.a.host_window = (None, None)
     assert list(zip(*(x.tolist() for x in _gaps(c, 7)[1:]))) == [(200, 260), (500, 600)]
     assert _gaps(c, 9) is None  # a thread the capture does not show
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=60))
+def test_distribution_of_an_array_is_that_of_the_list(values: list[int]) -> None:
+    """brackets.distribution of an int64 numpy array (sorted by numpy) gives the list's statistics, as Python ints
+    (nearest-rank percentiles by hand: the smallest value with at least q of the samples at or below it)."""
+    import math
+
+    from tsalign.align.brackets import distribution
+
+    a, b = distribution(np.asarray(values, dtype=np.int64)), distribution(values)
+    assert a == b
+    if values:
+        s = sorted(values)
+        assert (a.min, a.median, a.p99, a.max) == (s[0], s[math.ceil(0.5 * len(s)) - 1],
+                                                    s[max(1, math.ceil(0.99 * len(s))) - 1], s[-1])
+        assert all(type(v) is int for v in (a.min, a.median, a.p99, a.max))

@@ -52,8 +52,15 @@ def _rank(sorted_vals: Sequence[int], q: float) -> int:
 
 
 def distribution(values: Sequence[int] | Any) -> Distribution:
-    """Count, min, median, p99 and max of ``values`` (ints, or an integer numpy array)."""
-    s = sorted(values.tolist() if hasattr(values, "tolist") else values)
-    if not s:
+    """Count, min, median, p99 and max of ``values`` (ints, or an integer numpy array: sorted as it is, its
+    statistics made Python ints; ~10x faster than a sorted list at millions of brackets)."""
+    kind = getattr(getattr(values, "dtype", None), "kind", "")
+    if kind in ("i", "u"):  # (numpy is there: values is its array; the guest side's Python may lack it)
+        import numpy as np
+
+        s: Any = np.sort(values)
+    else:
+        s = sorted(values.tolist() if hasattr(values, "tolist") else values)
+    if not len(s):
         return Distribution(0, None, None, None, None)
-    return Distribution(len(s), s[0], _rank(s, 0.5), _rank(s, 0.99), s[-1])
+    return Distribution(len(s), int(s[0]), int(_rank(s, 0.5)), int(_rank(s, 0.99)), int(s[-1]))

@@ -148,7 +148,7 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
         k_lo, k_hi, _, _ = _bounds([b])
         lo = k_lo if lo is None else (lo if k_lo is None else max(lo, k_lo))
         hi = k_hi if hi is None else (hi if k_hi is None else min(hi, k_hi))
-        w = distribution(b.widths().tolist())
+        w = distribution(b.widths())
         # one set per kind and vCPU (one extractor each)
         per_kind[b.kind] = {"checked": n, "violated": int(bad.sum()), "delta_interval": [k_lo, k_hi],
                             "bracket_width_cycles": {"median": w.median, "p99": w.p99, "count": w.count}}
