@@ -18,6 +18,7 @@ import numpy as np
 
 from ..jit import compiled, put_bytes
 from ..traces.digits import PAIRS, POW10, put_decimal
+from ..traces.strbuf import pack, string_buffers
 
 __all__ = ["jsonl_lines"]
 
@@ -25,8 +26,7 @@ __all__ = ["jsonl_lines"]
 _PIECES = ['{"comm": "', '", "cpu": ', ', "event": "', '", "guest_tsc": ', ', "host_tsc": ', ', "payload": "',
            '", "pid": ', ', "side": "host", "tgid": ', ', "side": "guest", "tgid": ', ', "track": "',
            '", "vcpu": ', "}\n", '"}\n', "null"]
-_LIT = np.frombuffer("".join(_PIECES).encode("ascii"), dtype=np.uint8)
-_LIT_OFFS = np.cumsum([0, *[len(p) for p in _PIECES]]).astype(np.int64)
+_LIT, _LIT_OFFS = pack([p.encode("ascii") for p in _PIECES])
 #: bytes of the pieces a row can hold at most, and room for 6 integers (20 digits and a sign each)
 _ROW_FIXED = sum(len(p) for p in _PIECES) + 6 * 21
 
@@ -88,20 +88,6 @@ def jsonl_rows_py(is_host: np.ndarray, guest_tsc: np.ndarray, host_tsc: np.ndarr
 _rows = compiled(jsonl_rows_py)
 
 
-def _strings(a: object) -> tuple[np.ndarray, np.ndarray] | None:
-    """(data, offsets (int64, from 0 at data[0])) of a pyarrow string array; None for another type."""
-    import pyarrow as pa
-
-    if not isinstance(a, pa.Array) or a.type != pa.string() or a.null_count:
-        return None
-    n = len(a)
-    bufs = a.buffers()
-    offs = np.frombuffer(bufs[1], dtype=np.int32)[a.offset:a.offset + n + 1].astype(np.int64) if n else \
-        np.zeros(1, dtype=np.int64)
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, dtype=np.uint8)
-    return data, offs
-
-
 def jsonl_lines(is_host: np.ndarray, guest_tsc: np.ndarray, host_tsc: np.ndarray, cpu: np.ndarray, pid: np.ndarray,
                 tgid: np.ndarray, vcpu: np.ndarray, comm_code: np.ndarray, comms: object, event_code: np.ndarray,
                 names: object, payloads: object, track_code: np.ndarray, tracks: object,
@@ -112,7 +98,7 @@ def jsonl_lines(is_host: np.ndarray, guest_tsc: np.ndarray, host_tsc: np.ndarray
     ``force_python``: the same loop interpreted, for tests) or where a string column is not a plain string array
     (the caller's kernels write those)."""
     fn = jsonl_rows_py if force_python else _rows
-    cols = [_strings(a) for a in (comms, names, payloads, tracks)]
+    cols = [string_buffers(a) for a in (comms, names, payloads, tracks)]
     if fn is None or any(c is None for c in cols):
         return None
     (c_data, c_offs), (e_data, e_offs), (p_data, p_offs), (t_data, t_offs) = cols  # type: ignore[misc]

@@ -15,6 +15,7 @@ import pyarrow as pa
 from ..clock.display import cycles_to_ns
 from ..errors import InconsistentData
 from ..jit import compiled, put_bytes
+from ..traces.strbuf import pack, string_buffers
 from .protowire import LEN, VARINT, binary_of, key, put_varint, varint, varint_len, varints
 
 __all__ = ["write_perfetto"]
@@ -166,8 +167,7 @@ class _Wire:
         #: the constant pieces of an event's packet, in the order :func:`packets_py` writes them
         pieces = [self.packet, self.timestamp, self.seq, self.track_event, self.annotation, self.string_value,
                   self.payload_name, self.uint_value, self.tsc_name, self.instant, self.uuid, self.flags]
-        self.lit = np.frombuffer(b"".join(pieces), dtype=np.uint8)
-        self.lit_offs = np.cumsum([0, *[len(b) for b in pieces]]).astype(np.int64)
+        self.lit, self.lit_offs = pack(pieces)
 
     @staticmethod
     def _named(da: Any, num: Any, name: str) -> bytes:
@@ -180,17 +180,12 @@ class _Wire:
         one compiled loop (:func:`packets_py`) where numba is installed (``force_python``: that loop interpreted,
         for tests), else :meth:`events_by_kernels`."""
         fn = packets_py if force_python else _packets
-        payload = p.payload if isinstance(p.payload, pa.Array) else pa.array(p.payload, pa.string())
-        if fn is None or not isinstance(payload, pa.Array) or payload.type != pa.string() or payload.null_count:
+        payload = string_buffers(p.payload if isinstance(p.payload, pa.Array) else pa.array(p.payload, pa.string()))
+        if fn is None or payload is None:
             return self.events_by_kernels(p, uuids, tsc_khz, first)
         n = len(p)
-        bufs = payload.buffers()
-        p_offs = (np.frombuffer(bufs[1], dtype=np.int32)[payload.offset:payload.offset + n + 1].astype(np.int64)
-                  if n else np.zeros(1, dtype=np.int64))
-        p_data = np.frombuffer(bufs[2], dtype=np.uint8) if n and bufs[2] is not None else np.zeros(0, np.uint8)
-        raw_names = [self.name + varint(len(b)) + b for b in (nm.encode() for nm in p.names.tolist())]
-        e_offs = np.cumsum([0, *[len(b) for b in raw_names]]).astype(np.int64)
-        e_data = np.frombuffer(b"".join(raw_names), dtype=np.uint8) if raw_names else np.zeros(0, np.uint8)
+        p_data, p_offs = payload
+        e_data, e_offs = pack([self.name + varint(len(b)) + b for b in (nm.encode() for nm in p.names.tolist())])
         codes = np.asarray(p.event_code, dtype=np.int64)
         bound = n * (len(self.lit) + 6 * 10) + int(p_offs[-1] - p_offs[0]) + int(np.diff(e_offs)[codes].sum())
         out = np.empty(bound, dtype=np.uint8)

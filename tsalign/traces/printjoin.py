@@ -25,6 +25,7 @@ import numpy as np
 
 from ..jit import compiled, put_bytes
 from .digits import PAIRS, POW10, put_decimal, put_hex
+from .strbuf import pack, string_buffers
 
 __all__ = ["Piece", "join_pieces"]
 
@@ -64,15 +65,15 @@ def join_rows_py(kinds: np.ndarray, base: np.ndarray, vals: np.ndarray, negs: np
         start = pos
         for k in range(kinds.size):
             kind = kinds[k]
-            if kind == 2:
+            if kind == DEC:
                 pos = put_decimal(out, pos, vals[k, i], negs[k, i], pow10, pairs)
-            elif kind == 3 or kind == 4:
+            elif kind == HEX or kind == HEXU:
                 if negs[k, i]:  # (as Python's % prints a negative number in hex)
                     out[pos] = 45
                     pos += 1
-                pos = put_hex(out, pos, vals[k, i], lower if kind == 3 else upper)
+                pos = put_hex(out, pos, vals[k, i], lower if kind == HEX else upper)
             else:
-                s = base[k] + (np.int64(vals[k, i]) if kind == 1 else row0 + i if kind == 5 else 0)
+                s = base[k] + (np.int64(vals[k, i]) if kind == VOCAB else row0 + i if kind == COL else 0)
                 pos = put_bytes(out, pos, sdata, soffs[s], soffs[s + 1])
         while pos > start and blank[out[pos - 1]]:
             pos -= 1
@@ -88,27 +89,17 @@ def _texts(t: Any) -> tuple[np.ndarray, np.ndarray] | None:
     A pyarrow string array is read from its buffers (a text column: no Python string per row)."""
     import pyarrow as pa
 
-    if isinstance(t, pa.ChunkedArray):
-        t = t.combine_chunks()
-    if isinstance(t, pa.Array):
-        if t.null_count or t.type not in (pa.string(), pa.large_string()):
+    if isinstance(t, (pa.Array, pa.ChunkedArray)):
+        got = string_buffers(t.combine_chunks() if isinstance(t, pa.ChunkedArray) else t)
+        if got is None:
             return None
-        n = len(t)
-        if not n:
-            return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
-        bufs = t.buffers()
-        width = np.int32 if t.type == pa.string() else np.int64
-        offs = np.frombuffer(bufs[1], dtype=width)[t.offset:t.offset + n + 1].astype(np.int64)
-        data = np.frombuffer(bufs[2], dtype=np.uint8)[int(offs[0]):int(offs[-1])] if bufs[2] is not None \
-            else np.zeros(0, dtype=np.uint8)
-        if data.size and int(data.max()) >= 0x80:
-            return None
-        return data, np.diff(offs)
-    raw = [s.encode("utf-8") for s in ([t] if isinstance(t, str) else t)]
-    joined = b"".join(raw)
-    if not joined.isascii():
+        data, offs = got
+        data = data[int(offs[0]):int(offs[-1])]
+    else:
+        data, offs = pack([s.encode("utf-8") for s in ([t] if isinstance(t, str) else t)])
+    if data.size and int(data.max()) >= 0x80:
         return None
-    return np.frombuffer(joined, dtype=np.uint8), np.fromiter((len(b) for b in raw), dtype=np.int64, count=len(raw))
+    return data, np.diff(offs)
 
 
 def join_pieces(pieces: Sequence[Piece], n: int, force_python: bool = False) -> Any | None:

@@ -17,24 +17,20 @@ from typing import Any
 import numpy as np
 
 from ..jit import compiled
+from .digits import POW10
+from .strbuf import string_buffers
 
 __all__ = ["Stamps", "scan_stamps"]
-
-_U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
-#: 10^0 .. 10^9 (a fraction of k digits is worth frac * 10^(9-k) ns)
-_POW10 = np.array([10**k for k in range(10)], dtype=np.uint64)
-
 
 @dataclass
 class Stamps:
     """One column's stamps as :func:`scan_stamps` read them.
 
-    ``secs``: the digits before the ``.`` (or the whole integer), uint64; ``ns``: secs * 10^9 + the fraction in ns
-    on rows with a ``.``, secs elsewhere; ``dotted``: rows with a ``.``; ``max_secs_len``: the longest run of secs
+    ``ns``: the digits before the ``.`` times 10^9 plus the fraction in ns on rows with a ``.``, the integer
+    itself elsewhere (uint64); ``dotted``: rows with a ``.``; ``max_secs_len``: the longest run of secs
     digits (all rows); ``frac_len``: fraction digits per row (0 where no ``.``); ``secs_overflow``: a row's secs
     digits are ≥ 2^64; ``ns_overflow``: a dotted row's ns would be ≥ 2^64 (its ``ns`` is then not exact)."""
 
-    secs: np.ndarray
     ns: np.ndarray
     dotted: np.ndarray
     frac_len: np.ndarray
@@ -43,7 +39,7 @@ class Stamps:
     ns_overflow: bool
 
 
-def scan_stamps_py(data: np.ndarray, offsets: np.ndarray, pow10: np.ndarray, secs: np.ndarray, ns: np.ndarray,
+def scan_stamps_py(data: np.ndarray, offsets: np.ndarray, pow10: np.ndarray, ns: np.ndarray,
                    dotted: np.ndarray, frac_len: np.ndarray, stat: np.ndarray) -> bool:
     """Each string ``data[offsets[i]:offsets[i + 1]]`` as ``digits[.digits]`` into the arrays (see :class:`Stamps`);
     ``stat`` gets (max secs length, secs overflow, ns overflow). False when a string is not of that shape (compiled
@@ -69,7 +65,6 @@ def scan_stamps_py(data: np.ndarray, offsets: np.ndarray, pow10: np.ndarray, sec
         stat[0] = max(stat[0], n_secs)
         if over:
             stat[1] = 1
-        secs[i] = v
         if j == end:
             ns[i] = v
             dotted[i] = False
@@ -103,21 +98,18 @@ _scan = compiled(scan_stamps_py)
 
 
 def scan_stamps(text: Any, force_python: bool = False) -> Stamps | None:
-    """The stamps of ``text`` (a pyarrow string array without nulls); None without numba, for another type (unless ``force_python``:
-    the same loop interpreted, for tests), for a column with nulls, or where a string is not ``digits[.digits]``."""
-    import pyarrow as pa
-
+    """The stamps of ``text`` (a pyarrow string array without nulls); None without numba (unless ``force_python``: the
+    same loop interpreted, for tests), for another column (chunked, nulls), or where a string is not
+    ``digits[.digits]``."""
     fn = scan_stamps_py if force_python else _scan
-    if fn is None or not isinstance(text, pa.Array) or text.null_count or text.type not in (pa.string(), pa.large_string()):
+    got = string_buffers(text)
+    if fn is None or got is None:
         return None
+    data, offsets = got
     n = len(text)
-    bufs = text.buffers()
-    width = np.int32 if text.type == pa.string() else np.int64
-    offsets = np.frombuffer(bufs[1], dtype=width)[text.offset:text.offset + n + 1] if n else np.zeros(1, width)
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if n and bufs[2] is not None else np.zeros(0, np.uint8)
-    secs, ns = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
+    ns = np.empty(n, dtype=np.uint64)
     dotted, frac_len = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64)
     stat = np.zeros(3, dtype=np.int64)
-    if not fn(data, offsets.astype(np.int64), _POW10, secs, ns, dotted, frac_len, stat):
+    if not fn(data, offsets, POW10, ns, dotted, frac_len, stat):
         return None
-    return Stamps(secs, ns, dotted, frac_len, int(stat[0]), bool(stat[1]), bool(stat[2]))
+    return Stamps(ns, dotted, frac_len, int(stat[0]), bool(stat[1]), bool(stat[2]))

@@ -277,7 +277,7 @@ class TextTrace(Trace):
         st = scan_stamps(text)
         if st is not None:
             if not st.dotted.any():
-                return (None, 0) if st.max_secs_len > 20 or st.secs_overflow else (st.secs, 1)
+                return (None, 0) if st.max_secs_len > 20 or st.secs_overflow else (st.ns, 1)
             fl = st.frac_len[st.dotted]
             if int(fl.max()) > 9 or st.max_secs_len > 11 or st.ns_overflow:
                 return None, 0
