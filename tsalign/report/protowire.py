@@ -48,36 +48,6 @@ def varints(values: np.ndarray) -> tuple[Any, np.ndarray]:
     return binary_of(data, nbytes), nbytes
 
 
-def varint_lengths_py(v: np.ndarray, nbytes: np.ndarray) -> int:
-    """Bytes of each value's varint into ``nbytes``; returns their sum (compiled by numba)."""
-    total = 0
-    for i in range(v.size):
-        x = v[i]
-        k = 1
-        while x >= 0x80:
-            x >>= 7
-            k += 1
-        nbytes[i] = k
-        total += k
-    return total
-
-
-def varint_encode_py(v: np.ndarray, out: np.ndarray) -> None:
-    """Every value's varint bytes, one after the other, into ``out`` (sized by :func:`varint_lengths_py`)."""
-    pos = 0
-    for i in range(v.size):
-        x = v[i]
-        while x >= 0x80:
-            out[pos] = (x & 0x7F) | 0x80
-            pos += 1
-            x >>= 7
-        out[pos] = x
-        pos += 1
-
-
-_lengths, _encode = compiled(varint_lengths_py), compiled(varint_encode_py)
-
-
 def varint_len_py(x: np.uint64) -> int:
     """Bytes of the varint of one uint64 (compiled)."""
     k = 1
@@ -98,6 +68,25 @@ def put_varint_py(out: np.ndarray, pos: int, x: np.uint64) -> int:
 
 
 varint_len, put_varint = compiled(varint_len_py, varint_len_py), compiled(put_varint_py, put_varint_py)
+
+
+def varint_lengths_py(v: np.ndarray, nbytes: np.ndarray) -> int:
+    """Bytes of each value's varint into ``nbytes``; returns their sum (compiled by numba)."""
+    total = 0
+    for i in range(v.size):
+        nbytes[i] = varint_len(v[i])
+        total += nbytes[i]
+    return total
+
+
+def varint_encode_py(v: np.ndarray, out: np.ndarray) -> None:
+    """Every value's varint bytes, one after the other, into ``out`` (sized by :func:`varint_lengths_py`)."""
+    pos = 0
+    for i in range(v.size):
+        pos = put_varint(out, pos, v[i])
+
+
+_lengths, _encode = compiled(varint_lengths_py), compiled(varint_encode_py)
 
 
 def varints_numpy(values: np.ndarray) -> tuple[Any, np.ndarray]:
