@@ -31,7 +31,7 @@ __all__ = ["Piece", "join_pieces"]
 
 #: piece kinds
 LIT, VOCAB, DEC, HEX, HEXU, COL = range(6)
-#: rows whose values are copied into the loop's buffer at a time
+#: rows whose values are copied into the loop's buffer at a time (memory, not speed: see join_pieces)
 _BLOCK_ROWS = 8192
 
 #: ASCII bytes ``str.isspace`` calls blank (what str.rstrip() removes from ASCII text)
@@ -148,8 +148,8 @@ def join_pieces(pieces: Sequence[Piece], n: int, force_python: bool = False) -> 
     out = np.empty(max(bound, 1), dtype=np.uint8)  # (only the bytes written are touched)
     offsets = np.empty(n + 1, dtype=np.int32)
     offsets[0] = 0
-    # the rows' values a block at a time, in a small buffer that stays in the cache: a matrix of every row's
-    # values (12 pieces: ~100 bytes a row) cost more in fresh pages than the loop itself
+    # the rows' values a block at a time, in a small buffer: a matrix of every row's values would hold ~100 bytes
+    # a row more (12 pieces) for as fast a loop (measured: 1 M rows 0.28 s either way)
     step = min(n, _BLOCK_ROWS) or 1
     vals = np.zeros((k, step), dtype=np.uint64)
     negs = np.zeros((k, step), dtype=np.bool_)
