@@ -238,7 +238,7 @@ def test_shipped_interval_equals_hand_arithmetic(tmp_path: Path) -> None:
         assert reason.startswith("vcpu0: ") and any(k in reason for k in ("pio_beacon", "msr_write", "irq_injection"))
         # the distance: how far the offset lies outside what the evidence allows
         expect = off - ohi if off > 0 else olo - off
-        assert f"it is {expect} cycles" in reason, (off, reason)
+        assert f"it is at least {expect} cycles" in reason, (off, reason)
 
 
 @pytest.mark.parametrize("shift", [10**12, -(10**12), 10**7, -(10**7)])
@@ -348,12 +348,14 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     pair = Brackets.from_rows("pio_beacon", 0, [(-1030, -970, 5190)])
     ev = judge_vcpu(0, [_run_brackets(ctx, 0, *runs, g), pair], 1_000_000)
     assert ev.violated and ev.worst["cycles"] == 990 and ev.worst["offset_in_use_is_too"] == "high"
-    assert (ev.lo, ev.hi) == (-1010, -990)
+    # what the evidence allows: [-1010, -990] and, at the pair's edge, the point -1030 (the event at 190 at the end of
+    # run [220, 270]: allowed runs are closed)
+    assert (ev.lo, ev.hi, ev.pieces) == (-1030, -990, 2)
     # judged with the true offset: [-10, 10] around it, nothing violated
     ctx.to_guest_many = lambda v, h, at: h + np.uint64(5000)
     ok = judge_vcpu(0, [_run_brackets(ctx, 0, *runs, g), Brackets.from_rows("pio_beacon", 0, [(-30, 30, 5190)])],
                     1_000_000)
-    assert (ok.lo, ok.hi, ok.violated) == (-10, 10, 0)
+    assert (ok.lo, ok.hi, ok.violated, ok.pieces) == (-30, 10, 0, 2)  # [-10, 10] and the point -30, as above
     # the event at 190 allows [-210, -110], [-80, -30] or [-10, 90]: a pair allowing [-105, -95] leaves
     # no offset that satisfies all; the per-item worst is reported and the interval is empty
     far = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, *runs, g),
@@ -364,6 +366,42 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     mid = judge_vcpu(0, [_run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(6000)), 0, *runs, g),
                          Brackets.from_rows("pio_beacon", 0, [(-1080, -1050, 5190)])], 1_000_000)
     assert mid.worst["cycles"] == 1050
+
+
+def test_what_runs_allow_in_separate_intervals_is_reported_whole() -> None:
+    """Where the vCPU runs allow offsets in separate intervals, the verdict reports all of them, whatever the offset
+    judged. The runs and events of the test above: by hand, the event at 190 allows errors [-210, -110],
+    [-80, -30] or [-10, 90] around the truth, the event at 310 [-90, 10], [40, 90] or [110, 210]; both: [-80, -30],
+    [-10, 10] or [40, 90]. A pair allowing [-100, 100] leaves all three. Judged 1000 too high, the nearest allowed
+    offset is 910 cycles away ([-960, -910] around it), but the truth (-1000) lies in [-1010, -990]: the interval
+    reported is [-1080, -910], three pieces. Judged with the truth: [-80, 90], three pieces, nothing violated."""
+    from tsalign.verify.evidence import _run_brackets
+    from tsalign.verify.intervals import allowed_pieces
+
+    runs = (np.asarray([100, 220, 300], dtype=np.uint64), np.asarray([200, 270, 400], dtype=np.uint64),
+            np.ones(3, dtype=bool), np.ones(3, dtype=bool))
+    g = np.asarray([5190, 5310], dtype=np.uint64)
+
+    def judged(offset: int, lo: int, hi: int) -> Any:
+        ctx = SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(offset))
+        return judge_vcpu(0, [_run_brackets(ctx, 0, *runs, g), Brackets.from_rows("pio_beacon", 0, [(lo, hi, 5190)])],
+                          1_000_000)
+
+    wrong = judged(6000, -1100, -900)
+    assert wrong.violated and wrong.worst["cycles"] == 910 and wrong.worst["offset_in_use_is_too"] == "high"
+    assert (wrong.lo, wrong.hi, wrong.pieces) == (-1080, -910, 3) and wrong.lo <= -1000 <= wrong.hi
+    assert wrong.to_dict(1_000_000, [6000])["offset_interval"] == [4920, 5090]
+    right = judged(5000, -100, 100)
+    assert (right.lo, right.hi, right.pieces, right.violated) == (-80, 90, 3, 0)
+    # the pieces themselves, by hand
+    runs_b = _run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(5000)), 0, *runs, g)
+    starts, ends = allowed_pieces(-100, 100, [runs_b])
+    assert list(zip(starts.tolist(), ends.tolist())) == [(-80, -30), (-10, 10), (40, 90)]
+    assert list(zip(*map(np.ndarray.tolist, allowed_pieces(-20, 35, [runs_b])))) == [(-10, 10)]
+    assert allowed_pieces(-25, -15, [runs_b])[0].size == 0
+    # a pair that leaves one piece: the interval around the offset in use, as before
+    one = judged(5000, -25, 30)
+    assert (one.lo, one.hi, one.pieces) == (-10, 10, 1)
 
 
 def test_guest_rounding_widens_upper_bounds_only() -> None:

@@ -756,12 +756,13 @@ _MAX_CUTS = 2_000_000
 
 
 def _runs_forbid(st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray, g: np.ndarray,
-                 lo: int, hi: int) -> list[tuple[int, int]] | None:
-    """The open intervals of delta within [lo, hi] where some guest TSC of ``g`` would fall outside
-    every run (exact: event g forbids (g - gap end, g - gap start) for every gap between runs); None
+                 lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The open intervals (starts, ends: int64 arrays) of delta within [lo, hi] where some guest TSC of ``g`` would
+    fall outside every run (exact: event g forbids (g - gap end, g - gap start) for every gap between runs); None
     when there are more than ``_MAX_CUTS`` of them."""
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     if not len(g) or not len(st):
-        return []
+        return none
     ref = g[0]
     big = np.int64(_FAR)
     s = np.where(hs, _diff(st, np.full_like(st, ref)), -big)
@@ -778,12 +779,13 @@ def _runs_forbid(st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray,
     count = np.maximum(last - first, 0)
     if int(count.sum()) > _MAX_CUTS:
         return None
-    cuts: list[tuple[int, int]] = []
+    starts, ends = [none[0]], [none[1]]
     for m in range(int(count.max(initial=0))):
         sel = count > m
         j = first[sel] + m
-        cuts += zip((gi[sel] - b[j]).tolist(), (gi[sel] - a[j]).tolist())
-    return cuts
+        starts.append(gi[sel] - b[j])
+        ends.append(gi[sel] - a[j])
+    return np.concatenate(starts), np.concatenate(ends)
 
 
 EXTRACTORS: tuple[Callable[[_Ctx, Found], None], ...] = (_vcpu_run, _msr_writes, _pio_beacons, _port_beacons,

@@ -10,7 +10,10 @@ cycles) on the guest TSC axis, where host events were converted with the offset 
 
 Working in delta makes offsets that change during a capture (one segment per vCPU load) no
 different from a constant one. ``pass`` needs ``lower <= 0 <= upper`` for all of them; the
-intersection ``[max lower, min upper]`` is the alignment's error bound.
+intersection ``[max lower, min upper]`` is the alignment's error bound. Evidence that holds only around
+the offset judged (a guest event must lie in one of its vCPU's runs, any of them) allows a set that
+need not be one interval: where pairs bound the search, :func:`allowed_pieces` gives it exactly and
+the bound reported is its hull.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ class Brackets:
     #: for evidence that holds only around the offset judged (vCPU runs): the same items judged around
     #: delta = x (bounds still relative to delta 0); None for pairs, which hold for any offset
     reeval: Callable[[int], Brackets] | None = None
-    #: for the same evidence: the open intervals of delta inside [lo, hi] that some item forbids
-    #: (exact; None when that would take too long)
-    forbidden: Callable[[int, int], list[tuple[int, int]] | None] | None = None
+    #: for the same evidence: the open intervals of delta inside [lo, hi] that some item forbids (their starts and
+    #: ends, int64 arrays; exact; None when that would take too long)
+    forbidden: Callable[[int, int], tuple[np.ndarray, np.ndarray] | None] | None = None
 
     @classmethod
     def from_rows(cls, kind: str, vcpu: int, rows: Sequence[tuple[int | None, int | None, int]]) -> Brackets:
@@ -101,6 +104,9 @@ class VcpuEvidence:
     worst: dict[str, Any] | None
     #: False when it is certain that no single offset satisfies all evidence (an exact search found none)
     satisfiable: bool | None = None
+    #: how many separate intervals [lo, hi] holds of the offsets all evidence allows (vCPU runs leave gaps between
+    #: them: the true offset lies in one of them); None when not counted (no two-sided pairs, or too many items)
+    pieces: int | None = None
 
     @property
     def bounded(self) -> bool:
@@ -130,6 +136,8 @@ class VcpuEvidence:
             "worst_violation": self.worst,
             # false: no single offset satisfies all evidence (an offset that changed unrecorded?)
             "satisfiable": self.satisfiable,
+            # the separate intervals of allowed offsets in delta_interval (1: one interval; None: not counted)
+            "allowed_pieces": self.pieces,
         }
 
 
@@ -165,20 +173,24 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
                          "ns": ns_or_none(d, tsc_khz), "offset_in_use_is_too": too}
     satisfiable = None
+    pieces = None
     if violated:
         refined = _refine(sets)
         if refined is False:
             satisfiable = False
         elif isinstance(refined, tuple):
-            lo, hi, kind = refined
-            d = lo if lo is not None and lo > 0 else -hi if hi is not None and hi < 0 else 0
-            if d and worst is not None:
+            lo, hi, kind, pieces, x = refined
+            if x and worst is not None:
+                d = abs(x)
                 worst = {**worst, "kind": kind, "cycles": d, "ns": ns_or_none(d, tsc_khz),
-                         "offset_in_use_is_too": "low" if lo is not None and lo > 0 else "high",
-                         "guest_tsc": None}
+                         "offset_in_use_is_too": "low" if x > 0 else "high", "guest_tsc": None}
+    else:
+        hull = _hull(sets)
+        if hull is not None:
+            lo, hi, pieces = hull
     if lo is not None and hi is not None and lo > hi:
         satisfiable = False
-    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable)
+    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable, pieces)
 
 
 def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | None, str | None]:
@@ -197,49 +209,85 @@ def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | Non
     return lo, hi, klo, khi
 
 
-def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str] | bool | None:
-    """For a contradicted offset: what all evidence allows, found by judging the evidence that holds
-    only around an offset (vCPU runs) around the nearest offset all evidence allows, instead of around
-    the wrong one. False when certainly no offset satisfies all of it; None when that is not known
+def _split(sets: Sequence[Brackets]) -> tuple[list[Brackets], list[Brackets]]:
+    """(pairs, which hold for any offset; evidence that holds only around the offset judged: vCPU runs)."""
+    return ([b for b in sets if len(b) and b.reeval is None], [b for b in sets if len(b) and b.reeval is not None])
+
+
+def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str, int | None, int] | bool | None:
+    """For a contradicted offset: what all evidence allows — (lowest, highest delta allowed, the kind that bounds the
+    error, how many separate intervals lie between them (None: not counted), the allowed delta nearest to 0) — found
+    by judging the evidence that holds only around an offset (vCPU runs) around the offsets all evidence allows,
+    instead of around the wrong one. False when certainly no offset satisfies all of it; None when that is not known
     (no pairs, or no runs, or too many items for an exact search)."""
-    pairs = [b for b in sets if len(b) and b.reeval is None]
-    relative = [b for b in sets if len(b) and b.reeval is not None]
+    pairs, relative = _split(sets)
     if not pairs or not relative:
         return None
     lo, hi, _, _ = _bounds(pairs)
     if lo is not None and hi is not None and lo > hi:
         return False
-    x = _nearest_allowed(lo, hi, relative) if lo is not None and hi is not None else _walk(lo, hi, pairs, relative)
-    if x is None or x is False:
-        return x
+    if lo is not None and hi is not None:
+        pieces = allowed_pieces(lo, hi, relative)
+        if pieces is None:
+            return None
+        if not pieces[0].size:
+            return False
+        x: int | None = _nearest(*pieces)
+    else:
+        pieces = None
+        x = _walk(lo, hi, pairs, relative)
+    if x is None:
+        return None
     again = pairs + [b.reeval(x) for b in relative if b.reeval is not None]
     lo2, hi2, klo, khi = _bounds(again)
     if (lo2 is not None and x < lo2) or (hi2 is not None and hi2 < x):
         return None
-    return lo2, hi2, (klo if x > 0 else khi) or "evidence"
+    kind = (klo if x > 0 else khi) or "evidence"
+    if pieces is None:  # one-sided pairs: the interval of runs around the nearest allowed offset
+        return lo2, hi2, kind, None, x
+    return int(pieces[0][0]), int(pieces[1][-1]), kind, int(pieces[0].size), x
 
 
-def _nearest_allowed(lo: int, hi: int, relative: Sequence[Brackets]) -> int | bool | None:
-    """The delta in [lo, hi] nearest to 0 that no item of ``relative`` forbids (exact); False when
-    there is none; None when an exact answer would take too long."""
-    cuts: list[tuple[int, int]] = []
+def _hull(sets: Sequence[Brackets]) -> tuple[int, int, int] | None:
+    """For an offset no evidence contradicts: (lowest, highest delta all evidence allows, how many separate
+    intervals lie between them) where two-sided pairs bound the search and the runs' cuts are few enough; None
+    otherwise (the interval around the offset in use is then all that is known)."""
+    pairs, relative = _split(sets)
+    lo, hi, _, _ = _bounds(pairs)
+    if not relative or lo is None or hi is None or lo > hi:
+        return None
+    pieces = allowed_pieces(lo, hi, relative)
+    if pieces is None or not ((pieces[0] <= 0) & (0 <= pieces[1])).any():
+        return None
+    return int(pieces[0][0]), int(pieces[1][-1]), int(pieces[0].size)
+
+
+def allowed_pieces(lo: int, hi: int, relative: Sequence[Brackets]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The closed intervals of delta in [lo, hi] that no item of ``relative`` forbids (starts, ends: int64 arrays,
+    sorted, disjoint; a piece may be one point): empty when there is none; None when an exact answer would take too
+    long."""
+    starts, ends = [np.zeros(0, dtype=_I64)], [np.zeros(0, dtype=_I64)]
     for b in relative:
         f = b.forbidden(lo, hi) if b.forbidden is not None else None
         if f is None:
             return None
-        cuts += f
-    best: int | None = None
-    cur = lo
-    for a, z in sorted(cuts) + [(hi + 1, hi + 1)]:  # open intervals (a, z): a and z themselves are allowed
-        if a >= cur:  # [cur, min(a, hi)] is allowed
-            piece = (cur, min(a, hi))
-            p = min(max(0, piece[0]), piece[1])
-            if best is None or abs(p) < abs(best):
-                best = p
-        cur = max(cur, z)
-        if cur > hi:
-            break
-    return False if best is None else best
+        starts.append(f[0])
+        ends.append(f[1])
+    a, z = np.concatenate(starts), np.concatenate(ends)
+    keep = (a < hi) & (z > lo)  # open cuts (a, z) that take something of [lo, hi]
+    o = np.argsort(a[keep], kind="stable")
+    a, z = a[keep][o], z[keep][o]
+    # piece k runs from where every earlier cut has ended to where cut k starts; the last one to hi
+    first = np.maximum(np.concatenate(([lo], np.maximum.accumulate(z))), lo).astype(_I64)
+    last = np.concatenate((a, [hi])).astype(_I64)
+    ok = first <= last
+    return first[ok], last[ok]
+
+
+def _nearest(starts: np.ndarray, ends: np.ndarray) -> int:
+    """The delta nearest to 0 in the closed intervals [starts[k], ends[k]] (at least one)."""
+    p = np.clip(0, starts, ends)
+    return int(p[np.argmin(np.abs(p))])
 
 
 def _walk(lo: int | None, hi: int | None, pairs: Sequence[Brackets], relative: Sequence[Brackets]) -> int | None:

@@ -99,11 +99,13 @@ def verdict_of(a: Any) -> dict[str, Any]:
             status = FAIL
             empty = ev.satisfiable is False
             reasons.append(
-                f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it is "
+                f"vcpu{v}: {ev.violated} of {ev.checked} evidence items contradict the offset in use: it is at least "
                 f"{w.get('cycles')} cycles" + (f" ({w['ns']} ns)" if w.get("ns") is not None else "")
                 + f" too {w.get('offset_in_use_is_too')} by {w.get('kind')}"
                 + (f" (guest TSC {w['guest_tsc']})" if w.get("guest_tsc") is not None else "")
                 + f"; the evidence allows [{ev.lo}, {ev.hi}] cycles around it"
+                + (f" in {ev.pieces} separate intervals (the vCPU's runs leave gaps between them; the true offset "
+                   "lies in one)" if ev.pieces and ev.pieces > 1 else "")
                 + ("; no single offset satisfies all of it (did the offset change during the capture without being "
                    "recorded?)" if empty else ""))
         elif not ev.checked:
