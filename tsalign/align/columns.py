@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..heap import release_freed_memory
 from ..jit import compiled
 from ..offsets import OffsetTimeline
 from ..traces.events import Events, narrow, objects
@@ -173,6 +174,7 @@ class AlignedColumns:
             if consume:
                 for p in parts:
                     setattr(p, f, None)
+                release_freed_memory()  # the parts' column: too small a hole for the next result column to reuse
         return AlignedColumns(**cols, comms=comms, names=names,
                               spill_host=next((p.spill_host for p in parts if p.spill_host is not None), None),
                               spill_guest=next((p.spill_guest for p in parts if p.spill_guest is not None), None),

@@ -773,18 +773,21 @@ def _runs_forbid(st: np.ndarray, en: np.ndarray, hs: np.ndarray, he: np.ndarray,
     keep = (a < b) & np.concatenate(([hs[0]], np.ones(len(st), dtype=bool))) \
         & np.concatenate((np.ones(len(st), dtype=bool), [he[-1]]))
     a, b = a[keep], b[keep]
-    gi = _diff(g, np.full_like(g, ref))
-    first = np.searchsorted(b, gi - np.int64(hi), side="right")  # gaps ending at or before g - hi miss the window
-    last = np.searchsorted(a, gi - np.int64(lo), side="left")  # gaps starting at or after g - lo miss it
-    count = np.maximum(last - first, 0)
-    if int(count.sum()) > _MAX_CUTS:
-        return None
     starts, ends = [none[0]], [none[1]]
-    for m in range(int(count.max(initial=0))):
-        sel = count > m
-        j = first[sel] + m
-        starts.append(gi[sel] - b[j])
-        ends.append(gi[sel] - a[j])
+    total = 0
+    for i in range(0, len(g), _RUNS_BLOCK):  # (a block of events at a time: a few temporaries per event)
+        gi = _diff(g[i:i + _RUNS_BLOCK], np.full(min(_RUNS_BLOCK, len(g) - i), ref, dtype=np.uint64))
+        first = np.searchsorted(b, gi - np.int64(hi), side="right")  # gaps ending at or before g - hi miss the window
+        last = np.searchsorted(a, gi - np.int64(lo), side="left")  # gaps starting at or after g - lo miss it
+        count = np.maximum(last - first, 0)
+        total += int(count.sum())
+        if total > _MAX_CUTS:
+            return None
+        for m in range(int(count.max(initial=0))):
+            sel = count > m
+            j = first[sel] + m
+            starts.append(gi[sel] - b[j])
+            ends.append(gi[sel] - a[j])
     return np.concatenate(starts), np.concatenate(ends)
 
 
