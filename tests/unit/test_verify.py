@@ -390,7 +390,12 @@ def test_what_runs_allow_in_separate_intervals_is_reported_whole() -> None:
     wrong = judged(6000, -1100, -900)
     assert wrong.violated and wrong.worst["cycles"] == 910 and wrong.worst["offset_in_use_is_too"] == "high"
     assert (wrong.lo, wrong.hi, wrong.pieces) == (-1080, -910, 3) and wrong.lo <= -1000 <= wrong.hi
-    assert wrong.to_dict(1_000_000, [6000])["offset_interval"] == [4920, 5090]
+    d = wrong.to_dict(1_000_000, [6000])
+    assert d["offset_interval"] == [4920, 5090] and d["allowed_pieces"] == 3
+    assert d["allowed_offset_intervals"] == [[4920, 4970], [4990, 5010], [5040, 5090]]
+    # an offset in a gap between the pieces is not allowed though it lies in the hull; the truth is
+    assert wrong.allows(5000 - 6000) and wrong.allows(-910) and not wrong.allows(5020 - 6000)
+    assert not wrong.allows(-1081) and not wrong.allows(-909)
     right = judged(5000, -100, 100)
     assert (right.lo, right.hi, right.pieces, right.violated) == (-80, 90, 3, 0)
     # the pieces themselves, by hand

@@ -30,6 +30,7 @@ from ..clock.display import ns_or_none
 __all__ = ["Brackets", "VcpuEvidence", "judge_vcpu"]
 
 _I64 = np.int64
+_LISTED = 16  # allowed intervals listed one by one in a verdict (more: their count and hull only)
 
 
 @dataclass
@@ -104,9 +105,23 @@ class VcpuEvidence:
     worst: dict[str, Any] | None
     #: False when it is certain that no single offset satisfies all evidence (an exact search found none)
     satisfiable: bool | None = None
-    #: how many separate intervals [lo, hi] holds of the offsets all evidence allows (vCPU runs leave gaps between
-    #: them: the true offset lies in one of them); None when not counted (no two-sided pairs, or too many items)
-    pieces: int | None = None
+    #: the separate intervals of delta all evidence allows, [lo, hi] their hull (vCPU runs leave gaps between them:
+    #: the true offset lies in one of them): (starts, ends), int64 arrays; None when not known (no two-sided pairs,
+    #: or too many items), [lo, hi] then being the interval around the offset judged
+    allowed: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def pieces(self) -> int | None:
+        """How many separate intervals :attr:`allowed` holds (None: not known)."""
+        return None if self.allowed is None else int(self.allowed[0].size)
+
+    def allows(self, delta: int) -> bool | None:
+        """Whether all evidence allows an error of ``delta`` cycles (None: no evidence bounds it)."""
+        if self.allowed is not None:
+            return bool(((self.allowed[0] <= delta) & (delta <= self.allowed[1])).any())
+        if self.lo is None and self.hi is None:
+            return None
+        return (self.lo is None or self.lo <= delta) and (self.hi is None or delta <= self.hi)
 
     @property
     def bounded(self) -> bool:
@@ -119,6 +134,8 @@ class VcpuEvidence:
             return ns_or_none(c, tsc_khz)
 
         absolute = None
+        listed = None if self.allowed is None or self.pieces > _LISTED else [  # type: ignore[operator]
+            [a, b] for a, b in zip(self.allowed[0].tolist(), self.allowed[1].tolist())]
         if len(offsets_in_use) == 1:
             o = offsets_in_use[0]
             absolute = [None if self.lo is None else o + self.lo, None if self.hi is None else o + self.hi]
@@ -136,8 +153,12 @@ class VcpuEvidence:
             "worst_violation": self.worst,
             # false: no single offset satisfies all evidence (an offset that changed unrecorded?)
             "satisfiable": self.satisfiable,
-            # the separate intervals of allowed offsets in delta_interval (1: one interval; None: not counted)
+            # the separate intervals of allowed offsets in delta_interval (1: one interval; None: not counted), each
+            # listed (as deltas and, with one offset in use, as offsets) where there are at most 16
             "allowed_pieces": self.pieces,
+            "allowed_delta_intervals": listed,
+            "allowed_offset_intervals": None if listed is None or len(offsets_in_use) != 1 else [
+                [offsets_in_use[0] + a, offsets_in_use[0] + b] for a, b in listed],
         }
 
 
@@ -173,24 +194,24 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
                          "ns": ns_or_none(d, tsc_khz), "offset_in_use_is_too": too}
     satisfiable = None
-    pieces = None
+    allowed = None
     if violated:
         refined = _refine(sets)
         if refined is False:
             satisfiable = False
         elif isinstance(refined, tuple):
-            lo, hi, kind, pieces, x = refined
+            lo, hi, kind, allowed, x = refined
             if x and worst is not None:
                 d = abs(x)
                 worst = {**worst, "kind": kind, "cycles": d, "ns": ns_or_none(d, tsc_khz),
                          "offset_in_use_is_too": "low" if x > 0 else "high", "guest_tsc": None}
     else:
-        hull = _hull(sets)
-        if hull is not None:
-            lo, hi, pieces = hull
+        allowed = _hull(sets)
+        if allowed is not None:
+            lo, hi = int(allowed[0][0]), int(allowed[1][-1])
     if lo is not None and hi is not None and lo > hi:
         satisfiable = False
-    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable, pieces)
+    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable, allowed)
 
 
 def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | None, str | None]:
@@ -214,9 +235,11 @@ def _split(sets: Sequence[Brackets]) -> tuple[list[Brackets], list[Brackets]]:
     return ([b for b in sets if len(b) and b.reeval is None], [b for b in sets if len(b) and b.reeval is not None])
 
 
-def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str, int | None, int] | bool | None:
+def _refine(sets: Sequence[Brackets]
+            ) -> tuple[int | None, int | None, str, tuple[np.ndarray, np.ndarray] | None, int] | bool | None:
     """For a contradicted offset: what all evidence allows — (lowest, highest delta allowed, the kind that bounds the
-    error, how many separate intervals lie between them (None: not counted), the allowed delta nearest to 0) — found
+    error, the separate intervals between them (:func:`allowed_pieces`; None: not known), the allowed delta nearest
+    to 0) — found
     by judging the evidence that holds only around an offset (vCPU runs) around the offsets all evidence allows,
     instead of around the wrong one. False when certainly no offset satisfies all of it; None when that is not known
     (no pairs, or no runs, or too many items for an exact search)."""
@@ -245,12 +268,12 @@ def _refine(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str, int 
     kind = (klo if x > 0 else khi) or "evidence"
     if pieces is None:  # one-sided pairs: the interval of runs around the nearest allowed offset
         return lo2, hi2, kind, None, x
-    return int(pieces[0][0]), int(pieces[1][-1]), kind, int(pieces[0].size), x
+    return int(pieces[0][0]), int(pieces[1][-1]), kind, pieces, x
 
 
-def _hull(sets: Sequence[Brackets]) -> tuple[int, int, int] | None:
-    """For an offset no evidence contradicts: (lowest, highest delta all evidence allows, how many separate
-    intervals lie between them) where two-sided pairs bound the search and the runs' cuts are few enough; None
+def _hull(sets: Sequence[Brackets]) -> tuple[np.ndarray, np.ndarray] | None:
+    """For an offset no evidence contradicts: the separate intervals of delta all evidence allows
+    (:func:`allowed_pieces`) where two-sided pairs bound the search and the runs' cuts are few enough; None
     otherwise (the interval around the offset in use is then all that is known)."""
     pairs, relative = _split(sets)
     lo, hi, _, _ = _bounds(pairs)
@@ -259,7 +282,7 @@ def _hull(sets: Sequence[Brackets]) -> tuple[int, int, int] | None:
     pieces = allowed_pieces(lo, hi, relative)
     if pieces is None or not ((pieces[0] <= 0) & (0 <= pieces[1])).any():
         return None
-    return int(pieces[0][0]), int(pieces[1][-1]), int(pieces[0].size)
+    return pieces
 
 
 def allowed_pieces(lo: int, hi: int, relative: Sequence[Brackets]) -> tuple[np.ndarray, np.ndarray] | None:

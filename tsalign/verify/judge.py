@@ -35,10 +35,7 @@ def capture_hint() -> dict[str, str]:
 def _sources(a: Any, vcpu: int, ev: VcpuEvidence, used: list[int]) -> dict[str, Any]:
     """Offsets of one vCPU from every source, and whether each lies in the measured interval."""
     def agrees(v: int) -> bool | None:
-        if len(used) != 1 or (ev.lo is None and ev.hi is None):
-            return None
-        d = v - used[0]
-        return (ev.lo is None or ev.lo <= d) and (ev.hi is None or d <= ev.hi)
+        return None if len(used) != 1 else ev.allows(v - used[0])
 
     out: dict[str, Any] = {}
     for s in a.snapshots:
