@@ -239,10 +239,9 @@ def _refine(sets: Sequence[Brackets]
             ) -> tuple[int | None, int | None, str, tuple[np.ndarray, np.ndarray] | None, int] | bool | None:
     """For a contradicted offset: what all evidence allows — (lowest, highest delta allowed, the kind that bounds the
     error, the separate intervals between them (:func:`allowed_pieces`; None: not known), the allowed delta nearest
-    to 0) — found
-    by judging the evidence that holds only around an offset (vCPU runs) around the offsets all evidence allows,
-    instead of around the wrong one. False when certainly no offset satisfies all of it; None when that is not known
-    (no pairs, or no runs, or too many items for an exact search)."""
+    to 0) — found by judging the evidence that holds only around an offset (vCPU runs) around the offsets all
+    evidence allows, instead of around the wrong one. False when certainly no offset satisfies all of it; None when
+    that is not known (no pairs, or no runs, or too many items for an exact search)."""
     pairs, relative = _split(sets)
     if not pairs or not relative:
         return None
