@@ -409,6 +409,38 @@ def test_what_runs_allow_in_separate_intervals_is_reported_whole() -> None:
     assert (one.lo, one.hi, one.pieces) == (-10, 10, 1)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 60)), min_size=1, max_size=6),
+       st.lists(st.integers(0, 500), min_size=1, max_size=5), st.integers(-150, 0), st.integers(0, 150),
+       st.booleans(), st.booleans())
+def test_allowed_pieces_equal_every_delta_tried(runs: list[tuple[int, int]], events: list[int], lo: int, hi: int,
+                                                open_first: bool, open_last: bool) -> None:
+    """The offsets the vCPU runs allow, exactly: every integer delta in [lo, hi] tried by hand (each guest event at
+    some run's [start, end] shifted by delta) equals the pieces — overlapping runs, one-point pieces, the first run
+    open below and the last open above included."""
+    from tsalign.verify.evidence import _run_brackets
+    from tsalign.verify.intervals import allowed_pieces
+
+    runs = sorted((s, s + w) for s, w in runs)
+    n = len(runs)
+    hs, he = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+    hs[0], he[-1] = not open_first, not open_last
+    host_s = np.asarray([s for s, _ in runs], dtype=np.uint64)
+    host_e = np.asarray([e for _, e in runs], dtype=np.uint64)
+    g = np.asarray(sorted(e + 1000 for e in events), dtype=np.uint64)  # guest events (offset 1000)
+    b = _run_brackets(SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(1000)), 0, host_s, host_e, hs, he, g)
+
+    def inside(x: int, k: int) -> bool:
+        s, e = runs[k]
+        return (not hs[k] or s + 1000 <= x) and (not he[k] or x <= e + 1000)
+
+    allowed = [d for d in range(lo, hi + 1) if all(any(inside(int(x) - d, k) for k in range(n)) for x in g)]
+    starts, ends = allowed_pieces(lo, hi, [b])
+    got = [d for a, z in zip(starts.tolist(), ends.tolist()) for d in range(a, z + 1)]
+    assert got == allowed
+    assert all(z < a for z, a in zip(ends[:-1].tolist(), starts[1:].tolist()))  # disjoint, in order
+
+
 def test_guest_rounding_widens_upper_bounds_only() -> None:
     """Guest TSCs converted from kvm-clock ns lie up to the rounding below the truth: a host-first
     bound (upper) 2 cycles short is no violation with 4 cycles of rounding; a guest-first one still is."""
