@@ -368,7 +368,7 @@ def test_wrong_offset_distance_is_exact_where_runs_allow_several_offsets() -> No
     assert mid.worst["cycles"] == 1050
 
 
-def test_what_runs_allow_in_separate_intervals_is_reported_whole() -> None:
+def test_what_runs_allow_in_separate_intervals_is_reported_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the vCPU runs allow offsets in separate intervals, the verdict reports all of them, whatever the offset
     judged. The runs and events of the test above: by hand, the event at 190 allows errors [-210, -110],
     [-80, -30] or [-10, 90] around the truth, the event at 310 [-90, 10], [40, 90] or [110, 210]; both: [-80, -30],
@@ -406,7 +406,11 @@ def test_what_runs_allow_in_separate_intervals_is_reported_whole() -> None:
     assert allowed_pieces(-25, -15, [runs_b])[0].size == 0
     # a pair that leaves one piece: the interval around the offset in use, as before
     one = judged(5000, -25, 30)
-    assert (one.lo, one.hi, one.pieces) == (-10, 10, 1)
+    assert (one.lo, one.hi, one.pieces, one.unsearched) == (-10, 10, 1, False)
+    # more cuts than the search takes: the interval around the offset in use, said to be only that
+    monkeypatch.setattr("tsalign.verify.evidence._MAX_CUTS", 2)
+    capped = judged(5000, -100, 100)
+    assert (capped.lo, capped.hi, capped.pieces, capped.unsearched) == (-10, 10, None, True)
 
 
 @settings(max_examples=300, deadline=None)

@@ -109,6 +109,8 @@ class VcpuEvidence:
     #: the true offset lies in one of them): (starts, ends), int64 arrays; None when not known (no two-sided pairs,
     #: or too many items), [lo, hi] then being the interval around the offset judged
     allowed: tuple[np.ndarray, np.ndarray] | None = None
+    #: True when the runs may allow offsets outside [lo, hi] that were not looked for (too many to enumerate)
+    unsearched: bool = False
 
     @property
     def pieces(self) -> int | None:
@@ -195,6 +197,10 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
                          "ns": ns_or_none(d, tsc_khz), "offset_in_use_is_too": too}
     satisfiable = None
     allowed = None
+    pairs, relative = _split(sets)
+    plo, phi, _, _ = _bounds(pairs)
+    # the runs' allowed offsets can be enumerated between two-sided pairs' bounds (unless there are too many cuts)
+    searchable = bool(relative) and plo is not None and phi is not None and plo <= phi
     if violated:
         refined = _refine(sets)
         if refined is False:
@@ -211,7 +217,8 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
             lo, hi = int(allowed[0][0]), int(allowed[1][-1])
     if lo is not None and hi is not None and lo > hi:
         satisfiable = False
-    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable, allowed)
+    return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable, allowed,
+                        searchable and allowed is None and satisfiable is not False)
 
 
 def _bounds(sets: Sequence[Brackets]) -> tuple[int | None, int | None, str | None, str | None]:

@@ -89,6 +89,10 @@ def verdict_of(a: Any) -> dict[str, Any]:
                               "chosen_because": a.offset_choice}
         d["sources"] = _sources(a, v, ev, used)
         per_vcpu.append(d)
+        if ev.unsearched:
+            found.notes.append(f"vcpu{v}: the offsets the vCPU runs allow between the pairs' bounds were too many to "
+                               f"enumerate: [{ev.lo}, {ev.hi}] is the interval around the offset judged, and offsets "
+                               "farther away may be allowed by all evidence too")
         checked += ev.checked
         violated += ev.violated
         if ev.violated:
