@@ -81,9 +81,10 @@ class _Ctx:
             if key not in self._rows:
                 ks = self._code.get(name, [])
                 m = np.isin(self.col.event_code, ks) & (self.col.is_host if side == "host" else ~self.col.is_host)
-                r = np.nonzero(m)[0]
+                r = narrow(np.nonzero(m)[0])  # (cached: int32 where it fits)
+                del m
                 t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
-                self._rows[key] = narrow(r[np.argsort(t, kind="stable")])  # (cached: int32 where it fits)
+                self._rows[key] = r[np.argsort(t, kind="stable")]
             out.append(self._rows[key])
         if len(out) == 1:
             return out[0]
@@ -397,9 +398,9 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         return
     _, seq, named = c.fields("guest", ("tsalign_beacon",), b_rows)
     bg = col.guest_tsc[b_rows]
-    # the exits in the host's order (the guest axis reorders host events where the TSC offset steps back)
+    # the exits in the host's order (rows() orders them so: the guest axis reorders host events where the TSC offset
+    # steps back)
     pio = c.rows("host", "kvm_pio")
-    pio = pio[np.argsort(col.host_tsc[pio], kind="stable")]
     port, val, _ = c.fields("host", ("kvm_pio",), pio)
     lo, hi = port == 0x10, port == 0x11
     del port
@@ -416,9 +417,13 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     vcpu = c.vcpus_of_threads(col.pid[lo_rows[ex]])
     h, ok = c.to_guest_each(vcpu, ex_ts)
     keep = (vcpu >= 0) & ok
-    matched, ex, ex_ts, vcpu, h = matched[keep], ex[keep], ex_ts[keep], vcpu[keep], h[keep]
+    del ok
+    if not keep.all():
+        matched, ex, ex_ts, vcpu, h = matched[keep], ex[keep], ex_ts[keep], vcpu[keep], h[keep]
+    del keep
     g = bg[matched]
     lower = _diff(g, h)
+    del h  # (each temporary is a column of millions of beacons: let each go once used)
     # upper: the next beacon's TSC minus this exit's high-half exit (the first port-0x11 exit after it, before
     # the next port-0x10 exit)
     has_hi = np.zeros(len(matched), dtype=bool)
@@ -429,17 +434,26 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         last = ex + 1 >= len(lo_rows)
         before_next = last | (hi_at < col.host_tsc[lo_rows[np.minimum(ex + 1, len(lo_rows) - 1)]])
         hh, ok2 = c.to_guest_each(vcpu, hi_at)
+        del hi_at
         has_hi = (matched + 1 < len(bg)) & (j < len(hi_ts)) & before_next & ok2
+        del j, before_next, ok2, last
         # the next beacon on the guest axis was written after this one only where its seq says so (a kvm-clock
         # stamp converted back can land after later beacons' when the pvclock records step back; seq restarts
         # with each run of the guest; a gap is a beacon not traced)
         nxt = np.minimum(matched + 1, len(bg) - 1)
         has_hi &= ~(named[matched] & named[nxt]) | (seq[nxt] > seq[matched])
         upper = _diff(bg[nxt], hh)
-    for v in np.unique(vcpu).tolist():
+        del hh, nxt
+    np.copyto(upper, 0, where=~has_hi)
+    del ex, ex_ts
+    vcpus = np.unique(vcpu).tolist()
+    for v in vcpus:
+        if len(vcpus) == 1:  # (one vCPU, the usual case: its brackets are the arrays themselves, not copies)
+            f.brackets.append(Brackets("pio_beacon", int(v), lower, upper, np.ones(len(lower), dtype=bool), has_hi, g))
+            continue
         m = vcpu == v
-        f.brackets.append(Brackets("pio_beacon", int(v), lower[m], np.where(has_hi[m], upper[m], 0),
-                                   np.ones(int(m.sum()), dtype=bool), has_hi[m], g[m]))
+        f.brackets.append(Brackets("pio_beacon", int(v), lower[m], upper[m], np.ones(int(m.sum()), dtype=bool),
+                                   has_hi[m], g[m]))
     # (residuals: an int64 array, not a list — a Python int per beacon cost ~36 bytes each at millions of them)
     f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": -lower}
 
@@ -458,6 +472,7 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
     ms, vs, ok = c.fields("guest", ("tsalign_msr",), r)
     guest_part(r, ok, ms, vs, True)
     gv, gm, gx, gt, gf = (np.concatenate([p[k] for p in parts]) for k in range(5))
+    parts.clear()  # (the concatenations hold them now)
     if not gv.size:
         return
     r = c.rows("host", "kvm_msr")
@@ -465,10 +480,12 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
     hv = c.vcpus_of_threads(col.pid[r])
     ok &= hv >= 0
     hv, hm, hx, ht = hv[ok], hm[ok], hx[ok], col.host_tsc[r][ok]
+    del r, ok
     # pair by content: a (vCPU, MSR, value) seen exactly once on each side (sorted together, guest rows first)
     ng = gv.size
-    keys = [np.concatenate([gv, hv]), np.concatenate([gm, hm]), np.concatenate([gx, hx])]  # vCPU, MSR, value
-    guest_row = np.concatenate([np.ones(ng, dtype=bool), np.zeros(hv.size, dtype=bool)])
+    keys = [*_vcpu_msr_keys([gv, hv], [gm, hm]), np.concatenate([gx, hx])]  # (vCPU, MSR) or vCPU, MSR; value
+    del gm, gx, hv, hm, hx
+    guest_row = np.concatenate([np.ones(ng, dtype=bool), np.zeros(len(keys[0]) - ng, dtype=bool)])
     order = np.lexsort((~guest_row, *keys[::-1]))
     new = np.zeros(order.size, dtype=bool)  # a row whose key differs from the one before it starts a group
     new[:1] = True
@@ -478,8 +495,9 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
         del k
     group = np.cumsum(new) - 1
     is_guest = guest_row[order]
-    gcount = np.bincount(group, weights=is_guest).astype(np.int64)
-    hcount = np.bincount(group, weights=~is_guest).astype(np.int64)
+    groups = int(group[-1]) + 1
+    gcount = np.bincount(group[is_guest], minlength=groups)
+    hcount = np.bincount(group[~is_guest], minlength=groups)
     del is_guest
     start = np.flatnonzero(new)
     del new
@@ -501,6 +519,16 @@ def _msr_writes(c: _Ctx, f: Found) -> None:
                                        np.where(first[sel], 0, d[sel]), first[sel], ~first[sel], g[sel]))
     if ambiguous:
         f.notes.append(f"msr_write: {ambiguous} guest MSR writes not used (the same index and value more than once)")
+
+
+def _vcpu_msr_keys(vcpus: list[np.ndarray], msrs: list[np.ndarray]) -> list[np.ndarray]:
+    """The (vCPU, MSR) of both sides' writes as sort keys, the sides concatenated: one uint64 (vCPU << 32 | MSR)
+    where every vCPU id and MSR index fits in 32 bits (half the keys to sort), else the two (rare: a guest print
+    of a longer index)."""
+    v, m = np.concatenate(vcpus), np.concatenate(msrs)
+    if v.size and (int(v.min()) < 0 or int(v.max()) >= 1 << 32 or int(m.max()) >= 1 << 32):
+        return [v, m]
+    return [(v.astype(np.uint64) << np.uint64(32)) | m]
 
 
 def _port_beacons(c: _Ctx, f: Found) -> None:
