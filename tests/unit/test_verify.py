@@ -154,6 +154,12 @@ def test_msr_writes_by_content_and_direction() -> None:
     assert any("ambiguous" in n or "more than once" in n for n in v["evidence"]["notes"])
     v = verdict_of(_aligned(host + guest, 1021, {77: 0}))
     assert v["verdict"] == FAIL and v["evidence"]["per_vcpu"][0]["worst_violation"]["cycles"] == 1
+    # a guest print of an MSR index wider than 32 bits (vCPU and MSR then sorted as two keys, not one): it pairs
+    # with nothing (the host's index is 32 bits), the others as before
+    wide = [{"side": "guest", "guest_tsc": 1800, "event": "write_msr", "cpu": 0, "payload": "1000006e0, value abc"}]
+    v = verdict_of(_aligned(host + guest + wide, 1000, {77: 0}))
+    d = v["evidence"]["per_vcpu"][0]
+    assert d["evidence"]["msr_write"]["checked"] == 1 and d["delta_interval"] == [None, 20]
 
 
 def test_no_evidence_is_unverified_with_capture_options() -> None:
