@@ -69,6 +69,12 @@ def _step(name: str) -> Iterator[None]:
         TIMINGS.append((name, round(time.monotonic() - t0, 1)))
 
 
+def _until(cond: str, seconds: int) -> str:
+    """Shell: wait until the shell condition ``cond`` holds, at most ``seconds`` of the VM's uptime."""
+    return (f"end=$(( $(cut -d. -f1 /proc/uptime) + {seconds} )); until {cond}; do "
+            "[ $(cut -d. -f1 /proc/uptime) -ge $end ] && break; sleep 0.2; done; ")
+
+
 def _mark(stage: str) -> str:
     """Shell: say in a job's log (vm.run_job) that ``stage`` was reached, with the VM's uptime (s)."""
     return f"echo \"== {stage} $(cut -d' ' -f1 /proc/uptime)\"; "
@@ -317,7 +323,7 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
     # 64 MiB for L1's one CPU: under make test's load L1's reader fell behind a 16 MiB buffer (186 s capture,
     # 263 613 events lost, so the vCPU-run evidence was dropped)
     with _step("CLI captures (L1, L2)"):
-        r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 600 "
+        r = vm.ssh(l1, f"rm -rf /root/lab; mkdir -p /root/lab; {{ {PY} capture --pid {l2['pid']} --duration 1800 "
                        f"--buffer-kb 65536 --events {host_events} --out /root/lab/host; }} > /root/lab/host.log 2>&1 < /dev/null & "
                        f"{RECORDING.format(n=1200)} && exit 0; cat /root/lab/host.log; exit 1", timeout=300)
         if r.returncode != 0:
@@ -334,21 +340,25 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         # clock is not sched_clock on a guest whose sched_clock is unstable (L2's: its pvclock is not TSC-stable) but
         # re-anchored to the timekeeping clock at every tick, so a calibration of it holds only where it was measured.
         # perf is stopped after the workload (SIGINT: perf writes its file), inside the calibrated span.
-        instances = ("for i in $(seq 1200); do [ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on "
-                     "2>/dev/null | wc -l) -ge {n} ] && break; sleep 0.1; done; ")
+        # (waits are bounded by L2's uptime, not by a count of iterations: under the suite's load each took seconds)
+        instances = _until("[ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on 2>/dev/null | wc -l) "
+                           "-ge {n} ]", 900)
+        recording = _until("grep -qs '\"event\": \"recording\"' {log}", 900)  # (a capture's own word for it)
         # perf, started in the background of a non-interactive shell, ignores SIGINT until it installs its own handler
         # (its startup in L2 took over 20 s on a slower machine: a SIGINT sent before that was lost and perf recorded
         # on, the step timed out): the captures start once perf catches SIGINT (SigCgt bit 2), and it is stopped by
-        # SIGINT until it is gone. The calibration spans 60 s, past a slow perf start and the workload.
+        # SIGINT until it is gone. The calibration spans 420 s, past a slow perf start and the workload: seen under the
+        # suite's load on a slower machine, L2 took 300 s to start it and 220 s more to start the captures.
         perf_ready = ("for i in $(seq 1800); do m=$(awk '/^SigCgt/{print $2}' /proc/$(cat /root/lab/perf.pid)/status "
                       "2>/dev/null); [ -n \"$m\" ] && [ $(( 0x$m & 2 )) -ne 0 ] && break; sleep 0.1; done; ")
         # perf starts with its events disabled and the captures start once it acknowledged enabling them (its
         # control fifos): seen under the suite's load, perf had caught SIGINT but recorded only after the 8 s
         # x86-tsc capture was over, leaving no hit in both (the truth of check_perf_route)
         perf_on = ("timeout 300 sh -c 'echo enable > /root/lab/perf-ctl' && "
-                   "[ \"$(timeout 60 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
-        before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 60 --json; }} "
-                  "> /root/lab/calibrate.log 2>&1 < /dev/null & " + instances.format(n=4) + _mark("calibration recording")
+                   "[ \"$(timeout 300 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
+        before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 420 --json; }} "
+                  "> /root/lab/calibrate.log 2>&1 < /dev/null & echo $! > /root/lab/calibrate.pid; "
+                  + instances.format(n=4) + _mark("calibration recording")
                   + "mkfifo /root/lab/perf-ctl /root/lab/perf-ack; "
                   + f"{PERF} record -q -B -N -a -m 1024 -D -1 --control fifo:/root/lab/perf-ctl,/root/lab/perf-ack "
                   "-e sched:sched_switch -e irq:irq_handler_entry "
@@ -365,13 +375,17 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                          + (_mark("perf enabled") if kvmclock else "")
                          + f"{{ {PY} capture --role guest --duration 8 "
                          "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
-                         f"{local}{RECORDING.format(n=1200)}; " + _mark("guest capture recording")
-                         + (instances.format(n=6) + _mark("sched_clock capture recording") if kvmclock else "") +
+                         + local + recording.format(log="/root/lab/guest.log") + _mark("guest capture recording")
+                         + (recording.format(log="/root/lab/guest-local.log") + _mark("sched_clock capture recording")
+                            if kvmclock else "") +
                          "for i in $(seq 100); do sleep 0.005; done; "
                          "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
                          "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; " + _mark("workload done")
                          + ("for i in $(seq 600); do kill -INT $(cat /root/lab/perf.pid) 2>/dev/null || break; sleep 0.5; "
-                            "done; " + _mark("perf stopped") if kvmclock else "") +
+                            "done; " + _mark("perf stopped")
+                            # (the calibration ends last: its progress said while it runs, or run_job calls it a stall)
+                            + "while kill -0 $(cat /root/lab/calibrate.pid) 2>/dev/null; do sleep 30; "
+                            + _mark("calibration running") + "done; " if kvmclock else "") +
                          "wait; " + _mark("all done") + "cat /root/lab/guest*.log /root/lab/calibrate.log 2>/dev/null; exit 0",
                          "l2-captures", watch="/root/lab/*.log /root/lab/perf/*", stall=400)
         if "bundle /root/lab/guest:" not in log or (kvmclock and "bundle /root/lab/guest-local:" not in log):
