@@ -365,7 +365,11 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                   "-o /root/lab/perf/perf.data > /root/lab/perf/perf.log 2>&1 < /dev/null & echo $! > /root/lab/perf.pid; "
                   + perf_ready + _mark("perf catches SIGINT") + perf_on if kvmclock else "")
         local = (f"{{ {PY} capture --role guest --clock local --duration 8 --out /root/lab/guest-local; }} "
-                 "> /root/lab/guest-local.log 2>&1 < /dev/null & " if kvmclock else "")
+                 "> /root/lab/guest-local.log 2>&1 < /dev/null & echo $! > /root/lab/guest-local.pid; " if kvmclock else "")
+        # the job ends with the captures (the host capture in L1 is stopped then: left running while the calibration
+        # finished, 795 s in all, it lost 900 k events and with them the vCPU-run evidence); the calibration is
+        # waited on after that, on its own
+        captures = "wait $(cat /root/lab/guest.pid)" + (" $(cat /root/lab/guest-local.pid)" if kvmclock else "") + "; "
         # (the two captures start together: which enables its events first, and so gets each hit first, is a race
         # that check_kvmclock_routes reads from the data; starting the second after the first had enabled its events
         # made them barely overlap in L2, whose Python starts slower than the 8 s capture)
@@ -374,7 +378,7 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         log = vm.run_job(l2, "rm -rf /root/lab; mkdir -p /root/lab/perf; " + _mark("started") + before
                          + (_mark("perf enabled") if kvmclock else "")
                          + f"{{ {PY} capture --role guest --duration 8 "
-                         "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & "
+                         "--out /root/lab/guest; } > /root/lab/guest.log 2>&1 < /dev/null & echo $! > /root/lab/guest.pid; "
                          + local + recording.format(log="/root/lab/guest.log") + _mark("guest capture recording")
                          + (recording.format(log="/root/lab/guest-local.log") + _mark("sched_clock capture recording")
                             if kvmclock else "") +
@@ -382,11 +386,8 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                          "dd if=/dev/zero of=/root/lab/io.bin bs=64k count=32 oflag=direct 2>/dev/null; "
                          "dd if=/root/lab/io.bin of=/dev/null bs=64k iflag=direct 2>/dev/null; " + _mark("workload done")
                          + ("for i in $(seq 600); do kill -INT $(cat /root/lab/perf.pid) 2>/dev/null || break; sleep 0.5; "
-                            "done; " + _mark("perf stopped")
-                            # (the calibration ends last: its progress said while it runs, or run_job calls it a stall)
-                            + "while kill -0 $(cat /root/lab/calibrate.pid) 2>/dev/null; do sleep 30; "
-                            + _mark("calibration running") + "done; " if kvmclock else "") +
-                         "wait; " + _mark("all done") + "cat /root/lab/guest*.log /root/lab/calibrate.log 2>/dev/null; exit 0",
+                            "done; " + _mark("perf stopped") if kvmclock else "") +
+                         captures + _mark("captures done") + "cat /root/lab/guest*.log 2>/dev/null; exit 0",
                          "l2-captures", watch="/root/lab/*.log /root/lab/perf/*", stall=400)
         if "bundle /root/lab/guest:" not in log or (kvmclock and "bundle /root/lab/guest-local:" not in log):
             raise RuntimeError(f"guest capture in L2 failed: {log}")
@@ -395,6 +396,10 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                    timeout=300)
         if r.returncode != 0:
             raise RuntimeError(f"host capture in L1 did not finish: {r.stdout}{r.stderr}")
+        if kvmclock:  # the calibration's end (its progress said while it runs, or run_job calls it a stall)
+            vm.run_job(l2, "while kill -0 $(cat /root/lab/calibrate.pid) 2>/dev/null; do sleep 30; "
+                       + _mark("calibration running") + "done; " + _mark("calibration done") + "exit 0",
+                       "l2-calibration", watch="/root/lab/calibrate.log", stall=400)
     with _step("CLI fetch"):
         vm.fetch(l1, "/root/lab/host", out)
         vm.fetch(l2, "/root/lab/guest", out)
