@@ -196,27 +196,29 @@ def judge_vcpu(vcpu: int, sets: Sequence[Brackets], tsc_khz: int) -> VcpuEvidenc
                 worst = {"kind": b.kind, "guest_tsc": int(b.at[i]), "cycles": d,
                          "ns": ns_or_none(d, tsc_khz), "offset_in_use_is_too": too}
     satisfiable = None
-    allowed = None
     pairs, relative = _split(sets)
     plo, phi, _, _ = _bounds(pairs)
-    # the runs' allowed offsets can be enumerated between two-sided pairs' bounds (unless there are too many cuts)
-    searchable = bool(relative) and plo is not None and phi is not None and plo <= phi
+    # the offsets all evidence allows, exactly, where two-sided pairs bound the search of the runs' (None: not
+    # searched, or more cuts than the search takes)
+    searchable, allowed = False, None
+    if relative and plo is not None and phi is not None and plo <= phi:
+        searchable, allowed = True, allowed_pieces(plo, phi, relative)
     if violated:
-        refined = _refine(sets)
+        refined = _refine(pairs, relative, plo, phi, allowed) if pairs and relative else None
         if refined is False:
             satisfiable = False
         elif isinstance(refined, tuple):
-            lo, hi, kind, allowed, x = refined
+            lo, hi, kind, x = refined
             if x and worst is not None:
                 d = abs(x)
                 worst = {**worst, "kind": kind, "cycles": d, "ns": ns_or_none(d, tsc_khz),
                          "offset_in_use_is_too": "low" if x > 0 else "high", "guest_tsc": None}
-    else:
-        allowed = _hull(sets)
-        if allowed is not None:
-            lo, hi = int(allowed[0][0]), int(allowed[1][-1])
+    elif allowed is not None and allowed[0].size:  # (the offset in use lies in one of them)
+        lo, hi = int(allowed[0][0]), int(allowed[1][-1])
     if lo is not None and hi is not None and lo > hi:
         satisfiable = False
+    if allowed is not None and not allowed[0].size:
+        allowed = None
     return VcpuEvidence(vcpu, lo, hi, checked, violated, per_kind, worst, satisfiable, allowed,
                         searchable and allowed is None and satisfiable is not False)
 
@@ -242,53 +244,31 @@ def _split(sets: Sequence[Brackets]) -> tuple[list[Brackets], list[Brackets]]:
     return ([b for b in sets if len(b) and b.reeval is None], [b for b in sets if len(b) and b.reeval is not None])
 
 
-def _refine(sets: Sequence[Brackets]
-            ) -> tuple[int | None, int | None, str, tuple[np.ndarray, np.ndarray] | None, int] | bool | None:
+def _refine(pairs: Sequence[Brackets], relative: Sequence[Brackets], lo: int | None, hi: int | None,
+            allowed: tuple[np.ndarray, np.ndarray] | None) -> tuple[int | None, int | None, str, int] | bool | None:
     """For a contradicted offset: what all evidence allows — (lowest, highest delta allowed, the kind that bounds the
-    error, the separate intervals between them (:func:`allowed_pieces`; None: not known), the allowed delta nearest
-    to 0) — found by judging the evidence that holds only around an offset (vCPU runs) around the offsets all
-    evidence allows, instead of around the wrong one. False when certainly no offset satisfies all of it; None when
-    that is not known (no pairs, or no runs, or too many items for an exact search)."""
-    pairs, relative = _split(sets)
-    if not pairs or not relative:
-        return None
-    lo, hi, _, _ = _bounds(pairs)
-    if lo is not None and hi is not None and lo > hi:
-        return False
+    error, the allowed delta nearest to 0) — from the pairs' bounds ``lo``/``hi`` and, where those are two-sided, the
+    offsets all evidence allows (``allowed``: :func:`allowed_pieces`, None when not searched); with one-sided pairs,
+    by judging the runs around the nearest offset the pairs allow instead of around the wrong one (then only the
+    piece around it is known). False when certainly no offset satisfies all of it; None when that is not known."""
     if lo is not None and hi is not None:
-        pieces = allowed_pieces(lo, hi, relative)
-        if pieces is None:
-            return None
-        if not pieces[0].size:
+        if lo > hi or (allowed is not None and not allowed[0].size):
             return False
-        x: int | None = _nearest(*pieces)
+        if allowed is None:  # too many cuts to search
+            return None
+        x: int | None = _nearest(*allowed)
     else:
-        pieces = None
         x = _walk(lo, hi, pairs, relative)
     if x is None:
         return None
-    again = pairs + [b.reeval(x) for b in relative if b.reeval is not None]
+    again = list(pairs) + [b.reeval(x) for b in relative if b.reeval is not None]
     lo2, hi2, klo, khi = _bounds(again)
     if (lo2 is not None and x < lo2) or (hi2 is not None and hi2 < x):
         return None
     kind = (klo if x > 0 else khi) or "evidence"
-    if pieces is None:  # one-sided pairs: the interval of runs around the nearest allowed offset
-        return lo2, hi2, kind, None, x
-    return int(pieces[0][0]), int(pieces[1][-1]), kind, pieces, x
-
-
-def _hull(sets: Sequence[Brackets]) -> tuple[np.ndarray, np.ndarray] | None:
-    """For an offset no evidence contradicts: the separate intervals of delta all evidence allows
-    (:func:`allowed_pieces`) where two-sided pairs bound the search and the runs' cuts are few enough; None
-    otherwise (the interval around the offset in use is then all that is known)."""
-    pairs, relative = _split(sets)
-    lo, hi, _, _ = _bounds(pairs)
-    if not relative or lo is None or hi is None or lo > hi:
-        return None
-    pieces = allowed_pieces(lo, hi, relative)
-    if pieces is None or not ((pieces[0] <= 0) & (0 <= pieces[1])).any():
-        return None
-    return pieces
+    if allowed is None:  # one-sided pairs: the interval of runs around the nearest allowed offset
+        return lo2, hi2, kind, x
+    return int(allowed[0][0]), int(allowed[1][-1]), kind, x
 
 
 def allowed_pieces(lo: int, hi: int, relative: Sequence[Brackets]) -> tuple[np.ndarray, np.ndarray] | None:
