@@ -341,8 +341,8 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
         # re-anchored to the timekeeping clock at every tick, so a calibration of it holds only where it was measured.
         # perf is stopped after the workload (SIGINT: perf writes its file), inside the calibrated span.
         # (waits are bounded by L2's uptime, not by a count of iterations: under the suite's load each took seconds)
-        instances = _until("[ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on 2>/dev/null | wc -l) "
-                           "-ge {n} ]", 900)
+        calibrating = _until("[ $(grep -lx 1 /sys/kernel/tracing/instances/tsalign-*/tracing_on 2>/dev/null | wc -l) "
+                             "-ge 4 ]", 900)  # (its four instances on)
         recording = _until("grep -qs '\"event\": \"recording\"' {log}", 900)  # (a capture's own word for it)
         # perf, started in the background of a non-interactive shell, ignores SIGINT until it installs its own handler
         # (its startup in L2 took over 20 s on a slower machine: a SIGINT sent before that was lost and perf recorded
@@ -358,7 +358,7 @@ def capture_workflow(l1: dict[str, Any], l2: dict[str, Any], out: Path) -> None:
                    "[ \"$(timeout 300 head -n 1 /root/lab/perf-ack)\" = ack ] || echo 'perf: not enabled'; ")
         before = (f"{{ {PY} calibrate -o /root/lab/calibration.json --pairs 6000 --seconds 420 --json; }} "
                   "> /root/lab/calibrate.log 2>&1 < /dev/null & echo $! > /root/lab/calibrate.pid; "
-                  + instances.format(n=4) + _mark("calibration recording")
+                  + calibrating + _mark("calibration recording")
                   + "mkfifo /root/lab/perf-ctl /root/lab/perf-ack; "
                   + f"{PERF} record -q -B -N -a -m 1024 -D -1 --control fifo:/root/lab/perf-ctl,/root/lab/perf-ack "
                   "-e sched:sched_switch -e irq:irq_handler_entry "

@@ -447,13 +447,13 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     np.copyto(upper, 0, where=~has_hi)
     del ex, ex_ts
     vcpus = np.unique(vcpu).tolist()
-    for v in vcpus:
-        if len(vcpus) == 1:  # (one vCPU, the usual case: its brackets are the arrays themselves, not copies)
-            f.brackets.append(Brackets("pio_beacon", int(v), lower, upper, np.ones(len(lower), dtype=bool), has_hi, g))
-            continue
-        m = vcpu == v
-        f.brackets.append(Brackets("pio_beacon", int(v), lower[m], upper[m], np.ones(int(m.sum()), dtype=bool),
-                                   has_hi[m], g[m]))
+    if len(vcpus) == 1:  # (the usual case: its brackets are the arrays themselves, not copies)
+        f.brackets.append(Brackets("pio_beacon", int(vcpus[0]), lower, upper, np.ones(len(g), dtype=bool), has_hi, g))
+    else:
+        for v in vcpus:
+            m = vcpu == v
+            f.brackets.append(Brackets("pio_beacon", int(v), lower[m], upper[m], np.ones(int(m.sum()), dtype=bool),
+                                       has_hi[m], g[m]))
     # (residuals: an int64 array, not a list — a Python int per beacon cost ~36 bytes each at millions of them)
     f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": -lower}
 
