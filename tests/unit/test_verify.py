@@ -419,6 +419,36 @@ def test_what_runs_allow_in_separate_intervals_is_reported_whole(monkeypatch: py
     assert (capped.lo, capped.hi, capped.pieces, capped.unsearched) == (-10, 10, None, True)
 
 
+def test_selftest_fails_a_debugfs_offset_in_a_gap_between_allowed_intervals() -> None:
+    """The selftest's check that debugfs agrees with the evidence, fed the three pieces of the test above (errors
+    [-80, -30], [-10, 10], [40, 90] allowed) as a verdict's, with the shipped capture's real bundle (debugfs 0):
+    judged with offset 20 in use, 0 lies at error -20, in the gap between the first two pieces though inside their
+    hull [-60, 110] -> fail; with offset 5, 0 lies in [-10, 10] -> pass."""
+    from tsalign.traces.bundle import Bundle
+    from tsalign.verify.evidence import _run_brackets
+    from tsalign.verify.selftest import evaluate
+
+    runs = (np.asarray([100, 220, 300], dtype=np.uint64), np.asarray([200, 270, 400], dtype=np.uint64),
+            np.ones(3, dtype=bool), np.ones(3, dtype=bool))
+    ctx = SimpleNamespace(to_guest_many=lambda v, h, at: h + np.uint64(5000))
+    ev = judge_vcpu(0, [_run_brackets(ctx, 0, *runs, np.asarray([5190, 5310], dtype=np.uint64)),
+                        Brackets.from_rows("pio_beacon", 0, [(-100, 100, 5190)])], 1_000_000)
+    host = Bundle.open(str(SHIPPED / "host"), "--host")
+    assert {s.params.offset for s in host.snapshots()} == {0}
+
+    def selftest(offset_in_use: int) -> dict[str, Any]:
+        d = ev.to_dict(1_000_000, [offset_in_use])
+        return evaluate({"verdict": PASS, "reasons": [], "_details": {}, "evidence": {"per_vcpu": [d]},
+                         "offsets": {"issues": []}}, 1_000_000,
+                        host, None, None)
+
+    gap = selftest(20)
+    assert gap["verdict"] == FAIL and any("outside" in r for r in gap["reasons"]), gap["reasons"]
+    assert gap["offsets"]["measured_interval"] == [-60, 110] and not gap["offsets"]["debugfs_equals_measured"]
+    inside = selftest(5)
+    assert inside["verdict"] == PASS and inside["offsets"]["debugfs_equals_measured"], inside["reasons"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 60)), min_size=1, max_size=6),
        st.lists(st.integers(0, 500), min_size=1, max_size=5), st.integers(-150, 0), st.integers(0, 150),
