@@ -16,15 +16,18 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any] | None: ...
 def compiled(fn: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]: ...
 
 
-def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None) -> Callable[..., Any] | None:
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None,
+             inline: bool = False) -> Callable[..., Any] | None:
     """``fn`` compiled by numba (nopython, cached on disk, releasing the GIL), or ``fallback`` without numba.
-    (numba's ``inline="always"`` for the per-value helpers the row writers call was tried: the writers ran ~3x
-    slower, so helpers are plain calls.)"""
+    ``inline``: a per-value helper that compiled loops call (put_bytes, the digits), inlined into each of them by
+    numba: a call passes every array as a struct with its reference count taken and given back, which cost more
+    than the work (a 1 M-row print fmt join 0.26-0.37 s -> 0.12 s; the 5.1 M-event benchmark pair's payload text
+    ~0.6 s and its outputs ~1.3 s less; a first, uncached compile ~3 s longer)."""
     try:
         import numba
     except ImportError:
         return fallback
-    out: Callable[..., Any] = numba.njit(cache=True, nogil=True)(fn)
+    out: Callable[..., Any] = numba.njit(cache=True, nogil=True, **({"inline": "always"} if inline else {}))(fn)
     return out
 
 
@@ -37,4 +40,4 @@ def put_bytes_py(out: Any, pos: int, src: Any, lo: int, hi: int) -> int:
     return pos
 
 
-put_bytes = compiled(put_bytes_py, put_bytes_py)
+put_bytes = compiled(put_bytes_py, put_bytes_py, inline=True)

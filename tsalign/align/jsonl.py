@@ -38,7 +38,7 @@ def _put_int_py(out: np.ndarray, pos: int, v: np.int64, pow10: np.ndarray, pairs
     return int(put_decimal(out, pos, np.uint64(v), False, pow10, pairs))
 
 
-_put_int = compiled(_put_int_py, _put_int_py)
+_put_int = compiled(_put_int_py, _put_int_py, inline=True)
 
 
 def jsonl_rows_py(is_host: np.ndarray, guest_tsc: np.ndarray, host_tsc: np.ndarray, cpu: np.ndarray,

@@ -67,7 +67,8 @@ def put_varint_py(out: np.ndarray, pos: int, x: np.uint64) -> int:
     return pos + 1
 
 
-varint_len, put_varint = compiled(varint_len_py, varint_len_py), compiled(put_varint_py, put_varint_py)
+varint_len, put_varint = (compiled(varint_len_py, varint_len_py, inline=True),
+                          compiled(put_varint_py, put_varint_py, inline=True))
 
 
 def varint_lengths_py(v: np.ndarray, nbytes: np.ndarray) -> int:

@@ -55,5 +55,5 @@ def put_hex_py(out: np.ndarray, pos: int, x: np.uint64, digits: np.ndarray) -> i
     return pos + k
 
 
-put_decimal = compiled(put_decimal_py, put_decimal_py)
-put_hex = compiled(put_hex_py, put_hex_py)
+put_decimal = compiled(put_decimal_py, put_decimal_py, inline=True)
+put_hex = compiled(put_hex_py, put_hex_py, inline=True)

@@ -44,7 +44,7 @@ def run_end_py(data: np.ndarray, i: int, end: int, cls: np.ndarray) -> int:
     return i
 
 
-_run_end = compiled(run_end_py, run_end_py)
+_run_end = compiled(run_end_py, run_end_py, inline=True)
 
 
 def scan_py(data: np.ndarray, starts: np.ndarray, space: np.ndarray, digit: np.ndarray, event: np.ndarray,
