@@ -9,11 +9,11 @@ __all__ = ["compiled", "put_bytes"]
 
 
 @overload
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any] | None: ...
+def compiled(fn: Callable[..., Any], *, inline: bool = ...) -> Callable[..., Any] | None: ...
 
 
 @overload
-def compiled(fn: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., Any]: ...
+def compiled(fn: Callable[..., Any], fallback: Callable[..., Any], inline: bool = ...) -> Callable[..., Any]: ...
 
 
 def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None,
@@ -27,7 +27,8 @@ def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None,
         import numba
     except ImportError:
         return fallback
-    out: Callable[..., Any] = numba.njit(cache=True, nogil=True, **({"inline": "always"} if inline else {}))(fn)
+    out: Callable[..., Any] = (numba.njit(cache=True, nogil=True, inline="always") if inline else
+                               numba.njit(cache=True, nogil=True))(fn)
     return out
 
 

@@ -10,7 +10,8 @@ Columns: ``guest_tsc`` (uint64, guest TSC cycles: the common axis), ``is_host`` 
 needs it; ``vcpu`` -1 where the event is not on a vCPU thread or is a guest event), ``comm_code`` and
 ``event_code`` (int32 codes into the vocabularies ``comms`` and ``names``; the ``comm`` and ``event`` properties
 give the strings), ``payload`` (object array of str; None where a payload policy left the text in its side's
-spill, which :meth:`AlignedColumns.blocks` reads back, as a pyarrow string array per block).
+spill, which :meth:`AlignedColumns.blocks` reads back, as a pyarrow string array per block; with a policy, a
+:class:`~tsalign.traces.sparse.SparseTexts` of the few it kept).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..jit import compiled
 from ..offsets import OffsetTimeline
 from ..traces.events import Events, narrow, objects
 from ..traces.fastprint import decimal_text
+from ..traces.sparse import SparseTexts, as_dense, placed
 from ..traces.table import Vocab
 from .jsonl import jsonl_lines
 
@@ -61,7 +63,7 @@ class AlignedColumns:
     vcpu: np.ndarray
     comm_code: np.ndarray
     event_code: np.ndarray
-    payload: np.ndarray
+    payload: np.ndarray | SparseTexts
     comms: np.ndarray
     names: np.ndarray
     #: where a side's payloads are in a spill (:class:`tsalign.traces.spill.PayloadSpill`; ``payload`` holds None for
@@ -123,7 +125,7 @@ class AlignedColumns:
         parts, where, at = [], np.empty(len(self), dtype=np.int64), 0
         for side, spill in ((self.is_host, self.spill_host), (~self.is_host, self.spill_guest)):
             rows = np.nonzero(side)[0]
-            parts.append(pa.array(self.payload[rows], pa.string()) if spill is None else spill.take(self.src[rows]))
+            parts.append(payload_strings(self.payload[rows]) if spill is None else spill.take(self.src[rows]))
             where[rows] = at + np.arange(rows.size)
             at += rows.size
         payload = pa.concat_arrays(parts).take(pa.array(where))
@@ -169,7 +171,10 @@ class AlignedColumns:
                 got = [lut[x] for lut, x in zip(luts[f], got)]
             elif f in zeros:
                 got = [np.zeros(len(p), dtype=zeros[f]) if x is None else x for p, x in zip(parts, got)]
-            cols[f] = place(got)
+            if f == "payload" and any(isinstance(x, SparseTexts) for x in got):
+                cols[f] = placed(got, sum(len(x) for x in got), positions, None if positions is not None else order)
+            else:
+                cols[f] = place(got)
             del got
             if consume:
                 for p in parts:
@@ -292,7 +297,7 @@ def _json_strings(values: np.ndarray) -> Any:
     return pc.binary_join_element_wise('"', _json_inner(values), '"', "")
 
 
-def _json_inner(values: np.ndarray) -> Any:
+def _json_inner(values: Any) -> Any:
     """What ``json.dumps`` writes between the quotes of each of ``values``: the text itself where it is printable
     ASCII without ``"`` or ``\\`` (no copy), escaped one by one elsewhere."""
     import pyarrow as pa
@@ -421,10 +426,11 @@ def _merge_positions(parts: Sequence[AlignedColumns]) -> list[np.ndarray] | None
 
 
 def payload_strings(payload: Any) -> Any:
-    """A payload column as a pyarrow string array (a numpy object array converted, a pyarrow one as it is)."""
+    """A payload column as a pyarrow string array (a numpy object array or a sparse column converted, a pyarrow one
+    as it is)."""
     import pyarrow as pa
 
-    return payload if isinstance(payload, (pa.Array, pa.ChunkedArray)) else pa.array(payload, pa.string())
+    return payload if isinstance(payload, (pa.Array, pa.ChunkedArray)) else pa.array(as_dense(payload), pa.string())
 
 
 def vcpu_of_threads(tids: np.ndarray, tid_to_vcpu: dict[int, int]) -> np.ndarray:

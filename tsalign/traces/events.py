@@ -19,6 +19,7 @@ import numpy as np
 
 from ..heap import release_freed_memory
 from .ftrace_text import Record
+from .sparse import SparseTexts, sparse_of
 from .spill import PayloadPolicy, PayloadSpill
 from .table import Vocab
 
@@ -52,7 +53,7 @@ class Events:
     tgid: np.ndarray
     comm: np.ndarray
     event: np.ndarray
-    payload: np.ndarray
+    payload: np.ndarray | SparseTexts
     comms: list[str]
     names: list[str]
     #: every row's payload text, where ``payload`` holds only those a policy kept (None: ``payload`` is complete)
@@ -169,7 +170,8 @@ class EventsBuilder:
         for col, a in zip(self._cols, arrays):
             col.append(a)
         if self.policy is not None:
-            payload, fields = self.policy.apply(self.names, arrays[5], payload, decoded)
+            held, fields = self.policy.apply(self.names, arrays[5], payload, decoded)
+            payload = sparse_of(held)  # (the few it keeps: a row's None would cost 8 bytes)
             if fields is not None:
                 self._fields.append(fields)
         elif hasattr(payload, "to_pylist"):  # a reader's pyarrow strings (all held: as str)
@@ -200,11 +202,17 @@ class EventsBuilder:
         for parts in self._cols:
             cols.append(np.concatenate(parts))
             parts.clear()
-        payload = np.empty(len(cols[0]), dtype=object)
-        at = 0
-        for p in self._payloads:
-            payload[at:at + len(p)] = p
-            at += len(p)
+        payload: np.ndarray | SparseTexts
+        if self.policy is not None:  # the payloads the policy keeps, a few: the others are None (in the spill)
+            base = np.cumsum([0, *(len(h) for h in self._payloads[:-1])])
+            payload = SparseTexts(len(cols[0]), np.concatenate([b + h.at for b, h in zip(base.tolist(), self._payloads)]),
+                                  np.concatenate([h.texts for h in self._payloads]))
+        else:
+            payload = np.empty(len(cols[0]), dtype=object)
+            at = 0
+            for p in self._payloads:
+                payload[at:at + len(p)] = p
+                at += len(p)
         self._payloads.clear()
         ts, cpu, pid, tgid, comm, event = cols
         fields = None

@@ -31,6 +31,7 @@ from ..heap import release_freed_memory
 from ..traces.events import narrow
 from ..traces.ftrace_text import parse_kvm_payload
 from ..traces.payloads import kv
+from ..traces.sparse import sparse_of
 from .intervals import Brackets
 
 __all__ = ["Found", "extract_all"]
@@ -541,10 +542,10 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
 
     col = c.col
     g = np.nonzero(~col.is_host)[0]
-    g = g[col.payload[g] != None]  # (elementwise: the payloads held; a policy holds markers only)
+    held = sparse_of(col.payload[g])  # (the payloads held; a policy holds markers only)
     markers = [_R({"event": col.names[col.event_code[i]], "payload": p, "pid": int(col.pid[i]), "side": "guest",
                    "guest_tsc": int(col.guest_tsc[i])})
-               for i, p in zip(g.tolist(), col.payload[g].tolist()) if p is not None and "tsalign_beacon seq=" in p]
+               for i, p in zip(g[held.at].tolist(), held.texts.tolist()) if "tsalign_beacon seq=" in p]
     beacons = guest_beacons(markers)
     if not beacons:
         return
