@@ -11,7 +11,6 @@ timeline of the alignment); guest events are on the guest axis already.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
 from ..errors import InconsistentData, InvalidParameter
 from ..heap import release_freed_memory
+from ..jit import compiled
 from ..traces.events import narrow
 from ..traces.ftrace_text import parse_kvm_payload
 from ..traces.payloads import kv
@@ -332,64 +332,92 @@ BINARY_FIELDS: dict[str, dict[str, tuple[tuple[str, ...], Callable[[Mapping[str,
 }
 
 
+def _greedy_one_py(w: int, tol: int, vals: np.ndarray, idx: np.ndarray, last: int) -> int:
+    """The first position after ``last`` that holds ``w + r`` for some r in 0..tol (modulo 2^32), -1 where none:
+    ``vals``/``idx`` are the positions' values and positions sorted by (value, position) (compiled)."""
+    best = -1
+    for r in range(tol + 1):
+        v = (w + r) & 0xFFFFFFFF
+        lo = np.searchsorted(vals, v, side="left")
+        hi = np.searchsorted(vals, v, side="right")
+        a, b = lo, hi  # first position > last among idx[lo:hi] (ascending)
+        while a < b:
+            mid = (a + b) // 2
+            if idx[mid] <= last:
+                a = mid + 1
+            else:
+                b = mid
+        if a < hi and (best < 0 or idx[a] < best):
+            best = idx[a]
+    return best
+
+
+_greedy_one = compiled(_greedy_one_py, _greedy_one_py, inline=True)
+
+
 def _greedy_match_py(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """For each wanted value in order (``want[i] + r`` for r in 0..tol, modulo 2^32), the first not yet passed
-    position among those holding it: ``vals``/``idx`` are the positions' values and positions sorted by (value,
-    position). Returns the matched position per wanted value (-1: none); each match passes every earlier
-    position (in-order pairing: a beacon's exit comes after the previous beacon's)."""
+    position among those holding it (:func:`_greedy_one_py`; ``vals``/``idx``: the positions sorted by (value,
+    position)). Returns the matched position per wanted value (-1: none); each match passes every earlier
+    position (in-order pairing: a beacon's exit comes after the previous beacon's). The rule, interpreted: what
+    :func:`_greedy_match` answers in one compiled pass."""
     out = np.full(want.shape[0], -1, dtype=np.int64)
     last = -1
     for i in range(want.shape[0]):
-        best = -1
-        for r in range(tol + 1):
-            v = (want[i] + r) & 0xFFFFFFFF
-            lo = np.searchsorted(vals, v, side="left")
-            hi = np.searchsorted(vals, v, side="right")
-            # first position > last among idx[lo:hi] (ascending)
-            a, b = lo, hi
-            while a < b:
-                mid = (a + b) // 2
-                if idx[mid] <= last:
-                    a = mid + 1
-                else:
-                    b = mid
-            if a < hi and (best < 0 or idx[a] < best):
-                best = idx[a]
+        best = _greedy_one_py(int(want[i]), tol, vals, idx, last)
         if best >= 0:
             last = best
             out[i] = best
     return out
 
 
-def _greedy_unique(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
-    """:func:`_greedy_match_py`'s answer in whole arrays when it is forced: every wanted value has at most one
-    position within its ``tol`` (no wrap past 2^32) and those positions ascend in the wanted order, so the greedy
-    rule takes each (a capture without overruns or repeated low halves). None when it is not so."""
-    top = want + tol
-    if want.size and int(top.max()) > 0xFFFFFFFF:
-        return None
-    lo = np.searchsorted(vals, want, side="left")
-    n = np.searchsorted(vals, top, side="right") - lo
-    if (n > 1).any():
-        return None
-    out = np.where(n == 1, idx[np.minimum(lo, len(idx) - 1)] if len(idx) else -1, -1).astype(np.int64)
-    found = out[out >= 0]
-    return out if (np.diff(found) > 0).all() else None
+#: exits looked at in order after the last match before a beacon's exit is searched by its value (a beacon's
+#: exit is the next one unless exits were lost)
+_SCAN = 64
 
 
-@functools.cache
-def _compiled_greedy() -> Callable[..., np.ndarray]:
-    """:func:`_greedy_match_py` compiled (tsalign.jit; cached on disk: loading it costs ~0.3 s, so it is loaded only
-    when a capture needs it), or itself without numba."""
-    from ..jit import compiled
+def greedy_scan_py(want: np.ndarray, tol: int, at: np.ndarray, vals: np.ndarray, idx: np.ndarray, start: int,
+                   last: int, out: np.ndarray) -> tuple[int, int]:
+    """:func:`_greedy_match_py`'s rule from wanted value ``start`` on (``last``: the position matched before it),
+    into ``out``; each value's position looked for among the next :data:`_SCAN` positions first, in order
+    (``at``: the positions' values), then by :func:`_greedy_one_py` over the sorted ``vals``/``idx`` — or, where
+    those are empty, the pass stops there (the caller sorts and goes on). Returns (the wanted value it stopped
+    at, or ``want.size``; ``last`` then) (compiled)."""
+    m = at.shape[0]
+    for i in range(start, want.shape[0]):
+        w = want[i]
+        best = -1
+        stop = min(last + 1 + _SCAN, m)
+        for p in range(last + 1, stop):
+            if (at[p] - w) & 0xFFFFFFFF <= tol:
+                best = p
+                break
+        if best < 0 and stop < m:  # none in the next positions: a later one holds it, or none does
+            if vals.shape[0] == 0:
+                return i, last
+            best = _greedy_one(w, tol, vals, idx, last)
+        if best >= 0:
+            last = best
+            out[i] = best
+    return want.shape[0], last
 
-    return compiled(_greedy_match_py, _greedy_match_py)
+
+_greedy_scan = compiled(greedy_scan_py, greedy_scan_py)
 
 
-def _greedy_match(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """:func:`_greedy_match_py`'s pairing: in whole arrays when each beacon has one candidate, else compiled."""
-    fast = _greedy_unique(want, tol, vals, idx)
-    return fast if fast is not None else _compiled_greedy()(want, tol, vals, idx)
+def _greedy_match(want: np.ndarray, tol: int, at: np.ndarray) -> np.ndarray:
+    """:func:`_greedy_match_py`'s pairing of the wanted low halves ``want`` (in order) with the positions whose
+    values are ``at`` (int64, in position order), in one pass in position order: the values are sorted only when
+    a wanted value is not among the next positions (exits lost; a 50 M-event capture's 11 M beacons: 15 s of
+    searches in the sorted values -> ~1 s)."""
+    want, at = np.asarray(want, dtype=np.int64), np.asarray(at, dtype=np.int64)
+    out = np.full(want.shape[0], -1, dtype=np.int64)
+    none = np.zeros(0, dtype=np.int64)
+    i, last = _greedy_scan(want, tol, at, none, none, 0, -1, out)
+    if i < want.shape[0]:
+        order = np.argsort(at, kind="stable")
+        _greedy_scan(want, tol, at, at[order], order.astype(np.int64), i, last, out)
+    return out
 
 
 def _pio_beacons(c: _Ctx, f: Found) -> None:
@@ -408,10 +436,9 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     lo_rows, hi_ts = pio[lo], col.host_tsc[pio[hi]]
     lo_val = (val[lo] & np.uint64(0xFFFFFFFF)).astype(np.int64)
     del val, lo, hi
-    order = np.argsort(lo_val, kind="stable")  # by value, then position (millions of exits: one temporary at a time)
     tol = int(c.a.guest_rounding)  # a converted guest TSC lies up to this far below the value the guest sent
-    k = _greedy_match((bg & np.uint64(0xFFFFFFFF)).astype(np.int64), tol, lo_val[order], order.astype(np.int64))
-    del lo_val, order
+    k = _greedy_match((bg & np.uint64(0xFFFFFFFF)).astype(np.int64), tol, lo_val)
+    del lo_val
     matched = np.nonzero(k >= 0)[0]  # beacon indices with their exit
     ex = k[matched]
     ex_ts = col.host_tsc[lo_rows[ex]]
