@@ -11,12 +11,14 @@ from ..errors import InvalidParameter
 from . import clockcheck
 from .fields import decode
 from .ringbuf import ERRORS, walk_pages
-from .table import Chunk, merge_sorted
+from .table import Chunk, distinct, merge_sorted
 from .trace import Trace, TraceInfo
 from .tracedat import BufferInfo, CpuData, TraceDat
 
 __all__ = ["DatTrace"]
 
+#: pids below this are looked up in a table (the kernel's pid_max is at most 2^22)
+PID_LIMIT = 1 << 22
 #: bytes of ring-buffer pages decoded at a time per CPU (memory is a few times this per CPU)
 DEFAULT_BLOCK = 8 << 20
 
@@ -47,6 +49,7 @@ class DatTrace(Trace):
             self._lut[fid] = self.events.code(self.dat.formats.name_of(fid))
         self._comm_of = dict(self.dat.cmdlines)
         self._comm_of.setdefault(0, "<idle>")
+        self._pid_comm = np.full(1, -1, dtype=np.int32)  # pid -> comm code (-1: not seen yet), see _comm_codes
 
     def close(self) -> None:
         self.dat.close()
@@ -63,6 +66,27 @@ class DatTrace(Trace):
                 parts, have = [], 0
         if parts:
             yield parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _comm_codes(self, pid: np.ndarray) -> np.ndarray:
+        """Each row's comm code (int32) by its pid: from a table of the pids seen (kept across chunks; a pid is a
+        comm of the file's saved cmdlines for the whole trace), the others by their distinct values."""
+        if pid.size and 0 <= int(pid.min()) and int(pid.max()) < PID_LIMIT:
+            top = int(pid.max())
+            if top >= self._pid_comm.shape[0]:
+                grown = np.full(max(top + 1, 2 * self._pid_comm.shape[0]), -1, dtype=np.int32)
+                grown[:self._pid_comm.shape[0]] = self._pid_comm
+                self._pid_comm = grown
+            codes = self._pid_comm[pid]
+            new = distinct(pid[codes < 0]) if bool((codes < 0).any()) else pid[:0]
+            if new.size:
+                self._pid_comm[new] = [self.comms.code(self._comm_of.get(p, "<...>")) for p in new.tolist()]
+                codes = self._pid_comm[pid]
+            out: np.ndarray = codes
+            return out
+        uniq, inv = np.unique(pid, return_inverse=True)
+        named: np.ndarray = np.array([self.comms.code(self._comm_of.get(p, "<...>")) for p in uniq.tolist()],
+                                     dtype=np.int32)[inv]
+        return named
 
     def _cpu_chunks(self, cpu: CpuData) -> Iterator[Chunk]:
         page = self.buf.page_size
@@ -108,9 +132,7 @@ class DatTrace(Trace):
                     code = self.events.code(f"unknown:{t}")
                     ev[typ == t] = code
                     self.warn(f"{where}: event type {t} has no format in the file; kept as 'unknown:{t}' with its raw payload")
-            uniq, inv = np.unique(pid, return_inverse=True)
-            comm_codes = np.array([self.comms.code(self._comm_of.get(p, "<...>")) for p in uniq.tolist()], dtype=np.int32)
-            yield Chunk(ts, np.full(n, cpu.cpu, dtype=np.int32), pid, ev.astype(np.int32), comm_codes[inv],
+            yield Chunk(ts, np.full(n, cpu.cpu, dtype=np.int32), pid, ev.astype(np.int32), self._comm_codes(pid),
                         raws=[raw], src=np.zeros(n, dtype=np.int32), off=off, size=ln, type_id=typ)
 
     def _empty_pages_with_data(self, raw: np.ndarray, info: np.ndarray, page: int, data_off: int, where: str) -> None:

@@ -21,7 +21,7 @@ from ..heap import release_freed_memory
 from .ftrace_text import Record
 from .sparse import SparseTexts, sparse_of
 from .spill import PayloadPolicy, PayloadSpill
-from .table import Vocab
+from .table import Vocab, distinct
 
 __all__ = ["Events", "EventsBuilder", "narrow", "objects"]
 
@@ -149,7 +149,7 @@ class EventsBuilder:
     def recode(self, codes: np.ndarray, vocab: Sequence[str], kind: str, bare: bool = False) -> np.ndarray:
         """``codes`` into ``vocab`` (a reader's) as codes into this builder's ``kind`` (``comm`` or ``event``)
         vocabulary; ``bare``: names without their ``system:``."""
-        used = np.unique(codes)
+        used = distinct(codes)
         lut = np.zeros(int(used.max()) + 1 if used.size else 1, dtype=np.int32)
         strings = [vocab[c].split(":")[-1] if bare else vocab[c] for c in used.tolist()]
         mine = self.comm_codes(strings) if kind == "comm" else self.name_codes(strings)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..jit import compiled
 from .eventformat import EventFormat, Field
+from .table import distinct
 
 __all__ = ["decode"]
 
@@ -89,7 +90,7 @@ def decode(raws: list[np.ndarray], src: np.ndarray, off: np.ndarray, size: np.nd
     n = int(off.shape[0])
     out: dict[str, Any] = {}
     wanted = [f for f in fmt.fields if not f.name.startswith("common_") and (names is None or f.name in names)]
-    groups = [(s, np.nonzero(src == s)[0]) for s in np.unique(src).tolist()] if n else []
+    groups = [(s, np.nonzero(src == s)[0]) for s in distinct(src).tolist()] if n else []
     ints = [f for f in wanted if f.kind == "int" and f.size in (1, 2, 4, 8)]
     lo, hi = min((f.offset for f in ints), default=0), max((f.offset + f.size for f in ints), default=0)
     if ints and hi - lo > 2 * sum(f.size for f in ints):  # fields far apart: one gather each

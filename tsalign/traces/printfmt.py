@@ -29,7 +29,7 @@ from ..errors import InvalidParameter, Unavailable
 from .eventformat import EventFormat
 from .fastprint import ColumnPrinter, NotColumnar, compile_print_fmt
 from .fields import decode
-from .table import Chunk
+from .table import Chunk, distinct
 
 __all__ = ["EventPrinter"]
 
@@ -179,7 +179,7 @@ class EventPrinter:
         import pyarrow as pa
 
         assert chunk.src is not None and chunk.off is not None and chunk.size is not None and chunk.type_id is not None
-        types = np.unique(chunk.type_id).tolist()
+        types = distinct(chunk.type_id).tolist()
         new = [int(i) for i in types if int(i) not in self.parsed]
         if new:
             self._parse(new)
@@ -230,7 +230,7 @@ class EventPrinter:
         n = len(chunk)
         out = (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=bool),
                np.zeros(n, dtype=bool))
-        for t in np.unique(chunk.type_id).tolist():
+        for t in distinct(chunk.type_id).tolist():
             fmt = self.formats.get(int(t))
             how = wanted.get(fmt.name) if fmt is not None else None
             if fmt is None or how is None:

