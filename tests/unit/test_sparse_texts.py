@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsalign.traces.sparse import SparseTexts, as_dense, placed, sparse_of
+from tsalign.traces.sparse import SparseTexts, as_dense, concatenated, placed, sparse_of
 
 
 @st.composite
@@ -69,6 +69,7 @@ def test_placed_puts_rows_where_the_merge_puts_them(a: np.ndarray, b: np.ndarray
     want[positions[0]], want[positions[1]] = a, b
     both = [data.draw(st.sampled_from([sparse_of(x), x])) for x in (a, b)]  # sparse, or dense parts mixed in
     assert placed(both, n, positions=positions).tolist() == want.tolist()
+    assert concatenated(both).tolist() == np.concatenate([a, b]).tolist()
     # order: the merged rows as indices into the parts concatenated (lexsort's answer)
     order = np.argsort(perm, kind="stable")
     assert placed(both, n, order=order).tolist() == np.concatenate([a, b])[order].tolist()

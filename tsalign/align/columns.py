@@ -28,11 +28,11 @@ from ..jit import compiled
 from ..offsets import OffsetTimeline
 from ..traces.events import Events, narrow, objects
 from ..traces.fastprint import decimal_text
-from ..traces.sparse import SparseTexts, as_dense, placed
+from ..traces.sparse import SparseTexts, payload_strings, placed
 from ..traces.table import Vocab
 from .jsonl import jsonl_lines
 
-__all__ = ["AlignedColumns", "host_on_guest_axis", "payload_strings", "record_batches", "vcpu_of_threads",
+__all__ = ["AlignedColumns", "host_on_guest_axis", "record_batches", "vcpu_of_threads",
            "write_jsonl_blocks"]
 
 _enc = json.encoder.encode_basestring_ascii  # C; as json.dumps(ensure_ascii=True) quotes a str
@@ -423,14 +423,6 @@ def _merge_positions(parts: Sequence[AlignedColumns]) -> list[np.ndarray] | None
     pos_g = np.searchsorted(hp.guest_tsc, gp.guest_tsc, side="left").astype(np.int64)  # host rows strictly before
     pos_g += np.arange(len(gp), dtype=np.int64)
     return [pos_h, pos_g] if host_first else [pos_g, pos_h]
-
-
-def payload_strings(payload: Any) -> Any:
-    """A payload column as a pyarrow string array (a numpy object array or a sparse column converted, a pyarrow one
-    as it is)."""
-    import pyarrow as pa
-
-    return payload if isinstance(payload, (pa.Array, pa.ChunkedArray)) else pa.array(as_dense(payload), pa.string())
 
 
 def vcpu_of_threads(tids: np.ndarray, tid_to_vcpu: dict[int, int]) -> np.ndarray:

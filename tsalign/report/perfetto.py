@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..clock.display import cycles_to_ns
 from ..errors import InconsistentData
 from ..jit import compiled, put_bytes
-from ..traces.sparse import as_dense
+from ..traces.sparse import payload_strings
 from ..traces.strbuf import pack, string_buffers
 from .protowire import LEN, VARINT, binary_of, key, put_varint, varint, varint_len, varints
 
@@ -135,9 +135,6 @@ def _stream(f: BinaryIO, trace: Any, track_event: Any, columns: Any, tsc_khz: in
 
 
 
-def _payloads(p: Any) -> Any:
-    """A block's payloads as a pyarrow string array (as the block holds them, or converted)."""
-    return p.payload if isinstance(p.payload, pa.Array) else pa.array(as_dense(p.payload), pa.string())
 
 class _Wire:
     """The wire bytes of event packets, in whole columns: per event ``Trace.packet`` {timestamp (guest-TSC ns),
@@ -186,7 +183,7 @@ class _Wire:
         one compiled loop (:func:`packets_py`) where numba is installed (``force_python``: that loop interpreted,
         for tests), else :meth:`events_by_kernels`."""
         fn = packets_py if force_python else _packets
-        payload = string_buffers(_payloads(p))
+        payload = string_buffers(payload_strings(p.payload))
         if fn is None or payload is None:
             return self.events_by_kernels(p, uuids, tsc_khz, first)
         n = len(p)
@@ -206,7 +203,7 @@ class _Wire:
         import pyarrow.compute as pc
 
         n = len(p)
-        payload = _payloads(p).cast(pa.large_binary())
+        payload = payload_strings(p.payload).cast(pa.large_binary())
         plen = np.asarray(pc.binary_length(payload), dtype=np.int64)
         raw_names = [nm.encode() for nm in p.names.tolist()]
         ename = pa.array([self.name + varint(len(b)) + b for b in raw_names], pa.large_binary())

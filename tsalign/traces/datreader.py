@@ -79,14 +79,17 @@ class DatTrace(Trace):
             codes = self._pid_comm[pid]
             new = distinct(pid[codes < 0]) if bool((codes < 0).any()) else pid[:0]
             if new.size:
-                self._pid_comm[new] = [self.comms.code(self._comm_of.get(p, "<...>")) for p in new.tolist()]
+                self._pid_comm[new] = self._named(new)
                 codes = self._pid_comm[pid]
             out: np.ndarray = codes
             return out
         uniq, inv = np.unique(pid, return_inverse=True)
-        named: np.ndarray = np.array([self.comms.code(self._comm_of.get(p, "<...>")) for p in uniq.tolist()],
-                                     dtype=np.int32)[inv]
+        named: np.ndarray = self._named(uniq)[inv]
         return named
+
+    def _named(self, pids: np.ndarray) -> np.ndarray:
+        """The comm codes of distinct ``pids`` (int32): their saved cmdlines, ``<...>`` where none."""
+        return np.array([self.comms.code(self._comm_of.get(p, "<...>")) for p in pids.tolist()], dtype=np.int32)
 
     def _cpu_chunks(self, cpu: CpuData) -> Iterator[Chunk]:
         page = self.buf.page_size

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..heap import release_freed_memory
 from .ftrace_text import Record
-from .sparse import SparseTexts, sparse_of
+from .sparse import SparseTexts, concatenated, sparse_of
 from .spill import PayloadPolicy, PayloadSpill
 from .table import Vocab, distinct
 
@@ -204,9 +204,7 @@ class EventsBuilder:
             parts.clear()
         payload: np.ndarray | SparseTexts
         if self.policy is not None:  # the payloads the policy keeps, a few: the others are None (in the spill)
-            base = np.cumsum([0, *(len(h) for h in self._payloads[:-1])])
-            payload = SparseTexts(len(cols[0]), np.concatenate([b + h.at for b, h in zip(base.tolist(), self._payloads)]),
-                                  np.concatenate([h.texts for h in self._payloads]))
+            payload = concatenated(self._payloads)
         else:
             payload = np.empty(len(cols[0]), dtype=object)
             at = 0

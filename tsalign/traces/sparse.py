@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SparseTexts", "as_dense", "placed", "sparse_of"]
+__all__ = ["SparseTexts", "as_dense", "concatenated", "payload_strings", "placed", "sparse_of"]
 
 
 class SparseTexts:
@@ -40,11 +40,6 @@ class SparseTexts:
     @property
     def size(self) -> int:
         return self.n
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the two arrays (not of the texts themselves)."""
-        return int(self.at.nbytes + self.texts.nbytes)
 
     def __getitem__(self, idx: Any) -> Any:
         """A row's text (None: none) for an integer; a :class:`SparseTexts` of the rows asked for a slice (step 1),
@@ -89,9 +84,6 @@ class SparseTexts:
         out: list[Any] = self.dense().tolist()
         return out
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self.dense() if dtype is None else self.dense().astype(dtype)
-
     def __repr__(self) -> str:
         return f"SparseTexts({self.n} rows, {len(self.at)} texts)"
 
@@ -110,21 +102,38 @@ def as_dense(values: Any) -> Any:
     return values.dense() if isinstance(values, SparseTexts) else values
 
 
+def payload_strings(payload: Any) -> Any:
+    """A payload column as a pyarrow string array (a numpy object array or a sparse column converted, a pyarrow one
+    as it is)."""
+    import pyarrow as pa
+
+    return payload if isinstance(payload, (pa.Array, pa.ChunkedArray)) else pa.array(as_dense(payload), pa.string())
+
+
+def concatenated(parts: Sequence[Any]) -> SparseTexts:
+    """The parts' rows (sparse columns, or object arrays made sparse) one after the other."""
+    sp = [sparse_of(p) for p in parts]
+    base = np.cumsum([0, *(len(s) for s in sp)])
+    empty = np.zeros(0, dtype=np.int64)
+    return SparseTexts(int(base[-1]), np.concatenate([b + s.at for b, s in zip(base.tolist(), sp)] or [empty]),
+                       np.concatenate([s.texts for s in sp]) if sp else np.zeros(0, dtype=object))
+
+
 def placed(parts: Sequence[Any], n: int, positions: Sequence[np.ndarray] | None = None,
            order: np.ndarray | None = None) -> SparseTexts:
     """The parts' rows (sparse columns, or object arrays made sparse) in one sparse column of ``n`` rows: part
     ``j``'s row ``i`` at ``positions[j][i]``, or — with ``order`` (the merged rows as indices into the parts
     concatenated) — at the place ``order`` gives it."""
-    sp = [sparse_of(p) for p in parts]
     if positions is not None:
+        sp = [sparse_of(p) for p in parts]
         at = np.concatenate([pos[s.at] for pos, s in zip(positions, sp)] or [np.zeros(0, dtype=np.int64)])
+        texts = np.concatenate([s.texts for s in sp]) if sp else np.zeros(0, dtype=object)
     else:
         assert order is not None, "positions or order"
+        whole = concatenated(parts)
         where = np.empty(len(order), dtype=np.int64)
         where[order] = np.arange(len(order), dtype=np.int64)
-        base = np.cumsum([0, *(len(s) for s in sp[:-1])])
-        at = np.concatenate([where[b + s.at] for b, s in zip(base.tolist(), sp)] or [np.zeros(0, dtype=np.int64)])
+        at, texts = where[whole.at], whole.texts
         del where
-    texts = np.concatenate([s.texts for s in sp]) if sp else np.zeros(0, dtype=object)
     k = np.argsort(at, kind="stable")
     return SparseTexts(n, at[k], texts[k])

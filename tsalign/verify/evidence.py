@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..align.brackets import signed_diff
-from ..align.columns import payload_strings, vcpu_of_threads
+from ..align.columns import vcpu_of_threads
 from ..align.portbeacons import WRITE_CALLS, beacon_fd, guest_beacons, host_port_write_threads
 from ..analyze.irq import INJECTIONS, injection_line
 from ..clock.kvm import host_to_guest_tsc
@@ -31,7 +31,7 @@ from ..jit import compiled
 from ..traces.events import narrow
 from ..traces.ftrace_text import parse_kvm_payload
 from ..traces.payloads import kv
-from ..traces.sparse import sparse_of
+from ..traces.sparse import payload_strings, sparse_of
 from .intervals import Brackets
 
 __all__ = ["Found", "extract_all"]
@@ -355,22 +355,6 @@ def _greedy_one_py(w: int, tol: int, vals: np.ndarray, idx: np.ndarray, last: in
 _greedy_one = compiled(_greedy_one_py, _greedy_one_py, inline=True)
 
 
-def _greedy_match_py(want: np.ndarray, tol: int, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """For each wanted value in order (``want[i] + r`` for r in 0..tol, modulo 2^32), the first not yet passed
-    position among those holding it (:func:`_greedy_one_py`; ``vals``/``idx``: the positions sorted by (value,
-    position)). Returns the matched position per wanted value (-1: none); each match passes every earlier
-    position (in-order pairing: a beacon's exit comes after the previous beacon's). The rule, interpreted: what
-    :func:`_greedy_match` answers in one compiled pass."""
-    out = np.full(want.shape[0], -1, dtype=np.int64)
-    last = -1
-    for i in range(want.shape[0]):
-        best = _greedy_one_py(int(want[i]), tol, vals, idx, last)
-        if best >= 0:
-            last = best
-            out[i] = best
-    return out
-
-
 #: exits looked at in order after the last match before a beacon's exit is searched by its value (a beacon's
 #: exit is the next one unless exits were lost)
 _SCAN = 64
@@ -378,7 +362,7 @@ _SCAN = 64
 
 def greedy_scan_py(want: np.ndarray, tol: int, at: np.ndarray, vals: np.ndarray, idx: np.ndarray, start: int,
                    last: int, out: np.ndarray) -> tuple[int, int]:
-    """:func:`_greedy_match_py`'s rule from wanted value ``start`` on (``last``: the position matched before it),
+    """The beacons' pairing rule (:func:`_greedy_match`) from wanted value ``start`` on (``last``: the position matched before it),
     into ``out``; each value's position looked for among the next :data:`_SCAN` positions first, in order
     (``at``: the positions' values), then by :func:`_greedy_one_py` over the sorted ``vals``/``idx`` — or, where
     those are empty, the pass stops there (the caller sorts and goes on). Returns (the wanted value it stopped
@@ -406,8 +390,9 @@ _greedy_scan = compiled(greedy_scan_py, greedy_scan_py)
 
 
 def _greedy_match(want: np.ndarray, tol: int, at: np.ndarray) -> np.ndarray:
-    """:func:`_greedy_match_py`'s pairing of the wanted low halves ``want`` (in order) with the positions whose
-    values are ``at`` (int64, in position order), in one pass in position order: the values are sorted only when
+    """The beacons' pairing: for each wanted low half ``want[i]`` in order, the first position not yet passed whose
+    value (``at``: int64, in position order) is it or up to ``tol`` above it (modulo 2^32); -1 where none; each match
+    passes every earlier position (a beacon's exit comes after the previous beacon's). In one pass in position order: the values are sorted only when
     a wanted value is not among the next positions (exits lost; a 50 M-event capture's 11 M beacons: 15 s of
     searches in the sorted values -> ~1 s)."""
     want, at = np.asarray(want, dtype=np.int64), np.asarray(at, dtype=np.int64)
