@@ -3,6 +3,7 @@ served by sshd chrooted inside a network namespace, reachable over a veth pair o
 
     python -m tests.infra.netns up --state STATE.json [--no-python]   # prints the state
     python -m tests.infra.netns down --state STATE.json
+    python -m tests.infra.netns reap                      # undo the targets of a run that was killed
 
 Everything is undone by ``down``: sshd killed, mounts removed, namespace and veth deleted, work dir
 removed. Never reboot such a target: it shares this machine's kernel.
@@ -22,7 +23,7 @@ from typing import Any
 
 from tests.infra.statecli import run_state_cli, terminate
 
-__all__ = ["down", "up"]
+__all__ = ["down", "reap_stale", "up"]
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -117,13 +118,43 @@ def down(st: dict[str, Any]) -> None:
         shutil.rmtree(st["work"], ignore_errors=True)
 
 
+def reap_stale() -> list[str]:
+    """Undo targets whose run died without ``down`` (a killed test session: sshd gone, its namespace, veth,
+    mounts and work dir left behind). A target is stale when its namespace holds no process; a live one always
+    holds its sshd. Call it where no other ``up`` can be half-way (a test session's start). Returns the names."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return []
+    reaped = []
+    for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not (name.startswith("tsalign-t") and name[len("tsalign-t"):].isdigit()):
+            continue
+        if _run("ip", "netns", "pids", name, check=False).stdout.strip():
+            continue
+        i = int(name[len("tsalign-t"):])
+        prefix = f"{tempfile.gettempdir()}/tsalign-t{i}-"
+        with open("/proc/mounts") as f:
+            points = [ln.split()[1] for ln in f if len(ln.split()) > 1 and ln.split()[1].startswith(prefix)]
+        down({"netns": name, "veth": f"tsv{i}h", "mounts": sorted(points, key=len)})
+        for w in Path(tempfile.gettempdir()).glob(f"tsalign-t{i}-*"):
+            shutil.rmtree(w, ignore_errors=True)
+        reaped.append(name)
+    return reaped
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("action", choices=("up", "down"))
-    ap.add_argument("--state", required=True)
+    ap.add_argument("action", choices=("up", "down", "reap"))
+    ap.add_argument("--state")
     ap.add_argument("--rootfs", default=os.environ.get("TSALIGN_ROOTFS"))
     ap.add_argument("--no-python", action="store_true")
     a = ap.parse_args()
+    if a.action == "reap":
+        for name in reap_stale():
+            print(f"reaped the stale target {name}")
+        return
+    if not a.state:
+        ap.error("--state is required")
     if a.action == "up" and not a.rootfs:
         ap.error("--rootfs or TSALIGN_ROOTFS is required")
     run_state_cli(a.action, a.state, lambda: up(a.rootfs, python=not a.no_python), down)

@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import need
 from tests.infra import netns
 from tests.infra.artefacts import cached
+from tests.infra.statecli import terminate
 from tsalign.fleet.ingest import ingest
 from tsalign.fleet.query import query
 
@@ -404,3 +405,26 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
         mvm.terminate()
         mvm.wait(timeout=30)
     assert not os.listdir("/sys/kernel/tracing/instances")
+
+
+def test_a_killed_runs_targets_are_reaped() -> None:
+    """A target whose session was killed (sshd gone, no ``down``) is undone by ``reap``: namespace, veth, the
+    mounts of this machine's tracefs and /proc, work dir. A live target beside it is left as it is."""
+    _tools()
+    rootfs = _rootfs()
+    dead, live = netns.up(rootfs, tracefs=True), netns.up(rootfs)
+    try:
+        os.killpg(dead["pid"], 9)
+        terminate(dead["pid"], group=True)  # collects the killed child
+        r = run(sys.executable, "-m", "tests.infra.netns", "reap")
+        assert f"reaped the stale target {dead['netns']}" in r.stdout and live["netns"] not in r.stdout
+        with open("/proc/mounts") as f:
+            mounts = f.read()
+        assert dead["work"] not in mounts and not os.path.exists(dead["work"])
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert dead["netns"] not in names and live["netns"] in names
+        assert subprocess.run(["ip", "link", "show", dead["veth"]], capture_output=True).returncode != 0
+        assert f"{live['root']}/proc" in mounts and os.path.isdir(live["work"])
+    finally:
+        netns.down(dead)
+        netns.down(live)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,26 +79,51 @@ def test_this_machine_facts() -> None:
     assert "kcore" in report.check("kvm_memory_offsets").evidence
 
 
-def test_precheck_mounts_in_a_private_mount_namespace() -> None:
-    """--mount really mounts: in a private mount namespace (so this machine's mounts stay as they
-    are) unmount tracefs and debugfs, then run the precheck with and without --mount."""
-    need(IS_ROOT and shutil.which("unshare"), "needs root and unshare(1)")
-    script = (
-        "set -e; umount -l /sys/kernel/tracing 2>/dev/null || true; umount -l /sys/kernel/debug 2>/dev/null || true; "
-        f"{sys.executable} -m tsalign precheck --json > /tmp/tsalign-pc-nomount.json || true; "
-        f"{sys.executable} -m tsalign precheck --json --mount || true"
-    )
+_UNMOUNT_ALL = ("for m in $(awk '$3==\"tracefs\"||$3==\"debugfs\"{print $2}' /proc/mounts | sort -r); "
+                "do umount -l \"$m\"; done; ")
+
+
+def _in_private_mount_ns(script: str) -> None:
+    """Run ``script`` (sh) in a private mount namespace: its mounts and unmounts stay in there."""
     r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=120, cwd=os.getcwd())
-    before = {c["id"]: c for c in json.loads(Path("/tmp/tsalign-pc-nomount.json").read_text())["checks"]}
-    os.unlink("/tmp/tsalign-pc-nomount.json")
-    after = {c["id"]: c for c in json.loads(r.stdout)["checks"]}
+                       capture_output=True, text=True, timeout=180, cwd=os.getcwd())
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _checks(path: Path) -> dict[str, Any]:
+    return {c["id"]: c for c in json.loads(path.read_text())["checks"]}
+
+
+def test_precheck_mounts_in_a_private_mount_namespace(tmp_path: Path) -> None:
+    """--mount really mounts: in a private mount namespace (so this machine's mounts stay as they
+    are) unmount every tracefs and debugfs (bind mounts into chroots included), then run the precheck
+    with and without --mount."""
+    need(IS_ROOT and shutil.which("unshare"), "needs root and unshare(1)")
+    pc = f"{sys.executable} -m tsalign precheck --json"
+    _in_private_mount_ns(_UNMOUNT_ALL + f"{pc} > {tmp_path}/before.json || true; "
+                         f"{pc} --mount > {tmp_path}/after.json || true")
+    before, after = _checks(tmp_path / "before.json"), _checks(tmp_path / "after.json")
     assert before["tracefs"]["status"] == "fail" and "--mount" in before["tracefs"]["fix"]
     assert before["debugfs"]["status"] == "fail"
     assert after["tracefs"]["status"] == "ok" and after["tracefs"]["value"]["mounted_by_precheck"]
     assert after["debugfs"]["status"] == "ok" and after["debugfs"]["value"]["mounted_by_precheck"]
     # and this machine's own mounts are untouched
     assert os.path.exists("/sys/kernel/tracing/trace_clock")
+
+
+def test_precheck_prefers_the_usual_tracefs_mount(tmp_path: Path) -> None:
+    """With tracefs mounted elsewhere first (a chroot's bind mount, as an SSH test target has), the precheck
+    uses /sys/kernel/tracing when it is mounted too, and the other mount when it is the only one."""
+    need(IS_ROOT and shutil.which("unshare"), "needs root and unshare(1)")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    pc = f"{sys.executable} -m tsalign precheck --json"
+    _in_private_mount_ns(_UNMOUNT_ALL + f"mount -t tracefs nodev {other}; {pc} > {tmp_path}/only.json || true; "
+                         f"mount -t tracefs nodev /sys/kernel/tracing; {pc} > {tmp_path}/both.json || true")
+    only, both = _checks(tmp_path / "only.json"), _checks(tmp_path / "both.json")
+    assert only["tracefs"]["status"] == "ok" and only["tracefs"]["value"]["path"] == str(other)
+    assert both["tracefs"]["status"] == "ok" and both["tracefs"]["value"]["path"] == "/sys/kernel/tracing"
+    assert not os.path.ismount(other)  # the namespace's mounts stayed in it
 
 
 def _pahole_offset(struct_name: str, member: str, *btf: str) -> int:

@@ -13,22 +13,21 @@ TRACEFS_DEFAULT = "/sys/kernel/tracing"
 DEBUGFS_DEFAULT = "/sys/kernel/debug"
 
 
-def mount_point(root: Root, fstype: str) -> str | None:
-    """The first mount point of ``fstype`` in /proc/mounts, or None."""
+def mount_point(root: Root, fstype: str, usual: str) -> str | None:
+    """Where ``fstype`` is mounted (/proc/mounts): ``usual`` if it is mounted there, else the first mount point
+    (e.g. a bind mount into some chroot, which is the same filesystem), else None."""
     text = root.read("/proc/mounts") or ""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[2] == fstype:
-            return parts[1].replace("\\040", " ")
-    return None
+    points = [parts[1].replace("\\040", " ") for parts in map(str.split, text.splitlines())
+              if len(parts) >= 3 and parts[2] == fstype]
+    return usual if usual in points else (points[0] if points else None)
 
 
 def tracefs_dir(root: Root) -> str | None:
     """The tracefs directory: its own mount, or debugfs/tracing (older kernels auto-mount it there)."""
-    mp = mount_point(root, "tracefs")
+    mp = mount_point(root, "tracefs", TRACEFS_DEFAULT)
     if mp:
         return mp
-    dbg = mount_point(root, "debugfs")
+    dbg = mount_point(root, "debugfs", DEBUGFS_DEFAULT)
     if dbg and root.exists(os.path.join(dbg, "tracing", "trace_clock")):
         return os.path.join(dbg, "tracing")
     if not root.is_live and root.exists(TRACEFS_DEFAULT + "/trace_clock"):
@@ -37,7 +36,7 @@ def tracefs_dir(root: Root) -> str | None:
 
 
 def debugfs_dir(root: Root) -> str | None:
-    mp = mount_point(root, "debugfs")
+    mp = mount_point(root, "debugfs", DEBUGFS_DEFAULT)
     if mp:
         return mp
     if not root.is_live and root.exists(DEBUGFS_DEFAULT + "/kvm"):
