@@ -387,7 +387,7 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
             assert not list((Path(st["root"]) / "var/tmp").glob("*pairs*"))  # removed from the node
         # the two captures ran at the same time
         assert host["started_host_tsc"] < guest["stopped_tsc"] and guest["started_tsc"] < host["stopped_tsc"]
-        assert "Show the verdict" in r.stdout
+        assert "Show each verdict" in r.stdout and "alignment verdict fail" in r.stdout
         assert not list((Path(st["root"]) / "var/tmp").glob("tsalign-capture-*"))  # removed from the node
         # the job's summary beside the run, and the host's bundle once, linked from the run (relative)
         job = json.loads((out.parent / f"job-{ident['run']}.json").read_text())

@@ -43,6 +43,7 @@ def _exit_code(err: TsalignError) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every verb registered."""
     from . import analyze as _analyze
+    from . import batch as _batch
     from . import capture as _capture
     from . import convert as _convert
     from . import demo as _demo
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsalign {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for module in (_convert, _demo, _node, _capture, _events, _analyze, _fleet):
+    for module in (_convert, _demo, _node, _capture, _batch, _events, _analyze, _fleet):
         module.register(sub)
     return parser
 
