@@ -80,8 +80,9 @@ class _Ctx:
         for name in names:
             key = (side, name)
             if key not in self._rows:
-                ks = self._code.get(name, [])
-                m = np.isin(self.col.event_code, ks) & (self.col.is_host if side == "host" else ~self.col.is_host)
+                wanted = np.zeros(len(self.col.names), dtype=bool)  # (a table: np.isin cost 30 ms a call at 5 M rows)
+                wanted[self._code.get(name, [])] = True
+                m = wanted[self.col.event_code] & (self.col.is_host if side == "host" else ~self.col.is_host)
                 r = narrow(np.nonzero(m)[0])  # (cached: int32 where it fits)
                 del m
                 t = self.col.host_tsc[r] if side == "host" else self.col.guest_tsc[r]
