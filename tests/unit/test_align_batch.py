@@ -7,6 +7,11 @@ moved by 10^12 cycles (``fail``) and a guest that does not exist (an error): eac
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +78,32 @@ def test_jobs_out_of_range(tmp_path: Path) -> None:
     (tmp_path / "batch.json").write_text(json.dumps({"a": _args(SHIPPED / "guest", tmp_path / "o")}))
     r = _tsalign("align-batch", str(tmp_path / "batch.json"), "--jobs", "0")
     assert r.returncode == exitcodes.INVALID_INPUT and "--jobs" in r.stderr
+
+
+def test_a_killed_worker_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    """A worker killed mid-batch (as the OOM killer would) leaves the alignments it took down reported as errors that
+    say so, and the batch's exit is INTERNAL — never a Python traceback or a hang."""
+    batch = {f"g{i}": _args(SHIPPED / "guest", tmp_path / f"o{i}") for i in range(6)}
+    (tmp_path / "batch.json").write_text(json.dumps(batch))
+    p = subprocess.Popen([sys.executable, "-m", "tsalign", "align-batch", str(tmp_path / "batch.json"), "--jobs", "2",
+                          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    killed = None
+    while killed is None and time.monotonic() < deadline and p.poll() is None:
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{p.pid}\n" in text:
+                killed = int(status.parent.name)
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.01)
+    out, err = p.communicate(timeout=300)
+    assert killed is not None, "no worker seen"
+    assert "Traceback" not in err, err
+    doc = json.loads(out)
+    broken = [n for n, r in doc["alignments"].items() if r["verdict"] is None]
+    assert broken and all("ended abnormally" in doc["alignments"][n]["error"] for n in broken), doc
+    assert p.returncode == exitcodes.INTERNAL and doc["counts"]["error"] == len(broken)

@@ -22,6 +22,7 @@ import re
 import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .. import exitcodes
@@ -118,7 +119,12 @@ def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
         futures = {pool.submit(_one, argv): name for name, argv in batch.items()}
         for fut in as_completed(futures):
             name = futures[fut]
-            rc, out, err = fut.result()
+            try:
+                rc, out, err = fut.result()
+            except BrokenProcessPool:  # a worker killed (the kernel's OOM killer, a signal): no alignment ran on
+                rc, out, err = exitcodes.INTERNAL, "", (
+                    "its process ended abnormally, or another's did and took the pool with it (killed: out of memory? "
+                    "each alignment holds its trace; give fewer --jobs)")
             try:
                 doc = json.loads(out) if out.strip() else None
             except ValueError:
