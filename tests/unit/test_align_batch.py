@@ -107,3 +107,19 @@ def test_a_killed_worker_is_reported_not_a_traceback(tmp_path: Path) -> None:
     broken = [n for n, r in doc["alignments"].items() if r["verdict"] is None]
     assert broken and all("ended abnormally" in doc["alignments"][n]["error"] for n in broken), doc
     assert p.returncode == exitcodes.INTERNAL and doc["counts"]["error"] == len(broken)
+
+
+def test_interrupted_batch_stops_starting_alignments(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) ends the batch with 130 soon, without running the alignments not
+    started."""
+    batch = {f"g{i}": _args(SHIPPED / "guest", tmp_path / f"o{i}") for i in range(30)}
+    (tmp_path / "batch.json").write_text(json.dumps(batch))
+    p = subprocess.Popen([sys.executable, "-m", "tsalign", "align-batch", str(tmp_path / "batch.json"), "--jobs", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert p.stderr is not None
+    first = p.stderr.readline()  # "[1/30] g0: pass": one alignment ended
+    assert first.startswith("[1/30]"), first
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "interrupted" in err, err
+    assert len(list(tmp_path.glob("o*"))) < 10  # the rest never started

@@ -115,7 +115,8 @@ def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
     n = max(1, min(jobs or os.cpu_count() or 1, len(batch)))
     results: dict[str, dict[str, Any]] = {}
     _preload()
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+    try:
         futures = {pool.submit(_one, argv): name for name, argv in batch.items()}
         for fut in as_completed(futures):
             name = futures[fut]
@@ -136,6 +137,10 @@ def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
             results[name] = entry
             if progress:
                 progress(name, entry, len(results), len(batch))
+    except BaseException:  # interrupted: the alignments not started are not started (a with-block would run them)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return {k: results[k] for k in batch}
 
 
