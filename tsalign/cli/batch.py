@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -83,12 +84,26 @@ def load_batch(path: str) -> dict[str, list[str]]:
     return doc
 
 
-def _one(argv: list[str]) -> tuple[int, str, str]:
-    """Run ``tsalign align ARGV --json`` in this (worker) process: (exit code, its stdout, its stderr)."""
-    from . import main
+_STOP: Any = None  # (in a worker) the batch's interruption event, set by the parent on Ctrl-C
 
+
+def _worker_init(stop: Any) -> None:
+    """A worker: Ctrl-C is the parent's to handle (it stops the batch, then each running alignment with SIGTERM)."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _one(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``tsalign align ARGV --json`` in this (worker) process: (exit code, its stdout, its stderr). SIGTERM
+    interrupts it as Ctrl-C interrupts `tsalign align` (its partial outputs removed)."""
+    from . import main
+    from .capture import term_as_interrupt
+
+    if _STOP is not None and _STOP.is_set():
+        return 130, "", "not started: the batch was interrupted"
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), term_as_interrupt():
         try:
             rc = main(["align", *argv, "--json"])
         except SystemExit as e:  # (argparse: checked before, so only a changed file between)
@@ -115,7 +130,9 @@ def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
     n = max(1, min(jobs or os.cpu_count() or 1, len(batch)))
     results: dict[str, dict[str, Any]] = {}
     _preload()
-    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
     try:
         futures = {pool.submit(_one, argv): name for name, argv in batch.items()}
         for fut in as_completed(futures):
@@ -137,8 +154,16 @@ def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
             results[name] = entry
             if progress:
                 progress(name, entry, len(results), len(batch))
-    except BaseException:  # interrupted: the alignments not started are not started (a with-block would run them)
+    except BaseException:  # interrupted: start no other alignment (a with-block would run them all first), and stop
+        stop.set()           # the running ones as `tsalign align` stops on Ctrl-C (partial outputs removed)
         pool.shutdown(wait=False, cancel_futures=True)
+        workers = multiprocessing.active_children()
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.join(60)
+            if w.is_alive():
+                w.kill()
         raise
     pool.shutdown()
     return {k: results[k] for k in batch}
