@@ -1,6 +1,6 @@
 """Named exit codes of the ``tsalign`` CLI (stable: scripts and Ansible depend on them)."""
 
-__all__ = ["INCONSISTENT", "INTERNAL", "INVALID_INPUT", "OK", "UNAVAILABLE", "USAGE", "VERDICT_FAIL", "VERDICT_UNVERIFIED", "VERDICT_WARN"]
+__all__ = ["INCONSISTENT", "INTERNAL", "INTERRUPTED", "INVALID_INPUT", "OK", "UNAVAILABLE", "USAGE", "VERDICT_FAIL", "VERDICT_UNVERIFIED", "VERDICT_WARN"]
 
 OK = 0
 VERDICT_FAIL = 1  # the command ran; its verdict is "fail"
@@ -10,4 +10,5 @@ UNAVAILABLE = 4  # a kernel facility, file or permission needed is not available
 INCONSISTENT = 5  # inputs contradict each other
 VERDICT_WARN = 6  # the command ran; its verdict is "warn" (only where a command documents it)
 VERDICT_UNVERIFIED = 7  # the command ran; there was no evidence to check its result against
+INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (128 + SIGINT, as a shell reports it)
 INTERNAL = 70  # a bug in tsalign (EX_SOFTWARE): please report it with the traceback in stderr

@@ -126,7 +126,7 @@ def reap_stale() -> list[str]:
         return []
     reaped = []
     for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
+        name = (line.split() or [""])[0]
         if not (name.startswith("tsalign-t") and name[len("tsalign-t"):].isdigit()):
             continue
         if _run("ip", "netns", "pids", name, check=False).stdout.strip():
@@ -134,7 +134,7 @@ def reap_stale() -> list[str]:
         i = int(name[len("tsalign-t"):])
         prefix = f"{tempfile.gettempdir()}/tsalign-t{i}-"
         with open("/proc/mounts") as f:
-            points = [ln.split()[1] for ln in f if len(ln.split()) > 1 and ln.split()[1].startswith(prefix)]
+            points = [p[1] for p in map(str.split, f) if len(p) > 1 and p[1].startswith(prefix)]
         down({"netns": name, "veth": f"tsv{i}h", "mounts": sorted(points, key=len)})
         for w in Path(tempfile.gettempdir()).glob(f"tsalign-t{i}-*"):
             shutil.rmtree(w, ignore_errors=True)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         sys.stderr.write(f"tsalign {args.verb}: interrupted\n")
-        return 130
+        return exitcodes.INTERRUPTED
     except BrokenPipeError:
         return exitcodes.OK
 

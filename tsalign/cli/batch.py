@@ -101,7 +101,7 @@ def _one(argv: list[str]) -> tuple[int, str, str]:
     from .capture import term_as_interrupt
 
     if _STOP is not None and _STOP.is_set():
-        return 130, "", "not started: the batch was interrupted"
+        return exitcodes.INTERRUPTED, "", "not started: the batch was interrupted"
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), term_as_interrupt():
         try:
