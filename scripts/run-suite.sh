@@ -12,6 +12,16 @@ log=$base.log
 mkdir -p "$(dirname "$base")"
 # a killed earlier run's SSH targets (namespaces, mounts of this machine's tracefs) would be seen by the tests
 "$py" -m tests.infra.netns reap || exit
+# a full disk shows up as failures deep inside tests (an unarchive's ENOSPC): refuse to start instead
+need_gb=${TSALIGN_SUITE_MIN_FREE_GB:-12}
+for d in "${TMPDIR:-/tmp}" .; do
+  free_kb=$(df -Pk "$d" | awk 'NR == 2 {print $4}')
+  if [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+    echo "run-suite: $d has $((free_kb / 1024 / 1024)) GB free; the suite needs $need_gb GB (the fleet test's 48" \
+         "alignments ~9 GB, VM images, the lab's L1): free some space, or set TSALIGN_SUITE_MIN_FREE_GB" >&2
+    exit 28
+  fi
+done
 # job control for the background run only: without it, it would ignore SIGINT (a non-interactive shell's
 # background jobs do) and an interrupted `make test` would leave it and its L1 running
 set -m
