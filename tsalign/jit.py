@@ -1,11 +1,69 @@
-"""Loops over whole columns compiled by numba (a dependency; each caller keeps a path for an interpreter without it)."""
+"""Loops over whole columns compiled by numba (a dependency; each caller keeps a path for an interpreter without it).
+
+Compiled code is cached on disk, in a directory named after the content of every tsalign source file
+(:func:`cache_dir`): numba keys a cached function by its own file only, so a loop that inlines a helper from another
+file (put_bytes, the digits) would be loaded stale after that file changed — an upgrade or an edit that touches only
+the helper would write wrong bytes with no error.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, overload
 
-__all__ = ["compiled", "put_bytes"]
+__all__ = ["cache_dir", "compiled", "put_bytes"]
+
+#: cache directories of other source versions kept beside the current one (the most recently used)
+KEEP_OTHER_CACHES = 3
+_cache: list[str | None] = []  # (computed once: [the directory or None])
+
+
+def source_digest(package: Path | None = None) -> str:
+    """SHA-256 (hex) of every ``.py`` file of the tsalign package (names and contents, in name order)."""
+    root = package or Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        if "__pycache__" in rel:
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_dir() -> str | None:
+    """The directory compiled code is cached in: ``$NUMBA_CACHE_DIR`` (else ``$XDG_CACHE_HOME``, else ``~/.cache``)
+    ``/tsalign/numba/<first 16 hex digits of source_digest()>``, made if missing; the oldest caches of other source
+    versions beyond :data:`KEEP_OTHER_CACHES` are removed. None when it cannot be made or written (then nothing is
+    cached: each process compiles its loops again, ~3 s the first time they run)."""
+    if _cache:
+        return _cache[0]
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tsalign", "numba")
+    path = os.path.join(base, source_digest()[:16])
+    d: str | None = path
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(path)
+        os.utime(path)
+        _prune(Path(base), Path(path))
+    except OSError:
+        d = None
+    _cache.append(d)
+    return d
+
+
+def _prune(base: Path, current: Path) -> None:
+    """Remove the caches of other source versions in ``base`` but the :data:`KEEP_OTHER_CACHES` used last."""
+    import shutil
+
+    others = sorted((p for p in base.iterdir() if p.is_dir() and p != current and len(p.name) == 16),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in others[KEEP_OTHER_CACHES:]:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 @overload
@@ -18,7 +76,8 @@ def compiled(fn: Callable[..., Any], fallback: Callable[..., Any], inline: bool 
 
 def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None,
              inline: bool = False) -> Callable[..., Any] | None:
-    """``fn`` compiled by numba (nopython, cached on disk, releasing the GIL), or ``fallback`` without numba.
+    """``fn`` compiled by numba (nopython, cached on disk in :func:`cache_dir`, releasing the GIL), or ``fallback``
+    without numba.
     ``inline``: a per-value helper that compiled loops call (put_bytes, the digits), inlined into each of them by
     numba: a call passes every array as a struct with its reference count taken and given back, which cost more
     than the work (a 1 M-row print fmt join 0.26-0.37 s -> 0.12 s; the 5.1 M-event benchmark pair's payload text
@@ -27,8 +86,11 @@ def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None,
         import numba
     except ImportError:
         return fallback
-    out: Callable[..., Any] = (numba.njit(cache=True, nogil=True, inline="always") if inline else
-                               numba.njit(cache=True, nogil=True))(fn)
+    d = cache_dir()
+    if d is not None:
+        numba.config.CACHE_DIR = d  # type: ignore[attr-defined]  # (read when a function's cache is made: at the njit below)
+    out: Callable[..., Any] = (numba.njit(cache=d is not None, nogil=True, inline="always") if inline else
+                               numba.njit(cache=d is not None, nogil=True))(fn)
     return out
 
 
