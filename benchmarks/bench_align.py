@@ -10,8 +10,10 @@ sched_switch/sched_waking), extracted with `trace-cmd extract` (v7, zstd). Then,
       merge, verify, default outputs; this host's KVM applies no TSC offset: debugfs shows 0; the TSC frequency
       from the kernel log, as a bundle pair's manifests give it, so the Perfetto trace is written too)
   the same with --outputs parquet (one columnar file of the same rows instead of three)
+  the same with --outputs none (read, convert, merge, verify: the floor under any output)
 twice: a capture of S seconds and one 10x longer, to show how time and memory grow.
-Goal (issue #10): align >= 3x faster than trace-cmd report of the host file; peak RSS < 1 GiB and flat.
+Goal (issue #10): align >= 3x faster than trace-cmd report of the host file; peak RSS < 1 GiB and flat. Each run's
+CPU seconds (user + system, every thread) are printed beside it, and the CPU-seconds 3x allows on this machine.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_readers import run
+from bench_readers import run_cpu
 
 GOAL = 3.0
 HOST_EVENTS = ["kvm:kvm_entry", "kvm:kvm_exit", "kvm:kvm_pio", "kvm:kvm_msr", "kvm:kvm_write_tsc_offset",
@@ -77,17 +79,18 @@ def tsc_khz() -> int:
 
 def measure(host: str, guest: str, out: str) -> dict[str, float | int | str]:
     """trace-cmd report of the host file; tsalign align with its default outputs, then with ``--outputs parquet``
-    (the same rows in one columnar file: what a long capture's user would pick)."""
+    (the same rows in one columnar file: what a long capture's user would pick), then with ``--outputs none``
+    (read, convert, merge and verify only: the floor under any output). Each: wall s, peak RSS, CPU s."""
     with open(os.devnull, "wb") as null:
-        tc_wall, tc_rss, _ = run(["trace-cmd", "report", host], stdout=null.fileno())
+        tc_wall, tc_rss, _, tc_cpu = run_cpu(["trace-cmd", "report", host], stdout=null.fileno())
     cmd = [sys.executable, "-m", "tsalign", "align", "--host", host, "--guest", guest, "--tsc-offset", "0",
            "--tsc-khz", str(tsc_khz()), "-o", out, "--json"]
-    t_wall, t_rss, text = run(cmd)
-    verdict = json.loads(text)["verdict"] if text.strip() else "?"
-    p_wall, p_rss, text = run([*cmd, "--outputs", "parquet"])
-    lean = json.loads(text)["verdict"] if text.strip() else "?"
-    return {"trace_cmd_s": tc_wall, "trace_cmd_rss_mib": tc_rss, "align_s": t_wall, "align_rss_mib": t_rss,
-            "verdict": verdict, "parquet_only_s": p_wall, "parquet_only_rss_mib": p_rss, "parquet_only_verdict": lean}
+    m: dict[str, float | int | str] = {"trace_cmd_s": tc_wall, "trace_cmd_rss_mib": tc_rss, "trace_cmd_cpu_s": tc_cpu}
+    for key, extra in (("align", []), ("parquet_only", ["--outputs", "parquet"]), ("no_outputs", ["--outputs", "none"])):
+        wall, rss, text, cpu = run_cpu([*cmd, *extra])
+        m |= {f"{key}_s": wall, f"{key}_rss_mib": rss, f"{key}_cpu_s": cpu,
+              ("verdict" if key == "align" else f"{key}_verdict"): json.loads(text)["verdict"] if text.strip() else "?"}
+    return m
 
 
 def main() -> None:
@@ -106,20 +109,29 @@ def main() -> None:
                          "host_mib": round(os.path.getsize(host) / 2**20, 1), **m})
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    cpus = os.cpu_count() or 1
     print(f"{'capture':>8}{'host ev':>11}{'guest ev':>10}{'trace-cmd s':>13}{'align s':>9}{'speed-up':>10}"
-          f"{'align RSS MiB':>15}{'verdict':>9}   | --outputs parquet: s, speed-up, RSS MiB, verdict")
+          f"{'align RSS MiB':>15}{'CPU s':>7}{'verdict':>9}   | --outputs parquet / none: s, speed-up, RSS MiB, CPU s")
     for r in rows:
         sp = float(r["trace_cmd_s"]) / float(r["align_s"])
         lean = float(r["trace_cmd_s"]) / float(r["parquet_only_s"])
+        none = float(r["trace_cmd_s"]) / float(r["no_outputs_s"])
         print(f"{r['seconds']:>7g}s{r['host_events']:>11,}{r['guest_events']:>10,}{float(r['trace_cmd_s']):>13.2f}"
-              f"{float(r['align_s']):>9.2f}{sp:>9.2f}x{r['align_rss_mib']:>15}{r['verdict']:>9}   | "
-              f"{float(r['parquet_only_s']):.2f}, {lean:.2f}x, {r['parquet_only_rss_mib']}, {r['parquet_only_verdict']}")
+              f"{float(r['align_s']):>9.2f}{sp:>9.2f}x{r['align_rss_mib']:>15}{float(r['align_cpu_s']):>7.1f}"
+              f"{r['verdict']:>9}   | {float(r['parquet_only_s']):.2f}, {lean:.2f}x, {r['parquet_only_rss_mib']}, "
+              f"{float(r['parquet_only_cpu_s']):.1f} / {float(r['no_outputs_s']):.2f}, {none:.2f}x, "
+              f"{r['no_outputs_rss_mib']}, {float(r['no_outputs_cpu_s']):.1f}")
     big = rows[-1]
     sp = float(big["trace_cmd_s"]) / float(big["align_s"])
     flat = int(rows[-1]["align_rss_mib"]) <= 1.5 * int(rows[0]["align_rss_mib"])
     print(f"goal: align >= {GOAL:.0f}x faster than trace-cmd report: {'met' if sp >= GOAL else 'NOT met'} ({sp:.2f}x); "
           f"peak RSS < 1 GiB: {'met' if int(big['align_rss_mib']) < 1024 else 'NOT met'}; flat for a 10x longer "
           f"capture: {'met' if flat else 'NOT met'}")
+    # what 3x asks of the CPU: within trace-cmd's time / 3, this machine's CPUs give at most that many CPU-seconds
+    budget = float(big["trace_cmd_s"]) / GOAL * cpus
+    print(f"CPU budget of {GOAL:.0f}x on this machine's {cpus} CPU(s), every one busy the whole time: {budget:.1f} CPU-s; "
+          f"align used {float(big['align_cpu_s']):.1f} (--outputs parquet {float(big['parquet_only_cpu_s']):.1f}, "
+          f"none {float(big['no_outputs_cpu_s']):.1f})")
     print(json.dumps({"rows": rows, "speedup": round(sp, 2), "goal_met": sp >= GOAL, "rss_flat": flat}))
 
 

@@ -61,6 +61,12 @@ def record(path: str, syscalls: int) -> None:
 
 def run(cmd: list[str], stdout: int | None = None) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (MiB) and stdout of one fresh process."""
+    wall, rss, out, _ = run_cpu(cmd, stdout)
+    return wall, rss, out
+
+
+def run_cpu(cmd: list[str], stdout: int | None = None) -> tuple[float, int, str, float]:
+    """Wall seconds, peak RSS (MiB), stdout and CPU seconds (user + system, all its threads) of one fresh process."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.DEVNULL)
     out = p.stdout.read().decode() if p.stdout else ""
@@ -68,7 +74,7 @@ def run(cmd: list[str], stdout: int | None = None) -> tuple[float, int, str]:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{cmd[0]} failed (exit {os.waitstatus_to_exitcode(status)})")
-    return wall, ru.ru_maxrss // 1024, out
+    return wall, ru.ru_maxrss // 1024, out, ru.ru_utime + ru.ru_stime
 
 
 def tsalign(path: str, block: int) -> dict[str, float]:
