@@ -97,7 +97,7 @@ bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_fleet.py
 
 lint: deps venv
-	$(BIN)/ruff check tsalign tests benchmarks
+	$(BIN)/ruff check tsalign tests benchmarks roles
 	$(BIN)/mypy
 
 clean:
