@@ -117,6 +117,7 @@ def test_interrupted_batch_stops_starting_alignments(tmp_path: Path) -> None:
     p = subprocess.Popen([sys.executable, "-m", "tsalign", "align-batch", str(tmp_path / "batch.json"), "--jobs", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert p.stderr is not None
+    assert p.stderr.readline() == "align-batch: 30 alignments, 1: given (--jobs)\n"
     first = p.stderr.readline()  # "[1/30] g0: pass": one alignment ended
     assert first.startswith("[1/30]"), first
     os.killpg(p.pid, signal.SIGINT)

@@ -3,7 +3,9 @@
 A capture job over a fleet ends with one alignment per guest (capture.yml: 48 guests of one host in the
 fleet test). Run one at a time, each pays for a Python start and tsalign's imports, and the job runs on one
 core. Here the imports are paid once: the workers are forked from this process after it made them, and
-``--jobs`` of them (default: this machine's CPUs) run the alignments side by side.
+``--jobs`` of them run the alignments side by side. By default as many as this machine has CPUs, but no more than
+the memory this process may use holds (tsalign.memory: each alignment's peak estimated from its inputs' sizes; the
+largest ones counted), so that a controller aligning long captures is not driven into the OOM killer.
 
 The batch file is JSON: an object mapping a name (the report's key: a guest's name) to the arguments of
 ``tsalign align`` for it, as a list of strings. Every list is checked by ``tsalign align``'s own parser
@@ -29,6 +31,7 @@ from typing import Any
 from .. import exitcodes
 from ..errors import InvalidParameter
 from ..jsonfile import load_json
+from ..memory import available_bytes
 from ..verdicts import VERDICTS, exit_code, worst
 from . import emit
 
@@ -48,7 +51,8 @@ def register(sub: Any) -> None:
                                    "6 warn, 7 unverified); an alignment that could not run: its own exit code.")
     p.add_argument("batch", help="JSON file: an object mapping each name to a list of `tsalign align` arguments")
     p.add_argument("--jobs", type=int, default=None,
-                   help="alignments at once (default: this machine's CPUs). Each holds its own trace in memory")
+                   help="alignments at once (default: this machine's CPUs, fewer where the largest alignments' "
+                        "estimated peaks would not fit the memory available). Each holds its own trace in memory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_batch_cli)
 
@@ -122,12 +126,51 @@ def _preload() -> None:
     from ..verify import judge  # noqa: F401
 
 
+def default_jobs(estimates: list[int], cpus: int, available: int | None) -> tuple[int, str]:
+    """How many alignments to run at once without ``--jobs`` (pure): the CPUs, at most as many as there are, and no
+    more than the largest ``estimates`` (peak bytes each) that fit in ``available`` bytes together (at least one);
+    with why."""
+    n = max(1, min(cpus, len(estimates)))
+    why = f"the CPUs ({cpus})" if n == cpus else "one per alignment"
+    if available is None:
+        return n, f"{n}: {why}; the memory available is unknown"
+    largest = sorted(estimates, reverse=True)
+    fit = 0
+    while fit < n and sum(largest[:fit + 1]) <= available:
+        fit += 1
+    if fit == n:
+        return n, f"{n}: {why}"
+    if fit == 0:
+        return 1, (f"1: the largest alignment's estimated peak ({_gib(largest[0])}) exceeds the memory available "
+                   f"({_gib(available)}): it may be killed for lack of memory")
+    return fit, (f"{fit}: {fit + 1} of the largest alignments at once would need {_gib(sum(largest[:fit + 1]))} at "
+                 f"their peaks (estimated), more than the {_gib(available)} available")
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
+def estimates(batch: dict[str, list[str]]) -> list[int]:
+    """Each alignment's estimated peak memory (bytes), from its inputs' sizes (:mod:`tsalign.memory`)."""
+    from ..memory import estimate_alignment
+    from . import build_parser
+
+    parser = build_parser()
+    out = []
+    for argv in batch.values():
+        a = parser.parse_args(["align", *argv])
+        out.append(estimate_alignment(a.host, a.guest).bytes)
+    return out
+
+
 def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
               progress: Any = None) -> dict[str, dict[str, Any]]:
     """Every alignment of ``batch`` (see :func:`load_batch`), ``jobs`` at once; per name: ``exit`` (its exit code),
     ``verdict`` (None when it could not run), ``result`` (its --json document) and ``error`` (the end of its
     stderr when it could not run). ``progress(name, entry, done, total)`` is called as each ends."""
-    n = max(1, min(jobs or os.cpu_count() or 1, len(batch)))
+    n = max(1, min(jobs, len(batch))) if jobs else default_jobs(estimates(batch), os.cpu_count() or 1,
+                                                                 available_bytes())[0]
     results: dict[str, dict[str, Any]] = {}
     _preload()
     ctx = multiprocessing.get_context("fork")
@@ -187,10 +230,15 @@ def run_batch_cli(args: argparse.Namespace) -> int:
         what = entry["verdict"] or f"error (exit {entry['exit']}): {entry['error'].splitlines()[-1]}"
         sys.stderr.write(f"[{done}/{total}] {name}: {what}\n")
 
-    results = run_batch(batch, args.jobs, progress)
+    if args.jobs:
+        jobs, why = min(args.jobs, len(batch)), f"{min(args.jobs, len(batch))}: given (--jobs)"
+    else:
+        jobs, why = default_jobs(estimates(batch), os.cpu_count() or 1, available_bytes())
+    sys.stderr.write(f"align-batch: {len(batch)} alignments, {why}\n")
+    results = run_batch(batch, jobs, progress)
     counts = {v: sum(r["verdict"] == v for r in results.values()) for v in VERDICTS}
     counts["error"] = sum(r["verdict"] is None for r in results.values())
     lines = [f"{name}: {r['verdict'] or 'error (exit ' + str(r['exit']) + ')'}" for name, r in results.items()]
     lines.append("alignments: " + ", ".join(f"{v} {c}" for v, c in counts.items() if c))
-    emit(args, {"alignments": results, "counts": counts}, lines)
+    emit(args, {"alignments": results, "counts": counts, "jobs": jobs, "jobs_why": why}, lines)
     return batch_exit(results)

@@ -4,6 +4,7 @@ and the options that give what a foreign trace lacks."""
 from __future__ import annotations
 
 import argparse
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -70,6 +71,19 @@ def _pairs(values: list[str], opt: str, optional_key: bool) -> dict[int | None, 
     return out
 
 
+def _warn_memory(host: str, guest: str) -> None:
+    """A warning on stderr where the inputs' estimated peak (tsalign.memory, an upper estimate from their sizes)
+    exceeds the memory this process may use: said before the read, not found out from the OOM killer minutes in."""
+    from ..memory import available_bytes, estimate_alignment
+
+    est, room = estimate_alignment(host, guest), available_bytes()
+    if room is not None and est.bytes > room:
+        sys.stderr.write(f"warning: these inputs may need up to {est.bytes / 2**30:.1f} GiB at the alignment's peak "
+                         f"(~{est.events:,} events, estimated from their sizes), more than the {room / 2**30:.1f} GiB "
+                         "this process may use (MemAvailable, its memory cgroup's limit): it may be killed for lack "
+                         "of memory. Free memory, raise the limit, or align a shorter capture\n")
+
+
 def open_inputs(args: argparse.Namespace, payloads: tuple[Any, Any] = (None, None)) -> tuple[Any, Any]:
     """(host, guest) sides of ``args`` (bundles or foreign traces); ``payloads``: their
     :class:`~tsalign.traces.spill.PayloadPolicy` (default: every payload held in memory)."""
@@ -90,6 +104,7 @@ def open_inputs(args: argparse.Namespace, payloads: tuple[Any, Any] = (None, Non
         from ..clock import calib
 
         cal = calib.load(args.guest_calibration)
+    _warn_memory(args.host, args.guest)
     with ThreadPoolExecutor(1, thread_name_prefix="tsalign-guest-read") as pool:
         # a trace file is read when opened: both at once (the readers' kernels release the GIL)
         guest_read = pool.submit(open_side, args.guest, "guest", "--guest", args.guest_clock, args.guest_buffer,
