@@ -12,8 +12,10 @@ removed. Never reboot such a target: it shares this machine's kernel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -110,6 +112,11 @@ def down(st: dict[str, Any]) -> None:
     """Undo :func:`up` (idempotent; each step tolerates a missing piece)."""
     if st.get("pid"):
         terminate(st["pid"], group=True)
+    # sshd's sessions are in sessions of their own (setsid): a client that went away with the veth leaves its
+    # session process waiting on a connection that cannot close, holding the namespace (seen: 11 after one CI run)
+    for pid in _pids(st.get("netns")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for m in reversed(st.get("mounts", [])):
         _run("umount", "-l", m, check=False)
     _run("ip", "netns", "del", st.get("netns", "-"), check=False)
@@ -118,10 +125,26 @@ def down(st: dict[str, Any]) -> None:
         shutil.rmtree(st["work"], ignore_errors=True)
 
 
+def _pids(netns: str | None) -> list[int]:
+    """The processes in network namespace ``netns``."""
+    if not netns:
+        return []
+    out = _run("ip", "netns", "pids", netns, check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def reap_stale() -> list[str]:
     """Undo targets whose run died without ``down`` (a killed test session: sshd gone, its namespace, veth,
-    mounts and work dir left behind). A target is stale when its namespace holds no process; a live one always
-    holds its sshd. Call it where no other ``up`` can be half-way (a test session's start). Returns the names."""
+    mounts and work dir left behind, perhaps an SSH session process of its own). A target is stale when its
+    namespace holds no sshd listener; a live one always does. Call it where no other ``up`` can be half-way (a
+    test session's start). Returns the names."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         return []
     reaped = []
@@ -129,7 +152,7 @@ def reap_stale() -> list[str]:
         name = (line.split() or [""])[0]
         if not (name.startswith("tsalign-t") and name[len("tsalign-t"):].isdigit()):
             continue
-        if _run("ip", "netns", "pids", name, check=False).stdout.strip():
+        if any("sshd -D" in _cmdline(pid) for pid in _pids(name)):  # (its listener: alive)
             continue
         i = int(name[len("tsalign-t"):])
         prefix = f"{tempfile.gettempdir()}/tsalign-t{i}-"

@@ -413,11 +413,16 @@ def test_a_killed_runs_targets_are_reaped() -> None:
     _tools()
     rootfs = _rootfs()
     dead, live = netns.up(rootfs, tracefs=True), netns.up(rootfs)
+    # what an SSH session left in each (a process in a session of its own, as sshd's are): the dead target's keeps
+    # its namespace from being empty, and `down` takes the live one's with it
+    orphans = [subprocess.Popen(["ip", "netns", "exec", t["netns"], "sleep", "600"], start_new_session=True)
+               for t in (dead, live)]
     try:
         os.killpg(dead["pid"], 9)
         terminate(dead["pid"], group=True)  # collects the killed child
         r = run(sys.executable, "-m", "tests.infra.netns", "reap")
         assert f"reaped the stale target {dead['netns']}" in r.stdout and live["netns"] not in r.stdout
+        assert orphans[0].wait(timeout=30) == -9 and orphans[1].poll() is None
         with open("/proc/mounts") as f:
             mounts = f.read()
         assert dead["work"] not in mounts and not os.path.exists(dead["work"])
@@ -425,6 +430,12 @@ def test_a_killed_runs_targets_are_reaped() -> None:
         assert dead["netns"] not in names and live["netns"] in names
         assert subprocess.run(["ip", "link", "show", dead["veth"]], capture_output=True).returncode != 0
         assert f"{live['root']}/proc" in mounts and os.path.isdir(live["work"])
+        netns.down(live)
+        assert orphans[1].wait(timeout=30) == -9
     finally:
         netns.down(dead)
         netns.down(live)
+        for o in orphans:
+            if o.poll() is None:
+                o.kill()
+                o.wait()
