@@ -87,8 +87,8 @@ def compiled(fn: Callable[..., Any], fallback: Callable[..., Any] | None = None,
     except ImportError:
         return fallback
     d = cache_dir()
-    if d is not None:
-        numba.config.CACHE_DIR = d  # type: ignore[attr-defined]  # (read when a function's cache is made: at the njit below)
+    if d is not None:  # (numba reads it when it makes a function's cache: at the njit below)
+        numba.config.CACHE_DIR = d  # type: ignore[attr-defined]
     out: Callable[..., Any] = (numba.njit(cache=d is not None, nogil=True, inline="always") if inline else
                                numba.njit(cache=d is not None, nogil=True))(fn)
     return out

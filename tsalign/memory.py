@@ -2,8 +2,9 @@
 
 An alignment holds its trace in memory (``docs/architecture.md``, "Memory of an alignment"): measured on this
 project's benchmark pairs, up to ~290 MiB of runtime (the shipped selftest capture, 3.5 k events, peaks at 285 MiB
-with every output) and ~100-115 bytes an event more at the peak (5.1 M events: 817 MiB; 56 M: 6.1 GiB). Before the events are read, their number is only known from the inputs' sizes; the estimate
-takes each input's densest known encoding, so it errs high:
+with every output) and ~100-115 bytes an event more at the peak (5.1 M events: 817 MiB; 56 M: 6.1 GiB). Before
+the events are read, their number is only known from the inputs' sizes; the estimate takes each input's densest
+known encoding, so it errs high:
 
 - a trace-cmd .dat of format 7 (compressed: the micro-VM's zstd pages hold an event in ~6.3 bytes): 6 bytes an
   event; of format 6 (uncompressed, 16-40 bytes an event): 16;
