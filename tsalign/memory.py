@@ -129,18 +129,12 @@ def available_bytes() -> int | None:
     """Bytes this process may still use: MemAvailable, or less where its memory cgroup says so (None where neither
     can be read)."""
     found: list[int] = []
-    try:
-        with open("/proc/meminfo") as f:
-            m = meminfo_available(f.read())
-        if m is not None:
-            found.append(m)
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/cgroup") as f:
-            c = cgroup_room(f.read())
-        if c is not None:
-            found.append(c)
-    except OSError:
-        pass
+    for path, parse in (("/proc/meminfo", meminfo_available), ("/proc/self/cgroup", cgroup_room)):
+        try:
+            with open(path) as f:
+                v = parse(f.read())
+        except OSError:
+            continue
+        if v is not None:
+            found.append(v)
     return min(found) if found else None
