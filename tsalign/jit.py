@@ -8,6 +8,7 @@ the helper would write wrong bytes with no error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -18,7 +19,6 @@ __all__ = ["cache_dir", "compiled", "put_bytes"]
 
 #: cache directories of other source versions kept beside the current one (the most recently used)
 KEEP_OTHER_CACHES = 3
-_cache: list[str | None] = []  # (computed once: [the directory or None])
 
 
 def source_digest(package: Path | None = None) -> str:
@@ -33,17 +33,15 @@ def source_digest(package: Path | None = None) -> str:
     return h.hexdigest()
 
 
+@functools.cache
 def cache_dir() -> str | None:
     """The directory compiled code is cached in: ``$NUMBA_CACHE_DIR`` (else ``$XDG_CACHE_HOME``, else ``~/.cache``)
     ``/tsalign/numba/<first 16 hex digits of source_digest()>``, made if missing; the oldest caches of other source
     versions beyond :data:`KEEP_OTHER_CACHES` are removed. None when it cannot be made or written (then nothing is
-    cached: each process compiles its loops again, ~3 s the first time they run)."""
-    if _cache:
-        return _cache[0]
+    cached: each process compiles its loops again, ~3 s the first time they run). Made once a process."""
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tsalign", "numba")
     path = os.path.join(base, source_digest()[:16])
-    d: str | None = path
     try:
         os.makedirs(path, exist_ok=True)
         if not os.access(path, os.W_OK):
@@ -51,9 +49,8 @@ def cache_dir() -> str | None:
         os.utime(path)
         _prune(Path(base), Path(path))
     except OSError:
-        d = None
-    _cache.append(d)
-    return d
+        return None
+    return path
 
 
 def _prune(base: Path, current: Path) -> None:

@@ -45,10 +45,17 @@ class Estimate:
 def events_in(path: str) -> int:
     """An upper estimate of the events in ``path`` (a trace file or a bundle directory) from its size; 0 where it
     cannot be read (the alignment itself then says what is wrong with it)."""
+    if os.path.isdir(path):  # a bundle: the data files its manifest lists (Bundle.open checks it)
+        from .errors import InvalidParameter
+        from .traces.bundle import Bundle
+        from .traces.manifest import check_data_file
+
+        try:
+            b = Bundle.open(path)
+            return sum(events_in(check_data_file(path, n)) for n in b.manifest.get("data", {}).get("files", []))
+        except InvalidParameter:
+            return 0
     try:
-        if os.path.isdir(path):
-            return sum(events_in(str(p)) for p in Path(path).iterdir()
-                       if p.is_file() and p.name != "manifest.json" and p.name != "formats")
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(len(_DAT_MAGIC) + 1)

@@ -50,7 +50,7 @@ def _copy(tmp: Path) -> Path:
 
 def _write(lib: Path, cache: str) -> tuple[list[dict], str]:
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    env |= {"PYTHONPATH": str(lib), "XDG_CACHE_HOME": cache, "NUMBA_DISABLE_JIT": "0"}
+    env |= {"PYTHONPATH": str(lib), "XDG_CACHE_HOME": cache}
     r = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env, timeout=600,
                        cwd=lib)  # (not the checkout: `-c` imports from the working directory first)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -42,6 +42,7 @@ def test_event_estimates_are_upper_bounds_of_real_inputs() -> None:
     assert memory.events_in(str(SELFTEST / "host")) == (7080 + 244180) // 60 >= host_lines
     assert memory.events_in(str(SELFTEST / "guest")) >= (SELFTEST / "guest" / "events.jsonl").read_text().count("\n")
     assert memory.events_in("/nonexistent") == 0
+    assert memory.events_in(str(REPO / "examples")) == 0  # (a directory that is not a bundle: align says why)
 
 
 #: runs a command and prints its peak RSS (KiB) as the kernel counts it: from a small process, because a child's
