@@ -164,13 +164,21 @@ def estimates(batch: dict[str, list[str]]) -> list[int]:
     return out
 
 
+def choose_jobs(batch: dict[str, list[str]], given: int | None) -> tuple[int, str]:
+    """How many alignments of ``batch`` run at once, and why: ``given`` (--jobs; at most one per alignment), else
+    :func:`default_jobs` from the CPUs, the alignments' estimated peaks and the memory available."""
+    if given:
+        n = max(1, min(given, len(batch)))
+        return n, f"{n}: given (--jobs)"
+    return default_jobs(estimates(batch), os.cpu_count() or 1, available_bytes())
+
+
 def run_batch(batch: dict[str, list[str]], jobs: int | None = None,
               progress: Any = None) -> dict[str, dict[str, Any]]:
-    """Every alignment of ``batch`` (see :func:`load_batch`), ``jobs`` at once; per name: ``exit`` (its exit code),
+    """Every alignment of ``batch`` (see :func:`load_batch`), ``jobs`` at once (:func:`choose_jobs`); per name: ``exit`` (its exit code),
     ``verdict`` (None when it could not run), ``result`` (its --json document) and ``error`` (the end of its
     stderr when it could not run). ``progress(name, entry, done, total)`` is called as each ends."""
-    n = max(1, min(jobs, len(batch))) if jobs else default_jobs(estimates(batch), os.cpu_count() or 1,
-                                                                 available_bytes())[0]
+    n, _ = choose_jobs(batch, jobs)
     results: dict[str, dict[str, Any]] = {}
     _preload()
     ctx = multiprocessing.get_context("fork")
@@ -230,10 +238,7 @@ def run_batch_cli(args: argparse.Namespace) -> int:
         what = entry["verdict"] or f"error (exit {entry['exit']}): {entry['error'].splitlines()[-1]}"
         sys.stderr.write(f"[{done}/{total}] {name}: {what}\n")
 
-    if args.jobs:
-        jobs, why = min(args.jobs, len(batch)), f"{min(args.jobs, len(batch))}: given (--jobs)"
-    else:
-        jobs, why = default_jobs(estimates(batch), os.cpu_count() or 1, available_bytes())
+    jobs, why = choose_jobs(batch, args.jobs)
     sys.stderr.write(f"align-batch: {len(batch)} alignments, {why}\n")
     results = run_batch(batch, jobs, progress)
     counts = {v: sum(r["verdict"] == v for r in results.values()) for v in VERDICTS}
