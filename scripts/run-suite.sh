@@ -10,8 +10,6 @@ nested=tests/integration/test_nested_kvm.py
 base=${TMPDIR:-/tmp}/tsalign-nested-pytest
 log=$base.log
 mkdir -p "$(dirname "$base")"
-# a killed earlier run's SSH targets (namespaces, mounts of this machine's tracefs) would be seen by the tests
-"$py" -m tests.infra.netns reap || exit
 # a full disk shows up as failures deep inside tests (an unarchive's ENOSPC): refuse to start instead
 need_gb=${TSALIGN_SUITE_MIN_FREE_GB:-12}
 for d in "${TMPDIR:-/tmp}" .; do
@@ -22,6 +20,8 @@ for d in "${TMPDIR:-/tmp}" .; do
     exit 28
   fi
 done
+# a killed earlier run's SSH targets (namespaces, mounts of this machine's tracefs) would be seen by the tests
+"$py" -m tests.infra.netns reap || exit
 # job control for the background run only: without it, it would ignore SIGINT (a non-interactive shell's
 # background jobs do) and an interrupted `make test` would leave it and its L1 running
 set -m
