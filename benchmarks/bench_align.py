@@ -57,8 +57,10 @@ def ring_kb(seconds: float) -> int:
     of this machine's 2 CPUs (a 1000 s capture: 33.8 M host events, ~575 MB a CPU, none lost), so 1 MB a second
     and at least 400 MB, at most a quarter of the memory available shared among the CPUs (the kernel allocates
     it on every CPU)."""
+    from tsalign.memory import meminfo_available
+
     with open("/proc/meminfo") as f:
-        avail = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        avail = (meminfo_available(f.read()) or 0) // 1024  # (the kernel's, not a cgroup's: the ring is the kernel's)
     return int(min(max(400_000, 1_000 * seconds), avail // (4 * (os.cpu_count() or 1))))
 
 
