@@ -25,6 +25,7 @@ from tsalign.catalogue import CATALOGUE, needed_events
 from tsalign.clock.kvm import TscParams
 from tsalign.offsets import OffsetSnapshot, OffsetTimeline, PvclockTimeline
 from tsalign.verdicts import FAIL, PASS, UNVERIFIED, WARN, exit_code, worst
+from tsalign.verify import evidence
 from tsalign.verify.intervals import Brackets, judge_vcpu
 from tsalign.verify.judge import verdict_of
 
@@ -139,7 +140,10 @@ def test_vcpu_run_needs_lossless_host() -> None:
     assert any("lost events" in n for n in v["evidence"]["notes"])
 
 
-def test_msr_writes_by_content_and_direction() -> None:
+@pytest.mark.parametrize("block", [None, 1])
+def test_msr_writes_by_content_and_direction(monkeypatch: pytest.MonkeyPatch, block: int | None) -> None:
+    if block:  # every payload parsed, every beacon bracketed, in blocks of one row
+        monkeypatch.setattr(evidence, "BLOCK_ROWS", block)
     # guest msr:write_msr is traced after the write: host kvm_msr (host TSC 500 -> guest 1500) before it.
     host = [{"side": "host", "host_tsc": 500, "event": "kvm_msr", "pid": 77, "payload": "msr_write 6e0 = 0xabc"},
             {"side": "host", "host_tsc": 600, "event": "kvm_msr", "pid": 77, "payload": "msr_write 80b = 0x0"},
@@ -197,6 +201,48 @@ def _beacon_interval_by_hand() -> tuple[int, int]:
     lo = max(g - ts for g, (ts, v) in zip(beacons, lo_exits) if v == g & 0xFFFFFFFF)
     hi = min(g_next - h for g_next, h in zip(beacons[1:], hi_exits))
     return lo, hi
+
+
+def _pairs_by_definition(guest: list[tuple[int, int, int]], host: list[tuple[int, int, int]]) -> tuple[list[int], list[bool]]:
+    """For each guest (vCPU, MSR, value): the index of the host write with the same content where each side holds it
+    exactly once (else -1), and whether the host holds it at all — by counting, one write at a time."""
+    from collections import Counter
+
+    gc, hc = Counter(guest), Counter(host)
+    return ([host.index(k) if gc[k] == 1 and hc[k] == 1 else -1 for k in guest], [hc[k] > 0 for k in guest])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0x6E0, 0x80B, 1 << 40]), st.integers(0, 4)), max_size=40),
+       st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0x6E0, 0x80B]), st.integers(0, 4)), max_size=40))
+def test_msr_pairing_is_the_count_of_each_content(guest: list[tuple[int, int, int]],
+                                                   host: list[tuple[int, int, int]]) -> None:
+    """The MSR writes' join (each side sorted on its own, joined in one pass) pairs exactly the contents seen once on
+    each side: checked against counting them. Guest indices beyond 32 bits take the other key path."""
+    def cols(rows: list[tuple[int, int, int]]) -> tuple[np.ndarray, ...]:
+        a = np.asarray(rows, dtype=np.uint64).reshape(-1, 3)
+        return a[:, 0].astype(np.int64), a[:, 1], a[:, 2]
+
+    (gv, gm, gx), (hv, hm, hx) = cols(guest), cols(host)
+    gk, hk = evidence._vcpu_msr_keys(gv, gm, hv, hm)
+    host_of, shared = np.full(len(guest), -1, dtype=np.int64), np.zeros(len(guest), dtype=bool)
+    evidence._msr_join(gk, gx, np.lexsort((gx, gk)), hk, hx, np.lexsort((hx, hk)), host_of, shared)
+    want_host, want_shared = _pairs_by_definition(guest, host)
+    assert host_of.tolist() == want_host and shared.tolist() == want_shared
+
+
+def test_shipped_pio_interval_in_blocks_equals_hand_arithmetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The beacons' fields parsed, their brackets made and the markers looked for a few rows at a time (blocks of 7
+    instead of 2^18): the interval is still the hand arithmetic's."""
+    from tsalign.cli import main
+
+    monkeypatch.setattr(evidence, "BLOCK_ROWS", 7)
+    assert main(["align", "--host", str(SHIPPED / "host"), "--guest", str(SHIPPED / "guest"), "-o", str(tmp_path / "a"),
+                 "--outputs", "none", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["evidence"]["per_vcpu"][0]
+    assert d["evidence"]["pio_beacon"]["delta_interval"] == list(_beacon_interval_by_hand())
+    assert d["evidence"]["pio_beacon"]["checked"] > 7 * 100  # (many blocks)
 
 
 def _tsalign(*args: str) -> subprocess.CompletedProcess:

@@ -54,6 +54,10 @@ READS = {"host": frozenset({"kvm_pio", "kvm_msr", "sched_switch", "sched_waking"
          "guest": frozenset({"tsalign_beacon", "write_msr", "tsalign_msr", "tsalign_irq", "irq_handler_entry"})}
 MARKERS = ("tsalign_beacon",)
 
+#: rows the extractors take at a time where a column of millions would be a temporary (payloads parsed by
+#: :meth:`_Ctx.fields`, beacons bracketed): ~100 bytes a row each, ~25 MiB a block
+BLOCK_ROWS = 1 << 18
+
 
 class _Ctx:
     """The alignment's columns bucketed by side and event name (index arrays, in each side's time order),
@@ -101,7 +105,16 @@ class _Ctx:
         col = self.col
         if col.f0 is not None and all((side == "host", n) in col.parsed for n in names):
             return col.f0[rows], col.f1[rows], col.fok[rows]
-        return FIELDS[side][names[0]](payload_strings(col.payload[rows]))
+        parse = FIELDS[side][names[0]]
+        if len(rows) <= BLOCK_ROWS:
+            return parse(payload_strings(col.payload[rows]))
+        # a block of payloads at a time: their text and the parser's temporaries (~100 bytes a payload) follow the
+        # block, not the trace (11 M guest MSR writes parsed at once: ~1 GiB)
+        f0, f1, ok = np.zeros(len(rows), np.uint64), np.zeros(len(rows), np.uint64), np.zeros(len(rows), bool)
+        for lo in range(0, len(rows), BLOCK_ROWS):
+            f0[lo:lo + BLOCK_ROWS], f1[lo:lo + BLOCK_ROWS], ok[lo:lo + BLOCK_ROWS] = parse(
+                payload_strings(col.payload[rows[lo:lo + BLOCK_ROWS]]))
+        return f0, f1, ok
 
     def _as_dicts(self, side: str, name: str) -> list[dict[str, Any]]:
         """``side``'s ``name`` events as :meth:`AlignedColumns.rows` makes them (made once)."""
@@ -411,33 +424,75 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     b_rows = c.rows("guest", "tsalign_beacon")
     if not b_rows.size or not c.fields("guest", ("tsalign_beacon",), b_rows[:1])[0][0]:  # not a pio beacon's marker
         return
-    _, seq, named = c.fields("guest", ("tsalign_beacon",), b_rows)
+    seq, named = c.fields("guest", ("tsalign_beacon",), b_rows)[1:]
     bg = col.guest_tsc[b_rows]
-    # the exits in the host's order (rows() orders them so: the guest axis reorders host events where the TSC offset
-    # steps back)
-    pio = c.rows("host", "kvm_pio")
-    port, val, _ = c.fields("host", ("kvm_pio",), pio)
-    lo, hi = port == 0x10, port == 0x11
-    del port
-    lo_rows, hi_ts = pio[lo], col.host_tsc[pio[hi]]
-    lo_val = (val[lo] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    del val, lo, hi
+    del b_rows
+    lo_rows, lo_val, hi_ts = _pio_exits(c)
     tol = int(c.a.guest_rounding)  # a converted guest TSC lies up to this far below the value the guest sent
-    k = _greedy_match((bg & np.uint64(0xFFFFFFFF)).astype(np.int64), tol, lo_val)
-    del lo_val
+    want = (bg & np.uint64(0xFFFFFFFF)).view(np.int64)  # (the low halves: below 2^32, the same as int64)
+    k = _greedy_match(want, tol, lo_val)
+    del lo_val, want
     matched = np.nonzero(k >= 0)[0]  # beacon indices with their exit
+    # the brackets of the matched beacons whose exit has a vCPU and an offset: filled a block of beacons at a time
+    # (each temporary a block's, not a column of millions of beacons)
+    n = len(matched)
+    out_g, out_v = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.int32)
+    lower, upper, has_hi = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    at = 0
+    for lo in range(0, n, BLOCK_ROWS):
+        got = _pio_block(c, matched[lo:lo + BLOCK_ROWS], k, lo_rows, hi_ts, bg, seq, named)
+        for arr, part in zip((out_g, out_v, lower, upper, has_hi), got):
+            arr[at:at + len(part)] = part
+        at += len(got[0])
+    del k
+    g, vcpu, lower, upper, has_hi = out_g[:at], out_v[:at], lower[:at], upper[:at], has_hi[:at]
+    vcpus = np.unique(vcpu).tolist()
+    if len(vcpus) == 1:  # (the usual case: its brackets are the arrays themselves, not copies)
+        f.brackets.append(Brackets("pio_beacon", int(vcpus[0]), lower, upper, np.ones(len(g), dtype=bool), has_hi, g))
+    else:
+        for v in vcpus:
+            m = vcpu == v
+            f.brackets.append(Brackets("pio_beacon", int(v), lower[m], upper[m], np.ones(int(m.sum()), dtype=bool),
+                                       has_hi[m], g[m]))
+    # (residuals: an int64 array, not a list — a Python int per beacon cost ~36 bytes each at millions of them)
+    f.details["pio_beacon"] = {"beacons": len(bg), "matched": n, "residuals": -lower}
+
+
+def _pio_exits(c: _Ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The host's port-0x10 exits (their rows, the low 32 bits of their values as int64) and its port-0x11 exits'
+    host TSCs, in the host's order (:meth:`_Ctx.rows` orders them so: the guest axis reorders host events where the
+    TSC offset steps back), their fields read a block at a time."""
+    col = c.col
+    pio = c.rows("host", "kvm_pio")
+    rows: list[np.ndarray] = [np.zeros(0, dtype=pio.dtype)]
+    vals: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    high: list[np.ndarray] = [np.zeros(0, dtype=np.uint64)]
+    for lo in range(0, len(pio), BLOCK_ROWS):
+        r = pio[lo:lo + BLOCK_ROWS]
+        port, val, _ = c.fields("host", ("kvm_pio",), r)
+        low = port == 0x10
+        rows.append(r[low])
+        vals.append((val[low] & np.uint64(0xFFFFFFFF)).astype(np.int64))
+        high.append(col.host_tsc[r[port == 0x11]])
+    return np.concatenate(rows), np.concatenate(vals), np.concatenate(high)
+
+
+def _pio_block(c: _Ctx, matched: np.ndarray, k: np.ndarray, lo_rows: np.ndarray, hi_ts: np.ndarray, bg: np.ndarray,
+               seq: np.ndarray, named: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The pio-beacon brackets of some matched beacons (``matched``: their indices; ``k``: every beacon's exit among
+    the port-0x10 exits ``lo_rows``; ``hi_ts``: the port-0x11 exits' host TSCs; ``bg``, ``seq``, ``named``: every
+    beacon's guest TSC and seq): (guest TSC, vCPU, lower, upper, has upper) of those whose exit has a vCPU and an
+    offset."""
+    col = c.col
     ex = k[matched]
     ex_ts = col.host_tsc[lo_rows[ex]]
     vcpu = c.vcpus_of_threads(col.pid[lo_rows[ex]])
     h, ok = c.to_guest_each(vcpu, ex_ts)
     keep = (vcpu >= 0) & ok
-    del ok
     if not keep.all():
         matched, ex, ex_ts, vcpu, h = matched[keep], ex[keep], ex_ts[keep], vcpu[keep], h[keep]
-    del keep
     g = bg[matched]
     lower = _diff(g, h)
-    del h  # (each temporary is a column of millions of beacons: let each go once used)
     # upper: the next beacon's TSC minus this exit's high-half exit (the first port-0x11 exit after it, before
     # the next port-0x10 exit)
     has_hi = np.zeros(len(matched), dtype=bool)
@@ -448,101 +503,100 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
         last = ex + 1 >= len(lo_rows)
         before_next = last | (hi_at < col.host_tsc[lo_rows[np.minimum(ex + 1, len(lo_rows) - 1)]])
         hh, ok2 = c.to_guest_each(vcpu, hi_at)
-        del hi_at
         has_hi = (matched + 1 < len(bg)) & (j < len(hi_ts)) & before_next & ok2
-        del j, before_next, ok2, last
         # the next beacon on the guest axis was written after this one only where its seq says so (a kvm-clock
         # stamp converted back can land after later beacons' when the pvclock records step back; seq restarts
         # with each run of the guest; a gap is a beacon not traced)
         nxt = np.minimum(matched + 1, len(bg) - 1)
         has_hi &= ~(named[matched] & named[nxt]) | (seq[nxt] > seq[matched])
         upper = _diff(bg[nxt], hh)
-        del hh, nxt
     np.copyto(upper, 0, where=~has_hi)
-    del ex, ex_ts
-    vcpus = np.unique(vcpu).tolist()
-    if len(vcpus) == 1:  # (the usual case: its brackets are the arrays themselves, not copies)
-        f.brackets.append(Brackets("pio_beacon", int(vcpus[0]), lower, upper, np.ones(len(g), dtype=bool), has_hi, g))
-    else:
-        for v in vcpus:
-            m = vcpu == v
-            f.brackets.append(Brackets("pio_beacon", int(v), lower[m], upper[m], np.ones(int(m.sum()), dtype=bool),
-                                       has_hi[m], g[m]))
-    # (residuals: an int64 array, not a list — a Python int per beacon cost ~36 bytes each at millions of them)
-    f.details["pio_beacon"] = {"beacons": len(bg), "matched": len(matched), "residuals": -lower}
+    return g, vcpu, lower, upper, has_hi
 
 
 def _msr_writes(c: _Ctx, f: Found) -> None:
     col = c.col
-    parts: list[tuple[np.ndarray, ...]] = []  # (vcpu, msr, value, guest tsc, guest-first) of guest writes
-
-    def guest_part(r: np.ndarray, ok: np.ndarray, msr: np.ndarray, val: np.ndarray, first: bool) -> None:
-        parts.append((col.cpu[r][ok], msr[ok], val[ok], col.guest_tsc[r][ok], np.full(int(ok.sum()), first)))
-
-    r = c.rows("guest", "write_msr")
-    ms, vs, ok = c.fields("guest", ("write_msr",), r)
-    guest_part(r, ok, ms, vs, False)
-    r = c.rows("guest", "tsalign_msr")
-    ms, vs, ok = c.fields("guest", ("tsalign_msr",), r)
-    guest_part(r, ok, ms, vs, True)
-    gv, gm, gx, gt, gf = (np.concatenate([p[k] for p in parts]) for k in range(5))
-    parts.clear()  # (the concatenations hold them now)
-    if not gv.size:
+    picked: list[list[np.ndarray]] = [[], [], [], []]  # rows, MSR, value, guest-first: per event
+    for name, first in (("write_msr", False), ("tsalign_msr", True)):
+        r = c.rows("guest", name)
+        ms, vs, ok = c.fields("guest", (name,), r)
+        for into, part in zip(picked, (r[ok], ms[ok], vs[ok], np.full(int(ok.sum()), first))):
+            into.append(part)
+        del ms, vs, ok
+    rows, gm, gx, gf = (np.concatenate(p) for p in picked)
+    picked.clear()
+    if not rows.size:
         return
+    gv, gt = col.cpu[rows], col.guest_tsc[rows]
+    del rows
     r = c.rows("host", "kvm_msr")
     hm, hx, ok = c.fields("host", ("kvm_msr",), r)
     hv = c.vcpus_of_threads(col.pid[r])
     ok &= hv >= 0
     hv, hm, hx, ht = hv[ok], hm[ok], hx[ok], col.host_tsc[r][ok]
     del r, ok
-    # pair by content: a (vCPU, MSR, value) seen exactly once on each side (sorted together, guest rows first)
-    ng = gv.size
-    keys = [*_vcpu_msr_keys([gv, hv], [gm, hm]), np.concatenate([gx, hx])]  # (vCPU, MSR) or vCPU, MSR; value
-    del gm, gx, hv, hm, hx
-    guest_row = np.concatenate([np.ones(ng, dtype=bool), np.zeros(len(keys[0]) - ng, dtype=bool)])
-    order = np.lexsort((~guest_row, *keys[::-1]))
-    new = np.zeros(order.size, dtype=bool)  # a row whose key differs from the one before it starts a group
-    new[:1] = True
-    while keys:  # one sorted key at a time (millions of writes: each temporary is a column)
-        k = keys.pop()[order]
-        new[1:] |= k[1:] != k[:-1]
-        del k
-    group = np.cumsum(new) - 1
-    is_guest = guest_row[order]
-    groups = int(group[-1]) + 1
-    gcount = np.bincount(group[is_guest], minlength=groups)
-    hcount = np.bincount(group[~is_guest], minlength=groups)
-    del is_guest
-    start = np.flatnonzero(new)
-    del new
-    group_of = np.empty(order.size, dtype=np.int64)
-    group_of[order] = group
-    del group
-    gg = group_of[:ng]  # each guest write's group, in guest order
-    paired = (gcount[gg] == 1) & (hcount[gg] == 1)
-    ambiguous = int(((hcount[gg] > 0) & ~paired).sum())
+    # pair by content: a (vCPU, MSR, value) seen exactly once on each side — each side sorted on its own, then joined
+    # in one pass (a sort of both sides together and its group arrays held ~80 bytes a write more)
+    gk, hk = _vcpu_msr_keys(gv, gm, hv, hm)
+    del gm, hm, hv
+    host_of = np.full(gk.size, -1, dtype=np.int64)
+    shared = np.zeros(gk.size, dtype=bool)  # its (vCPU, MSR, value) seen on the host too
+    _msr_join(gk, gx, np.lexsort((gx, gk)), hk, hx, np.lexsort((hx, hk)), host_of, shared)
+    del gk, gx, hk, hx
+    paired = host_of >= 0
+    ambiguous = int((shared & ~paired).sum())
     if paired.any():
-        host_of = order[start[gg[paired]] + 1] - ng  # the group's one host row follows its one guest row
         pv = gv[paired]
-        h, conv = c.to_guest_each(pv, ht[host_of])
-        g, first = gt[paired], gf[paired]
+        h, conv = c.to_guest_each(pv, ht[host_of[paired]])
+        g, gfirst = gt[paired], gf[paired]
         d = _diff(g, h)
         for vc in np.unique(pv[conv]).tolist():
             sel = conv & (pv == vc)
-            f.brackets.append(Brackets("msr_write", int(vc), np.where(first[sel], d[sel], 0),
-                                       np.where(first[sel], 0, d[sel]), first[sel], ~first[sel], g[sel]))
+            f.brackets.append(Brackets("msr_write", int(vc), np.where(gfirst[sel], d[sel], 0),
+                                       np.where(gfirst[sel], 0, d[sel]), gfirst[sel], ~gfirst[sel], g[sel]))
     if ambiguous:
         f.notes.append(f"msr_write: {ambiguous} guest MSR writes not used (the same index and value more than once)")
 
 
-def _vcpu_msr_keys(vcpus: list[np.ndarray], msrs: list[np.ndarray]) -> list[np.ndarray]:
-    """The (vCPU, MSR) of both sides' writes as sort keys, the sides concatenated: one uint64 (vCPU << 32 | MSR)
-    where every vCPU id and MSR index fits in 32 bits (half the keys to sort), else the two (rare: a guest print
-    of a longer index)."""
-    v, m = np.concatenate(vcpus), np.concatenate(msrs)
-    if v.size and (int(v.min()) < 0 or int(v.max()) >= 1 << 32 or int(m.max()) >= 1 << 32):
-        return [v, m]
-    return [(v.astype(np.uint64) << np.uint64(32)) | m]
+def _vcpu_msr_keys(gv: np.ndarray, gm: np.ndarray, hv: np.ndarray, hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (vCPU, MSR) of the guest's and the host's writes as one int64 key each, equal where both are: vCPU << 32 |
+    MSR where every vCPU id and MSR index fits in 32 bits, else the codes of both among the distinct values seen
+    (rare: a guest print of a longer index)."""
+    v, m = np.concatenate([gv, hv]), np.concatenate([gm, hm])
+    if not v.size or (int(v.min()) >= 0 and int(v.max()) < 1 << 32 and int(m.max()) < 1 << 32):
+        k = (v.astype(np.int64) << np.int64(32)) | m.astype(np.int64)
+    else:
+        _, cv = np.unique(v, return_inverse=True)
+        um, cm = np.unique(m, return_inverse=True)
+        k = cv.reshape(-1).astype(np.int64) * np.int64(um.size) + cm.reshape(-1)
+    return k[:gv.size], k[gv.size:]
+
+
+def msr_join_py(gk: np.ndarray, gx: np.ndarray, og: np.ndarray, hk: np.ndarray, hx: np.ndarray, oh: np.ndarray,
+                host_of: np.ndarray, shared: np.ndarray) -> None:
+    """Join the guest's writes (keys ``gk``, values ``gx``, ``og`` ordering them by (key, value)) with the host's
+    (``hk``, ``hx``, ``oh``): for each guest write whose (key, value) each side holds exactly once, ``host_of`` gets
+    its host write's index; ``shared`` marks the guest writes whose (key, value) the host holds at all (compiled)."""
+    i, j = 0, 0
+    ng, nh = og.shape[0], oh.shape[0]
+    while i < ng:
+        k, v = gk[og[i]], gx[og[i]]
+        i2 = i + 1
+        while i2 < ng and gk[og[i2]] == k and gx[og[i2]] == v:
+            i2 += 1
+        while j < nh and (hk[oh[j]] < k or (hk[oh[j]] == k and hx[oh[j]] < v)):
+            j += 1
+        j2 = j
+        while j2 < nh and hk[oh[j2]] == k and hx[oh[j2]] == v:
+            j2 += 1
+        for t in range(i, i2):
+            shared[og[t]] = j2 > j
+            if i2 - i == 1 and j2 - j == 1:
+                host_of[og[t]] = oh[j]
+        i, j = i2, j2
+
+
+_msr_join = compiled(msr_join_py, msr_join_py)
 
 
 def _port_beacons(c: _Ctx, f: Found) -> None:
@@ -554,11 +608,16 @@ def _port_beacons(c: _Ctx, f: Found) -> None:
             self.ts = e["host_tsc"] if e["side"] == "host" else e["guest_tsc"]
 
     col = c.col
-    g = np.nonzero(~col.is_host)[0]
-    held = sparse_of(col.payload[g])  # (the payloads held; a policy holds markers only)
-    markers = [_R({"event": col.names[col.event_code[i]], "payload": p, "pid": int(col.pid[i]), "side": "guest",
-                   "guest_tsc": int(col.guest_tsc[i])})
-               for i, p in zip(g[held.at].tolist(), held.texts.tolist()) if "tsalign_beacon seq=" in p]
+    held = sparse_of(col.payload)  # (the payloads held; a policy holds markers only)
+    hits = []  # the guest rows whose payload is a marker, a block at a time (millions of pio beacons' are held too)
+    for lo in range(0, len(held.at), BLOCK_ROWS):
+        at = held.at[lo:lo + BLOCK_ROWS]
+        text = pa.array(held.texts[lo:lo + BLOCK_ROWS], pa.string())
+        marker = np.asarray(pc.match_substring(text, "tsalign_beacon seq=").to_numpy(zero_copy_only=False), dtype=bool)
+        hits.append(at[marker & ~col.is_host[at]])
+    markers = [_R({"event": col.names[col.event_code[i]], "payload": col.payload[i], "pid": int(col.pid[i]),
+                   "side": "guest", "guest_tsc": int(col.guest_tsc[i])})
+               for i in np.concatenate([np.zeros(0, dtype=np.int64), *hits]).tolist()]
     beacons = guest_beacons(markers)
     if not beacons:
         return
