@@ -21,6 +21,7 @@ from ..offsets import (
     PvclockTimeline,
     parse_pvclock_update,
 )
+from ..progress import Step
 from ..traces.bundle import Bundle
 from ..traces.ftrace_text import parse_kvm_payload
 from .sides import time_shift_snapshots
@@ -125,13 +126,14 @@ def guest_axis_khz(host_khz: int, guest_khz: int, timeline: OffsetTimeline) -> t
 
 
 def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None = None,
-          given_source: str = "user", ignore_changes: bool = False) -> Aligned:
+          given_source: str = "user", ignore_changes: bool = False, progress: Step | None = None) -> Aligned:
     """Merge both bundles' events on the guest TSC axis using the per-vCPU offset timeline.
 
     ``given``: parameters known from elsewhere (the user, beacons, an emulated VM whose TSC offset KVM
     does not hold), per vCPU id or for all vCPUs (key None); they replace the bundle's sources for
     those vCPUs and are labelled ``given_source``. ``ignore_changes``: keep only each vCPU's first
-    snapshot (to see what an alignment that ignores offset changes would get)."""
+    snapshot (to see what an alignment that ignores offset changes would get). ``progress``: told when the
+    read is done and the merge starts (:mod:`tsalign.progress`)."""
     if host.role != "host" or host.domain != "host_tsc":
         raise InvalidParameter("--host", host.path,
                                f"a host bundle in host_tsc (found role {host.role}, domain {host.domain}); "
@@ -147,6 +149,8 @@ def align(host: Bundle, guest: Bundle, given: dict[int | None, TscParams] | None
         finally:  # the guest's error first, as when read one after the other
             gev = guest_read.result()
     release_freed_memory()  # what the readers freed, before the merge's peak
+    if progress:
+        progress(f"read {len(hev):,} host and {len(gev):,} guest events; merging them on the guest TSC axis")
     read = {"host": hev, "guest": gev}
     del hev, gev  # _merge lets each column go once it is in the merged table
     aligned = _merge(host, guest, vm, read, given, given_source, ignore_changes)

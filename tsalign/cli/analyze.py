@@ -13,7 +13,13 @@ from .. import exitcodes
 from ..catalogue import ANALYSES
 from ..errors import InvalidParameter
 from . import emit
-from .inputs import add_input_options, open_inputs, parse_tsc_offsets
+from .inputs import (
+    add_input_options,
+    add_progress_option,
+    open_inputs,
+    parse_tsc_offsets,
+    progress_of,
+)
 
 __all__ = ["analyze_bundles", "register"]
 
@@ -31,6 +37,7 @@ def register(sub: Any) -> None:
                                           "`tsalign beacons` markers")
     p.add_argument("-o", "--out", help="report directory (default: <guest>/../analysis-KIND)")
     p.add_argument("--top", type=int, default=10, help="vcpu: how many guest tasks to rank")
+    add_progress_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_analyze)
 
@@ -79,10 +86,10 @@ def _offset(given: str | None, host: Any, guest: Any) -> tuple[Any, dict[str, An
 
 def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_offset: str | None = None,
                     top: int = 10, inputs: tuple[Any, Any] | None = None,
-                    given: dict[int | None, Any] | None = None) -> tuple[dict[str, Any], Any]:
+                    given: dict[int | None, Any] | None = None, progress: Any = None) -> tuple[dict[str, Any], Any]:
     """Align two inputs (bundles, or ``inputs`` opened by :func:`~tsalign.cli.inputs.open_inputs`), run
     analysis ``kind`` and write its reports to ``out``; (document, result). ``given``: offsets per vCPU
-    (``--tsc-offset``)."""
+    (``--tsc-offset``). ``progress``: told as each step starts (:mod:`tsalign.progress`)."""
     from ..align.merge import align
     from ..analyze.run import analyze
     from ..traces.bundle import Bundle
@@ -96,10 +103,14 @@ def analyze_bundles(kind: str, host_path: str, guest_path: str, out: str, guest_
         offset_doc = {"offsets": {("all" if k is None else k): p.signed_offset for k, p in given.items()},
                       "source": "user (--tsc-offset)"}
     a = align(host, guest, given or ({None: params} if params is not None else None),
-              offset_doc["source"] if offset_doc else "user")
+              offset_doc["source"] if offset_doc else "user", progress=progress)
+    say = progress or (lambda _: None)
+    say(f"merged {len(a.columns):,} events; judging the alignment by its evidence")
     verdict = verdict_of(a)
+    say(f"verdict {verdict['verdict']}; running the {kind} analysis")
     khz = a.tsc_khz
     res = analyze(kind, a.columns, khz, a.tid_to_vcpu, a.vm.get("pid"), top)
+    say(f"writing its reports in {out}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise InvalidParameter("--out", out, "a directory")
     os.makedirs(out, exist_ok=True)
@@ -120,8 +131,10 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     # only the payloads the verdict and the analysis read are held; the others wait in spills for the Perfetto trace
     inputs = open_inputs(args, payload_policies(reads(args.kind)))
+    progress = progress_of(args, "analyze")
     doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top, inputs,
-                               parse_tsc_offsets(args.tsc_offset))
+                               parse_tsc_offsets(args.tsc_offset), progress)
+    progress("done")
     if args.json:
         emit(args, doc, [])
     else:

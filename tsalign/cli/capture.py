@@ -21,7 +21,13 @@ from ..node import kvmvms
 from ..node.fs import Root
 from ..verdicts import exit_code
 from . import emit
-from .inputs import add_input_options, open_inputs, parse_tsc_offsets
+from .inputs import (
+    add_input_options,
+    add_progress_option,
+    open_inputs,
+    parse_tsc_offsets,
+    progress_of,
+)
 
 __all__ = ["register", "render_selftest", "term_as_interrupt"]
 
@@ -69,6 +75,7 @@ def register(sub: Any) -> None:
                         "perfetto (trace.perfetto-trace), or none (verdict.json and offsets.jsonl only). Default: all, "
                         "perfetto where the TSC frequency is known. Long captures: JSON lines take ~210 bytes an "
                         "event and the longest to write; parquet holds the same rows in a twentieth of that")
+    add_progress_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_align)
 
@@ -212,12 +219,14 @@ def run_align(args: argparse.Namespace) -> int:
     # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
     host, guest = open_inputs(args, payload_policies())
     given = parse_tsc_offsets(args.tsc_offset)
-    aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes)
+    progress = progress_of(args, "align")
+    aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes, progress)
     del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
     if os.path.exists(out) and not os.path.isdir(out):
         raise InvalidParameter("-o/--out", out, "a directory for the outputs (this is a file)")
-    verdict, paths = judge_and_write(aligned, out, args.outputs)
+    verdict, paths = judge_and_write(aligned, out, args.outputs, progress)
+    progress("done")
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
     public["artifacts"] = paths
     lines = [f"verdict: {verdict['verdict']}", *(f"  {r}" for r in verdict["reasons"]),

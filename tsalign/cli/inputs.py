@@ -14,6 +14,23 @@ from ..traces.bundle import Bundle
 __all__ = ["add_input_options", "open_inputs", "parse_tsc_offsets"]
 
 
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    """--progress/--no-progress: the long steps' lines on stderr (default: where stderr is a terminal)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="say on stderr what each long step starts (reading, merging, judging, writing) and after how "
+                        "many seconds (default: where stderr is a terminal)")
+
+
+def progress_of(args: argparse.Namespace, command: str) -> Any:
+    """The :class:`tsalign.progress.Progress` of ``args`` (its --progress) for ``command``, its first line said:
+    what is read."""
+    from ..progress import Progress, size_text
+
+    progress = Progress(command, args.progress)
+    progress(f"reading {size_text(args.host)} and {size_text(args.guest)}")
+    return progress
+
+
 def add_input_options(p: argparse.ArgumentParser) -> None:
     """--host/--guest and the options for traces that are not tsalign bundles."""
     p.add_argument("--host", required=True,

@@ -438,10 +438,11 @@ def _pio_beacons(c: _Ctx, f: Found) -> None:
     n = len(matched)
     out_g, out_v = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.int32)
     lower, upper, has_hi = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    outs: tuple[np.ndarray, ...] = (out_g, out_v, lower, upper, has_hi)
     at = 0
     for lo in range(0, n, BLOCK_ROWS):
         got = _pio_block(c, matched[lo:lo + BLOCK_ROWS], k, lo_rows, hi_ts, bg, seq, named)
-        for arr, part in zip((out_g, out_v, lower, upper, has_hi), got):
+        for arr, part in zip(outs, got):
             arr[at:at + len(part)] = part
         at += len(got[0])
     del k

@@ -18,6 +18,7 @@ from ..align.merge import write_timeline, write_verdict
 from ..catalogue import CATALOGUE, needed_events
 from ..heap import release_freed_memory
 from ..numbers import to_signed64
+from ..progress import Step
 from ..verdicts import FAIL, PASS, UNVERIFIED, WARN, worst
 from .evidence import extract_all
 from .intervals import Brackets, VcpuEvidence, judge_vcpu
@@ -199,12 +200,19 @@ def payload_policies(also: dict[str, frozenset[str]] | None = None) -> tuple[Any
                           FIELDS["guest"]))
 
 
-def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None,
+                    progress: Step | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The verdict of ``a`` (:func:`verdict_of`), then its outputs in ``out`` (``tsalign.align.merge.write_timeline``
     with ``outputs``, then verdict.json). One after the other: judged beside the outputs (threads), the 2.4 M-event
-    benchmark pair took 0.5 s less but peaked ~100 MiB higher. Returns (verdict, paths of the files written)."""
+    benchmark pair took 0.5 s less but peaked ~100 MiB higher. Returns (verdict, paths of the files written).
+    ``progress``: told as the verdict and the outputs start (:mod:`tsalign.progress`)."""
+    if progress:
+        progress(f"merged {len(a.columns):,} events; judging the alignment by its evidence")
     verdict = verdict_of(a)
     release_freed_memory()  # the evidence's temporaries, before the outputs'
+    if progress:
+        progress(f"verdict {verdict['verdict']} ({verdict['brackets']['checked']:,} evidence items checked); "
+                 f"writing the outputs in {out}")
     paths, notes = write_timeline(a, out, outputs)
     if notes:
         verdict.setdefault("notes", []).extend(notes)
