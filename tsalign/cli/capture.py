@@ -217,9 +217,9 @@ def run_align(args: argparse.Namespace) -> int:
     )
 
     # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
+    progress = progress_of(args, "align")
     host, guest = open_inputs(args, payload_policies())
     given = parse_tsc_offsets(args.tsc_offset)
-    progress = progress_of(args, "align")
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes, progress)
     del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")

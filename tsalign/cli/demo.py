@@ -8,22 +8,18 @@ cannot be used it aligns and verifies the real capture bundle shipped in ``examp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 from typing import Any
 
-from ..align.merge import align
 from ..errors import InvalidParameter, Unavailable
-from ..traces.bundle import Bundle
+from ..node.mounts import mount_missing
+from ..pipeline.demo import SHIPPED, shipped_report
 from ..verdicts import exit_code
 from . import emit
 from .capture import render_selftest, term_as_interrupt
 
-__all__ = ["SHIPPED", "register"]
-
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       "examples", "selftest")
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:
@@ -34,36 +30,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def _shipped(out: str) -> dict[str, Any]:
-    from ..verify.judge import judge_and_write
-    from ..verify.selftest import DEFAULT_REQUEST, evaluate
-
-    host = Bundle.open(os.path.join(SHIPPED, "host"), "shipped host bundle")
-    guest = Bundle.open(os.path.join(SHIPPED, "guest"), "shipped guest bundle")
-    aligned = align(host, guest)
-    verdict, paths = judge_and_write(aligned, os.path.join(out, "aligned"))
-    report = evaluate(verdict, aligned.tsc_khz, host, DEFAULT_REQUEST, None)
-    report["artifacts"] = {**paths, "host_bundle": host.path, "guest_bundle": guest.path,
-                           "report": os.path.join(out, "report.json")}
-    with open(report["artifacts"]["report"], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
-    return report
-
-
-def _mount_kernel_filesystems() -> list[str]:
-    """As root, mount tracefs and debugfs where absent (what `tsalign precheck --mount` does)."""
-    from ..node import mounts
-    from ..node.fs import Root
-
-    done = []
-    if os.geteuid() == 0:
-        for fstype, find, target in (("tracefs", mounts.tracefs_dir, mounts.TRACEFS_DEFAULT),
-                                     ("debugfs", mounts.debugfs_dir, mounts.DEBUGFS_DEFAULT)):
-            if find(Root()) is None and mounts.mount(fstype, target) is None:
-                done.append(f"mounted {fstype} at {target}")
-    return done
-
-
 def run(args: argparse.Namespace) -> int:
     if os.path.isdir(args.out) and os.listdir(args.out):
         if not os.path.exists(os.path.join(args.out, "report.json")):
@@ -71,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)  # an earlier demo's output: replaced
     os.makedirs(args.out, exist_ok=True)
     fallback = None
-    mounted = [] if args.shipped else _mount_kernel_filesystems()
+    mounted = [] if args.shipped else mount_missing()
     if args.shipped:
         fallback = "--shipped given"
     else:
@@ -85,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(args.out)
             os.makedirs(args.out)
     if fallback is not None:
-        report = _shipped(args.out)
+        report = shipped_report(args.out)
         report["source"] = f"shipped bundle {SHIPPED} (live selftest not possible here: {fallback})"
     else:
         report["source"] = "live selftest on this host"
@@ -94,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     # the analysis aligned timestamps exist for, on the same bundles: IRQ injection -> guest handler
     arts = report.get("artifacts", {})
     if arts.get("host_bundle") and arts.get("guest_bundle"):
-        from .analyze import analyze_bundles
+        from ..pipeline.analysis import analyze_bundles
 
         doc, _ = analyze_bundles("irq", arts["host_bundle"], arts["guest_bundle"], os.path.join(args.out, "analysis-irq"))
         arts["analysis_irq"] = doc["artifacts"]["html"]

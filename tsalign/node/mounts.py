@@ -7,7 +7,7 @@ import os
 
 from .fs import Root
 
-__all__ = ["debugfs_dir", "mount", "mount_point", "tracefs_dir"]
+__all__ = ["debugfs_dir", "mount", "mount_missing", "mount_point", "tracefs_dir"]
 
 TRACEFS_DEFAULT = "/sys/kernel/tracing"
 DEBUGFS_DEFAULT = "/sys/kernel/debug"
@@ -52,3 +52,14 @@ def mount(fstype: str, target: str) -> str | None:
         err = ctypes.get_errno()
         return f"mount -t {fstype} nodev {target}: {os.strerror(err)}"
     return None
+
+
+def mount_missing() -> list[str]:
+    """As root, mount tracefs and debugfs where this machine has none (what ``tsalign precheck --mount`` does);
+    what was mounted, said in a line each (nothing when not root, or when both are there)."""
+    done = []
+    if os.geteuid() == 0:
+        for fstype, find, target in (("tracefs", tracefs_dir, TRACEFS_DEFAULT), ("debugfs", debugfs_dir, DEBUGFS_DEFAULT)):
+            if find(Root()) is None and mount(fstype, target) is None:
+                done.append(f"mounted {fstype} at {target}")
+    return done

@@ -1,0 +1,1 @@
+"""Jobs that combine the other packages (align, verify, analyze, report) from inputs to files."""
