@@ -27,7 +27,8 @@ def progress_of(args: argparse.Namespace, command: str) -> Any:
     from ..progress import Progress, size_text
 
     progress = Progress(command, args.progress)
-    progress(f"reading {size_text(args.host)} and {size_text(args.guest)}")
+    if progress.enabled:  # (sizes read only for the line)
+        progress(f"reading {size_text(args.host)} and {size_text(args.guest)}")
     return progress
 
 
