@@ -825,7 +825,8 @@ def _check_loose_perf_calibration(good: dict[str, Any], moved: dict[str, Any], b
     can tell a 1 ms move within such a bound (seen again, 6.8 M cycles: the moved calibration violated 6 and 17
     items, the measured one 6 and 8), so what is checked is its honesty — every converted stamp lies within the
     stated bound (plus the probes' gap) of the truth but for the lagging readings PERF_LAGGING allows (perf's
-    clock held past a tick: up to 21.8 M cycles early), the unstable clock is named, and the conversion follows the
+    clock held past a tick: up to 21.8 M cycles early; 30.5 M once, an IRQ handler's), the unstable clock is named,
+    and the conversion follows the
     calibration: moved by 1 ms, every vCPU's median difference moves by that much (1 %)."""
     from tsalign.clock.calib import UNSTABLE_PERF_NOTE
 
@@ -836,9 +837,12 @@ def _check_loose_perf_calibration(good: dict[str, Any], moved: dict[str, Any], b
     shift = []
     for v, evs in good["truth"].items():
         for ev, d in evs.items():
-            # never converted later than the bound allows; earlier only for the lagging readings (as when tight)
+            # never converted later than the bound allows; earlier only for the lagging readings — a share of an
+            # event's hits, judged as when tight where there are 20 or more (CI of 2026-12-04: irq_handler_entry, 6
+            # hits, 2 lagging 3.1 and 12.5 ms: the handlers of an idle vCPU, whose tick was stopped)
+            assert -above - gap <= d["min"], (v, ev, d, below, above)
             lagging = sum(x > below + gap for x in d["all"])
-            assert -above - gap <= d["min"] and lagging <= max(1, PERF_LAGGING * d["matched"]), (v, ev, d, below, above)
+            assert d["matched"] < 20 or lagging <= PERF_LAGGING * d["matched"], (v, ev, d, below, above)
             m = moved["truth"].get(v, {}).get(ev)
             if m and d["matched"] >= 20 and m["matched"] >= 20:
                 shift.append(d["median"] - m["median"])
