@@ -70,8 +70,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     from ..analyze.run import reads
     from ..verify.judge import payload_policies
 
-    # only the payloads the verdict and the analysis read are held; the others wait in spills for the Perfetto trace
     progress = progress_of(args, "analyze")
+    # only the payloads the verdict and the analysis read are held; the others wait in spills for the Perfetto trace
     inputs = open_inputs(args, payload_policies(reads(args.kind)))
     from ..pipeline.analysis import analyze_bundles
 

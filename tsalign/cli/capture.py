@@ -216,8 +216,8 @@ def run_align(args: argparse.Namespace) -> int:
         payload_policies,
     )
 
-    # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
     progress = progress_of(args, "align")
+    # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
     host, guest = open_inputs(args, payload_policies())
     given = parse_tsc_offsets(args.tsc_offset)
     aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes, progress)
