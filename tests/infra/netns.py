@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -119,7 +120,7 @@ def down(st: dict[str, Any]) -> None:
             os.kill(pid, signal.SIGKILL)
     for m in reversed(st.get("mounts", [])):
         _run("umount", "-l", m, check=False)
-    _run("ip", "netns", "del", st.get("netns", "-"), check=False)
+    _run("ip", "netns", "del", st.get("netns") or "-", check=False)
     _run("ip", "link", "del", st.get("veth", "-"), check=False)
     if st.get("work") and os.path.isdir(st["work"]):
         shutil.rmtree(st["work"], ignore_errors=True)
@@ -147,18 +148,21 @@ def reap_stale() -> list[str]:
     test session's start). Returns the names."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         return []
+    names = [(line.split() or [""])[0] for line in _run("ip", "netns", "list", check=False).stdout.splitlines()]
+    alive = {n for n in names if n.startswith("tsalign-t") and n[len("tsalign-t"):].isdigit()}
+    # a run killed between its first mount and `ip netns add`, or after `ip netns del` (seen: an overlay root with
+    # its /proc, /dev and tracefs mounts, no namespace), has a work dir and no namespace: stale as well
+    orphans = {f"tsalign-t{m.group(1)}" for w in Path(tempfile.gettempdir()).glob("tsalign-t*-*")
+               if (m := re.fullmatch(r"tsalign-t(\d+)-\w+", w.name))} - alive
     reaped = []
-    for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
-        name = (line.split() or [""])[0]
-        if not (name.startswith("tsalign-t") and name[len("tsalign-t"):].isdigit()):
-            continue
-        if any("sshd -D" in _cmdline(pid) for pid in _pids(name)):  # (its listener: alive)
+    for name in sorted(alive | orphans):
+        if name in alive and any("sshd -D" in _cmdline(pid) for pid in _pids(name)):  # (its listener: alive)
             continue
         i = int(name[len("tsalign-t"):])
         prefix = f"{tempfile.gettempdir()}/tsalign-t{i}-"
         with open("/proc/mounts") as f:
             points = [p[1] for p in map(str.split, f) if len(p) > 1 and p[1].startswith(prefix)]
-        down({"netns": name, "veth": f"tsv{i}h", "mounts": sorted(points, key=len)})
+        down({"netns": name if name in alive else None, "veth": f"tsv{i}h", "mounts": sorted(points, key=len)})
         for w in Path(tempfile.gettempdir()).glob(f"tsalign-t{i}-*"):
             shutil.rmtree(w, ignore_errors=True)
         reaped.append(name)

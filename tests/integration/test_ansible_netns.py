@@ -409,10 +409,14 @@ def test_capture_playbook_end_to_end(tmp_path: Path, clock: str) -> None:
 
 def test_a_killed_runs_targets_are_reaped() -> None:
     """A target whose session was killed (sshd gone, no ``down``) is undone by ``reap``: namespace, veth, the
-    mounts of this machine's tracefs and /proc, work dir. A live target beside it is left as it is."""
+    mounts of this machine's tracefs and /proc, work dir. So is one killed with its mounts made and no namespace
+    (seen left by a killed run: an overlay root with its mounts, the namespace gone). A live target beside them is
+    left as it is."""
     _tools()
     rootfs = _rootfs()
-    dead, live = netns.up(rootfs, tracefs=True), netns.up(rootfs)
+    dead, live, half = netns.up(rootfs, tracefs=True), netns.up(rootfs), netns.up(rootfs, tracefs=True)
+    terminate(half["pid"], group=True)
+    subprocess.run(["ip", "netns", "del", half["netns"]], check=True)
     # what an SSH session left in each (a process in a session of its own, as sshd's are): the dead target's keeps
     # its namespace from being empty, and `down` takes the live one's with it
     orphans = [subprocess.Popen(["ip", "netns", "exec", t["netns"], "sleep", "600"], start_new_session=True)
@@ -422,10 +426,12 @@ def test_a_killed_runs_targets_are_reaped() -> None:
         terminate(dead["pid"], group=True)  # collects the killed child
         r = run(sys.executable, "-m", "tests.infra.netns", "reap")
         assert f"reaped the stale target {dead['netns']}" in r.stdout and live["netns"] not in r.stdout
+        assert f"reaped the stale target {half['netns']}" in r.stdout
         assert orphans[0].wait(timeout=30) == -9 and orphans[1].poll() is None
         with open("/proc/mounts") as f:
             mounts = f.read()
         assert dead["work"] not in mounts and not os.path.exists(dead["work"])
+        assert half["work"] not in mounts and not os.path.exists(half["work"])
         names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert dead["netns"] not in names and live["netns"] in names
         assert subprocess.run(["ip", "link", "show", dead["veth"]], capture_output=True).returncode != 0
@@ -433,8 +439,8 @@ def test_a_killed_runs_targets_are_reaped() -> None:
         netns.down(live)
         assert orphans[1].wait(timeout=30) == -9
     finally:
-        netns.down(dead)
-        netns.down(live)
+        for t in (dead, live, half):
+            netns.down(t)
         for o in orphans:
             if o.poll() is None:
                 o.kill()
