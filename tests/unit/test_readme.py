@@ -87,7 +87,7 @@ def test_each_tsalign_command_parses(doc: Path, line: str) -> None:
 
 
 def test_make_targets_and_playbooks_exist() -> None:
-    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), re.M))
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), re.MULTILINE))
     seen = 0
     for doc in DOCS:
         for line in commands(doc):
