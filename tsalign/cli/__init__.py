@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from typing import Any, Callable
 
 from .. import __version__, exitcodes
@@ -103,6 +104,21 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.INTERRUPTED
     except BrokenPipeError:
         return exitcodes.OK
+    except OSError as err:  # the machine said no where no check caught it first: no traceback, not exit 1 ("fail")
+        msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        return _fatal(args, msg, "OSError", exitcodes.UNAVAILABLE)
+    except Exception as err:  # noqa: BLE001 - a bug: its traceback to report, and never exit 1, which says "verdict fail"
+        traceback.print_exc()
+        return _fatal(args, f"internal error ({type(err).__name__}: {err}); this is a bug in tsalign: please report "
+                      "it with the traceback above", type(err).__name__, exitcodes.INTERNAL)
+
+
+def _fatal(args: argparse.Namespace, msg: str, kind: str, code: int) -> int:
+    """An error that is not a :class:`TsalignError`: said on stderr (and on stdout as JSON with --json)."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps({"error": msg, "kind": kind, "exit_code": code}) + "\n")
+    sys.stderr.write(f"tsalign {args.verb}: error: {msg}\n")
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

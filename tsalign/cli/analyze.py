@@ -68,15 +68,19 @@ def run_beacons(args: argparse.Namespace) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
     from ..analyze.run import reads
+    from ..outdir import output_dir
     from ..verify.judge import payload_policies
 
-    progress = progress_of(args, "analyze")
-    # only the payloads the verdict and the analysis read are held; the others wait in spills for the Perfetto trace
-    inputs = open_inputs(args, payload_policies(reads(args.kind)))
-    from ..pipeline.analysis import analyze_bundles
+    given = parse_tsc_offsets(args.tsc_offset)
+    with output_dir(out, "-o/--out"):  # made before the read: a long read does not end in an unwritable -o
+        progress = progress_of(args, "analyze")
+        # only the payloads the verdict and the analysis read are held; the others wait in spills for the Perfetto
+        # trace
+        inputs = open_inputs(args, payload_policies(reads(args.kind)))
+        from ..pipeline.analysis import analyze_bundles
 
-    doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top, inputs,
-                               parse_tsc_offsets(args.tsc_offset), progress)
+        doc, res = analyze_bundles(args.kind, args.host, args.guest, out, args.guest_offset, args.top, inputs, given,
+                                   progress)
     progress("done")
     if args.json:
         emit(args, doc, [])

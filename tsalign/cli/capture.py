@@ -19,6 +19,7 @@ from ..capture.tracefs import parse_events
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
+from ..outdir import output_dir
 from ..verdicts import exit_code
 from . import emit
 from .inputs import (
@@ -216,16 +217,15 @@ def run_align(args: argparse.Namespace) -> int:
         payload_policies,
     )
 
-    progress = progress_of(args, "align")
-    # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
-    host, guest = open_inputs(args, payload_policies())
-    given = parse_tsc_offsets(args.tsc_offset)
-    aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes, progress)
-    del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise InvalidParameter("-o/--out", out, "a directory for the outputs (this is a file)")
-    verdict, paths = judge_and_write(aligned, out, args.outputs, progress)
+    given = parse_tsc_offsets(args.tsc_offset)
+    with output_dir(out, "-o/--out"):  # made before the read: a long read does not end in an unwritable -o
+        progress = progress_of(args, "align")
+        # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
+        host, guest = open_inputs(args, payload_policies())
+        aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes, progress)
+        del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
+        verdict, paths = judge_and_write(aligned, out, args.outputs, progress)
     progress("done")
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
     public["artifacts"] = paths

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, Unavailable
 from ..node.mounts import mount_missing
+from ..outdir import make_dir
 from ..pipeline.demo import SHIPPED, shipped_report
 from ..verdicts import exit_code
 from . import emit
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(os.path.join(args.out, "report.json")):
             raise InvalidParameter("--out", args.out, "a new directory or an earlier demo's (it has no report.json)")
         shutil.rmtree(args.out)  # an earlier demo's output: replaced
-    os.makedirs(args.out, exist_ok=True)
+    make_dir(args.out, "--out")
     fallback = None
     mounted = [] if args.shipped else mount_missing()
     if args.shipped:

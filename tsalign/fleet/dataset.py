@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import InvalidParameter
 from ..jsonfile import load_json, save_json
+from ..outdir import make_dir
 
 __all__ = ["PARTITIONS", "SCHEMA_VERSION", "TABLES", "check_name", "open_dataset", "partition_digest",
            "partition_path", "schemas", "write_partitions"]
@@ -88,9 +89,7 @@ def open_dataset(path: str, create: bool = False) -> dict[str, Any]:
     if not os.path.exists(doc_path):
         if not create:
             raise InvalidParameter("--dataset", path, "a fleet dataset (made by `tsalign fleet ingest --dataset DIR`)")
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise InvalidParameter("--dataset", path, "a directory")
-        os.makedirs(path, exist_ok=True)
+        make_dir(path, "--dataset")
         doc = {"schema_version": SCHEMA_VERSION, "tables": {t: list(p) for t, p in PARTITIONS.items()}}
         save_json(doc_path, doc, "--dataset")
         return doc

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from ..outdir import make_dir
 from ..report.html import _CSS, _table
 from ..report.plots import _fig, _svg
 from .query import READY_VIEWS, engine
@@ -66,7 +67,7 @@ def write_report(dataset: str, out: str, engine_name: str = "duckdb", master: st
             views[name] = [dict(zip(cols, r)) for r in rows]
         cols, rows = e.run("SELECT node, vm, run, verdict, error_bound_ns, kernel FROM verdicts ORDER BY node, vm, run")
         verdicts = [dict(zip(cols, r)) for r in rows]
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "-o/--out")
     where = os.path.abspath(dataset)
     paths = {"json": os.path.join(out, "report.json"), "html": os.path.join(out, "report.html")}
     doc: dict[str, Any] = {"dataset": where, "alignments": len(verdicts), "views": views, "artifacts": paths}
