@@ -102,3 +102,19 @@ def test_a_format_that_crashes_libtraceevent_is_named(tmp_path: Path, op: bytes)
                  "-o", str(tmp_path / "a"))
     assert r.returncode == exitcodes.INVALID_INPUT
     assert "the format of kvm:kvm_pio crashed it (signal 8)" in r.stderr and str(bad) in r.stderr
+
+
+def test_a_vcpu_thread_that_entered_no_guest_is_refused(report: str, tmp_path: Path) -> None:
+    """--vcpu-tid naming a thread that ran no vCPU (a mistyped id) used to pass on the IRQ evidence alone, the
+    vCPU's beacons silently missing: now an error naming the threads that did (read here from trace-cmd report's
+    lines of the events KVM traces in a vCPU's thread, not from tsalign)."""
+    vcpu_context = r"kvm_entry|kvm_exit|kvm_write_tsc_offset|kvm_pio|kvm_msr"
+    ran = sorted({int(m[1]) for m in re.finditer(rf"-(\d+)\s+\[\d{{3}}\]\s+\d+\.\d+:\s+(?:{vcpu_context}):", report)})
+    assert len(ran) == 1
+    args = ["--host", str(EX / "host.dat"), "--guest", str(EX / "guest.txt"), "--tsc-offset", "0=0"]
+    r = _tsalign("align", *args, "--vcpu-tid", "0=1", "-o", str(tmp_path / "a"))
+    assert r.returncode == exitcodes.INCONSISTENT, r.stderr
+    assert "--vcpu-tid 0=1:" in r.stderr and f"the threads that ran a vCPU: {', '.join(map(str, ran))}" in r.stderr
+    assert not (tmp_path / "a").exists()  # the output directory made for it is not left
+    r = _tsalign("align", *args, "--vcpu-tid", f"0={ran[0]}", "-o", str(tmp_path / "b"), "--json")
+    assert r.returncode == exitcodes.OK and json.loads(r.stdout)["verdict"] == "pass"

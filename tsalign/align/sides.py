@@ -38,6 +38,8 @@ __all__ = ["ForeignSide", "open_side", "time_shift_snapshots"]
 
 #: host events whose payloads name the vCPU a thread runs (``vcpu N``, ``vcpu=N``), in the order they are asked
 VCPU_THREAD_EVENTS = ("kvm_entry", "kvm_exit", "kvm_write_tsc_offset")
+#: events KVM traces in the thread of the vCPU they are about (its entries, exits and their handling)
+VCPU_CONTEXT_EVENTS = (*VCPU_THREAD_EVENTS, "kvm_pio", "kvm_msr")
 
 #: TIME_SHIFT flag: trace-cmd interpolates between samples (else each holds until the next)
 TSYNC_INTERPOLATE = 1
@@ -194,6 +196,7 @@ def _vcpu_threads(ev: Events, given: dict[int, int], path: str, guests: list[dic
                   guest_id: int | None) -> tuple[dict[int, int], str]:
     """vCPU id -> host thread id, and how it was found."""
     if given:
+        _check_given_threads(ev, given, path)
         return dict(given), "given (--vcpu-tid)"
     if guests:
         mine = [g for g in guests if g["trace_id"] == guest_id] or (guests if len(guests) == 1 else [])
@@ -230,6 +233,26 @@ def _vcpu_threads(ev: Events, given: dict[int, int], path: str, guests: list[dic
                            f"VCPU=TID for each vCPU: {path} holds no kvm_entry, kvm_exit or kvm_write_tsc_offset "
                            "event that names the VM's vCPU threads (record kvm:kvm_entry, or pass the threads: "
                            "`ps -T -p $(pidof qemu-system-x86_64)` lists them as 'CPU N/KVM')")
+
+
+def _check_given_threads(ev: Events, given: dict[int, int], path: str) -> None:
+    """Refuse a --vcpu-tid thread that ran no vCPU where the trace shows the threads that did (rows of events KVM
+    traces in a vCPU's thread, by their pid: no payload read): a mistyped thread id would leave the vCPU without its
+    runs and exits, and the alignment without that evidence."""
+    import numpy as np
+
+    rows = [ev.rows(name) for name in VCPU_CONTEXT_EVENTS]
+    if not any(len(r) for r in rows):  # (nothing to check against)
+        return
+    ran = np.unique(np.concatenate([ev.pid[r] for r in rows]))
+    idle = {v: t for v, t in given.items() if not np.isin(t, ran)}
+    if idle:
+        shown = ", ".join(map(str, ran[:8].tolist())) + (f" and {len(ran) - 8} more" if len(ran) > 8 else "")
+        raise InconsistentData(
+            "--vcpu-tid " + ", ".join(f"{v}={t}" for v, t in sorted(idle.items())) + f": {path} holds "
+            f"{sum(map(len, rows))} events KVM traces in a vCPU's thread ({', '.join(VCPU_CONTEXT_EVENTS)}) and none "
+            f"of them on that thread; the threads that ran a vCPU: {shown} (`ps -T -p $(pidof qemu-system-x86_64)` "
+            "lists them as 'CPU N/KVM')")
 
 
 def time_shift_snapshots(host: Any, guest: Any) -> tuple[list[OffsetSnapshot], list[str]]:
