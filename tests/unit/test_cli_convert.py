@@ -55,6 +55,8 @@ def test_durations() -> None:
          "--time-shift is required"),
         (["--from", "tsc", "--to", "guest-tsc", "--tsc-offset", "0", "--tsc-frac-bits", "64", "1"], "",
          "--tsc-frac-bits: invalid value 64; expected 0..63"),
+        (["--from", "tsc", "--to", "guest-tsc", "--tsc-offset", "0", "--tsc-ratio", "0", "5"], "",
+         "--tsc-ratio: invalid value '0'; expected a positive fixed-point ratio"),  # (was: 5, as unscaled)
         (["--from", "tsc", "--to", "guest-tsc", "1"], "", "--tsc-offset is required"),
         (["--from", "tsc", "--to", "minutes", "1"], "", "one of perf"),
         (["--from", "cycles", "--to", "tsc", "1"], "", "cycles <-> ns"),

@@ -183,6 +183,28 @@ def test_events_parquet_paths_and_inferred_clock(tmp_path: Path) -> None:
     assert t.column("guest_tsc").to_pylist() == [1862006141564 + 5]
 
 
+def test_events_parquet_scaling_options(tmp_path: Path) -> None:
+    """--tsc-ratio/--tsc-frac-bits: the scaled conversion (by hand: 1862006141564 * 2 + 2^63, ratio 2.0 in 48
+    fraction bits); refused where they would be ignored (no --tsc-offset: was exit 0) or misread (ratio 0: was taken
+    for no scaling), named as the options (was "tsc frac bits")."""
+    import pyarrow.parquet as pq
+
+    p, out = tmp_path / "t.txt", str(tmp_path / "x.parquet")
+    p.write_text(LINE + "\n")
+    code, err = cli("events", str(p), "--parquet", out, "--tsc-offset", "0x8000000000000000", "--tsc-ratio", hex(2 << 48))
+    assert code == 0, err
+    assert pq.read_table(out).column("guest_tsc").to_pylist() == [1862006141564 * 2 + 2**63]
+    code, err = cli("events", str(p), "--parquet", out, "--tsc-offset", "0", "--tsc-ratio", "3", "--frac-bits", "1")
+    assert code == 0 and pq.read_table(out).column("guest_tsc").to_pylist() == [1862006141564 * 3 // 2]
+    for argv, said in ((["--tsc-ratio", "7"], "--tsc-ratio: invalid value '7'; expected to be used with --tsc-offset"),
+                       (["--tsc-frac-bits", "32"], "--tsc-frac-bits: invalid value '32'; expected to be used with"),
+                       (["--tsc-offset", "5", "--tsc-ratio", "0"], "--tsc-ratio: invalid value '0'; expected a positive"),
+                       (["--tsc-offset", "5", "--frac-bits", "99"], "--tsc-frac-bits: invalid value 99; expected 0..63")):
+        code, err = cli("events", str(p), "--parquet", str(tmp_path / "y.parquet"), *argv)
+        assert code == 3 and said in err, err
+    assert not (tmp_path / "y.parquet").exists()
+
+
 def test_align_out_naming_a_file(tmp_path: Path) -> None:
     ex = Path(__file__).resolve().parents[2] / "examples" / "selftest"
     (tmp_path / "f").write_text("")

@@ -71,6 +71,21 @@ def _opt(args: argparse.Namespace, attr: str, parse: Any = parse_u64) -> int | N
     return value
 
 
+def tsc_params_of(args: argparse.Namespace) -> TscParams:
+    """The vCPU's TSC parameters of ``args.tsc_offset``, ``tsc_ratio``, ``tsc_frac_bits`` (texts; ``tsalign convert``
+    and ``tsalign events --parquet``), errors naming the options."""
+    frac = _opt(args, "tsc_frac_bits", parse_int)
+    ratio = _opt(args, "tsc_ratio")
+    if ratio == 0:  # (TscParams reads 0 as "none": a 0 given would be taken for no scaling without a word)
+        raise InvalidParameter("--tsc-ratio", args.tsc_ratio, "a positive fixed-point ratio (KVM's is never 0; "
+                               "1 << --tsc-frac-bits is no scaling, the default)")
+    try:
+        return TscParams(offset=parse_offset(args.tsc_offset, "--tsc-offset"), ratio=ratio or 0,
+                         frac_bits=FRAC_BITS_VMX if frac is None else frac)
+    except InvalidParameter as e:
+        raise InvalidParameter(_flag(e.name), e.value, e.expected) from None
+
+
 def _params(args: argparse.Namespace) -> ConvParams:
     p = ConvParams()
     perf_fields = ("time_zero", "time_mult", "time_shift")
@@ -95,13 +110,7 @@ def _params(args: argparse.Namespace) -> ConvParams:
     if args.tsc_offset is not None or args.tsc_ratio is not None or args.tsc_frac_bits is not None:
         if args.tsc_offset is None:
             raise MissingParameter("--tsc-offset", "tsc <-> guest-tsc", "give the vCPU's TSC offset")
-        frac = _opt(args, "tsc_frac_bits", parse_int)
-        ratio = _opt(args, "tsc_ratio")
-        try:
-            p.tsc = TscParams(offset=parse_offset(args.tsc_offset, "--tsc-offset"), ratio=ratio or 0,
-                              frac_bits=FRAC_BITS_VMX if frac is None else frac)
-        except InvalidParameter as e:
-            raise InvalidParameter(_flag(e.name), e.value, e.expected) from None
+        p.tsc = tsc_params_of(args)
     pv_fields = ("pvclock_system_time", "pvclock_tsc_timestamp", "pvclock_mul", "pvclock_shift")
     if any(getattr(args, f) is not None for f in pv_fields):
         missing = [f for f in pv_fields if getattr(args, f) is None]

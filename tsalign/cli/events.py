@@ -27,8 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("--parquet", metavar="OUT", help="write the events to this Parquet file (one FILE only)")
     p.add_argument("--tsc-offset", help="with --parquet: add guest_tsc = host TSC converted with this offset "
                                         "(unsigned 0x... or signed, cycles)")
-    p.add_argument("--tsc-ratio", type=lambda s: int(s, 0), default=0, help="TSC scaling ratio (default: none)")
-    p.add_argument("--frac-bits", type=int, default=48, help="fraction bits of --tsc-ratio (48 Intel, 32 AMD)")
+    p.add_argument("--tsc-ratio", help="with --tsc-offset: the TSC scaling ratio (default 1 << frac bits: none)")
+    p.add_argument("--tsc-frac-bits", "--frac-bits", dest="tsc_frac_bits",
+                   help="fraction bits of --tsc-ratio (default 48, Intel; AMD: 32)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_events)
 
@@ -42,6 +43,13 @@ def run_events(args: argparse.Namespace) -> int:
         raise InvalidParameter("--parquet", args.parquet, "exactly one FILE to export")
     if args.tsc_offset and not args.parquet:
         raise InvalidParameter("--tsc-offset", args.tsc_offset, "to be used with --parquet OUT")
+    for opt, v in (("--tsc-ratio", args.tsc_ratio), ("--tsc-frac-bits", args.tsc_frac_bits)):
+        if v is not None and not args.tsc_offset:
+            raise InvalidParameter(opt, v, "to be used with --tsc-offset (the scaling of the offset's conversion)")
+    if args.tsc_offset:  # checked before any file is read
+        from .convert import tsc_params_of
+
+        tsc_params_of(args)
     docs = []
     lines: list[str] = []
     warned = False
@@ -78,7 +86,6 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
 
 def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
     from ..clock import vec
-    from ..clock.kvm import TscParams
     from ..traces.export import write_parquet
 
     guest = None
@@ -89,7 +96,9 @@ def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
         if t.info.domain != "tsc":
             raise InvalidParameter("--tsc-offset", args.tsc_offset,
                                    f"a trace whose clock is x86-tsc (this one is {t.info.clock!r}; pass --clock x86-tsc if it is)")
-        p = TscParams(args.tsc_offset, args.tsc_ratio, args.frac_bits)
+        from .convert import tsc_params_of
+
+        p = tsc_params_of(args)
         guest = lambda c: vec.host_to_guest_tsc(c.ts, p)
     parent = os.path.dirname(os.path.abspath(args.parquet))
     if os.path.isdir(args.parquet) or not os.path.isdir(parent):
