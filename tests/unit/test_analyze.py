@@ -265,3 +265,17 @@ def test_io_analysis_of_a_long_capture_reads_only_the_vm_process_calls(monkeypat
     mine = analyze("io", cols, KHZ, {}, qemu).to_dict()
     assert mine == ref and mine["rows"][0]["host_cycles"] == 800 and mine["rows"][0]["host_calls"] == 2
     assert seen == [4]  # of 404 host calls
+
+
+def test_top_must_be_a_positive_count() -> None:
+    """--top -5 ranked all but the last five tasks (a slice from the end), exit 0: now refused, before any read."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ex = Path(__file__).resolve().parents[2] / "examples" / "selftest"
+    for top in ("-5", "0", "100001"):
+        r = subprocess.run([sys.executable, "-m", "tsalign", "analyze", "vcpu", "--host", str(ex / "host"), "--guest",
+                            str(ex / "guest"), "--top", top, "-o", "/proc/self/never-made"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 3 and f"--top: invalid value {top}; expected a number of guest tasks" in r.stderr

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import exitcodes
 from ..catalogue import ANALYSES
+from ..errors import InvalidParameter
 from . import emit
 from .inputs import (
     add_input_options,
@@ -66,6 +67,8 @@ def run_beacons(args: argparse.Namespace) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
+    if not 1 <= args.top <= 100_000:  # (a negative count sliced the ranking from its end, silently)
+        raise InvalidParameter("--top", args.top, "a number of guest tasks to rank, 1 to 100000")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), f"analysis-{args.kind}")
     from ..analyze.run import reads
     from ..outdir import output_dir
