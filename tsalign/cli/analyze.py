@@ -54,6 +54,10 @@ def register(sub: Any) -> None:
 def run_beacons(args: argparse.Namespace) -> int:
     from ..node.beacon import markers, send_beacons
 
+    if not 1 <= args.count <= 10_000_000:
+        raise InvalidParameter("--count", args.count, "from 1 to 10000000 beacons")
+    if not 0 <= args.interval <= 60:  # (NaN too)
+        raise InvalidParameter("--interval", args.interval, "seconds between beacons, from 0 to 60")
     found = markers()
     got = send_beacons(args.port, args.count, args.interval)
     doc = {"sent": len(got), "port": args.port, "markers": found,

@@ -286,9 +286,15 @@ def render_selftest(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: IRQs a selftest may inject: the micro-VM raises one every 2 ms at the most and stops after 60 s
+MAX_SELFTEST_IRQS = 20_000
+
+
 def run_selftest_cli(args: argparse.Namespace) -> int:
-    if args.beacons < 1 or args.irqs < 0:
-        raise InvalidParameter("--beacons/--irqs", (args.beacons, args.irqs), "--beacons >= 1 and --irqs >= 0")
+    if args.beacons < 1 or not 0 <= args.irqs <= MAX_SELFTEST_IRQS:
+        raise InvalidParameter("--beacons/--irqs", (args.beacons, args.irqs),
+                               f"--beacons >= 1 and --irqs from 0 to {MAX_SELFTEST_IRQS} (one every 2 ms or more, "
+                               "within the micro-VM's 60 s)")
     from ..numbers import parse_int
     from ..verify.selftest import run_selftest
 
@@ -335,8 +341,10 @@ def run_microvm(args: argparse.Namespace) -> int:
 
     from ..capture.microvm import MicroVM
 
-    if args.seconds <= 0:
-        raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds")
+    if not 0 < args.seconds <= 366 * 86400:  # (NaN too: it ran for no time, exit 0)
+        raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds (at most a year)")
+    if not 0 <= args.irq_every <= 1_000_000:
+        raise InvalidParameter("--irq-every", args.irq_every, "a number of beacon batches from 0 (no IRQs) to 1000000")
     if not 0 <= args.pause_ms <= 60_000:
         raise InvalidParameter("--pause-ms", args.pause_ms, "milliseconds from 0 to 60000")
     beacons = irqs = 0

@@ -220,6 +220,8 @@ def run_precheck(args: argparse.Namespace) -> int:
 
 def run_offsets(args: argparse.Namespace) -> int:
     root = Root(args.root)
+    if args.pid is not None and not 0 < args.pid < 1 << 22:
+        raise InvalidParameter("--pid", args.pid, "a process id from 1 to 4194303")
     vms = kvmvms.discover_vms(root, args.pid)
     if args.vm is not None:
         named = [vm for vm in vms if vm.name == args.vm]
