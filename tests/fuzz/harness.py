@@ -12,7 +12,8 @@ with RLIMIT_AS = what the parent maps + ``--mem-mb`` and a wall-clock limit.
 
 A case is **ok** when the command returns a documented exit code (0, 1, 3, 4, 5, 6, 7) with no
 traceback; a **traceback** is any other exception (exit 70 from main, or one that escapes it); a
-**hang** is a case over the time limit; **memory** is a MemoryError or a child killed by the limit;
+**hang** is a case over the time limit; **memory** is a MemoryError (or main's "out of memory" error, exit 4)
+or a child killed by the limit;
 a **signal** is a child killed by one (segfault in compiled code). Findings are written under
 ``OUT/corpus`` as ``<result>-<seed>-<n>/`` with the inputs and ``finding.json`` (result, exit code, traceback);
 rerun one with the command the seed's kind runs (``tsalign events FILE``, ``align``, ``btf offsetof``).
@@ -249,7 +250,7 @@ def run_case(seed: Seed, files: dict[str, bytes], work: Path, timeout: float, me
             return {"result": "signal", "detail": f"child exited {os.WEXITSTATUS(status)} without a report", "seconds": took}
         out = json.loads(raw)
         out["seconds"] = took
-        if out["code"] == "memory":
+        if out["code"] == "memory" or "out of memory (MemoryError)" in out.get("stderr", ""):  # (main's message)
             out["result"] = "memory"
         elif out["code"] not in OK_CODES or out.get("traceback"):
             out["result"] = "traceback"

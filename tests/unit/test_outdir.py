@@ -85,6 +85,7 @@ sys.exit(main(["convert", "--from", "tsc", "--to", "guest-tsc", "--tsc-offset", 
     ("KeyError('x')", exitcodes.INTERNAL, "internal error (KeyError: 'x'); this is a bug in tsalign"),
     ("OSError(28, 'No space left on device', '/some/file')", exitcodes.UNAVAILABLE,
      "error: No space left on device: /some/file"),
+    ("MemoryError()", exitcodes.UNAVAILABLE, "error: out of memory (MemoryError): free memory"),
 ])
 @pytest.mark.parametrize("json_out", [False, True])
 def test_an_uncaught_error_never_exits_1(exc: str, code: int, said: str, json_out: bool) -> None:

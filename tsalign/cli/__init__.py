@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.INTERRUPTED
     except BrokenPipeError:
         return exitcodes.OK
+    except MemoryError:  # not a bug, and not "fail": what the machine could not give
+        return _fatal(args, "out of memory (MemoryError): free memory, raise this process's limit, or give it a "
+                      "shorter capture", "MemoryError", exitcodes.UNAVAILABLE)
     except OSError as err:  # the machine said no where no check caught it first: no traceback, not exit 1 ("fail")
         msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
         return _fatal(args, msg, "OSError", exitcodes.UNAVAILABLE)
