@@ -46,10 +46,11 @@ def run_events(args: argparse.Namespace) -> int:
     for opt, v in (("--tsc-ratio", args.tsc_ratio), ("--tsc-frac-bits", args.tsc_frac_bits)):
         if v is not None and not args.tsc_offset:
             raise InvalidParameter(opt, v, "to be used with --tsc-offset (the scaling of the offset's conversion)")
+    args.tsc = None
     if args.tsc_offset:  # checked before any file is read
         from .convert import tsc_params_of
 
-        tsc_params_of(args)
+        args.tsc = tsc_params_of(args)
     docs = []
     lines: list[str] = []
     warned = False
@@ -96,9 +97,7 @@ def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
         if t.info.domain != "tsc":
             raise InvalidParameter("--tsc-offset", args.tsc_offset,
                                    f"a trace whose clock is x86-tsc (this one is {t.info.clock!r}; pass --clock x86-tsc if it is)")
-        from .convert import tsc_params_of
-
-        p = tsc_params_of(args)
+        p = args.tsc
         guest = lambda c: vec.host_to_guest_tsc(c.ts, p)
     parent = os.path.dirname(os.path.abspath(args.parquet))
     if os.path.isdir(args.parquet) or not os.path.isdir(parent):
