@@ -132,10 +132,16 @@ class AlignedColumns:
         return AlignedColumns(**{f: getattr(self, f) for f in _ROW if f != "payload"}, payload=payload,
                               comms=self.comms, names=self.names)
 
-    def blocks(self, size: int = 1 << 16) -> Iterator[AlignedColumns]:
-        """The rows ``size`` at a time, in order, each block :meth:`filled` (what the outputs are written from)."""
-        for lo in range(0, len(self), size):
-            yield self.take(slice(lo, lo + size)).filled()  # type: ignore[arg-type]
+    def blocks(self, size: int = 1 << 16, rows: slice | np.ndarray | None = None) -> Iterator[AlignedColumns]:
+        """The rows ``size`` at a time, in order, each block :meth:`filled` (what the outputs are written from);
+        ``rows``: only these (a slice, or increasing row numbers: :func:`tsalign.align.selection.selected_rows`)."""
+        if rows is None or isinstance(rows, slice):
+            lo, hi, _ = (rows or slice(None)).indices(len(self))
+            for at in range(lo, hi, size):
+                yield self.take(slice(at, min(at + size, hi))).filled()  # type: ignore[arg-type]
+            return
+        for at in range(0, len(rows), size):
+            yield self.take(rows[at:at + size]).filled()
 
     @staticmethod
     def merged(parts: Sequence[AlignedColumns], consume: bool = False) -> AlignedColumns:

@@ -27,6 +27,8 @@ from ..traces.ftrace_text import parse_kvm_payload
 from .sides import time_shift_snapshots
 
 if TYPE_CHECKING:  # numpy is a controller's dependency: the guest-side CLI imports this module without it
+    import numpy as np
+
     from .columns import AlignedColumns
 
 __all__ = ["Aligned", "align", "all_or_none", "guest_axis_khz", "select_vm", "write_timeline", "write_verdict"]
@@ -283,19 +285,21 @@ def _rows_of(hev: Any, name: str, mask: Any) -> list[tuple[int, str]]:
 TIMELINE_OUTPUTS = {"jsonl": "timeline.jsonl", "parquet": "timeline.parquet", "perfetto": "trace.perfetto-trace"}
 
 
-def write_timeline(a: Aligned, out: str, outputs: tuple[str, ...] | None = None) -> tuple[dict[str, str], list[str]]:
+def write_timeline(a: Aligned, out: str, outputs: tuple[str, ...] | None = None,
+                   rows: slice | np.ndarray | None = None) -> tuple[dict[str, str], list[str]]:
     """offsets.jsonl (every offset segment: the verdict keeps a summary) and the timeline's ``outputs`` (names of
     :data:`TIMELINE_OUTPUTS`; default: all, Perfetto where the TSC frequency is known and the perfetto package is
     installed) in ``out``, one in this thread and the others in threads (they spend their time in pyarrow's and
     numpy's kernels and the file writes, which release the GIL). An output not asked for is not left there from an
-    earlier alignment. Returns the paths written and notes on what was not (a package missing). On an error none
-    of them is left behind."""
+    earlier alignment. ``rows``: the rows the timeline's files hold (default: all; :mod:`tsalign.align.selection`).
+    Returns the paths written and notes on what was not (a package missing). On an error none of them is left
+    behind."""
     kinds = _outputs(a, outputs)
     os.makedirs(out, exist_ok=True)
     for kind, name in TIMELINE_OUTPUTS.items():  # the directory holds one alignment's files
         if kind not in kinds[0] and os.path.isfile(os.path.join(out, name)):
             os.unlink(os.path.join(out, name))
-    return all_or_none(out, OUTPUT_FILES, "the alignment's outputs", lambda: _write_timeline(a, out, *kinds))
+    return all_or_none(out, OUTPUT_FILES, "the alignment's outputs", lambda: _write_timeline(a, out, *kinds, rows))
 
 
 def _outputs(a: Aligned, outputs: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[str]]:
@@ -319,7 +323,8 @@ def _outputs(a: Aligned, outputs: tuple[str, ...] | None) -> tuple[tuple[str, ..
     return ("jsonl", "parquet", "perfetto") if a.tsc_khz else ("jsonl", "parquet"), []
 
 
-def _write_timeline(a: Aligned, out: str, kinds: tuple[str, ...], notes: list[str]) -> tuple[dict[str, str], list[str]]:
+def _write_timeline(a: Aligned, out: str, kinds: tuple[str, ...], notes: list[str],
+                    rows: slice | np.ndarray | None = None) -> tuple[dict[str, str], list[str]]:
     paths = {"offsets": os.path.join(out, "offsets.jsonl")}
     line = json.JSONEncoder(sort_keys=True).encode
     with open(paths["offsets"], "w", encoding="utf-8") as f:
@@ -345,7 +350,7 @@ def _write_timeline(a: Aligned, out: str, kinds: tuple[str, ...], notes: list[st
         "perfetto": lambda b: write_perfetto(paths["perfetto"], Blocks(b), a.tsc_khz)}
     # the rows are made once, a block at a time (payloads read back from the spills), and every output takes each
     # block: the first here, the others in threads
-    fan = Fanout(_trimmed(a.columns.blocks()), len(kinds)).start()
+    fan = Fanout(_trimmed(a.columns.blocks(rows=rows)), len(kinds)).start()
     try:
         with ThreadPoolExecutor(2, thread_name_prefix="tsalign-outputs") as pool:  # leaving it waits for the threads
             others = [pool.submit(fan.feed, i, writers[k]) for i, k in enumerate(kinds) if i]

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -76,6 +77,13 @@ def register(sub: Any) -> None:
                         "perfetto (trace.perfetto-trace), or none (verdict.json and offsets.jsonl only). Default: all, "
                         "perfetto where the TSC frequency is known. Long captures: JSON lines take ~210 bytes an "
                         "event and the longest to write; parquet holds the same rows in a twentieth of that")
+    p.add_argument("--window", metavar="FROM:TO",
+                   help="the timeline's files hold only the events from FROM to TO seconds after the first (decimals; "
+                        "10:12.5, :30, 100:); the verdict still judges them all")
+    p.add_argument("--window-tsc", metavar="FROM:TO", help="the same window in guest TSC cycles (as guest_tsc shows)")
+    p.add_argument("--only", metavar="EVENTS",
+                   help="the timeline's files hold only these events (comma-separated names, kvm_exit or "
+                        "kvm:kvm_exit; host and guest); the verdict still judges them all")
     add_progress_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_align)
@@ -212,6 +220,7 @@ def _outputs_arg(text: str) -> tuple[str, ...]:
 
 
 def run_align(args: argparse.Namespace) -> int:
+    from ..align.selection import Selection, parse_seconds_window, parse_tsc_window, selected_rows
     from ..verify.judge import (  # numpy: not needed by `capture` on a guest
         judge_and_write,
         payload_policies,
@@ -219,13 +228,24 @@ def run_align(args: argparse.Namespace) -> int:
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
     given = parse_tsc_offsets(args.tsc_offset)
+    if args.window is not None and args.window_tsc is not None:
+        raise InvalidParameter("--window/--window-tsc", (args.window, args.window_tsc), "one of them, not both")
+    only = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only is not None else None
+    if only is not None and (not only or not all(_EVENT_NAME.fullmatch(n) for n in only)):
+        raise InvalidParameter("--only", args.only, "event names, comma-separated (kvm_exit or kvm:kvm_exit)")
+    selection = Selection(parse_seconds_window(args.window) if args.window is not None else None,
+                          parse_tsc_window(args.window_tsc) if args.window_tsc is not None else None, only)
     with output_dir(out, "-o/--out"):  # made before the read: a long read does not end in an unwritable -o
         progress = progress_of(args, "align")
         # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
         host, guest = open_inputs(args, payload_policies())
         aligned = align(host, guest, given or None, "user (--tsc-offset)", args.ignore_offset_changes, progress)
         del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
-        verdict, paths = judge_and_write(aligned, out, args.outputs, progress)
+        rows = None
+        if selection:  # (its names and seconds checked before the verdict's minutes)
+            c = aligned.columns
+            rows = selected_rows(c.guest_tsc, c.event_code, c.names.tolist(), selection, aligned.tsc_khz)
+        verdict, paths = judge_and_write(aligned, out, args.outputs, progress, rows)
     progress("done")
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
     public["artifacts"] = paths
@@ -236,6 +256,9 @@ def run_align(args: argparse.Namespace) -> int:
              (f"evidence: {verdict['brackets']['checked']} items checked, {verdict['brackets']['violated']} violated; "
              f"kinds found: {', '.join(verdict['evidence']['kinds_found']) or 'none'}"),
              *render_evidence(verdict["evidence"]),
+             *([f"timeline cut: {rows[1]['rows']} of {rows[1]['of']} events in its files"
+                + (f"; guest TSC {rows[1]['window_guest_tsc']}" if "window_guest_tsc" in rows[1] else "")
+                + (f"; only {', '.join(rows[1]['only'])}" if "only" in rows[1] else "")] if rows else []),
              *(f"artifact: {p}" for p in paths.values())]
     emit(args, public, lines)
     return exit_code(verdict["verdict"])
@@ -285,6 +308,9 @@ def render_selftest(r: dict[str, Any]) -> list[str]:
     lines += [f"  {k}: {v}" for k, v in r["artifacts"].items()]
     return lines
 
+
+#: an event name --only takes: NAME or SYSTEM:NAME
+_EVENT_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*:)?[A-Za-z_][A-Za-z0-9_]*")
 
 #: IRQs a selftest may inject: the micro-VM raises one every 2 ms at the most and stops after 60 s
 MAX_SELFTEST_IRQS = 20_000

@@ -200,12 +200,14 @@ def payload_policies(also: dict[str, frozenset[str]] | None = None) -> tuple[Any
                           FIELDS["guest"]))
 
 
-def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None,
-                    progress: Step | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None, progress: Step | None = None,
+                    rows: tuple[Any, dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The verdict of ``a`` (:func:`verdict_of`), then its outputs in ``out`` (``tsalign.align.merge.write_timeline``
     with ``outputs``, then verdict.json). One after the other: judged beside the outputs (threads), the 2.4 M-event
     benchmark pair took 0.5 s less but peaked ~100 MiB higher. Returns (verdict, paths of the files written).
-    ``progress``: told as the verdict and the outputs start (:mod:`tsalign.progress`)."""
+    ``progress``: told as the verdict and the outputs start (:mod:`tsalign.progress`). ``rows``: the rows the
+    timeline's files hold and what chose them (:func:`tsalign.align.selection.selected_rows`; the verdict judges every
+    row and records the choice as ``timeline_selection``)."""
     if progress:
         progress(f"merged {len(a.columns):,} events; judging the alignment by its evidence")
     verdict = verdict_of(a)
@@ -213,7 +215,9 @@ def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None,
     if progress:
         progress(f"verdict {verdict['verdict']} ({verdict['brackets']['checked']:,} evidence items checked); "
                  f"writing the outputs in {out}")
-    paths, notes = write_timeline(a, out, outputs)
+    if rows is not None:
+        verdict["timeline_selection"] = rows[1]
+    paths, notes = write_timeline(a, out, outputs, rows[0] if rows is not None else None)
     if notes:
         verdict.setdefault("notes", []).extend(notes)
     return verdict, write_verdict(verdict, paths, out)
