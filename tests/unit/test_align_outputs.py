@@ -85,7 +85,8 @@ def test_window_and_only_cut_the_files_not_the_verdict(tmp_path: Path) -> None:
     whose guest_tsc is 10 ms to 20 ms (exclusive) after the first row, the window's cycles computed here by hand from
     the bundle's TSC frequency (ceil(s * kHz * 1000)); the verdict is the full run's but for what it records of the
     cut."""
-    code, full = _align(tmp_path / "full")
+    code, _ = _align(tmp_path / "full")
+    assert code == 0
     khz = json.loads((SHIPPED / "host" / "manifest.json").read_text())["node"]["tsc_khz"]
     rows = [json.loads(x) for x in (tmp_path / "full" / "timeline.jsonl").open()]
     first = rows[0]["guest_tsc"]
@@ -104,7 +105,7 @@ def test_window_and_only_cut_the_files_not_the_verdict(tmp_path: Path) -> None:
                    "rows": len(want), "of": len(rows)}
     assert _verdict(out) | {"timeline_selection": None} == _verdict(tmp_path / "full") | {"timeline_selection": None}
     # the same window in cycles, open at its end
-    code, v = _align(tmp_path / "tsc", "--window-tsc", f"{lo}:", "--outputs", "parquet")
+    code, _ = _align(tmp_path / "tsc", "--window-tsc", f"{lo}:", "--outputs", "parquet")
     got = pq.read_table(tmp_path / "tsc" / "timeline.parquet").column("guest_tsc").to_pylist()
     assert code == 0 and got == [r["guest_tsc"] for r in rows if r["guest_tsc"] >= lo]
 
@@ -113,8 +114,8 @@ def test_a_cut_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
     """Refused with the option named, no file left: a name no event has (a typo would write empty files), seconds
     without a TSC frequency (the foreign pair without --tsc-khz), ends the wrong way round, both windows."""
     cases = [
-        ((SHIPPED / "host", SHIPPED / "guest"), ["--only", "kvm_pio,kvm_exti"], "--only: invalid value 'kvm_pio,kvm_exti'"
-         "; expected names of events in these traces (none is kvm_exti"),
+        ((SHIPPED / "host", SHIPPED / "guest"), ["--only", "kvm_pio,kvm_exti"],
+         "--only: invalid value 'kvm_pio,kvm_exti'; expected names of events in these traces (none is kvm_exti"),
         ((FOREIGN / "host.dat", FOREIGN / "guest.txt"), ["--tsc-offset", "0=0", "--window", "1:2"],
          "expected a TSC frequency to count seconds in: give --tsc-khz"),
         ((SHIPPED / "host", SHIPPED / "guest"), ["--window", "2:1"], "expected FROM:TO with FROM before TO"),
