@@ -108,6 +108,11 @@ def test_window_and_only_cut_the_files_not_the_verdict(tmp_path: Path) -> None:
     code, _ = _align(tmp_path / "tsc", "--window-tsc", f"{lo}:", "--outputs", "parquet")
     got = pq.read_table(tmp_path / "tsc" / "timeline.parquet").column("guest_tsc").to_pylist()
     assert code == 0 and got == [r["guest_tsc"] for r in rows if r["guest_tsc"] >= lo]
+    # a window past the capture: empty files, and said so, with the capture's span
+    code, v = _align(tmp_path / "past", "--window", "1000:", "--outputs", "jsonl")
+    span = f"the events span guest TSC {first}..{rows[-1]['guest_tsc']}"
+    assert code == 0 and (tmp_path / "past" / "timeline.jsonl").read_text() == ""
+    assert v["timeline_selection"]["rows"] == 0 and any(span in n for n in v["notes"]), v["notes"]
 
 
 def test_a_cut_that_cannot_be_made_is_refused(tmp_path: Path) -> None:

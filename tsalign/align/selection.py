@@ -117,4 +117,9 @@ def selected_rows(guest_tsc: np.ndarray, event_code: np.ndarray, names: list[str
         doc["only"] = sorted(want)
     doc["rows"] = (hi - lo) if isinstance(rows, slice) else len(rows)
     doc["of"] = n
+    if n and not doc["rows"]:  # (said, not only written as empty files)
+        length = int(guest_tsc[-1]) - int(guest_tsc[0])
+        doc["note"] = ("the timeline's files hold no event: none is in the window (and of the events named); the "
+                       f"events span guest TSC {int(guest_tsc[0])}..{int(guest_tsc[-1])}"
+                       + (f", {length / (tsc_khz * 1000):.6f} s" if tsc_khz else ""))
     return rows, doc

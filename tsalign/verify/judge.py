@@ -217,6 +217,8 @@ def judge_and_write(a: Any, out: str, outputs: tuple[str, ...] | None = None, pr
                  f"writing the outputs in {out}")
     if rows is not None:
         verdict["timeline_selection"] = rows[1]
+        if "note" in rows[1]:
+            verdict.setdefault("notes", []).append(rows[1]["note"])
     paths, notes = write_timeline(a, out, outputs, rows[0] if rows is not None else None)
     if notes:
         verdict.setdefault("notes", []).extend(notes)
