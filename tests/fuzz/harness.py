@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tsalign.cli import OUT_OF_MEMORY
+
 REPO = Path(__file__).resolve().parents[2]
 OK_CODES = {0, 1, 3, 4, 5, 6, 7}
 INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 1 << 32,
@@ -250,7 +252,7 @@ def run_case(seed: Seed, files: dict[str, bytes], work: Path, timeout: float, me
             return {"result": "signal", "detail": f"child exited {os.WEXITSTATUS(status)} without a report", "seconds": took}
         out = json.loads(raw)
         out["seconds"] = took
-        if out["code"] == "memory" or "out of memory (MemoryError)" in out.get("stderr", ""):  # (main's message)
+        if out["code"] == "memory" or OUT_OF_MEMORY in out.get("stderr", ""):  # (main's error for a MemoryError)
             out["result"] = "memory"
         elif out["code"] not in OK_CODES or out.get("traceback"):
             out["result"] = "traceback"

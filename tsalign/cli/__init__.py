@@ -17,7 +17,10 @@ from typing import Any, Callable
 from .. import __version__, exitcodes
 from ..errors import InconsistentData, InvalidParameter, MissingParameter, TsalignError, Unavailable
 
-__all__ = ["build_parser", "emit", "main"]
+__all__ = ["OUT_OF_MEMORY", "build_parser", "emit", "main"]
+
+#: how main's error for a MemoryError begins (the fuzz harness tells a memory finding by it)
+OUT_OF_MEMORY = "out of memory (MemoryError)"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -94,19 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except TsalignError as err:
-        code = _exit_code(err)
-        if getattr(args, "json", False):
-            sys.stdout.write(json.dumps({"error": str(err), "kind": type(err).__name__, "exit_code": code}) + "\n")
-        sys.stderr.write(f"tsalign {args.verb}: error: {err}\n")
-        return code
+        return _fatal(args, str(err), type(err).__name__, _exit_code(err))
     except KeyboardInterrupt:
         sys.stderr.write(f"tsalign {args.verb}: interrupted\n")
         return exitcodes.INTERRUPTED
     except BrokenPipeError:
         return exitcodes.OK
     except MemoryError:  # not a bug, and not "fail": what the machine could not give
-        return _fatal(args, "out of memory (MemoryError): free memory, raise this process's limit, or give it a "
-                      "shorter capture", "MemoryError", exitcodes.UNAVAILABLE)
+        return _fatal(args, f"{OUT_OF_MEMORY}: free memory, raise this process's limit, or give it a shorter capture",
+                      "MemoryError", exitcodes.UNAVAILABLE)
     except OSError as err:  # the machine said no where no check caught it first: no traceback, not exit 1 ("fail")
         msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
         return _fatal(args, msg, "OSError", exitcodes.UNAVAILABLE)
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fatal(args: argparse.Namespace, msg: str, kind: str, code: int) -> int:
-    """An error that is not a :class:`TsalignError`: said on stderr (and on stdout as JSON with --json)."""
+    """An error ending the command: said on stderr (and on stdout as JSON with --json); returns ``code``."""
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps({"error": msg, "kind": kind, "exit_code": code}) + "\n")
     sys.stderr.write(f"tsalign {args.verb}: error: {msg}\n")
