@@ -9,6 +9,7 @@ from .errors import InvalidParameter
 
 __all__ = [
     "MASK64",
+    "MAX_SECONDS",
     "U64_MAX",
     "check_u64",
     "parse_int",
@@ -18,6 +19,8 @@ __all__ = [
 ]
 
 MASK64 = (1 << 64) - 1
+#: the longest duration any option takes, in seconds (a year): captures, micro-VM runs, output windows
+MAX_SECONDS = 366 * 86400
 U64_MAX = MASK64
 
 

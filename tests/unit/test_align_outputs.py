@@ -128,6 +128,7 @@ def test_a_cut_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
         ((SHIPPED / "host", SHIPPED / "guest"), ["--window", "5"], "expected FROM:TO"),
         ((SHIPPED / "host", SHIPPED / "guest"), ["--window", "1:", "--window-tsc", "1:"], "one of them, not both"),
         ((SHIPPED / "host", SHIPPED / "guest"), ["--only", "a b"], "expected event names, comma-separated"),
+        ((SHIPPED / "host", SHIPPED / "guest"), ["--only", "kvm:*"], "expected event names, comma-separated"),
     ]
     for i, ((h, g), more, said) in enumerate(cases):
         out = tmp_path / f"x{i}"

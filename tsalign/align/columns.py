@@ -196,10 +196,14 @@ class AlignedColumns:
         inv, labels = self.track_codes()
         return [labels[i] for i in inv.tolist()]
 
+    def bare_names(self) -> np.ndarray:
+        """The event vocabulary (indexed by ``event_code``) without systems: ``kvm:kvm_exit`` -> ``kvm_exit``."""
+        return np.asarray([str(n).split(":")[-1] for n in self.names.tolist()], dtype=object)
+
     def select(self, host: Iterable[str], guest: Iterable[str]) -> AlignedColumns:
         """The rows of the host events named ``host`` and the guest events named ``guest`` (names without their
         system, as ``sched_switch``), in order — e.g. what an analysis reads, before its rows become dicts."""
-        bare = np.asarray([str(n).split(":")[-1] for n in self.names.tolist()], dtype=object)
+        bare = self.bare_names()
         if not len(bare):  # no event names: no rows
             return self
         want_h, want_g = np.isin(bare, list(set(host))), np.isin(bare, list(set(guest)))

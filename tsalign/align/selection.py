@@ -7,17 +7,21 @@ Pure functions: the window's parse (decimal seconds, exact: no float), the cycle
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..capture.tracefs import EVENT_NAME
 from ..errors import InvalidParameter
+from ..numbers import MAX_SECONDS
 
-__all__ = ["Selection", "parse_seconds_window", "parse_tsc_window", "selected_rows"]
+if TYPE_CHECKING:
+    from .columns import AlignedColumns
 
-_MAX_SECONDS = Fraction(366 * 86400)
+__all__ = ["Selection", "parse_only", "parse_seconds_window", "parse_tsc_window", "selected_rows"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,10 @@ class Selection:
     seconds: tuple[Fraction | None, Fraction | None] | None = None
     tsc: tuple[int | None, int | None] | None = None
     only: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None and self.tsc is not None:
+            raise InvalidParameter("--window/--window-tsc", "both given", "one of them, not both")
 
     def __bool__(self) -> bool:
         return self.seconds is not None or self.tsc is not None or self.only is not None
@@ -53,7 +61,7 @@ def parse_seconds_window(text: str) -> tuple[Fraction | None, Fraction | None]:
         if not s or any(c not in "0123456789." for c in s) or s.count(".") > 1 or s == ".":
             raise InvalidParameter("--window", text, "FROM:TO in seconds after the first event, decimals (10:12.5)")
         v = Fraction(s)
-        if v > _MAX_SECONDS:
+        if v > MAX_SECONDS:
             raise InvalidParameter("--window", text, "seconds up to a year")
         return v
     lo, hi = _ends(text, "--window", sec, "seconds after the first event, decimals")
@@ -68,6 +76,16 @@ def parse_tsc_window(text: str) -> tuple[int | None, int | None]:
     return lo, hi
 
 
+def parse_only(text: str) -> tuple[str, ...]:
+    """``--only``'s event names, comma-separated: ``name`` or ``system:name``, spelt as a capture's ``--events``
+    takes them (``tsalign.capture.tracefs.EVENT_NAME``) but for ``*``."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names or not all(n.partition(":")[2] != "*" and EVENT_NAME.fullmatch(n if ":" in n else f"any:{n}")
+                            for n in names):
+        raise InvalidParameter("--only", text, "event names, comma-separated (kvm_exit or kvm:kvm_exit)")
+    return names
+
+
 def seconds_to_tsc(window: tuple[Fraction | None, Fraction | None], first: int, tsc_khz: int
                    ) -> tuple[int | None, int | None]:
     """The guest TSC span of ``window`` (seconds after ``first``): each end ``first + ceil(s * kHz * 1000)``, so
@@ -75,16 +93,16 @@ def seconds_to_tsc(window: tuple[Fraction | None, Fraction | None], first: int, 
     def at(s: Fraction | None) -> int | None:
         if s is None:
             return None
-        c = s * tsc_khz * 1000
-        return first + -(-c.numerator // c.denominator)
+        return first + math.ceil(s * tsc_khz * 1000)
     return at(window[0]), at(window[1])
 
 
-def selected_rows(guest_tsc: np.ndarray, event_code: np.ndarray, names: list[str], sel: Selection, tsc_khz: int | None) -> tuple[slice | np.ndarray, dict[str, Any]]:
-    """The rows ``sel`` keeps (a slice where only a window cuts: the rows are in guest TSC order) and what it was,
+def selected_rows(c: AlignedColumns, sel: Selection, tsc_khz: int | None) -> tuple[slice | np.ndarray, dict[str, Any]]:
+    """The rows of ``c`` ``sel`` keeps (a slice where only a window cuts: the rows are in guest TSC order) and what it was,
     for the verdict: the window in cycles, the names matched, the rows kept. Raises :class:`InvalidParameter` for a
     seconds window without a TSC frequency and for a name no event of the alignment has (a typo would write empty
     files)."""
+    guest_tsc = c.guest_tsc
     n = len(guest_tsc)
     doc: dict[str, Any] = {}
     lo, hi = 0, n
@@ -104,16 +122,14 @@ def selected_rows(guest_tsc: np.ndarray, event_code: np.ndarray, names: list[str
         doc["window_guest_tsc"] = list(span)
     rows: slice | np.ndarray = slice(lo, hi)
     if sel.only is not None:
-        bare = [str(x).split(":")[-1] for x in names]
+        bare = c.bare_names()
         want = {o.split(":")[-1] for o in sel.only}
-        missing = sorted(want - set(bare))
+        missing = sorted(want - set(bare.tolist()))
         if missing:
             raise InvalidParameter("--only", ",".join(sel.only),
                                    f"names of events in these traces (none is {', '.join(missing)}; they hold "
-                                   f"{', '.join(sorted(set(bare))[:40])})")
-        lut = np.asarray([b in want for b in bare], dtype=bool)
-        keep = np.nonzero(lut[event_code[lo:hi]])[0] + lo
-        rows = keep
+                                   f"{', '.join(sorted(set(bare.tolist()))[:40])})")
+        rows = np.nonzero(np.isin(bare, list(want))[c.event_code[lo:hi]])[0] + lo
         doc["only"] = sorted(want)
     doc["rows"] = (hi - lo) if isinstance(rows, slice) else len(rows)
     doc["of"] = n

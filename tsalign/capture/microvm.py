@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 
 from ..errors import Unavailable
 
-__all__ = ["BEACON_PORT_LO", "GUEST_IRQ", "IRQ_PORT_LO", "MSR_BEACON", "Beacon", "MicroVM", "RunResult"]
+__all__ = ["BEACON_PORT_LO", "GUEST_IRQ", "IRQ_INTERVAL_S", "IRQ_PORT_LO", "MSR_BEACON", "RUN_TIMEOUT_S", "Beacon",
+           "MicroVM", "RunResult"]
+
+#: seconds between the interrupts :meth:`MicroVM.run` raises, at the least, and after which it gives up
+IRQ_INTERVAL_S = 0.002
+RUN_TIMEOUT_S = 60.0
 
 KVMIO = 0xAE
 KVM_GET_API_VERSION = 0xAE00
@@ -235,7 +240,8 @@ class MicroVM:
         fcntl.ioctl(self.vm_fd, KVM_IRQ_LINE, struct.pack("<II", GUEST_IRQ, 1))
         fcntl.ioctl(self.vm_fd, KVM_IRQ_LINE, struct.pack("<II", GUEST_IRQ, 0))
 
-    def run(self, beacons: int, irqs: int = 0, irq_interval_s: float = 0.002, timeout_s: float = 60.0) -> RunResult:
+    def run(self, beacons: int, irqs: int = 0, irq_interval_s: float = IRQ_INTERVAL_S,
+            timeout_s: float = RUN_TIMEOUT_S) -> RunResult:
         """Run the guest on the calling thread until ``beacons`` beacons arrived and every one of
         ``irqs`` interrupts (raised from a helper thread, ``irq_interval_s`` apart) was handled."""
         assert self._run is not None

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -16,10 +14,12 @@ from typing import Any
 from .. import exitcodes
 from ..align.merge import align
 from ..capture.capture import DEFAULT_GUEST_EVENTS, DEFAULT_HOST_EVENTS, Capture
+from ..capture.microvm import IRQ_INTERVAL_S, RUN_TIMEOUT_S
 from ..capture.tracefs import parse_events
 from ..errors import InvalidParameter
 from ..node import kvmvms
 from ..node.fs import Root
+from ..numbers import MAX_SECONDS
 from ..outdir import output_dir
 from ..verdicts import exit_code
 from . import emit
@@ -161,7 +161,7 @@ def _one_vm(vms: list[kvmvms.VmInfo], name: str) -> kvmvms.VmInfo:
 def run_capture(args: argparse.Namespace) -> int:
     if args.role == "guest" and (args.vm or args.pid):
         raise InvalidParameter("--vm/--pid", args.vm or args.pid, "nothing with --role guest (they select a VM on a host)")
-    if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= 86400 * 366):
+    if args.duration is not None and not 0 < args.duration <= MAX_SECONDS:  # (NaN, inf too)
         raise InvalidParameter("--duration", args.duration, "a finite positive number of seconds (at most a year)")
     if not 4 <= args.buffer_kb <= 1 << 22:
         raise InvalidParameter("--buffer-kb", args.buffer_kb, "a per-CPU ring buffer size from 4 to 4194304 KiB")
@@ -220,7 +220,13 @@ def _outputs_arg(text: str) -> tuple[str, ...]:
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from ..align.selection import Selection, parse_seconds_window, parse_tsc_window, selected_rows
+    from ..align.selection import (
+        Selection,
+        parse_only,
+        parse_seconds_window,
+        parse_tsc_window,
+        selected_rows,
+    )
     from ..verify.judge import (  # numpy: not needed by `capture` on a guest
         judge_and_write,
         payload_policies,
@@ -228,13 +234,9 @@ def run_align(args: argparse.Namespace) -> int:
 
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.guest)), "aligned")
     given = parse_tsc_offsets(args.tsc_offset)
-    if args.window is not None and args.window_tsc is not None:
-        raise InvalidParameter("--window/--window-tsc", (args.window, args.window_tsc), "one of them, not both")
-    only = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only is not None else None
-    if only is not None and (not only or not all(_EVENT_NAME.fullmatch(n) for n in only)):
-        raise InvalidParameter("--only", args.only, "event names, comma-separated (kvm_exit or kvm:kvm_exit)")
     selection = Selection(parse_seconds_window(args.window) if args.window is not None else None,
-                          parse_tsc_window(args.window_tsc) if args.window_tsc is not None else None, only)
+                          parse_tsc_window(args.window_tsc) if args.window_tsc is not None else None,
+                          parse_only(args.only) if args.only is not None else None)
     with output_dir(out, "-o/--out"):  # made before the read: a long read does not end in an unwritable -o
         progress = progress_of(args, "align")
         # only the payloads the verdict reads are held; the others wait in spills until the outputs are written
@@ -243,8 +245,7 @@ def run_align(args: argparse.Namespace) -> int:
         del host, guest  # their columns are in the alignment's now: free the rest before the verdict's peak
         rows = None
         if selection:  # (its names and seconds checked before the verdict's minutes)
-            c = aligned.columns
-            rows = selected_rows(c.guest_tsc, c.event_code, c.names.tolist(), selection, aligned.tsc_khz)
+            rows = selected_rows(aligned.columns, selection, aligned.tsc_khz)
         verdict, paths = judge_and_write(aligned, out, args.outputs, progress, rows)
     progress("done")
     public = {k: v for k, v in verdict.items() if not k.startswith("_")}
@@ -309,18 +310,16 @@ def render_selftest(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-#: an event name --only takes: NAME or SYSTEM:NAME
-_EVENT_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*:)?[A-Za-z_][A-Za-z0-9_]*")
-
-#: IRQs a selftest may inject: the micro-VM raises one every 2 ms at the most and stops after 60 s
-MAX_SELFTEST_IRQS = 20_000
+#: IRQs a selftest may inject: the micro-VM raises one every IRQ_INTERVAL_S at the most and gives up after
+#: RUN_TIMEOUT_S; two thirds of that time, the rest left to its beacons
+MAX_SELFTEST_IRQS = int(RUN_TIMEOUT_S / IRQ_INTERVAL_S) * 2 // 3
 
 
 def run_selftest_cli(args: argparse.Namespace) -> int:
     if args.beacons < 1 or not 0 <= args.irqs <= MAX_SELFTEST_IRQS:
         raise InvalidParameter("--beacons/--irqs", (args.beacons, args.irqs),
-                               f"--beacons >= 1 and --irqs from 0 to {MAX_SELFTEST_IRQS} (one every 2 ms or more, "
-                               "within the micro-VM's 60 s)")
+                               f"--beacons >= 1 and --irqs from 0 to {MAX_SELFTEST_IRQS} (one every "
+                               f"{IRQ_INTERVAL_S * 1000:g} ms or more, within the micro-VM's {RUN_TIMEOUT_S:g} s)")
     from ..numbers import parse_int
     from ..verify.selftest import run_selftest
 
@@ -367,7 +366,7 @@ def run_microvm(args: argparse.Namespace) -> int:
 
     from ..capture.microvm import MicroVM
 
-    if not 0 < args.seconds <= 366 * 86400:  # (NaN too: it ran for no time, exit 0)
+    if not 0 < args.seconds <= MAX_SECONDS:  # (NaN, inf too: NaN ran for no time, exit 0)
         raise InvalidParameter("--seconds", args.seconds, "a positive number of seconds (at most a year)")
     if not 0 <= args.irq_every <= 1_000_000:
         raise InvalidParameter("--irq-every", args.irq_every, "a number of beacon batches from 0 (no IRQs) to 1000000")
