@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import exitcodes
 from ..errors import InvalidParameter
 from . import emit
 
 __all__ = ["register"]
+
+if TYPE_CHECKING:
+    from ..clock.kvm import TscParams
 
 
 def register(sub: Any) -> None:
@@ -46,18 +49,18 @@ def run_events(args: argparse.Namespace) -> int:
     for opt, v in (("--tsc-ratio", args.tsc_ratio), ("--tsc-frac-bits", args.tsc_frac_bits)):
         if v is not None and not args.tsc_offset:
             raise InvalidParameter(opt, v, "to be used with --tsc-offset (the scaling of the offset's conversion)")
-    args.tsc = None
+    tsc = None
     if args.tsc_offset:  # checked before any file is read
         from .convert import tsc_params_of
 
-        args.tsc = tsc_params_of(args)
+        tsc = tsc_params_of(args)
     docs = []
     lines: list[str] = []
     warned = False
     for path, buffer in _inputs(args):
         with open_trace(path, args.format, args.clock, buffer, strict=not args.lenient) as t:
             if args.parquet:
-                doc = _export(t, args)
+                doc = _export(t, args, tsc)
             else:
                 doc = t.summary()
             docs.append(doc)
@@ -85,7 +88,9 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     return out
 
 
-def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _export(t: Any, args: argparse.Namespace, tsc: TscParams | None) -> dict[str, Any]:
+    """``t``'s events to ``args.parquet``, with guest_tsc from ``tsc`` (:class:`~tsalign.clock.kvm.TscParams`) where
+    --tsc-offset gave one."""
     from ..clock import vec
     from ..traces.export import write_parquet
 
@@ -97,8 +102,9 @@ def _export(t: Any, args: argparse.Namespace) -> dict[str, Any]:
         if t.info.domain != "tsc":
             raise InvalidParameter("--tsc-offset", args.tsc_offset,
                                    f"a trace whose clock is x86-tsc (this one is {t.info.clock!r}; pass --clock x86-tsc if it is)")
-        p = args.tsc
-        guest = lambda c: vec.host_to_guest_tsc(c.ts, p)
+        assert tsc is not None, "parsed with --tsc-offset"
+        params = tsc
+        guest = lambda c: vec.host_to_guest_tsc(c.ts, params)
     parent = os.path.dirname(os.path.abspath(args.parquet))
     if os.path.isdir(args.parquet) or not os.path.isdir(parent):
         raise InvalidParameter("--parquet", args.parquet, "a file path in an existing directory")
