@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from .errors import InvalidParameter
 
-__all__ = ["make_dir", "output_dir", "remove_made"]
+__all__ = ["make_dir", "output_dir"]
 
 
 def make_dir(path: str, opt: str) -> list[str]:
@@ -32,12 +32,12 @@ def make_dir(path: str, opt: str) -> list[str]:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        remove_made(made)
+        _remove_made(made)
         raise InvalidParameter(opt, path, f"a directory this user can create and write in ({e.strerror or e})") from None
     return made
 
 
-def remove_made(made: list[str]) -> None:
+def _remove_made(made: list[str]) -> None:
     """Remove the directories :func:`make_dir` created (innermost first) where they are still empty."""
     for d in reversed(made):
         try:
@@ -54,5 +54,5 @@ def output_dir(path: str, opt: str) -> Iterator[str]:
     try:
         yield path
     except BaseException:
-        remove_made(made)
+        _remove_made(made)
         raise
